@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import hashlib
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -28,11 +29,19 @@ _NUM_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 
 class Tokenizer(abc.ABC):
-  """Text <-> token ids. Subclasses set `name`, `vocab_size` and `eot_id`."""
+  """Text <-> token ids.
+
+  Attributes:
+    name: the name `get_tokenizer` knows it by.
+    vocab_size: number of ids (all ids are < vocab_size).
+    eot_id: the end-of-text id, put between documents.
+    fingerprint: changes whenever the mapping could (for caches of token ids).
+  """
 
   name: str
   vocab_size: int
   eot_id: int
+  fingerprint: str
 
   @abc.abstractmethod
   def encode(self, text: str, *, allow_eot: bool = False) -> list[int]:
@@ -64,11 +73,13 @@ def _int_list(ids: Iterable[int]) -> list[int]:
 class TiktokenTokenizer(Tokenizer):
   """A tiktoken `Encoding`."""
 
-  def __init__(self, encoding, name: str | None = None):
+  def __init__(self, encoding, name: str | None = None,
+               fingerprint: str | None = None):
     self.encoding = encoding
     self.name = name or encoding.name
     self.vocab_size = encoding.n_vocab
     self.eot_id = encoding.eot_token
+    self.fingerprint = fingerprint or f"tiktoken:{encoding.name}"
     self._eot = {EOT_TEXT} & set(encoding.special_tokens_set)
 
   def encode(self, text: str, *, allow_eot: bool = False) -> list[int]:
@@ -95,6 +106,7 @@ class ByteTokenizer(Tokenizer):
     self.name = "char"
     self.vocab_size = 257
     self.eot_id = 256
+    self.fingerprint = "utf8-bytes+eot"
 
   def encode(self, text: str, *, allow_eot: bool = False) -> list[int]:
     if allow_eot and EOT_TEXT in text:
@@ -130,6 +142,7 @@ class HFTokenizer(Tokenizer):
           f"tokenizer file {str(path)!r} does not exist; 'bpe:<path>' needs the path of "
           f"a Hugging Face tokenizer.json")
     self.name = f"bpe:{path}"
+    self.fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
     # Two copies: one matches special tokens in text, one encodes them as text.
     self._special = tokenizers.Tokenizer.from_file(str(path))
     self._plain = tokenizers.Tokenizer.from_file(str(path))
@@ -182,7 +195,8 @@ def _gpt2_encoding():
 def get_tokenizer(name: str) -> Tokenizer:
   """Returns the tokenizer called `name`: 'gpt2', 'char' or 'bpe:<tokenizer.json>'."""
   if name == "gpt2":
-    return TiktokenTokenizer(_gpt2_encoding())
+    from llmjax import assets  # pylint: disable=g-import-not-at-top
+    return TiktokenTokenizer(_gpt2_encoding(), fingerprint=assets.GPT2_BPE_SHA256)
   if name == "char":
     return ByteTokenizer()
   if name.startswith("bpe:") and len(name) > 4:
