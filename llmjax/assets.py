@@ -128,6 +128,8 @@ def _download_sdist(requirement: str, expected_sha256: str, dest: Path,
   sdists = sorted(dest.glob("*.tar.gz"))
   if proc.returncode != 0 or len(sdists) != 1:
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+    if "No module named pip" in tail:
+      tail += f"\n(install pip into this environment: {sys.executable} -m ensurepip)"
     raise AssetError(
         f"Could not fetch asset {asset!r}: `{' '.join(cmd)}` exited with "
         f"{proc.returncode}:\n{tail}\nTo fix: {_fetch_hint(asset)}.")

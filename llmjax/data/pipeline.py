@@ -66,12 +66,9 @@ class WindowLoader:
     self.block_size = block_size
     self.offsets = np.arange(block_size + 1, dtype=np.int64)
     self.n_tokens = len(tokens)
-    if _is_whole_file(tokens):
-      self.path, self.dtype = os.fspath(tokens.filename), tokens.dtype
-      self._tokens = np.asarray(tokens)  # A plain view: cheaper to index.
-    else:
-      self.path, self.dtype = None, np.asarray(tokens).dtype
-      self._tokens = np.asarray(tokens)
+    self.path = os.fspath(tokens.filename) if _is_whole_file(tokens) else None
+    self._tokens = np.asarray(tokens)  # A plain ndarray view is cheaper to index.
+    self.dtype = self._tokens.dtype
 
   def __getstate__(self):
     state = dict(self.__dict__)
