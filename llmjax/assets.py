@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import os
