@@ -209,6 +209,9 @@ def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *
     The train/val memmaps: validation is the last `val_fraction` of the token stream,
     starting at a line boundary when one is within a few thousand tokens.
   """
+  if data_cfg.get("source") == "math":  # Streamed, capped corpora: see math_text.
+    from llmjax.data import math_text  # pylint: disable=g-import-not-at-top
+    return math_text.prepare_math_tokens(data_cfg, cache_root, progress=progress)
   val_fraction = float(data_cfg.get("val_fraction", 0.1))
   if not 0.0 < val_fraction < 1.0:
     raise ValueError(f"data.val_fraction={val_fraction} must be in (0, 1), e.g. 0.1")

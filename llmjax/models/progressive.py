@@ -77,7 +77,8 @@ class ProgressiveConfig(gpt.GPTConfig):
 class ProgressiveGPT(gpt.GPT):
   """The stage-`cfg.stage` model: `n_groups` blocks, each applied `repeats` times."""
 
-  def __init__(self, cfg: ProgressiveConfig, *, rngs: nnx.Rngs):  # pylint: disable=super-init-not-called
+  def __init__(self, cfg: ProgressiveConfig, *, rngs: nnx.Rngs):
+    # Not GPT.__init__: the blocks differ per stage. pylint: disable=super-init-not-called
     self.cfg = cfg
     v, d = cfg.padded_vocab_size, cfg.n_embd
     self.wte = layers.normal_param(rngs, (v, d), 0.02, cfg.param_dtype, ("vocab", "embed"))
