@@ -57,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip = 1.0  # Global-norm gradient clipping (0 disables).
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "shakespeare"  # shakespeare, file, url or hf.
+  c.data.source = "shakespeare"  # shakespeare, file, url, hf or math (streamed, see docs).
   c.data.path = ""  # File path, URL, or HF dataset id / local dataset directory.
   c.data.hf_config = ""  # HF dataset configuration name ("" = none).
   c.data.hf_split = "train"  # HF dataset split to read.
