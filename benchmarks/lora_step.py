@@ -27,9 +27,11 @@ from llmjax.train import optimizer as optim_lib
 from llmjax.train import progressive_loop
 from llmjax.train import step as step_lib
 
+# The cpu preset uses a small vocabulary: with GPT-2's 50257 entries the unembedding
+# would dominate a 128-wide model's step and hide what the blocks cost.
 PRESETS = {
-    "cpu": dict(n_embd=128, n_head=4, block_size=128, batch_size=8),
-    "gpu": dict(n_embd=768, n_head=12, block_size=512, batch_size=16),
+    "cpu": dict(n_embd=128, n_head=4, block_size=128, batch_size=8, vocab_size=4096),
+    "gpu": dict(n_embd=768, n_head=12, block_size=512, batch_size=16, vocab_size=50257),
 }
 
 
@@ -38,6 +40,7 @@ def config_for(preset: str, dtype: str) -> ml_collections.ConfigDict:
   c = config_base.base_config()
   c.model.n_layer, c.model.n_head, c.model.n_embd = 12, p["n_head"], p["n_embd"]
   c.model.block_size, c.model.dtype = p["block_size"], dtype
+  c.model.vocab_size = p["vocab_size"]
   c.train.batch_size, c.train.steps = p["batch_size"], 1000
   c.progressive = ml_collections.ConfigDict(dict(stage_fractions=(1 / 3, 1 / 3, 1 / 3),
                                                  stage_groups=(3, 6, 12)))
