@@ -61,10 +61,12 @@ class TrainResult:
 
 @contextlib.contextmanager
 def workdir_lock(workdir: pathlib.Path):
-  """Refuses a second job on the same workdir."""
+  """Refuses a second job on the same workdir (each process of a multi-host job locks its
+  own file, so the processes of one job share the workdir)."""
+  proc = jax.process_index()
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    handle = open(workdir / ".lock", "w")
+    handle = open(workdir / (".lock" if proc == 0 else f".lock.{proc}"), "w")
   except OSError as e:
     raise TrainingError(f"Workdir {workdir} is not writable ({e}). Pick another --workdir.")
   try:
@@ -181,27 +183,15 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
   eval_data = [{k: np.split(np.asarray(v), n_proc)[proc] for k, v in b.items()}
                for b in eval_data]
 
-  # Model, optimizer and sharded state.
-  model_config = models.model_config(mc)
-  abstract_model = nnx.eval_shape(lambda: models.build(mc, tc.seed))
-  graphdef, abstract_params = nnx.split(abstract_model)
-  param_shardings = mesh_lib.param_shardings(abstract_params, mesh)
-  schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
-  tx = optim_lib.make_optimizer(config.optim, tc.steps)
-
-  def init_fn():
-    params = nnx.to_pure_dict(nnx.state(models.build(mc, tc.seed)))
-    params = jax.tree.map(jax.lax.with_sharding_constraint, params, param_shardings)
-    return step_lib.init_state(params, tx)
-
-  abstract_state = jax.eval_shape(init_fn)
-  state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
+  # Model, optimizer, sharded state and compiled steps.
+  steps = build_steps(config, mesh)
+  graphdef, abstract_state = steps.graphdef, steps.abstract_state
   restored = None
   if resuming:
     restored = checkpointer.restore_latest(
-        ckpt_lib.abstract_like(abstract_state, state_shardings), train_iter)
+        ckpt_lib.abstract_like(abstract_state, steps.state_shardings), train_iter)
   if restored is None:
-    state = jax.jit(init_fn, out_shardings=state_shardings)()
+    state = steps.init()
     start_step, meta, resuming = 0, {}, False
   else:
     start_step, state, meta = restored
@@ -215,15 +205,8 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
           f"val unigram entropy {entropy:.3f} nats" +
           (f" | resuming from step {start_step}" if resuming else ""), flush=True)
 
-  batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
-  eval_sharding = mesh_lib.batch_sharding(mesh)
-  train_step = jax.jit(
-      step_lib.make_train_step(graphdef, tx, schedule, dropout=float(mc.get("dropout", 0.0)),
-                               seed=tc.seed),
-      in_shardings=(state_shardings, batch_sharding),
-      out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(graphdef),
-                      in_shardings=(state_shardings["params"], eval_sharding))
+  batch_sharding, eval_sharding = steps.batch_sharding, steps.eval_sharding
+  train_step, eval_step = steps.train_step, steps.eval_step
 
   writer = metrics_lib.MetricsWriter(workdir, resume_step=start_step if resuming else None,
                                      enabled=is_chief)
@@ -255,6 +238,7 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
 
   bar = tqdm(total=tc.steps, initial=start_step, disable=not is_chief, unit="step",
              dynamic_ncols=True, desc=config.name)
+  say = bar.write if is_chief else lambda _: None  # Only process 0 prints.
   step = start_step
   try:
     while step < tc.steps:
@@ -288,17 +272,17 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
         writer.write({"step": step, "val_loss": last_val,
                       "val_perplexity": metrics_lib.perplexity(last_val),
                       "tokens": step * tokens_per_step})
-        bar.write(f"step {step}: val loss {last_val:.4f} (best {best_val:.4f}, unigram "
-                  f"entropy {entropy:.3f})") if is_chief else None
+        say(f"step {step}: val loss {last_val:.4f} (best {best_val:.4f}, unigram "
+            f"entropy {entropy:.3f})")
         if tc.patience and evals_without_improvement >= tc.patience:
           stopped_early = True
-          bar.write(f"Early stop at step {step}: no improvement in {tc.patience} evaluations.")
+          say(f"Early stop at step {step}: no improvement in {tc.patience} evaluations.")
       if is_save or stopped_early or stop.received:
         checkpointer.save(step, state, train_iter, meta_now(step))
       if stop.received:
         interrupted = stop.received
-        bar.write(f"Received {interrupted}: saved checkpoint {step}; re-run the same command "
-                  "to resume.")
+        say(f"Received {interrupted}: saved checkpoint {step}; re-run the same command "
+            "to resume.")
         break
       if stopped_early:
         break
@@ -309,13 +293,57 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
     checkpointer.close()
 
   samples = []
-  if tc.sample_tokens > 0 and not interrupted and is_chief:
+  if tc.sample_tokens > 0 and not interrupted:
     samples = sample_after_training(graphdef, state["params"], tok, tc)
   return TrainResult(workdir=workdir, step=step,
                      final_train_loss=last_metrics and last_metrics["train_loss"],
                      best_val_loss=best_val, final_val_loss=last_val, stopped_early=stopped_early,
                      interrupted=interrupted is not None, samples=samples, num_params=num_params,
                      tokens_per_s=throughput, unigram_entropy=entropy)
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """Everything needed to train a config on a mesh; shared with `benchmarks/`."""
+  mesh: jax.sharding.Mesh
+  graphdef: Any  # The model's nnx.GraphDef (rebuilt inside the steps).
+  abstract_state: Any  # Train state of ShapeDtypeStructs (no sharding).
+  state_shardings: Any  # NamedShardings matching the train state.
+  init: Any  # () -> train state, initialised directly into its shardings.
+  train_step: Any  # (state, batch [A, B/A, T]) -> (state, metrics); donates the state.
+  eval_step: Any  # (params, batch [B, T]) -> (sum of token losses, token count).
+  batch_sharding: NamedSharding  # Train batches [A, B/A, T]: B over data x fsdp.
+  eval_sharding: NamedSharding  # Eval batches [B, T].
+
+
+def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Steps:
+  """Builds the sharded init and the jitted train/eval steps for `config` on `mesh`."""
+  tc, mc = config.train, config.model
+  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: models.build(mc, tc.seed)))
+  param_shardings = mesh_lib.param_shardings(abstract_params, mesh)
+  schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
+  tx = optim_lib.make_optimizer(config.optim, tc.steps)
+
+  def init_fn():
+    params = nnx.to_pure_dict(nnx.state(models.build(mc, tc.seed)))
+    params = jax.tree.map(jax.lax.with_sharding_constraint, params, param_shardings)
+    return step_lib.init_state(params, tx)
+
+  abstract_state = jax.eval_shape(init_fn)
+  state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
+  batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
+  eval_sharding = mesh_lib.batch_sharding(mesh)
+  train_step = jax.jit(
+      step_lib.make_train_step(graphdef, tx, schedule, dropout=float(mc.get("dropout", 0.0)),
+                               seed=tc.seed),
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+  eval_step = jax.jit(step_lib.make_eval_step(graphdef),
+                      in_shardings=(state_shardings["params"], eval_sharding))
+  return Steps(mesh=mesh, graphdef=graphdef, abstract_state=abstract_state,
+               state_shardings=state_shardings,
+               init=jax.jit(init_fn, out_shardings=state_shardings), train_step=train_step,
+               eval_step=eval_step, batch_sharding=batch_sharding, eval_sharding=eval_sharding)
 
 
 def state_shardings_for(abstract_state, param_shardings, mesh):
@@ -348,8 +376,14 @@ def _check_restored_shapes(state, abstract_state):
 
 
 def sample_after_training(graphdef, params, tok, tc) -> list[str]:
+  """Samples on the mesh the params live on; multi-host: gathered, sampled on process 0."""
   from llmjax import generate  # pylint: disable=import-outside-toplevel
-  model = nnx.merge(graphdef, jax.device_get(params))
+  if jax.process_count() > 1:  # Every process takes part in the gather.
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() != 0:
+      return []
+  model = nnx.merge(graphdef, params)
   if not hasattr(model, "decode"):
     return []
   gen = generate.Generator(model, eot_id=tok.eot_id)
