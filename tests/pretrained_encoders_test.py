@@ -191,3 +191,35 @@ def test_abstract_init_is_replaced_everywhere():
   model, _ = from_hf(GOLDENS / "albert")
   for path, var in nnx.to_flat_state(nnx.state(model)):
     assert isinstance(var.get_value(), jax.Array), path
+
+
+def test_hub_ids_go_through_snapshot_download(tmp_path, monkeypatch):
+  """A repo without safetensors is fetched in two steps: config first, then the .bin."""
+  import huggingface_hub  # pylint: disable=import-outside-toplevel
+  config_only = tmp_path / "config_only"
+  config_only.mkdir()
+  (config_only / "config.json").write_text((GOLDENS / "distilbert" / "config.json").read_text())
+  calls = []
+
+  def fake_download(repo_id, allow_patterns=None):
+    calls.append((repo_id, allow_patterns))
+    return str(config_only if len(calls) == 1 else GOLDENS / "distilbert")
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+  model, cfg = from_hf("someone/tiny-distilbert")
+  assert cfg.family == "distilbert" and isinstance(model, encoder.Encoder)
+  assert [c[0] for c in calls] == ["someone/tiny-distilbert"] * 2
+  assert "model.safetensors" in calls[0][1] and "pytorch_model.bin" not in calls[0][1]
+  assert "pytorch_model.bin" in calls[1][1]
+
+
+def test_unreachable_hub_gives_a_clear_error(monkeypatch):
+  import huggingface_hub  # pylint: disable=import-outside-toplevel
+
+  def offline(repo_id, allow_patterns=None):
+    raise OSError("no network")
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+  with pytest.raises(FileNotFoundError, match=r"'bert-base-uncased' is neither a local directory"
+                     r" nor a downloadable hub repository \(no network\)"):
+    from_hf("bert-base-uncased")

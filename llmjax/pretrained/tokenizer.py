@@ -60,7 +60,7 @@ def bytelevel_bpe_from_files(vocab_path: pathlib.Path, merges_path: pathlib.Path
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
   tok.decoder = decoders.ByteLevel()
   tok.post_processor = processors.RobertaProcessing(
-      sep=_special(vocab, "</s>", vocab_path), cls=_special(vocab, "<s>", vocab_path),
+      _special(vocab, "</s>", vocab_path), _special(vocab, "<s>", vocab_path),
       add_prefix_space=add_prefix_space)
   tok.add_special_tokens([t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t in vocab])
   return tok
