@@ -155,8 +155,22 @@ def test_missing_files_are_named(tmp_path):
 def test_shape_mismatch_names_the_tensor(tmp_path):
   d = _copy_checkpoint(GOLDENS / "electra", tmp_path / "m",
                        lambda c: c.update(intermediate_size=50))
-  with pytest.raises(ValueError,
-                     match=r"'encoder\.layer\.0\.intermediate\.dense\.bias'.*\(48,\).*\(50,\)"):
+  with pytest.raises(ValueError, match=r"'encoder\.layer\.0\.intermediate\.dense\.bias'.*"
+                     r"has shape \(48,\), but config.json implies \(50,\)"):
+    from_hf(d)
+
+
+def test_transposed_kernel_is_refused(tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  d = tmp_path / "m"
+  d.mkdir()
+  (d / "config.json").write_text((GOLDENS / "electra" / "config.json").read_text())
+  tensors = load_file(GOLDENS / "electra" / "model.safetensors")
+  name = "encoder.layer.1.intermediate.dense.weight"
+  tensors[name] = np.ascontiguousarray(tensors[name].T)
+  save_file(tensors, d / "model.safetensors")
+  with pytest.raises(ValueError, match=rf"'{name}'.*has shape \(36, 48\), but config.json"
+                     r" implies \(48, 36\)"):
     from_hf(d)
 
 

@@ -25,12 +25,8 @@ from llmjax.pretrained import weights
 
 CONFIG = "config.json"
 _WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
-# Heads and buffers that checkpoints carry beside the encoder body.
-_IGNORED_PREFIXES = ("pooler", "cls.", "lm_head", "generator_predictions", "generator_lm_head",
-                     "discriminator_predictions", "predictions", "sop_classifier", "vocab_",
-                     "mask_predictions", "lm_predictions", "classifier", "qa_outputs",
-                     "pre_classifier")
-_IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
+# Non-persistent buffers that old checkpoints still carry.
+_BUFFER_SUFFIXES = ("position_ids", "token_type_ids")
 
 
 def _bert_like(family: str, c: dict[str, Any], defaults: dict[str, Any]) -> EncoderConfig:
@@ -235,16 +231,17 @@ def load_encoder_weights(model: Encoder, tensors: dict[str, np.ndarray],
                      f" nearby names: {near[:10]}")
     value = _convert(leaf, tensors[name], len(var.shape))
     if tuple(value.shape) != tuple(var.shape):
+      # Kernels are stored transposed (Linear) or axis-reversed (Conv1d).
+      implied = tuple(reversed(var.shape)) if leaf == "kernel" else tuple(var.shape)
       raise ValueError(f"tensor {name!r} in {source} has shape {tuple(tensors[name].shape)}, but"
-                       f" the config implies {tuple(var.shape)} for {'.'.join(map(str, path))};"
-                       " does config.json belong to these weights?")
+                       f" config.json implies {implied}; does config.json belong to these"
+                       " weights?")
     used.add(name)
     leaves.append((path, var.replace(jnp.asarray(value, dtype=var.get_value().dtype))))
-  unused = [k for k in tensors if k not in used and not k.startswith(_IGNORED_PREFIXES)
-            and not k.endswith(_IGNORED_SUFFIXES)]
-  if unused or outside:
-    logging.info("%s: %d tensors not used by the encoder: %s", source,
-                 len(unused) + len(outside), (unused + outside)[:10])
+  unused = [k for k in tensors if k not in used and not k.endswith(_BUFFER_SUFFIXES)] + outside
+  if unused:
+    logging.info("%s: %d tensors outside the encoder body (task heads, pooler) left unused: %s",
+                 source, len(unused), unused[:10])
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
