@@ -93,7 +93,8 @@ def test_no_mask_means_all_tokens_and_padding_is_ignored():
 
 
 def test_param_dtype():
-  cfg = EncoderConfig(**TINY, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+  cfg = EncoderConfig(**TINY, dtype="bfloat16", param_dtype=jnp.bfloat16)
+  assert cfg.dtype == cfg.param_dtype == jnp.dtype(jnp.bfloat16)
   model = _init(cfg)
   dtypes = {v.get_value().dtype for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
   assert dtypes == {jnp.dtype(jnp.bfloat16)}

@@ -82,10 +82,12 @@ class EncoderConfig:
   conv_activation: str = "tanh"  # DeBERTa-v2: activation of that convolution.
   hidden_dropout: float = 0.0  # dropout on embeddings and residual branches (only with rngs).
   attention_dropout: float = 0.0  # dropout on attention probabilities (only with rngs).
-  dtype: Any = jnp.float32  # computation dtype.
-  param_dtype: Any = jnp.float32  # parameter storage dtype.
+  dtype: Any = jnp.float32  # computation dtype (a dtype or its name, e.g. "bfloat16").
+  param_dtype: Any = jnp.float32  # parameter storage dtype (a dtype or its name).
 
   def __post_init__(self):
+    object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
+    object.__setattr__(self, "param_dtype", jnp.dtype(self.param_dtype))
     if self.family not in FAMILIES:
       raise ValueError(f"unknown encoder family {self.family!r}; supported: {FAMILIES}")
     if self.head_dim is None and self.hidden_size % self.num_heads:

