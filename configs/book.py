@@ -1,0 +1,55 @@
+"""Book learning: a 6-layer, 6-head GPT (GPT-2 BPE) trained on one text until it recites it.
+
+  python -m llmjax.main --config=configs/book.py:cpu --config.data.path=book.txt --workdir=runs/book
+  python -m llmjax.sample --workdir=runs/book --prompt="First sentence of the book" --temperature=0
+
+Variants: default (GPU-sized width), `cpu` (a ~10 kB text memorised in minutes on 2
+cores), `smoke` (seconds, for tests). Without data.path the bundled Shakespeare is used.
+"""
+
+from llmjax import config_base
+
+
+def get_config(arg=None):
+  c = config_base.base_config()
+  c.name = "book"  # Run name.
+  c.model.n_layer = 6  # The book-learning model: 6 layers.
+  c.model.n_head = 6  # 6 heads.
+  c.model.n_embd = 384  # Width.
+  c.model.block_size = 256  # Context length.
+  c.model.dropout = 0.0  # Memorisation wants no dropout.
+  c.data.source = "file"  # One local text file.
+  c.data.path = ""  # The book: --config.data.path=book.txt
+  c.data.val_fraction = 0.05  # Keep almost all of the book for training.
+  c.train.steps = 3000  # Train until it recites.
+  c.train.batch_size = 16  # Sequences per step.
+  c.train.eval_every = 250  # Validation cadence.
+  c.train.checkpoint_every = 500  # Checkpoint cadence.
+  c.optim.learning_rate = 1e-3  # Peak learning rate.
+  c.optim.weight_decay = 0.0  # Memorisation: no decay.
+  c.optim.warmup_steps = 50  # Warmup.
+  c.optim.min_lr_ratio = 0.05  # Decay close to zero for exact recall.
+  if arg == "cpu":
+    c.name = "book-cpu"
+    c.model.n_embd = 192
+    c.model.block_size = 128
+    c.train.steps = 400
+    c.train.batch_size = 8
+    c.train.eval_every = 100
+    c.train.eval_batches = 4
+    c.train.checkpoint_every = 200
+  elif arg == "smoke":
+    c.name = "book-smoke"
+    c.model.n_layer = 2
+    c.model.n_head = 2
+    c.model.n_embd = 32
+    c.model.block_size = 32
+    c.train.steps = 10
+    c.train.batch_size = 4
+    c.train.eval_every = 5
+    c.train.eval_batches = 2
+    c.train.checkpoint_every = 5
+    c.train.sample_tokens = 8
+  elif arg:
+    raise ValueError(f"Unknown variant {arg!r} of configs/book.py; use cpu or smoke.")
+  return c

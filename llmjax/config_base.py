@@ -1,0 +1,75 @@
+"""The base configuration: every key llmjax knows, its default and what it means.
+
+Experiment files in `configs/` start from `base_config()` and override fields. The
+comment after each assignment below is the help text printed by `--config_help`, so
+every field keeps exactly one trailing comment.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the full default configuration (a small GPT on Shakespeare)."""
+  c = ml_collections.ConfigDict()
+  c.name = "default"  # Run name used in logs and reports.
+  c.job = "train"  # What main.py runs: train.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = "gpt"  # Architecture from llmjax.models.REGISTRY.
+  c.model.n_layer = 6  # Number of transformer blocks.
+  c.model.n_head = 6  # Attention heads per block.
+  c.model.n_embd = 384  # Residual stream width.
+  c.model.block_size = 256  # Context length in tokens.
+  c.model.dropout = 0.0  # Dropout rate on attention output, MLP output and embeddings.
+  c.model.vocab_size = 50257  # Tokenizer vocabulary; the embedding is padded to a multiple of 64.
+  c.model.bias = True  # Biases in linear layers and LayerNorms (GPT-2 style).
+  c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16 (loss and softmax stay float32).
+  c.model.param_dtype = "float32"  # Parameter storage dtype.
+  c.model.scan_layers = False  # Apply the blocks with a scan: compile time flat in depth.
+  c.model.remat = "none"  # Rematerialisation per block: none, full or dots_saveable.
+  c.model.attention = "auto"  # Attention kernel: auto (cuDNN on GPU), xla or cudnn.
+  c.model.init_from = "scratch"  # scratch, a hub id (gpt2, gpt2-xl, ...) or a local HF directory.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 2000  # Optimizer steps to run.
+  c.train.batch_size = 16  # Sequences per optimizer step (global, across devices and accumulation).
+  c.train.grad_accum = 1  # Micro-batches per step; batch_size must divide by it.
+  c.train.eval_every = 200  # Evaluate on the validation split every N steps (0 = only at the end).
+  c.train.eval_batches = 20  # Validation batches per evaluation (fixed windows, deterministic).
+  c.train.checkpoint_every = 500  # Save a checkpoint every N steps (also at the end and on SIGTERM).
+  c.train.keep_checkpoints = 3  # Most recent checkpoints kept (the best one is kept as well).
+  c.train.patience = 0  # Stop after N evaluations without improvement (0 disables).
+  c.train.seed = 0  # Seed for initialisation, data order and dropout.
+  c.train.log_every = 10  # Write train metrics every N steps.
+  c.train.sample_tokens = 200  # Tokens sampled from the prompt below at the end of training.
+  c.train.sample_prompt = ""  # Prompt for the end-of-training sample ("" = from <|endoftext|>).
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 6e-4  # Peak learning rate after warmup.
+  c.optim.min_lr_ratio = 0.1  # Cosine decay floor as a fraction of the peak.
+  c.optim.beta1 = 0.9  # AdamW first-moment decay.
+  c.optim.beta2 = 0.95  # AdamW second-moment decay.
+  c.optim.eps = 1e-8  # AdamW epsilon.
+  c.optim.weight_decay = 0.1  # Decoupled weight decay (matrices only: no biases, norms, embeddings).
+  c.optim.warmup_steps = 100  # Linear warmup steps.
+  c.optim.grad_clip = 1.0  # Global-norm gradient clipping (0 disables).
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "shakespeare"  # shakespeare, file, url or hf.
+  c.data.path = ""  # File path, URL, or HF dataset id / local dataset directory.
+  c.data.hf_config = ""  # HF dataset configuration name ("" = none).
+  c.data.hf_split = "train"  # HF dataset split to read.
+  c.data.text_field = "text"  # Column holding the text in an HF dataset.
+  c.data.val_fraction = 0.1  # Share of the token stream (its tail) held out for validation.
+  c.data.tokenizer = "gpt2"  # gpt2, char, or bpe:<tokenizer.json>.
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # Data-parallel mesh axis size (-1 = the devices left over).
+  c.mesh.fsdp = 1  # Parameter-sharding (FSDP) mesh axis size.
+  c.mesh.tensor = 1  # Tensor-parallel mesh axis size (heads, MLP hidden).
+
+  c.track = ml_collections.ConfigDict()
+  c.track.mlflow = False  # Also log to MLflow (MLFLOW_TRACKING_URI, else a local store).
+  c.track.experiment = "llmjax"  # MLflow experiment name.
+  c.track.run_name = ""  # MLflow run name ("" = the workdir's name).
+  return c

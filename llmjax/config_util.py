@@ -1,0 +1,209 @@
+"""Loading, overriding, validating, documenting and persisting configs.
+
+A config is an `ml_collections.ConfigDict` returned by `get_config(arg)` in a Python file
+(`configs/shakespeare.py:cpu` passes "cpu" as `arg`). Validation compares it with
+`llmjax.config_base.base_config()`: a key that is not in the base inside a known section
+is a typo, reported with the closest valid key.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import pathlib
+import re
+from typing import Any, Iterator
+
+import ml_collections
+
+from llmjax import config_base
+
+# Keys whose change makes an existing checkpoint unusable.
+MODEL_SHAPE_KEYS = ("model.arch", "model.n_layer", "model.n_head", "model.n_embd",
+                    "model.block_size", "model.vocab_size", "model.bias", "model.scan_layers")
+
+_ASSIGNMENT = re.compile(r"^\s*c\.([A-Za-z_][\w.]*)\s*=\s*(.*?)\s+#\s?(.*)$")
+
+
+class ConfigError(ValueError):
+  """A config is invalid; the message names the key and the fix."""
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/file.py[:variant]` by calling its `get_config(variant)`."""
+  path_str, _, arg = spec.partition(":")
+  path = pathlib.Path(path_str)
+  if not path.is_file():
+    raise ConfigError(f"Config file {path_str!r} does not exist. Pass --config=configs/NAME.py"
+                      f"[:variant]; available: {', '.join(available_configs())}")
+  module_spec = importlib.util.spec_from_file_location(f"llmjax_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"Config file {path_str!r} defines no get_config(arg).")
+  config = module.get_config(arg or None)
+  config.lock()
+  return config
+
+
+def available_configs() -> list[str]:
+  configs_dir = pathlib.Path(__file__).resolve().parent.parent / "configs"
+  return sorted(f"configs/{p.name}" for p in configs_dir.glob("*.py") if p.stem != "__init__")
+
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  """{'model.n_layer': 6, ...} for every leaf."""
+  out = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def closest_key(name: str, valid: list[str]) -> str:
+  matches = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+  if not matches:
+    tail = name.rsplit(".", 1)[-1]
+    matches = [k for k in valid if k.rsplit(".", 1)[-1] == tail] or [""]
+  return matches[0]
+
+
+def unknown_key_error(name: str, valid: list[str]) -> ConfigError:
+  suggestion = closest_key(name, valid)
+  hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+  return ConfigError(f"Unknown config key {name!r}.{hint} "
+                     "List every key with --config_help.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for typos and impossible values before any work starts."""
+  base = flatten(config_base.base_config())
+  base_sections = {k.split(".")[0] for k in base}
+  flat = flatten(config)
+  for name in flat:
+    section = name.split(".")[0]
+    if name not in base and (section in base_sections and "." in name):
+      raise unknown_key_error(name, list(base))
+  for name, default in base.items():
+    if name not in flat:
+      raise ConfigError(f"Config is missing key {name!r}; start configs from "
+                        "llmjax.config_base.base_config().")
+    value = flat[name]
+    if isinstance(default, bool) != isinstance(value, bool) or (
+        isinstance(default, (int, float)) and not isinstance(value, (int, float))) or (
+            isinstance(default, str) and not isinstance(value, str)):
+      raise ConfigError(f"Config key {name!r} must be {type(default).__name__}, "
+                        f"got {value!r} ({type(value).__name__}).")
+  _check_values(config)
+
+
+def _check_values(c: ml_collections.ConfigDict) -> None:
+  def require(ok: bool, key: str, msg: str):
+    if not ok:
+      raise ConfigError(f"{key}={flatten(c)[key]!r}: {msg}")
+
+  for key in ("model.n_layer", "model.n_head", "model.n_embd", "model.block_size",
+              "model.vocab_size", "train.steps", "train.batch_size", "train.grad_accum"):
+    require(flatten(c)[key] > 0, key, "must be positive.")
+  require(c.model.n_embd % c.model.n_head == 0, "model.n_embd",
+          f"must be divisible by model.n_head={c.model.n_head}.")
+  require(0.0 <= c.model.dropout < 1.0, "model.dropout", "must be in [0, 1).")
+  require(c.train.batch_size % c.train.grad_accum == 0, "train.batch_size",
+          f"must be divisible by train.grad_accum={c.train.grad_accum}.")
+  require(c.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
+          "use float32 or bfloat16.")
+  require(c.model.param_dtype in ("float32", "bfloat16"), "model.param_dtype",
+          "use float32 or bfloat16.")
+  require(c.model.remat in ("none", "full", "dots_saveable"), "model.remat",
+          "use none, full or dots_saveable.")
+  require(c.model.attention in ("auto", "xla", "cudnn"), "model.attention",
+          "use auto, xla or cudnn.")
+  require(0.0 < c.data.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1).")
+  require(c.data.source in ("shakespeare", "file", "url", "hf", "wikitext2", "notes", "math")
+          or c.data.source.startswith("notes"), "data.source",
+          "use shakespeare, file, url or hf.")
+  require(c.data.source not in ("file", "url", "hf") or bool(c.data.path), "data.source",
+          "needs --config.data.path=... (a file path, URL or dataset id).")
+  for key in ("train.eval_every", "train.checkpoint_every", "train.patience",
+              "optim.warmup_steps", "train.log_every"):
+    require(flatten(c)[key] >= 0, key, "must be >= 0.")
+  require(c.optim.learning_rate > 0, "optim.learning_rate", "must be positive.")
+
+
+def comments(path: str | pathlib.Path) -> dict[str, str]:
+  """Maps 'section.key' to the trailing comment of its assignment in a config source."""
+  out = {}
+  for line in pathlib.Path(path).read_text().splitlines():
+    match = _ASSIGNMENT.match(line)
+    if match and not match.group(2).startswith("ml_collections"):
+      out[match.group(1)] = match.group(3).strip()
+  return out
+
+
+def help_text(config: ml_collections.ConfigDict, config_path: str | None = None) -> str:
+  """Every key with its value in `config` and its comment."""
+  docs = comments(config_base.__file__)
+  if config_path:
+    docs.update({k: v for k, v in comments(config_path.partition(":")[0]).items() if k not in docs})
+  flat = flatten(config)
+  width = max(len(k) for k in flat)
+  lines = []
+  section = None
+  for key, value in flat.items():
+    head = key.split(".")[0]
+    if head != section and "." in key:
+      lines.append(f"\n[{head}]")
+      section = head
+    lines.append(f"  {key:<{width}}  = {value!r:<14}  {docs.get(key, '')}".rstrip())
+  return "\n".join(lines).lstrip("\n")
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+  """Sets dotted keys (`{'train.steps': 10}`), rejecting unknown keys with a suggestion."""
+  valid = list(flatten(config))
+  for name, value in overrides.items():
+    name = name.replace("__", ".")
+    if name not in valid:
+      raise unknown_key_error(name, valid)
+    *parents, leaf = name.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ConfigError(f"Config key {name!r}: {e}") from None
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def check_resume_compatible(saved: dict, config: ml_collections.ConfigDict) -> None:
+  """Fails naming the first model-shape key that differs from the saved run."""
+  saved_flat = flatten(ml_collections.ConfigDict(saved))
+  now = flatten(config)
+  for key in MODEL_SHAPE_KEYS:
+    if key in saved_flat and key in now and saved_flat[key] != now[key]:
+      raise ConfigError(
+          f"The workdir holds a run with {key}={saved_flat[key]!r} but the config now says "
+          f"{now[key]!r}. Use a new --workdir, or set {key}={saved_flat[key]!r} to resume.")
+
+
+def parse_value(text: str) -> Any:
+  """Parses a command-line value: Python literal if possible, else the string."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def iter_sections(config: ml_collections.ConfigDict) -> Iterator[str]:
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield key

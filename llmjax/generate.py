@@ -1,0 +1,144 @@
+"""Autoregressive decoding with a KV cache, compiled once per (batch, prompt bucket).
+
+A prompt is right-padded to a power-of-two bucket and run through one jitted prefill;
+then a jitted `lax.while_loop` produces the new tokens one cached step at a time (the
+number of steps is a traced value, so it never triggers a recompilation). Generations
+longer than the context continue in segments: the last half-context is re-prefilled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  temperature: float = 1.0  # 0 = greedy.
+  top_k: int = 0  # 0 = off.
+  top_p: float = 1.0  # 1 = off.
+
+  def __post_init__(self):
+    if self.temperature < 0:
+      raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy).")
+    if self.top_k < 0:
+      raise ValueError(f"top_k={self.top_k} must be >= 0 (0 = off).")
+    if not 0.0 < self.top_p <= 1.0:
+      raise ValueError(f"top_p={self.top_p} must be in (0, 1] (1 = off).")
+
+
+def sample_token(logits_BxV, key, temperature, top_k, top_p):
+  """Samples one token per row; all three controls are traced values."""
+  logits = logits_BxV.astype(jnp.float32)
+  vocab = logits.shape[-1]
+
+  def apply_top_k(lg):
+    kth = jnp.sort(lg, axis=-1)[:, vocab - jnp.clip(top_k, 1, vocab)]
+    return jnp.where(lg < kth[:, None], -jnp.inf, lg)
+
+  def apply_top_p(lg):
+    sorted_desc = jnp.sort(lg, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_desc / jnp.maximum(temperature, 1e-6), axis=-1)
+    cum_before = jnp.cumsum(probs, axis=-1) - probs
+    n_keep = jnp.maximum(jnp.sum(cum_before < top_p, axis=-1), 1)
+    cutoff = jnp.take_along_axis(sorted_desc, (n_keep - 1)[:, None], axis=-1)
+    return jnp.where(lg < cutoff, -jnp.inf, lg)
+
+  logits = jax.lax.cond(top_k > 0, apply_top_k, lambda lg: lg, logits)
+  logits = jax.lax.cond(top_p < 1.0, apply_top_p, lambda lg: lg, logits)
+  greedy = jnp.argmax(logits, axis=-1)
+  sampled = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6), axis=-1)
+  return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+
+
+def bucket_length(n: int, limit: int) -> int:
+  return min(limit, max(16, 1 << (max(n, 1) - 1).bit_length()))
+
+
+class Generator:
+  """Generates from a model that implements `decode(tokens, cache, pos)` and `init_cache`."""
+
+  def __init__(self, model: nnx.Module, *, eot_id: int | None = None):
+    self.graphdef, self.state = nnx.split(model)
+    self.block_size = model.cfg.block_size
+    self.eot_id = eot_id
+    self.compilations = 0
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _prefill(self, state, tokens_BxT, length):
+    self.compilations += 1  # Runs only while tracing.
+    model = nnx.merge(self.graphdef, state)
+    cache = model.init_cache(tokens_BxT.shape[0])
+    logits_BxTxV, cache = model.decode(tokens_BxT, cache, 0)
+    return jnp.take(logits_BxTxV, length - 1, axis=1), cache
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _decode_loop(self, state, cache, logits_BxV, pos, n_steps, key, temperature, top_k, top_p):
+    self.compilations += 1
+    model = nnx.merge(self.graphdef, state)
+    batch = logits_BxV.shape[0]
+    out_BxN = jnp.zeros((batch, self.block_size), jnp.int32)
+
+    def body(carry):
+      i, cache, logits, out, key = carry
+      key, sub = jax.random.split(key)
+      token_B = sample_token(logits, sub, temperature, top_k, top_p)
+      out = out.at[:, i].set(token_B)
+      logits_next, cache = model.decode(token_B[:, None], cache, pos + i)
+      return i + 1, cache, logits_next[:, 0], out, key
+
+    def cond(carry):
+      i, _, _, _, _ = carry
+      # The last new token needs no decode step of its own once the cache is full.
+      return i < n_steps
+
+    _, _, _, out, _ = jax.lax.while_loop(cond, body, (0, cache, logits_BxV, out_BxN, key))
+    return out
+
+  def generate(self, prompts: list[list[int]], max_new_tokens: int, *,
+               params: SamplingParams = SamplingParams(), seed: int = 0) -> list[list[int]]:
+    """Returns the new tokens for each prompt (all prompts must have equal length)."""
+    if max_new_tokens < 0:
+      raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0.")
+    if max_new_tokens == 0:
+      return [[] for _ in prompts]
+    lengths = {len(p) for p in prompts}
+    if len(lengths) != 1:
+      raise ValueError(f"Prompts in one batch must have equal length, got {sorted(lengths)}.")
+    seqs = [list(p) for p in prompts]
+    if not seqs[0]:
+      if self.eot_id is None:
+        raise ValueError("Empty prompt and no end-of-text token to start from.")
+      seqs = [[self.eot_id] for _ in seqs]
+    if len(seqs[0]) >= self.block_size:
+      warnings.warn(f"Prompt of {len(seqs[0])} tokens is longer than the context "
+                    f"({self.block_size}); keeping its last {self.block_size - 1} tokens.")
+    key = jax.random.key(seed)
+    new = [[] for _ in seqs]
+    remaining = max_new_tokens
+    while remaining > 0:
+      room = min(remaining, self.block_size // 2) if len(seqs[0]) + remaining > self.block_size \
+          else remaining
+      room = max(1, min(room, self.block_size - 1))
+      context = [s[-(self.block_size - room):] for s in seqs]
+      n = len(context[0])
+      bucket = bucket_length(n, self.block_size)
+      tokens = np.zeros((len(context), bucket), np.int32)
+      tokens[:, :n] = np.asarray(context, np.int32)
+      logits, cache = self._prefill(self.state, jnp.asarray(tokens), jnp.int32(n))
+      key, sub = jax.random.split(key)
+      out = self._decode_loop(self.state, cache, logits, jnp.int32(n), jnp.int32(room), sub,
+                              jnp.float32(params.temperature), jnp.int32(params.top_k),
+                              jnp.float32(params.top_p))
+      out = np.asarray(out)[:, :room].tolist()
+      for i, toks in enumerate(out):
+        seqs[i].extend(toks)
+        new[i].extend(toks)
+      remaining -= room
+    return new

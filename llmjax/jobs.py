@@ -1,0 +1,42 @@
+"""Maps `config.job` to the function that runs it."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from typing import Callable
+
+import ml_collections
+
+JOBS: dict[str, Callable[[ml_collections.ConfigDict, str], object]] = {}
+
+
+def job(name: str):
+  def register(fn):
+    JOBS[name] = fn
+    return fn
+  return register
+
+
+@job("train")
+def train_job(config, workdir):
+  from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
+  mesh.maybe_initialize_distributed()
+  from llmjax.train import loop  # pylint: disable=import-outside-toplevel
+  try:
+    result = loop.train(config, workdir)
+  except (loop.TrainingError, ValueError, FileNotFoundError) as e:
+    sys.exit(f"Error: {e}")
+  if result.final_val_loss is not None:
+    print(f"Done: step {result.step}, val loss {result.final_val_loss:.4f} (best "
+          f"{result.best_val_loss:.4f}; unigram entropy {result.unigram_entropy:.3f}), "
+          f"{result.tokens_per_s:,.0f} tokens/s. Sample with: python -m llmjax.sample "
+          f"--workdir={pathlib.Path(workdir)} --prompt=\"...\"")
+  return result
+
+
+def run(config: ml_collections.ConfigDict, workdir: str):
+  name = config.get("job", "train")
+  if name not in JOBS:
+    sys.exit(f"Unknown config.job={name!r}; available: {', '.join(sorted(JOBS))}.")
+  return JOBS[name](config, workdir)

@@ -1,0 +1,42 @@
+"""Command-line entry point: parses flags and dispatches on `config.job`.
+
+  python -m llmjax.main --config=configs/shakespeare.py:cpu --workdir=runs/shakespeare
+  python -m llmjax.main --config=configs/book.py:cpu --config.data.path=book.txt --workdir=runs/book
+  python -m llmjax.main --config=configs/shakespeare.py --config_help
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.")
+_CONFIG_HELP = flags.DEFINE_bool("config_help", False, "Print every config key with its "
+                                 "default and meaning, then exit.")
+
+
+def main(argv):
+  del argv
+  from llmjax import config_util  # pylint: disable=import-outside-toplevel
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config=configs/NAME.py[:VARIANT] is required. Available: "
+                         + ", ".join(config_util.available_configs()))
+  if _CONFIG_HELP.value:
+    print(config_util.help_text(config, flags.FLAGS["config"].config_filename))
+    return
+  try:
+    config_util.validate(config)
+  except config_util.ConfigError as e:
+    sys.exit(f"Config error: {e}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir=DIR is required (checkpoints and metrics go there).")
+  from llmjax import jobs  # pylint: disable=import-outside-toplevel
+  jobs.run(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,151 @@
+"""GPT-2: pre-LayerNorm transformer, learned positions, tied embeddings, GPT-2 init.
+
+The whole model is this file plus `layers.py`. `GPT(tokens_BxT) -> logits_BxTxV`;
+`GPT.decode(tokens, cache, pos)` runs the same network with a KV cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from llmjax.models import layers
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+  """Frozen model hyperparameters (built from the `model` section of a config)."""
+  vocab_size: int = 50257
+  block_size: int = 256
+  n_layer: int = 6
+  n_head: int = 6
+  n_embd: int = 384
+  dropout: float = 0.0
+  bias: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  scan_layers: bool = False
+  remat: str = "none"
+  attention: str = "auto"
+
+  @classmethod
+  def from_config(cls, model_cfg) -> "GPTConfig":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in dict(model_cfg).items() if k in fields}
+    for key in ("dtype", "param_dtype"):
+      if isinstance(kw.get(key), str):
+        kw[key] = DTYPES[kw[key]]
+    return cls(**kw)
+
+  @property
+  def padded_vocab_size(self) -> int:
+    return int(math.ceil(self.vocab_size / 64) * 64)
+
+  def block_config(self) -> layers.BlockConfig:
+    return layers.BlockConfig(n_embd=self.n_embd, n_head=self.n_head, n_layer=self.n_layer,
+                              dropout=self.dropout, bias=self.bias, dtype=self.dtype,
+                              param_dtype=self.param_dtype, attention=self.attention)
+
+
+def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=None,
+                 dropout_key=None, mask_BxTxS=None):
+  """Runs a stack of `layers.Block`s (an nnx.List, or one vmapped Block when scanned).
+
+  `cache` holds stacked per-layer arrays {'k': LxBxSxHxK, 'v': ...}. Returns (x, cache).
+  """
+  n_layer = (jax.tree.leaves(nnx.state(blocks))[0].shape[0] if scanned else len(blocks))
+  keys = None if dropout_key is None else jax.random.split(dropout_key, n_layer)
+
+  def run_one(graphdef, state, x, layer_cache, key):
+    block = nnx.merge(graphdef, state)
+    return block(x, mask_BxTxS=mask_BxTxS, cache=layer_cache, pos=pos, dropout_key=key)
+
+  if remat != "none":
+    run_one = jax.checkpoint(run_one, policy=layers.REMAT_POLICIES[remat], static_argnums=(0,))
+
+  if scanned:
+    graphdef, state = nnx.split(blocks)
+
+    def body(x, xs):
+      layer_state, layer_cache, key = xs
+      return run_one(graphdef, layer_state, x, layer_cache, key)
+
+    return jax.lax.scan(body, x_BxTxD, (state, cache, keys))
+
+  new_caches = []
+  for i, block in enumerate(blocks):
+    graphdef, state = nnx.split(block)
+    layer_cache = None if cache is None else jax.tree.map(lambda c: c[i], cache)
+    x_BxTxD, new_cache = run_one(graphdef, state, x_BxTxD, layer_cache,
+                                 None if keys is None else keys[i])
+    new_caches.append(new_cache)
+  if cache is None:
+    return x_BxTxD, None
+  return x_BxTxD, jax.tree.map(lambda *c: jnp.stack(c), *new_caches)
+
+
+def make_blocks(cfg: layers.BlockConfig, n: int, scanned: bool, rngs: nnx.Rngs):
+  if not scanned:
+    return nnx.List([layers.Block(cfg, rngs=rngs) for _ in range(n)])
+
+  @nnx.split_rngs(splits=n)
+  @nnx.vmap(in_axes=(0,), out_axes=0)
+  def make(r):
+    return layers.Block(cfg, rngs=r)
+
+  return make(rngs)
+
+
+class GPT(nnx.Module):
+  """GPT-2 language model."""
+
+  def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    v, d = cfg.padded_vocab_size, cfg.n_embd
+    self.wte = layers.normal_param(rngs, (v, d), 0.02, cfg.param_dtype, ("vocab", "embed"))
+    self.wpe = layers.normal_param(rngs, (cfg.block_size, d), 0.01, cfg.param_dtype,
+                                   (None, "embed"))
+    self.h = make_blocks(cfg.block_config(), cfg.n_layer, cfg.scan_layers, rngs)
+    self.ln_f = layers.LayerNorm(d, bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+
+  def hidden(self, tokens_BxT, *, cache=None, pos=0, dropout_key=None):
+    """Final normalised hidden states (before the unembedding) and the new cache."""
+    cfg = self.cfg
+    t = tokens_BxT.shape[1]
+    if not isinstance(pos, jax.Array) and pos + t > cfg.block_size:
+      raise ValueError(f"Sequence of {pos + t} tokens exceeds model.block_size="
+                       f"{cfg.block_size}; crop the input or raise block_size.")
+    k_emb, k_blocks = layers.split_key(dropout_key, 2)
+    x = self.wte[...][tokens_BxT].astype(cfg.dtype)
+    positions = jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, t, axis=0)
+    x = layers.dropout(x + positions.astype(cfg.dtype)[None], cfg.dropout, k_emb)
+    x, cache = apply_blocks(self.h, x, scanned=cfg.scan_layers, remat=cfg.remat, cache=cache,
+                            pos=pos, dropout_key=k_blocks)
+    return self.ln_f(x), cache
+
+  def unembed(self, x_BxTxD):
+    """Tied output projection; float32 logits over the real (unpadded) vocabulary."""
+    logits = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte[...].astype(self.cfg.dtype))
+    return logits[..., :self.cfg.vocab_size].astype(jnp.float32)
+
+  def __call__(self, tokens_BxT, *, dropout_key=None):
+    x, _ = self.hidden(tokens_BxT, dropout_key=dropout_key)
+    return self.unembed(x)
+
+  def init_cache(self, batch: int, length: int | None = None, dtype=None) -> layers.KVCache:
+    cfg = self.cfg
+    shape = (cfg.n_layer, batch, length or cfg.block_size, cfg.n_head, cfg.n_embd // cfg.n_head)
+    dtype = dtype or cfg.dtype
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+  def decode(self, tokens_BxT, cache: layers.KVCache, pos):
+    """Runs tokens at positions pos.. against the cache; returns (logits_BxTxV, cache)."""
+    x, cache = self.hidden(tokens_BxT, cache=cache, pos=pos)
+    return self.unembed(x), cache

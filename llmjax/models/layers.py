@@ -1,0 +1,180 @@
+"""Transformer building blocks shared by llmjax's language models.
+
+Parameters carry `logical_axes` metadata (e.g. `('embed', 'mlp')`); `llmjax.parallel.mesh`
+maps those names to mesh axes, so models never mention devices.
+
+Shape suffixes: B batch, T query length, S key length, D width, H heads, K head dim,
+F MLP hidden, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+KVCache = dict[str, jax.Array]  # {'k': BxSxHxK, 'v': BxSxHxK}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+  """What one pre-LayerNorm transformer block needs to know."""
+  n_embd: int
+  n_head: int
+  mlp_ratio: int = 4
+  n_layer: int = 1  # Used only for the GPT-2 scaled init of residual projections.
+  dropout: float = 0.0
+  bias: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  attention: str = "auto"  # auto | xla | cudnn
+
+  @property
+  def head_dim(self) -> int:
+    return self.n_embd // self.n_head
+
+
+def normal_param(rngs: nnx.Rngs, shape, std: float, dtype, axes) -> nnx.Param:
+  return nnx.Param(std * jax.random.normal(rngs.params(), shape, dtype), logical_axes=axes)
+
+
+def zeros_param(shape, dtype, axes) -> nnx.Param:
+  return nnx.Param(jnp.zeros(shape, dtype), logical_axes=axes)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout; identity when `key` is None (evaluation) or rate is 0."""
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def split_key(key: jax.Array | None, n: int):
+  return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm computed in float32, cast back to the compute dtype."""
+
+  def __init__(self, dim: int, *, bias: bool, dtype, param_dtype, eps: float = 1e-5):
+    self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("norm",))
+    self.bias = zeros_param((dim,), param_dtype, ("norm",)) if bias else None
+    self.eps = eps
+    self.dtype = dtype
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...].astype(jnp.float32)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(jnp.float32)
+    return y.astype(self.dtype)
+
+
+class Attention(nnx.Module):
+  """Multi-head causal self-attention with fused QKV and an optional KV cache."""
+
+  def __init__(self, cfg: BlockConfig, *, rngs: nnx.Rngs):
+    d, h, k = cfg.n_embd, cfg.n_head, cfg.head_dim
+    self.cfg = cfg
+    self.c_attn = normal_param(rngs, (d, 3, h, k), 0.02, cfg.param_dtype,
+                               ("embed", None, "heads", "head_dim"))
+    self.c_attn_bias = (zeros_param((3, h, k), cfg.param_dtype, (None, "heads", "head_dim"))
+                        if cfg.bias else None)
+    proj_std = 0.02 / (2 * cfg.n_layer) ** 0.5
+    self.c_proj = normal_param(rngs, (h, k, d), proj_std, cfg.param_dtype,
+                               ("heads", "head_dim", "embed"))
+    self.c_proj_bias = zeros_param((d,), cfg.param_dtype, ("embed",)) if cfg.bias else None
+
+  def __call__(self, x_BxTxD, *, mask_BxTxS=None, cache: KVCache | None = None,
+               pos: jax.Array | None = None, dropout_key=None):
+    """Without a cache: causal attention over x (mask_BxTxS replaces the causal mask if given).
+
+    With a cache: x holds the tokens at positions pos..pos+T-1; their keys and values are
+    written into the cache, and each query attends to cached positions <= its own.
+    Returns (y_BxTxD, new_cache).
+    """
+    dt = self.cfg.dtype
+    qkv = jnp.einsum("btd,dchk->cbthk", x_BxTxD, self.c_attn[...].astype(dt))
+    if self.c_attn_bias is not None:
+      qkv = qkv + self.c_attn_bias[...].astype(dt)[:, None, None]
+    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[0], qkv[1], qkv[2]
+    impl = None if self.cfg.attention == "auto" else self.cfg.attention
+    if jax.default_backend() != "gpu" and impl == "cudnn":
+      impl = None
+    if cache is None:
+      if mask_BxTxS is None:
+        y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True,
+                                         implementation=impl)
+      else:
+        y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
+                                         mask=mask_BxTxS[:, None], implementation=impl)
+      new_cache = None
+    else:
+      k_BxSxHxK = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BxTxHxK.astype(
+          cache["k"].dtype), pos, axis=1)
+      v_BxSxHxK = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BxTxHxK.astype(
+          cache["v"].dtype), pos, axis=1)
+      t, s = x_BxTxD.shape[1], k_BxSxHxK.shape[1]
+      mask_TxS = jnp.arange(s)[None, :] <= (pos + jnp.arange(t))[:, None]
+      y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxHxK.astype(dt), v_BxSxHxK.astype(dt),
+                                       mask=mask_TxS[None, None])
+      new_cache = {"k": k_BxSxHxK, "v": v_BxSxHxK}
+    out = jnp.einsum("bthk,hkd->btd", y, self.c_proj[...].astype(dt))
+    if self.c_proj_bias is not None:
+      out = out + self.c_proj_bias[...].astype(dt)
+    return dropout(out, self.cfg.dropout, dropout_key), new_cache
+
+
+class MLP(nnx.Module):
+  """Two-layer GELU feed-forward."""
+
+  def __init__(self, cfg: BlockConfig, *, rngs: nnx.Rngs):
+    d, f = cfg.n_embd, cfg.mlp_ratio * cfg.n_embd
+    self.cfg = cfg
+    self.c_fc = normal_param(rngs, (d, f), 0.02, cfg.param_dtype, ("embed", "mlp"))
+    self.c_fc_bias = zeros_param((f,), cfg.param_dtype, ("mlp",)) if cfg.bias else None
+    proj_std = 0.02 / (2 * cfg.n_layer) ** 0.5
+    self.c_proj = normal_param(rngs, (f, d), proj_std, cfg.param_dtype, ("mlp", "embed"))
+    self.c_proj_bias = zeros_param((d,), cfg.param_dtype, ("embed",)) if cfg.bias else None
+
+  def __call__(self, x_BxTxD, *, dropout_key=None):
+    dt = self.cfg.dtype
+    h_BxTxF = x_BxTxD @ self.c_fc[...].astype(dt)
+    if self.c_fc_bias is not None:
+      h_BxTxF = h_BxTxF + self.c_fc_bias[...].astype(dt)
+    h_BxTxF = jax.nn.gelu(h_BxTxF, approximate=True)
+    out = h_BxTxF @ self.c_proj[...].astype(dt)
+    if self.c_proj_bias is not None:
+      out = out + self.c_proj_bias[...].astype(dt)
+    return dropout(out, self.cfg.dropout, dropout_key)
+
+
+class Block(nnx.Module):
+  """Pre-LayerNorm block: x + attn(ln(x)); x + mlp(ln(x))."""
+
+  def __init__(self, cfg: BlockConfig, *, rngs: nnx.Rngs):
+    kw = dict(bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    self.ln_1 = LayerNorm(cfg.n_embd, **kw)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.ln_2 = LayerNorm(cfg.n_embd, **kw)
+    self.mlp = MLP(cfg, rngs=rngs)
+
+  def __call__(self, x_BxTxD, *, mask_BxTxS=None, cache=None, pos=None, dropout_key=None):
+    k_attn, k_mlp = split_key(dropout_key, 2)
+    a, new_cache = self.attn(self.ln_1(x_BxTxD), mask_BxTxS=mask_BxTxS, cache=cache, pos=pos,
+                             dropout_key=k_attn)
+    x_BxTxD = x_BxTxD + a
+    x_BxTxD = x_BxTxD + self.mlp(self.ln_2(x_BxTxD), dropout_key=k_mlp)
+    return x_BxTxD, new_cache
+
+
+REMAT_POLICIES = {
+    "full": None,
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}

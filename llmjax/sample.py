@@ -1,0 +1,48 @@
+"""Restore a trained run's parameters and print continuations of a prompt.
+
+  python -m llmjax.sample --workdir=runs/shakespeare --prompt="ROMEO:" --max_new_tokens=200 \
+      --temperature=0.8 --top_k=200 --num_samples=2
+"""
+
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by llmjax.main.")
+_PROMPT = flags.DEFINE_string("prompt", "", "Prompt text (empty = start from <|endoftext|>).")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate per sample.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Sampling temperature (0 = greedy).")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep only the k most likely tokens (0 = off).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_NUM = flags.DEFINE_integer("num_samples", 1, "Independent samples to draw.")
+_WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"],
+                           "Which checkpoint to load: the latest or the best validation loss.")
+
+
+def main(argv):
+  del argv
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir=DIR is required.")
+  from llmjax import api  # pylint: disable=import-outside-toplevel
+  try:
+    sampler = api.Sampler(_WORKDIR.value, seed=_SEED.value, which=_WHICH.value)
+  except (FileNotFoundError, RuntimeError) as e:
+    sys.exit(f"Error: {e}")
+  start = time.perf_counter()
+  texts = sampler.generate_text(_PROMPT.value, _MAX_NEW.value, temperature=_TEMPERATURE.value,
+                                top_k=_TOP_K.value, top_p=_TOP_P.value, num_samples=_NUM.value)
+  elapsed = time.perf_counter() - start
+  texts = [texts] if isinstance(texts, str) else texts
+  for i, text in enumerate(texts):
+    print(f"--- sample {i} (step {sampler.step}) ---")
+    print(_PROMPT.value + text)
+  total = _MAX_NEW.value * len(texts)
+  print(f"--- {total} tokens in {elapsed:.2f}s ({total / max(elapsed, 1e-9):,.0f} tokens/s, "
+        "compilation included) ---", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,361 @@
+"""The training loop: data, sharded init or resume, jitted steps, eval, checkpoints, logs.
+
+`train(config, workdir)` is what `python -m llmjax.main` and `llmjax.Trainer` run.
+Running it again on the same workdir resumes from the newest checkpoint, bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import math
+import os
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
+
+from llmjax import config_util
+from llmjax import models
+from llmjax.data import pipeline
+from llmjax.data import shards
+from llmjax.data import tokenizer as tokenizer_lib
+from llmjax.parallel import mesh as mesh_lib
+from llmjax.train import checkpoint as ckpt_lib
+from llmjax.train import metrics as metrics_lib
+from llmjax.train import optimizer as optim_lib
+from llmjax.train import step as step_lib
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+  pass
+
+
+@dataclasses.dataclass
+class TrainResult:
+  workdir: pathlib.Path
+  step: int
+  final_train_loss: float | None
+  best_val_loss: float | None
+  final_val_loss: float | None
+  stopped_early: bool
+  interrupted: bool
+  samples: list[str]
+  num_params: int
+  tokens_per_s: float
+  unigram_entropy: float
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: pathlib.Path):
+  """Refuses a second job on the same workdir."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    handle = open(workdir / ".lock", "w")
+  except OSError as e:
+    raise TrainingError(f"Workdir {workdir} is not writable ({e}). Pick another --workdir.")
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    raise TrainingError(f"Workdir {workdir} is in use by another running job; wait for it "
+                        "or pick another --workdir.") from None
+  try:
+    yield
+  finally:
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    handle.close()
+
+
+class StopSignal:
+  """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: signals stay as they were.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, resuming: bool):
+  path = workdir / "config.json"
+  if resuming and path.exists():
+    config_util.check_resume_compatible(json.loads(path.read_text()), config)
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(config_util.to_json(config))
+  os.replace(tmp, path)
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def to_global_batch(batch: dict, grad_accum: int, sharding: NamedSharding) -> dict:
+  """[b_local, T] host arrays -> global [A, B/A, T] arrays sharded over the batch axes."""
+  def one(x):
+    x = np.asarray(x)
+    x = x.reshape((grad_accum, x.shape[0] // grad_accum) + x.shape[1:])
+    return jax.make_array_from_process_local_data(sharding, x)
+  return jax.tree.map(one, batch)
+
+
+def evaluate(eval_step, params, batches, sharding) -> float:
+  total, count = 0.0, 0
+  for batch in batches:
+    batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    t, c = eval_step(params, batch)
+    total += float(t)
+    count += int(c)
+  return total / max(count, 1)
+
+
+def check_finite(metrics: dict, step: int, checkpointer: ckpt_lib.Checkpointer) -> None:
+  loss = metrics["train_loss"]
+  if not math.isfinite(loss) or not math.isfinite(metrics["grad_norm"]):
+    last = checkpointer.latest_step()
+    raise TrainingError(
+        f"Loss became {loss} (grad norm {metrics['grad_norm']}) at step {step}. Stopping; the "
+        f"last good checkpoint (step {last}) is intact. Lower optim.learning_rate or raise "
+        "optim.warmup_steps, then re-run to resume from it.")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> TrainResult:
+  config_util.validate(config)
+  workdir = pathlib.Path(workdir).absolute()
+  with workdir_lock(workdir), StopSignal() as stop:
+    return _train(config, workdir, stop)
+
+
+def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
+  tc, mc = config.train, config.model
+  is_chief = jax.process_index() == 0
+  checkpointer = ckpt_lib.Checkpointer(workdir, keep=tc.keep_checkpoints)
+  resuming = checkpointer.latest_step() is not None
+  if is_chief:
+    write_config(workdir, config, resuming)
+
+  # Data.
+  tok = tokenizer_lib.get_tokenizer(config.data.tokenizer)
+  if tok.vocab_size > mc.vocab_size:
+    raise config_util.ConfigError(
+        f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's vocabulary "
+        f"({tok.vocab_size}); set --config.model.vocab_size={tok.vocab_size}.")
+  splits = shards.prepare_tokens(config.data)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
+  micro = tc.batch_size // tc.grad_accum
+  if micro % batch_axes:
+    raise config_util.ConfigError(
+        f"train.batch_size / train.grad_accum = {micro} sequences per micro-batch must be "
+        f"divisible by the {batch_axes} devices on the data x fsdp mesh axes.")
+  n_proc, proc = jax.process_count(), jax.process_index()
+  train_iter = pipeline.train_iterator(
+      splits.train, mc.block_size, tc.batch_size, tc.seed, shard_index=proc, shard_count=n_proc)
+  eval_batch_size = max(batch_axes, micro)
+  eval_data = pipeline.eval_batches(splits.val, mc.block_size, eval_batch_size, tc.eval_batches)
+  eval_data = [{k: np.split(np.asarray(v), n_proc)[proc] for k, v in b.items()}
+               for b in eval_data]
+
+  # Model, optimizer and sharded state.
+  model_config = models.model_config(mc)
+  abstract_model = nnx.eval_shape(lambda: models.build(mc, tc.seed))
+  graphdef, abstract_params = nnx.split(abstract_model)
+  param_shardings = mesh_lib.param_shardings(abstract_params, mesh)
+  schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
+  tx = optim_lib.make_optimizer(config.optim, tc.steps)
+
+  def init_fn():
+    params = nnx.to_pure_dict(nnx.state(models.build(mc, tc.seed)))
+    params = jax.tree.map(jax.lax.with_sharding_constraint, params, param_shardings)
+    return step_lib.init_state(params, tx)
+
+  abstract_state = jax.eval_shape(init_fn)
+  state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
+  restored = None
+  if resuming:
+    restored = checkpointer.restore_latest(
+        ckpt_lib.abstract_like(abstract_state, state_shardings), train_iter)
+  if restored is None:
+    state = jax.jit(init_fn, out_shardings=state_shardings)()
+    start_step, meta, resuming = 0, {}, False
+  else:
+    start_step, state, meta = restored
+    _check_restored_shapes(state, abstract_state)
+
+  num_params = count_params(state["params"])
+  entropy = metrics_lib.unigram_entropy(splits.val)
+  if is_chief:
+    print(f"llmjax: {config.name} | {num_params / 1e6:.2f}M parameters | mesh "
+          f"{dict(mesh.shape)} | {len(splits.train):,} train / {len(splits.val):,} val tokens | "
+          f"val unigram entropy {entropy:.3f} nats" +
+          (f" | resuming from step {start_step}" if resuming else ""), flush=True)
+
+  batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
+  eval_sharding = mesh_lib.batch_sharding(mesh)
+  train_step = jax.jit(
+      step_lib.make_train_step(graphdef, tx, schedule, dropout=float(mc.get("dropout", 0.0)),
+                               seed=tc.seed),
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+  eval_step = jax.jit(step_lib.make_eval_step(graphdef),
+                      in_shardings=(state_shardings["params"], eval_sharding))
+
+  writer = metrics_lib.MetricsWriter(workdir, resume_step=start_step if resuming else None,
+                                     enabled=is_chief)
+  best_val = meta.get("best_val_loss")
+  evals_without_improvement = meta.get("evals_without_improvement", 0)
+  tokens_per_step = tc.batch_size * mc.block_size
+  last_val, stopped_early, interrupted = None, False, None
+  pending = None  # (step, device metrics): fetched one step late to avoid a host sync.
+  last_metrics = None
+  throughput = 0.0
+  t_last, steps_since = time.perf_counter(), 0
+
+  def meta_now(step):
+    return {"step": step, "best_val_loss": best_val,
+            "evals_without_improvement": evals_without_improvement, "config_name": config.name}
+
+  def flush_pending():
+    nonlocal pending, last_metrics
+    if pending is None:
+      return
+    step_done, device_metrics = pending
+    pending = None
+    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    check_finite(host, step_done, checkpointer)
+    last_metrics = host
+    if step_done % max(tc.log_every, 1) == 0 or step_done == tc.steps:
+      writer.write({"step": step_done, **host, "tokens_per_s": throughput,
+                    "tokens": step_done * tokens_per_step})
+
+  bar = tqdm(total=tc.steps, initial=start_step, disable=not is_chief, unit="step",
+             dynamic_ncols=True, desc=config.name)
+  step = start_step
+  try:
+    while step < tc.steps:
+      batch = to_global_batch(next(train_iter), tc.grad_accum, batch_sharding)
+      state, device_metrics = train_step(state, batch)
+      flush_pending()
+      step += 1
+      pending = (step, device_metrics)
+      steps_since += 1
+      now = time.perf_counter()
+      if now - t_last > 1.0 or step == tc.steps:
+        throughput = steps_since * tokens_per_step / (now - t_last)
+        t_last, steps_since = now, 0
+        if last_metrics:
+          bar.set_postfix(loss=f"{last_metrics['train_loss']:.3f}", tok_s=f"{throughput:,.0f}",
+                          refresh=False)
+      bar.update(1)
+
+      is_eval = (tc.eval_every and step % tc.eval_every == 0) or step == tc.steps
+      is_save = (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == tc.steps
+      if is_eval or is_save or stop.received:
+        flush_pending()  # Never evaluate or save a state whose loss was not finite.
+      if is_eval:
+        last_val = evaluate(eval_step, state["params"], eval_data, eval_sharding)
+        improved = best_val is None or last_val < best_val
+        if improved:
+          best_val, evals_without_improvement = last_val, 0
+          checkpointer.save_best(step, state["params"], {"step": step, "val_loss": last_val})
+        else:
+          evals_without_improvement += 1
+        writer.write({"step": step, "val_loss": last_val,
+                      "val_perplexity": metrics_lib.perplexity(last_val),
+                      "tokens": step * tokens_per_step})
+        bar.write(f"step {step}: val loss {last_val:.4f} (best {best_val:.4f}, unigram "
+                  f"entropy {entropy:.3f})") if is_chief else None
+        if tc.patience and evals_without_improvement >= tc.patience:
+          stopped_early = True
+          bar.write(f"Early stop at step {step}: no improvement in {tc.patience} evaluations.")
+      if is_save or stopped_early or stop.received:
+        checkpointer.save(step, state, train_iter, meta_now(step))
+      if stop.received:
+        interrupted = stop.received
+        bar.write(f"Received {interrupted}: saved checkpoint {step}; re-run the same command "
+                  "to resume.")
+        break
+      if stopped_early:
+        break
+    flush_pending()
+  finally:
+    bar.close()
+    writer.close()
+    checkpointer.close()
+
+  samples = []
+  if tc.sample_tokens > 0 and not interrupted and is_chief:
+    samples = sample_after_training(graphdef, state["params"], tok, tc)
+  return TrainResult(workdir=workdir, step=step,
+                     final_train_loss=last_metrics and last_metrics["train_loss"],
+                     best_val_loss=best_val, final_val_loss=last_val, stopped_early=stopped_early,
+                     interrupted=interrupted is not None, samples=samples, num_params=num_params,
+                     tokens_per_s=throughput, unigram_entropy=entropy)
+
+
+def state_shardings_for(abstract_state, param_shardings, mesh):
+  """Shardings of the whole train state: optimizer leaves that mirror a parameter (Adam's
+  moments) take that parameter's sharding; everything else (counts, step) is replicated."""
+  by_path = {tuple(str(k) for k in path): s for path, s in
+             jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+
+  def one(path, leaf):
+    keys = tuple(str(k) for k in path)
+    for start in range(len(keys)):
+      match = by_path.get(keys[start:])
+      if match is not None and len(match.spec) <= len(leaf.shape):
+        return match
+    return NamedSharding(mesh, P())
+
+  shardings = jax.tree_util.tree_map_with_path(one, abstract_state)
+  shardings["params"] = param_shardings
+  return shardings
+
+
+def _check_restored_shapes(state, abstract_state):
+  flat_now = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+  flat_got = jax.tree_util.tree_flatten_with_path(state)[0]
+  for (path, want), (_, got) in zip(flat_now, flat_got):
+    if want.shape != got.shape:
+      raise config_util.ConfigError(
+          f"Checkpoint parameter {jax.tree_util.keystr(path)} has shape {got.shape} but the "
+          f"model expects {want.shape}. The config changed the model; use a new --workdir.")
+
+
+def sample_after_training(graphdef, params, tok, tc) -> list[str]:
+  from llmjax import generate  # pylint: disable=import-outside-toplevel
+  model = nnx.merge(graphdef, jax.device_get(params))
+  if not hasattr(model, "decode"):
+    return []
+  gen = generate.Generator(model, eot_id=tok.eot_id)
+  prompt = tok.encode(tc.sample_prompt) if tc.sample_prompt else []
+  out = gen.generate([prompt], tc.sample_tokens, params=generate.SamplingParams(
+      temperature=0.8, top_k=200), seed=tc.seed)
+  text = tc.sample_prompt + tok.decode(out[0])
+  print("\n--- sample ---\n" + text + "\n--------------", flush=True)
+  return [text]

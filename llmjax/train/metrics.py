@@ -1,0 +1,56 @@
+"""metrics.jsonl writing (one JSON object per logged step) and small statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+
+class MetricsWriter:
+  """Appends JSON lines to DIR/metrics.jsonl; on resume, drops lines past the restored step
+  so the file reads exactly as if the run had never stopped."""
+
+  def __init__(self, workdir: str | pathlib.Path, *, resume_step: int | None, enabled: bool = True):
+    self.path = pathlib.Path(workdir) / "metrics.jsonl"
+    self.enabled = enabled
+    if not enabled:
+      return
+    if resume_step is None:
+      self.path.write_text("")
+    elif self.path.exists():
+      kept = [line for line in self.path.read_text().splitlines()
+              if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+      self.path.write_text("".join(line + "\n" for line in kept))
+    self._file = self.path.open("a")
+
+  def write(self, record: dict) -> None:
+    if not self.enabled:
+      return
+    clean = {k: (float(v) if isinstance(v, (np.floating, np.integer)) and not isinstance(
+        v, (bool, np.bool_)) else v) for k, v in record.items()}
+    self._file.write(json.dumps(clean, sort_keys=True) + "\n")
+    self._file.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._file.close()
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+  """Entropy in nats of the token unigram distribution: the loss of a model that ignores
+  context entirely. A useful reference line for validation loss."""
+  counts = np.bincount(np.asarray(tokens, dtype=np.int64))
+  p = counts[counts > 0] / counts.sum()
+  return float(-(p * np.log(p)).sum())
+
+
+def perplexity(loss: float) -> float:
+  return math.exp(min(loss, 50.0))

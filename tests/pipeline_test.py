@@ -1,0 +1,180 @@
+"""Tests for llmjax.data.pipeline."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from llmjax.data import pipeline
+from llmjax.data import shards
+
+
+def take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def assert_same(batches_a, batches_b):
+  assert len(batches_a) == len(batches_b)
+  for a, b in zip(batches_a, batches_b):
+    np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+
+
+@pytest.fixture
+def memmap_tokens(tmp_path):
+  """10_001 ids 0..10000 (uint16) in a token directory, opened as a memmap."""
+  shards.write_token_shards(["x"], tmp_path, "char", progress=False)
+  ids = np.arange(10_001, dtype=np.uint16)
+  ids.tofile(tmp_path / "train.bin")
+  return shards.open_tokens(tmp_path / "train.bin", np.uint16, len(ids))
+
+
+def test_batch_shapes_and_windows():
+  tokens = np.arange(41, dtype=np.uint16)  # T=4: windows start at 0, 4, ..., 36.
+  it = pipeline.train_iterator(tokens, block_size=4, batch_size=5, seed=0)
+  batch = next(it)
+  assert batch["inputs"].shape == batch["targets"].shape == (5, 4)
+  assert batch["inputs"].dtype == batch["targets"].dtype == np.int32
+  np.testing.assert_array_equal(batch["targets"], batch["inputs"] + 1)
+  starts = batch["inputs"][:, 0]
+  assert all(s % 4 == 0 for s in starts)
+  np.testing.assert_array_equal(batch["inputs"], starts[:, None] + np.arange(4))
+
+
+def test_epochs_cover_every_window_in_a_new_order():
+  tokens = np.arange(41, dtype=np.uint16)
+  it = pipeline.train_iterator(tokens, block_size=4, batch_size=5, seed=0)
+  epochs = [np.concatenate([b["inputs"][:, 0] for b in take(it, 2)]) for _ in range(3)]
+  for starts in epochs:
+    assert sorted(starts.tolist()) == list(range(0, 40, 4))
+  assert epochs[0].tolist() != epochs[1].tolist() != epochs[2].tolist()
+
+
+def test_seeds():
+  tokens = np.arange(1001, dtype=np.uint16)
+  a = take(pipeline.train_iterator(tokens, 8, 4, seed=1), 3)
+  b = take(pipeline.train_iterator(tokens, 8, 4, seed=1), 3)
+  c = take(pipeline.train_iterator(tokens, 8, 4, seed=2), 3)
+  assert_same(a, b)
+  assert a[0]["inputs"].tolist() != c[0]["inputs"].tolist()
+
+
+@pytest.mark.parametrize("n_before", [5, 2])
+def test_state_restores_exactly(n_before):
+  # 10 windows, batch 4: epochs end inside batches 2, 4, 7, ... (crossed by both cases).
+  tokens = np.arange(41, dtype=np.uint16)
+  it = pipeline.train_iterator(tokens, 4, 4, seed=3)
+  take(it, n_before)
+  state = it.get_state()
+  assert json.loads(json.dumps(state)) == state
+  after = take(it, 3)
+  it.set_state(state)
+  assert_same(take(it, 3), after)
+  fresh = pipeline.train_iterator(tokens, 4, 4, seed=3)
+  fresh.set_state(state)
+  assert_same(take(fresh, 3), after)
+
+
+def test_state_across_epoch_boundary_matches_uninterrupted():
+  tokens = np.arange(41, dtype=np.uint16)
+  straight = take(pipeline.train_iterator(tokens, 4, 4, seed=3), 8)
+  it = pipeline.train_iterator(tokens, 4, 4, seed=3)
+  first = take(it, 5)
+  state = it.get_state()
+  resumed = pipeline.train_iterator(tokens, 4, 4, seed=3)
+  resumed.set_state(state)
+  assert_same(first + take(resumed, 3), straight)
+  # Batch 2 holds elements 8..11: the last two windows of epoch 0, the first two of 1.
+  epoch0 = np.concatenate([b["inputs"][:, 0] for b in straight[:2]] +
+                          [straight[2]["inputs"][:2, 0]])
+  assert sorted(epoch0.tolist()) == list(range(0, 40, 4))
+
+
+@pytest.mark.parametrize("shard_count", [2, 4])
+def test_shards_partition_each_global_batch(shard_count):
+  tokens = np.arange(10 * 8 + 1, dtype=np.uint16)  # 10 windows of T=8.
+  single = take(pipeline.train_iterator(tokens, 8, 8, seed=5), 4)
+  local = [take(pipeline.train_iterator(tokens, 8, 8, seed=5, shard_index=k,
+                                        shard_count=shard_count), 4)
+           for k in range(shard_count)]
+  for b in range(4):
+    assert local[0][b]["inputs"].shape == (8 // shard_count, 8)
+    rebuilt = np.empty((8, 8), np.int32)
+    for k in range(shard_count):
+      rebuilt[k::shard_count] = local[k][b]["inputs"]
+    np.testing.assert_array_equal(rebuilt, single[b]["inputs"])
+
+
+def test_memmap_is_not_pickled(memmap_tokens):
+  ds = pipeline.train_dataset(memmap_tokens, 16, 4, seed=0)
+  blob = pickle.dumps(ds)
+  assert len(blob) < 5_000  # The 20 kB of tokens stay on disk.
+  assert str(memmap_tokens.filename).encode() in blob
+  clone = pickle.loads(blob)
+  np.testing.assert_array_equal(clone[7]["inputs"], ds[7]["inputs"])
+  it = pipeline.train_iterator(memmap_tokens, 16, 4, seed=0)
+  assert_same(take(it, 2), [ds[0], ds[1]])
+
+
+def test_memmap_slice_is_held_by_value(memmap_tokens):
+  part = memmap_tokens[100:]
+  batch = pipeline.train_iterator(part, 16, 4, seed=0).__next__()
+  assert batch["inputs"].min() >= 100
+  loader = pipeline.WindowLoader(part, 16)
+  assert loader.path is None
+
+
+def test_errors():
+  tokens = np.arange(8, dtype=np.uint16)
+  with pytest.raises(ValueError, match=r"the train split has 8 tokens, fewer than "
+                     r"block_size \+ 1 = 9.*block_size=7"):
+    pipeline.train_iterator(tokens, 8, 2, seed=0)
+  with pytest.raises(ValueError, match=r"the val split has 8 tokens.*data\.val_fraction"):
+    pipeline.eval_batches(tokens, 8, 2, 1)
+  with pytest.raises(ValueError, match=r"batch_size=6 .* divisible by shard_count=4"):
+    pipeline.train_iterator(np.arange(100), 8, 6, seed=0, shard_count=4)
+  with pytest.raises(ValueError, match=r"shard_index=2 must be in \[0, shard_count=2\)"):
+    pipeline.train_iterator(np.arange(100), 8, 4, seed=0, shard_index=2, shard_count=2)
+  with pytest.raises(ValueError, match=r"seed=-1"):
+    pipeline.train_iterator(np.arange(100), 8, 4, seed=-1)
+  # Exactly one window is enough.
+  batch = next(pipeline.train_iterator(np.arange(9), 8, 2, seed=0))
+  np.testing.assert_array_equal(batch["inputs"], [np.arange(8)] * 2)
+
+
+def test_eval_batches_are_fixed_and_spread():
+  tokens = np.arange(1001, dtype=np.uint16)
+  batches = pipeline.eval_batches(tokens, 10, 4, 3)
+  assert len(batches) == 3 and batches[0]["inputs"].shape == (4, 10)
+  starts = np.concatenate([b["inputs"][:, 0] for b in batches])
+  np.testing.assert_array_equal(starts, np.round(np.linspace(0, 990, 12)))
+  assert batches[-1]["targets"][-1, -1] == 1000  # The last window ends the split.
+  assert_same(pipeline.eval_batches(tokens, 10, 4, 3), batches)
+  halves = [pipeline.eval_batches(tokens, 10, 4, 3, shard_index=k, shard_count=2)
+            for k in range(2)]
+  for b in range(3):
+    rebuilt = np.empty((4, 10), np.int32)
+    rebuilt[0::2], rebuilt[1::2] = halves[0][b]["inputs"], halves[1][b]["inputs"]
+    np.testing.assert_array_equal(rebuilt, batches[b]["inputs"])
+
+
+def test_eval_batches_on_short_split_overlap():
+  batches = pipeline.eval_batches(np.arange(12, dtype=np.uint16), 10, 2, 2)
+  starts = [b["inputs"][:, 0].tolist() for b in batches]
+  assert starts == [[0, 0], [1, 1]]  # round(linspace(0, 1, 4))
+
+
+def test_worker_processes_give_the_same_batches(memmap_tokens):
+  reference = take(pipeline.train_iterator(memmap_tokens, 16, 4, seed=0), 6)
+  it = pipeline.train_iterator(memmap_tokens, 16, 4, seed=0, worker_count=1)
+  try:
+    first = take(it, 3)
+    state = it.get_state()
+    rest = take(it, 3)
+    it.set_state(state)
+    again = take(it, 3)
+  finally:
+    it.close()
+  assert_same(first + rest, reference)
+  assert_same(again, rest)

@@ -1,0 +1,194 @@
+"""Tests for llmjax.data.sources."""
+
+import functools
+import hashlib
+import http.server
+import json
+import threading
+
+import ml_collections
+import pytest
+
+from llmjax import assets
+from llmjax.data import sources
+from llmjax.data.sources import read_source
+
+
+def cfg(**kw):
+  c = sources.default_data_config()
+  c.update(kw)
+  return c
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+  monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+  return tmp_path / "cache"
+
+
+def test_default_config_fields():
+  c = sources.default_data_config()
+  assert c.source == "shakespeare" and c.tokenizer == "gpt2"
+  assert (c.hf_split, c.text_field, c.val_fraction) == ("train", "text", 0.1)
+
+
+def test_shakespeare():
+  assets.fetch("shakespeare")
+  src = read_source(cfg())
+  assert src.text == assets.shakespeare_text()
+  assert src.fingerprint == hashlib.sha256(src.text.encode()).hexdigest()
+  assert src.n_replaced_bytes == 0
+  assert src.description == "shakespeare (42 Gutenberg texts, 5.1 MB)"
+
+
+def test_file(tmp_path):
+  path = tmp_path / "book.txt"
+  path.write_bytes("\ufeffCall me Ishmael. Señor.\n".encode())
+  src = read_source(cfg(source="file", path=str(path)))
+  assert src.text == "Call me Ishmael. Señor.\n"
+  assert src.fingerprint == hashlib.sha256(path.read_bytes()).hexdigest()
+  assert src.n_replaced_bytes == 0
+  assert str(path) in src.description
+
+
+def test_file_fingerprint_changes_with_content(tmp_path):
+  path = tmp_path / "book.txt"
+  path.write_text("one")
+  first = read_source(cfg(source="file", path=str(path))).fingerprint
+  path.write_text("two")
+  assert read_source(cfg(source="file", path=str(path))).fingerprint != first
+
+
+def test_file_with_undecodable_bytes(tmp_path):
+  path = tmp_path / "bad.txt"
+  path.write_bytes(b"caf\xe9 ok \xff\xfe end \xc3\xa9")
+  with pytest.warns(UnicodeWarning, match=r"bad\.txt.*3 byte\(s\).*offset 3"):
+    src = read_source(cfg(source="file", path=str(path)))
+  assert src.text == "caf\ufffd ok \ufffd\ufffd end é"
+  assert src.n_replaced_bytes == 3
+
+
+def test_file_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"'.*missing\.txt' does not exist"):
+    read_source(cfg(source="file", path=str(tmp_path / "missing.txt")))
+  with pytest.raises(IsADirectoryError, match=r"is a directory.*data\.source='hf'"):
+    read_source(cfg(source="file", path=str(tmp_path)))
+  (tmp_path / "empty.txt").write_text("")
+  with pytest.raises(ValueError, match=r"empty\.txt' is empty"):
+    read_source(cfg(source="file", path=str(tmp_path / "empty.txt")))
+  (tmp_path / "blank.txt").write_text(" \n\t\n ")
+  with pytest.raises(ValueError, match=r"blank\.txt' is empty or holds only whitespace"):
+    read_source(cfg(source="file", path=str(tmp_path / "blank.txt")))
+  with pytest.raises(ValueError, match=r"needs data\.path"):
+    read_source(cfg(source="file", path=""))
+
+
+def test_unknown_source():
+  with pytest.raises(ValueError, match=r"unknown data\.source 'ftp'; valid: "
+                     r"shakespeare, file, url, hf"):
+    read_source(cfg(source="ftp"))
+
+
+def test_plain_configdict_with_missing_keys(tmp_path):
+  path = tmp_path / "a.txt"
+  path.write_text("hello")
+  c = ml_collections.ConfigDict({"source": "file", "path": str(path)})
+  assert read_source(c).text == "hello"
+
+
+def test_url_file_scheme_is_cached(tmp_path, cache):
+  path = tmp_path / "remote.txt"
+  path.write_text("from far away\n")
+  url = path.as_uri()
+  src = read_source(cfg(source="url", path=url))
+  assert src.text == "from far away\n"
+  cached = sources.url_cache_path(url)
+  assert cached.parent == cache / "downloads" and cached.read_text() == src.text
+  path.unlink()  # The second read must come from the cache.
+  assert read_source(cfg(source="url", path=url)).fingerprint == src.fingerprint
+
+
+def test_url_http_server(tmp_path, cache):
+  (tmp_path / "corpus.txt").write_text("served text")
+  hits = []
+
+  class Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+      hits.append(args)
+
+  server = http.server.ThreadingHTTPServer(
+      ("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    for _ in range(2):
+      assert read_source(cfg(source="url", path=f"{base}/corpus.txt")).text == (
+          "served text")
+    assert len(hits) == 1  # Downloaded once, then cached.
+    with pytest.raises(ConnectionError, match=r"could not download.*missing\.txt"):
+      read_source(cfg(source="url", path=f"{base}/missing.txt"))
+  finally:
+    server.shutdown()
+    server.server_close()
+  assert not list((cache / "downloads").glob(".*"))  # No temp files left behind.
+
+
+def test_url_errors(cache):
+  with pytest.raises(ConnectionError, match=r"could not download"):
+    read_source(cfg(source="url", path="file:///nonexistent/x.txt"))
+  with pytest.raises(ValueError, match=r"needs data\.path"):
+    read_source(cfg(source="url"))
+
+
+def _write_jsonl(path, rows):
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_hf_local_data_dir(tmp_path):
+  data = tmp_path / "ds"
+  data.mkdir()
+  _write_jsonl(data / "train.jsonl", [{"text": "first doc", "id": 0},
+                                      {"text": None, "id": 1},
+                                      {"text": "second doc", "id": 2}])
+  src = read_source(cfg(source="hf", path=str(data)))
+  assert src.text == "first doc\n\nsecond doc"
+  assert src.fingerprint == hashlib.sha256(src.text.encode()).hexdigest()
+  assert "3 rows" in src.description
+  streamed = read_source(cfg(source="hf", path=str(data), hf_streaming=True))
+  assert streamed.text == src.text
+
+
+def test_hf_local_file_and_field(tmp_path):
+  path = tmp_path / "d.csv"
+  path.write_text("body,label\nalpha,1\nbeta,0\n")
+  src = read_source(cfg(source="hf", path=str(path), text_field="body"))
+  assert src.text == "alpha\n\nbeta"
+  with pytest.raises(ValueError, match=r"no column data\.text_field='text'.*'body'"):
+    read_source(cfg(source="hf", path=str(path)))
+  with pytest.raises(ValueError, match=r"holds int values, not text"):
+    read_source(cfg(source="hf", path=str(path), text_field="label"))
+
+
+def test_hf_save_to_disk_dir(tmp_path):
+  import datasets  # pylint: disable=g-import-not-at-top
+
+  datasets.DatasetDict({
+      "train": datasets.Dataset.from_dict({"text": ["a", "b"]}),
+      "validation": datasets.Dataset.from_dict({"text": ["v"]}),
+  }).save_to_disk(str(tmp_path / "saved"))
+  src = read_source(cfg(source="hf", path=str(tmp_path / "saved"),
+                        hf_split="validation"))
+  assert src.text == "v"
+
+
+def test_hf_errors(tmp_path):
+  data = tmp_path / "ds"
+  data.mkdir()
+  _write_jsonl(data / "train.jsonl", [{"text": "  "}, {"text": ""}])
+  with pytest.raises(ValueError, match=r"is empty or holds only whitespace"):
+    read_source(cfg(source="hf", path=str(data)))
+  with pytest.raises(ValueError, match=r"could not load HF dataset .*hf_split='test'"):
+    read_source(cfg(source="hf", path=str(data), hf_split="test"))
+  with pytest.raises(ValueError, match=r"needs data\.path"):
+    read_source(cfg(source="hf"))
