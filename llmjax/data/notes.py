@@ -12,7 +12,13 @@ normal subword tokens. Four corpus variants:
 
 How much a note says is set by the tagging *scheme*: `blank`, `upos` (coarse
 universal POS), `tag` (fine tag, default), `tag+morph` (fine tag and
-morphological features), `tag+morph+dep` (and the dependency relation).
+morphological features, `[VBD|Tense=Past|VerbForm=Fin]`), `tag+morph+dep` (and
+the dependency relation, `[...|dep=ROOT]`). A pipeline without a fine tagger
+(e.g. cs_core_news_sm) gives universal POS for `tag`. Closed schemes (blank,
+upos, tag) have a fixed, sorted inventory taken from the pipeline's labels, so
+note ids are stable across texts; open schemes list what the text shows
+(`merge_labels` shares one inventory across texts). `note_entropy` says how
+many bits per word a scheme's notes carry.
 
 Exactness: the text is cut into one *segment* per word, running from the end of
 the previous word to the end of this one, so each word is BPE-encoded together
@@ -23,7 +29,7 @@ decoding that gives back the original text byte for byte. The `none` stream
 equals `tokenizer.encode(text)` wherever spaCy's token boundaries are also
 GPT-2 pre-tokenizer boundaries; where they are not (`do|n't` vs ` don|'t`,
 `.|"` vs `."`) the word boundary wins, so every variant shares the same word
-tokens. `stream_agreement` measures how often that happens.
+tokens. `plain_agreement` measures how often that happens.
 
 In the `pre` variant the note sits right before the word's own tokens: detached
 whitespace (e.g. the newlines before a paragraph's first word) comes before the
@@ -41,7 +47,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import pathlib
 import re
@@ -256,6 +261,12 @@ def _labeler(nlp, scheme: str) -> Callable[[tuple[int, ...]], str]:
 # Splitting long texts
 
 
+# Where long texts are cut, best first: after a blank line, a line break, a
+# sentence end, any whitespace (a cut never splits a spaCy token).
+_CUTS = (re.compile(r'\n[^\S\n]*\n\s*'), re.compile(r'\n\s*'),
+         re.compile(r'[.!?]\s+'), re.compile(r'\s+'))
+
+
 def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
   """Cuts `text` into (offset, piece) with pieces of at most `max_chars`.
 
@@ -268,19 +279,17 @@ def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
     raise ValueError(f'max_chars must be positive, got {max_chars}.')
   pieces = []
   start, n = 0, len(text)
-  cuts = (re.compile(r'\n[^\S\n]*\n\s*'), re.compile(r'\n\s*'),
-          re.compile(r'[.!?]\s+'), re.compile(r'\s+'))
   while n - start > max_chars:
     end = start + max_chars
     lo = start + max_chars // 2
     cut = None
-    for pattern in cuts:
+    for pattern in _CUTS:
       for m in pattern.finditer(text, lo, end):
         cut = m.end()
       if cut is not None:
         break
-    if cut is None:  # A later window may find whitespace before `lo`.
-      for m in cuts[-1].finditer(text, start, end):
+    if cut is None:  # No whitespace in the second half: try the first half.
+      for m in _CUTS[-1].finditer(text, start, end):
         cut = m.end()
     if cut is None or cut <= start:
       cut = end
