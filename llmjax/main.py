@@ -11,6 +11,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from llmjax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.")
@@ -20,6 +22,7 @@ _CONFIG_HELP = flags.DEFINE_bool("config_help", False, "Print every config key w
 
 def main(argv):
   del argv
+  cli.quiet_logs()
   from llmjax import config_util  # pylint: disable=import-outside-toplevel
   config = _CONFIG.value
   if config is None:
@@ -38,5 +41,14 @@ def main(argv):
   jobs.run(config, _WORKDIR.value)
 
 
+def parse_flags(argv):
+  """absl parsing, with config override errors (unknown key, wrong type) as one clear line."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e).replace("\\n", " ").replace("\\'", "'").strip("'\" ")
+    sys.exit(f"Flag error: {message}\nList every config key with --config_help.")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -10,6 +10,8 @@ import time
 from absl import app
 from absl import flags
 
+from llmjax import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by llmjax.main.")
 _PROMPT = flags.DEFINE_string("prompt", "", "Prompt text (empty = start from <|endoftext|>).")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate per sample.")
@@ -24,6 +26,7 @@ _WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"],
 
 def main(argv):
   del argv
+  cli.quiet_logs()
   if not _WORKDIR.value:
     raise app.UsageError("--workdir=DIR is required.")
   from llmjax import api  # pylint: disable=import-outside-toplevel

@@ -86,7 +86,7 @@ def logical_to_spec(logical_axes, ndim: int, shape=None, mesh: Mesh | None = Non
 def param_shardings(abstract_state: nnx.State, mesh: Mesh):
   """A pure-dict tree of NamedShardings matching `abstract_state.to_pure_dict()`."""
   def one(variable):
-    value = variable[...]
+    value = variable.get_value()
     spec = logical_to_spec(variable.get_metadata().get("logical_axes"), value.ndim,
                            value.shape, mesh)
     return NamedSharding(mesh, spec)
