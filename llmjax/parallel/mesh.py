@@ -114,6 +114,15 @@ def param_shardings(abstract_state: nnx.State, mesh: Mesh):
   return nnx.to_pure_dict(shardings) if hasattr(nnx, "to_pure_dict") else shardings
 
 
+def traced_under(mesh: Mesh, fn):
+  """`fn` traced with `mesh` as the context mesh, so that models' activation constraints
+  (`layers.constrain`) apply; wrap before `jax.jit`."""
+  def wrapped(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+  return wrapped
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(("data", "fsdp")))
 

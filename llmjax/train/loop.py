@@ -333,12 +333,13 @@ def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> S
   state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
   batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
   eval_sharding = mesh_lib.batch_sharding(mesh)
-  train_step = jax.jit(
-      step_lib.make_train_step(graphdef, tx, schedule, dropout=float(mc.get("dropout", 0.0)),
-                               seed=tc.seed),
-      in_shardings=(state_shardings, batch_sharding),
-      out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(graphdef),
+  step_fn = step_lib.make_train_step(graphdef, tx, schedule, seed=tc.seed,
+                                     dropout=float(mc.get("dropout", 0.0)))
+  train_step = jax.jit(mesh_lib.traced_under(mesh, step_fn),
+                       in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+                       donate_argnums=0)
+  eval_step = jax.jit(mesh_lib.traced_under(mesh, step_lib.make_eval_step(graphdef)),
                       in_shardings=(state_shardings["params"], eval_sharding))
   return Steps(mesh=mesh, graphdef=graphdef, abstract_state=abstract_state,
                state_shardings=state_shardings,
