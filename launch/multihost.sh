@@ -4,8 +4,10 @@
 # LLMJAX_PROCESS_ID. If any process fails, the others are stopped at once and the launcher
 # exits with the failing process's exit code and the end of its log.
 #
-#   launch/multihost.sh --local=2 -- python -m llmjax.main --config=configs/shakespeare.py:cpu --workdir=runs/x
-#   launch/multihost.sh --hosts=node1,node2 -- .venv/bin/python -m llmjax.main --config=... --workdir=/shared/runs/x
+#   launch/multihost.sh --local=2 --cpu_devices=2 -- \
+#       python -m llmjax.main --config=configs/shakespeare.py:smoke --workdir=/tmp/mh
+#   launch/multihost.sh --hosts=node1,node2 -- \
+#       .venv/bin/python -m llmjax.main --config=configs/shakespeare.py --workdir=/shared/runs/x
 #
 # Options:
 #   --hosts=h1,h2,...  one process per host, started with ssh in this directory (the code
@@ -55,7 +57,8 @@ echo "multihost.sh: $n processes, coordinator $coordinator, logs in $log_dir" >&
 env_for() {  # The environment of process $1, as VAR=value words.
   local vars=("LLMJAX_COORDINATOR=$coordinator" "LLMJAX_NUM_PROCESSES=$n" "LLMJAX_PROCESS_ID=$1")
   if [[ "$cpu_devices" -gt 0 ]]; then
-    vars+=("JAX_PLATFORMS=cpu" "XLA_FLAGS=${XLA_FLAGS:-} --xla_force_host_platform_device_count=$cpu_devices")
+    local xla="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$cpu_devices"
+    vars+=("JAX_PLATFORMS=cpu" "XLA_FLAGS=$xla")
   fi
   printf '%q ' "${vars[@]}"
 }

@@ -84,8 +84,8 @@ def test_two_processes_train_in_lockstep_like_one(tmp_path):
 
 def test_a_failing_process_stops_the_launch_at_once(tmp_path):
   pid_file = tmp_path / "pid0"
-  script = (f'if [ "$LLMJAX_PROCESS_ID" = 1 ]; then sleep 1; echo "process one broke" >&2; exit 3; fi; '
-            f'echo $$ > {pid_file}; exec sleep 120')
+  script = (f'if [ "$LLMJAX_PROCESS_ID" = 1 ]; then sleep 1; echo "process one broke" >&2; '
+            f'exit 3; fi; echo $$ > {pid_file}; exec sleep 120')
   start = time.monotonic()
   proc = launch(2, ["bash", "-c", script], tmp_path / "logs", timeout=60)
   assert time.monotonic() - start < 30
