@@ -227,8 +227,8 @@ def _loss_limits(runs: list[Run], x: str) -> tuple[float, float] | None:
   return lo - pad, hi + pad
 
 
-def plot_loss(runs: list[Run], path: str | os.PathLike[str], x: str = "step") -> pathlib.Path:
-  """Train and validation loss of all runs on one chart."""
+def loss_figure(runs: list[Run], x: str = "step"):
+  """A matplotlib figure: train and validation loss of all runs on one chart."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
   scale = _setup_x(ax, runs, x)
@@ -255,12 +255,16 @@ def plot_loss(runs: list[Run], path: str | os.PathLike[str], x: str = "step") ->
   ax.set_ylabel("loss (nats per token)")
   ax.set_title("Train and validation loss")
   ax.legend(fontsize=8, ncol=2 if len(runs) > 3 else 1)
-  return _save(fig, plt, path)
+  return fig
 
 
-def plot_metric(runs: list[Run], key: str, ylabel: str, path: str | os.PathLike[str],
-                x: str = "step", log_y: bool = False) -> pathlib.Path:
-  """One line per run of metric `key` against the x axis."""
+def plot_loss(runs: list[Run], path: str | os.PathLike[str], x: str = "step") -> pathlib.Path:
+  """Saves `loss_figure` as a PNG."""
+  return _save(loss_figure(runs, x), path)
+
+
+def metric_figure(runs: list[Run], key: str, ylabel: str, x: str = "step"):
+  """A matplotlib figure: one line per run of metric `key` against the x axis."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(9, 4), dpi=120)
   scale = _setup_x(ax, runs, x)
@@ -268,19 +272,23 @@ def plot_metric(runs: list[Run], key: str, ylabel: str, path: str | os.PathLike[
     xs, ys = run.series(key, x)
     if xs:
       ax.plot(_x_values(xs, x, scale), ys, lw=1.5, label=run.label)
-  if log_y:
-    ax.set_yscale("log")
   ax.set_ylabel(ylabel)
   ax.set_title(ylabel)
   ax.legend(fontsize=8)
-  return _save(fig, plt, path)
+  return fig
 
 
-def _save(fig, plt, path) -> pathlib.Path:
+def plot_metric(runs: list[Run], key: str, ylabel: str, path: str | os.PathLike[str],
+                x: str = "step") -> pathlib.Path:
+  """Saves `metric_figure` as a PNG."""
+  return _save(metric_figure(runs, key, ylabel, x), path)
+
+
+def _save(fig, path) -> pathlib.Path:
   path = pathlib.Path(path)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)
+  _pyplot().close(fig)
   return path
 
 
