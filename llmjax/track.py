@@ -8,8 +8,8 @@ tracker mirrors it. `make_tracker(config, workdir)` returns a no-op `Tracker` un
 * a local SQLite store next to the workdir: `<workdir>/../mlflow.db`, artifacts in
   `<workdir>/../mlartifacts/` (`mlflow ui --backend-store-uri sqlite:///<that file>`).
 
-The MLflow run id is kept in `<workdir>/mlflow_run.json`, so a resumed run logs into
-the same MLflow run. Tracking never stops training: a failed call warns once, the
+The MLflow run id is kept in `<workdir>/mlflow_run.json` (one per tracking URI), so a
+resumed run logs into the same MLflow run. Tracking never stops training: a failed call warns once, the
 tracker buffers what it could not send, and retries after `retry_after_s`.
 
 Command line (log finished runs that trained without tracking, e.g. offline)::
@@ -214,9 +214,9 @@ class MlflowTracker(Tracker):
     if self.uri.startswith("sqlite:///"):
       pathlib.Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=self.uri)
-    saved = _read_run_file(self.workdir)
+    saved = _read_run_file(self.workdir).get(self.uri)
     run_id = None
-    if saved and saved.get("tracking_uri") == self.uri:
+    if saved:
       try:
         run = client.get_run(saved["run_id"])
       except Exception:  # noqa: BLE001 - deleted or unknown run: start a new one.
@@ -235,8 +235,7 @@ class MlflowTracker(Tracker):
         experiment_id = experiment.experiment_id
       run_id = client.create_run(experiment_id, run_name=self.run_name,
                                  tags=self.tags).info.run_id
-      _write_run_file(self.workdir, {"run_id": run_id, "tracking_uri": self.uri,
-                                     "experiment_id": experiment_id})
+      _write_run_file(self.workdir, self.uri, {"run_id": run_id, "experiment_id": experiment_id})
     self.client, self.run_id = client, run_id
 
   def _send_params(self, params: dict[str, str]) -> None:
@@ -290,17 +289,25 @@ class MlflowTracker(Tracker):
         return
 
 
-def _read_run_file(workdir: pathlib.Path) -> dict | None:
+def _read_run_file(workdir: pathlib.Path) -> dict[str, dict]:
+  """{tracking URI: {"run_id": ..., "experiment_id": ...}} of a workdir."""
   try:
     return json.loads((workdir / RUN_FILE).read_text())
   except (OSError, ValueError):
-    return None
+    return {}
 
 
-def _write_run_file(workdir: pathlib.Path, info: dict) -> None:
+def run_id_for(workdir: str | os.PathLike[str], uri: str | None = None) -> str | None:
+  """The MLflow run id a workdir logs into at `uri` (default `tracking_uri(workdir)`)."""
+  workdir = pathlib.Path(workdir).absolute()
+  return _read_run_file(workdir).get(uri or tracking_uri(workdir), {}).get("run_id")
+
+
+def _write_run_file(workdir: pathlib.Path, uri: str, info: dict) -> None:
+  runs = {**_read_run_file(workdir), uri: info}
   workdir.mkdir(parents=True, exist_ok=True)
   tmp = workdir / (RUN_FILE + ".tmp")
-  tmp.write_text(json.dumps(info, indent=2) + "\n")
+  tmp.write_text(json.dumps(runs, indent=2, sort_keys=True) + "\n")
   os.replace(tmp, workdir / RUN_FILE)
 
 

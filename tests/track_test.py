@@ -23,7 +23,8 @@ def test_flatten_params_and_numeric_metrics():
   assert track.numeric_metrics(record) == {"train_loss": 2.5, "tokens": 96.0}
 
 
-def test_make_tracker_off_unless_asked(tmp_path):
+def test_make_tracker_off_unless_asked(tmp_path, monkeypatch):
+  monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
   c = config_base.base_config()
   assert type(track.make_tracker(c, tmp_path)) is track.Tracker
   c.track.mlflow = True
@@ -41,12 +42,26 @@ def test_tracking_uri_from_environment(tmp_path, monkeypatch):
   assert track.tracking_uri(tmp_path / "run") == f"sqlite:///{tmp_path}/mlflow.db"
 
 
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory):
+  """One local store for the module: creating a SQLite store takes seconds."""
+  return "sqlite:///" + str(tmp_path_factory.mktemp("store") / "mlflow.db")
+
+
 @pytest.fixture
-def mlflow_client(tmp_path, monkeypatch):
+def mlflow_client(store_uri, monkeypatch):
   pytest.importorskip("mlflow")
   from mlflow.tracking import MlflowClient
-  monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-  return MlflowClient(track.tracking_uri(tmp_path / "any"))
+  monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+  return MlflowClient(store_uri)
+
+
+def test_run_file_keeps_one_run_per_tracking_uri(tmp_path):
+  track._write_run_file(tmp_path, "sqlite:///a.db", {"run_id": "r1", "experiment_id": "1"})
+  track._write_run_file(tmp_path, "http://server:5000", {"run_id": "r2", "experiment_id": "3"})
+  assert track.run_id_for(tmp_path, "sqlite:///a.db") == "r1"
+  assert track.run_id_for(tmp_path, "http://server:5000") == "r2"
+  assert track.run_id_for(tmp_path, "http://elsewhere") is None
 
 
 def history(client, run_id, key):
@@ -58,7 +73,7 @@ def test_mlflow_logs_and_resumes_into_the_same_run(tmp_path, mlflow_client):
   workdir.mkdir()
   (workdir / "config.json").write_text("{}")
   config = ml_collections.ConfigDict({"name": "x", "train": {"steps": 4}})
-  t = track.MlflowTracker(workdir, "exp", "run1")
+  t = track.MlflowTracker(workdir, "resume", "run1")
   t.log_params(config)
   for step in (1, 2):
     t.log_metrics({"step": step, "train_loss": 3.0 - step, "lr": 0.1}, step)
@@ -74,11 +89,10 @@ def test_mlflow_logs_and_resumes_into_the_same_run(tmp_path, mlflow_client):
   assert history(mlflow_client, t.run_id, "val_loss") == [(2, 2.5)]
   assert sorted(a.path for a in mlflow_client.list_artifacts(t.run_id)) == [
       "config.json", "samples.txt"]
-  saved = json.loads((workdir / track.RUN_FILE).read_text())
-  assert saved["run_id"] == t.run_id
+  assert track.run_id_for(workdir) == t.run_id
   # Resume (train.steps raised): the same MLflow run, params kept, the change as a tag.
   config.train.steps = 8
-  t2 = track.MlflowTracker(workdir, "exp", "run1")
+  t2 = track.MlflowTracker(workdir, "resume", "run1")
   t2.log_params(config)
   t2.log_metrics({"step": 3, "train_loss": 0.5}, 3)
   t2.close()
@@ -88,10 +102,10 @@ def test_mlflow_logs_and_resumes_into_the_same_run(tmp_path, mlflow_client):
   assert run.data.tags["resumed_with.train.steps"] == "8"
   assert history(mlflow_client, t.run_id, "train_loss") == [(1, 2.0), (2, 1.0), (3, 0.5)]
   # A second workdir is a second run of the same experiment.
-  t3 = track.MlflowTracker(tmp_path / "run2", "exp", "run2")
+  t3 = track.MlflowTracker(tmp_path / "run2", "resume", "run2")
   t3.log_metrics({"step": 1, "train_loss": 9.0}, 1)
   t3.close()
-  experiment = mlflow_client.get_experiment_by_name("exp")
+  experiment = mlflow_client.get_experiment_by_name("resume")
   names = {r.info.run_name for r in mlflow_client.search_runs([experiment.experiment_id])}
   assert names == {"run1", "run2"}
 
@@ -107,7 +121,7 @@ def test_server_down_warns_fast_buffers_and_recovers(tmp_path, mlflow_client):
   assert len(caught) == 1  # One warning per outage, not one per call.
   assert t.run_id is None and len(t._ops) == 6
   # The server comes back: the next call after the pause sends everything, in order.
-  t.uri = track.tracking_uri(tmp_path / "run")
+  t.uri = track.tracking_uri(tmp_path / "run")  # The store (MLFLOW_TRACKING_URI).
   t._paused_until = 0.0
   with warnings.catch_warnings():
     warnings.simplefilter("error")
@@ -133,13 +147,13 @@ def test_log_finished_run_sends_only_missing_steps(tmp_path, mlflow_client, caps
   records = [{"step": s, "train_loss": 4.0 - s} for s in (1, 2, 3)]
   records.append({"step": 3, "val_loss": 1.5})
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-  assert track.main([str(workdir)]) == 0
+  assert track.main([str(workdir), "--experiment=backfill"]) == 0
   assert "MLflow run" in capsys.readouterr().out
-  run_id = json.loads((workdir / track.RUN_FILE).read_text())["run_id"]
+  run_id = track.run_id_for(workdir)
   assert history(mlflow_client, run_id, "train_loss") == [(1, 3.0), (2, 2.0), (3, 1.0)]
   with open(workdir / "metrics.jsonl", "a") as f:
     f.write(json.dumps({"step": 4, "train_loss": 0.5}) + "\n")
-  assert track.log_finished_run(workdir) == run_id
+  assert track.log_finished_run(workdir, "backfill") == run_id
   assert history(mlflow_client, run_id, "train_loss") == [
       (1, 3.0), (2, 2.0), (3, 1.0), (4, 0.5)]
   assert mlflow_client.get_run(run_id).data.params["name"] == "old"
@@ -163,7 +177,7 @@ def tiny_config(text_path, steps):
 
 
 @pytest.mark.slow
-def test_training_with_server_down_then_backfill_then_resume(tmp_path, monkeypatch,
+def test_training_with_server_down_then_backfill_then_resume(tmp_path, monkeypatch, store_uri,
                                                              mlflow_client):
   from llmjax.train import loop
   from llmjax.train import metrics as metrics_lib
@@ -177,10 +191,10 @@ def test_training_with_server_down_then_backfill_then_resume(tmp_path, monkeypat
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["bytes_per_token"] == pytest.approx(1.0)
   # Back online: send the finished part, then resume training into the same MLflow run.
-  monkeypatch.delenv("MLFLOW_TRACKING_URI")
+  monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
   run_id = track.log_finished_run(workdir, "tiny")
   loop.train(tiny_config(text, 6), workdir)
-  assert json.loads((workdir / track.RUN_FILE).read_text())["run_id"] == run_id
+  assert track.run_id_for(workdir) == run_id
   records = metrics_lib.read_metrics(workdir)
   want = [(r["step"], pytest.approx(r["train_loss"])) for r in records if "train_loss" in r]
   assert [s for s, _ in want] == [1, 2, 3, 4, 5, 6]
