@@ -208,6 +208,8 @@ def _setup_x(ax, runs: list[Run], x: str) -> float:
   ax.set_xlabel(label)
   if x == "tokens":
     ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
+  elif x == "step":
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   ax.grid(True, alpha=0.3)
   return scale
 

@@ -25,9 +25,15 @@ SPLIT_ROWS = {
 
 
 def write_dataset(root, fmt="parquet"):
-  """The hub repository's layout: <root>/wikitext-2-raw-v1/<split>-00000-of-00001.<fmt>."""
+  """The hub repository's layout: <root>/wikitext-2-raw-v1/<split>-00000-of-00001.<fmt>
+  (or a save_to_disk directory <root>/wikitext-2-raw-v1)."""
   d = root / "wikitext-2-raw-v1"
   d.mkdir(parents=True)
+  if fmt == "disk":
+    import datasets
+    datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": rows})
+                          for split, rows in SPLIT_ROWS.items()}).save_to_disk(str(d))
+    return d
   for split, rows in SPLIT_ROWS.items():
     frame = pd.DataFrame({"text": rows})
     if fmt == "parquet":
@@ -53,7 +59,7 @@ def test_join_rows_drops_empty_keeps_duplicates():
   assert text == " = A = \n\n = A = \n\n b \n"
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "disk"])
 def test_prepare_tokenizes_each_split(tmp_path, capsys, fmt):
   data = write_dataset(tmp_path / "wikitext", fmt)
   splits = wikitext.prepare_wikitext(cfg(path=str(data)), tmp_path / "cache", progress=False)

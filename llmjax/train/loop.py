@@ -334,6 +334,9 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
     writer.close()
     checkpointer.close()
     if status == "FAILED":
+      if is_chief:
+        metrics_lib.write_summary(workdir, {**summary, "status": "failed", "steps": step,
+                                            "elapsed_s": elapsed()})
       tracker.close("FAILED")
 
   try:
