@@ -106,3 +106,28 @@ def test_expected_counts_check():
   manifest["splits"]["test"]["n_tokens"] = 1
   with pytest.warns(UserWarning, match="differ from the expected"):
     wikitext._check_expected(manifest)
+
+
+@pytest.mark.slow
+def test_wikitext2_config_trains_and_reports_test_perplexity(tmp_path):
+  from llmjax import config_util
+  from llmjax import report
+  from llmjax.train import loop
+  root = tmp_path / "wikitext" / "wikitext-2-raw-v1"
+  root.mkdir(parents=True)
+  sentence = " The game plays like its predecessors , with a few changes . \n"
+  for split, n in (("train", 120), ("validation", 30), ("test", 40)):
+    rows = [" = Heading = \n", ""] + [sentence, ""] * n
+    pd.DataFrame({"text": rows}).to_parquet(root / f"{split}-00000-of-00001.parquet")
+  config = config_util.load_config("configs/wikitext2.py:smoke").unlock()
+  config_util.apply_overrides(config, {"data.path": str(root.parent), "train.steps": 2,
+                                       "train.eval_every": 2, "train.sample_tokens": 0})
+  result = loop.train(config, tmp_path / "run")
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["status"] == "finished" and summary["test_loss"] == result.test_loss
+  assert summary["test_perplexity"] == pytest.approx(np.exp(result.test_loss))
+  assert 0 < result.test_loss < np.log(50304) + 1
+  val_text = "\n".join([" = Heading = \n"] + [sentence] * 30)
+  assert summary["n_val_tokens"] == len(get_tokenizer("gpt2").encode(val_text))
+  row = report.run_row(report.load_run(tmp_path / "run"))
+  assert row["test_perplexity"] == summary["test_perplexity"]
