@@ -36,6 +36,30 @@ def train_job(config, workdir):
   return result
 
 
+@job("progressive")
+def progressive_job(config, workdir):
+  from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
+  mesh.maybe_initialize_distributed()
+  from llmjax.train import loop, progressive_loop  # pylint: disable=import-outside-toplevel
+  try:
+    result = progressive_loop.train(config, workdir)
+  except (loop.TrainingError, ValueError, FileNotFoundError) as e:
+    sys.exit(f"Error: {e}")
+  if result.final_val_loss is not None:
+    print(f"Done: step {result.step} (stages began at steps {result.stage_steps}), val loss "
+          f"{result.final_val_loss:.4f}, {result.tokens_per_s:,.0f} tokens/s.")
+  return result
+
+
+@job("arch_compare")
+def arch_compare_job(config, workdir):
+  from llmjax.experiments import arch_compare  # pylint: disable=import-outside-toplevel
+  try:
+    return arch_compare.run(config, workdir)
+  except (RuntimeError, ValueError, FileNotFoundError) as e:
+    sys.exit(f"Error: {e}")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str):
   name = config.get("job", "train")
   if name not in JOBS:

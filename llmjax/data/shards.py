@@ -220,6 +220,9 @@ def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *
   if data_cfg.get("source") == "wikitext2":  # Fixed train/validation/test splits.
     from llmjax.data import wikitext  # pylint: disable=g-import-not-at-top
     return wikitext.prepare_wikitext(data_cfg, cache_root, progress=progress)
+  if data_cfg.get("source") == "math":  # Streamed, capped corpora: see math_text.
+    from llmjax.data import math_text  # pylint: disable=g-import-not-at-top
+    return math_text.prepare_math_tokens(data_cfg, cache_root, progress=progress)
   val_fraction = float(data_cfg.get("val_fraction", 0.1))
   if not 0.0 < val_fraction < 1.0:
     raise ValueError(f"data.val_fraction={val_fraction} must be in (0, 1), e.g. 0.1")

@@ -111,10 +111,7 @@ class Attention(nnx.Module):
     Returns (y_BxTxD, new_cache).
     """
     dt = self.cfg.dtype
-    qkv = jnp.einsum("btd,dchk->cbthk", x_BxTxD, self.c_attn[...].astype(dt))
-    if self.c_attn_bias is not None:
-      qkv = qkv + self.c_attn_bias[...].astype(dt)[:, None, None]
-    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[0], qkv[1], qkv[2]
+    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = self.project_qkv(x_BxTxD)
     impl = None if self.cfg.attention == "auto" else self.cfg.attention
     if jax.default_backend() != "gpu" and impl == "cudnn":
       impl = None
@@ -136,10 +133,23 @@ class Attention(nnx.Module):
       y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxHxK.astype(dt), v_BxSxHxK.astype(dt),
                                        mask=mask_TxS[None, None])
       new_cache = {"k": k_BxSxHxK, "v": v_BxSxHxK}
-    out = jnp.einsum("bthk,hkd->btd", y, self.c_proj[...].astype(dt))
+    return dropout(self.project_out(y), self.cfg.dropout, dropout_key), new_cache
+
+  def project_qkv(self, x_BxTxD):
+    """Queries, keys and values: a [3, B, T, H, K] array (subclasses may add adapters)."""
+    dt = self.cfg.dtype
+    qkv = jnp.einsum("btd,dchk->cbthk", x_BxTxD, self.c_attn[...].astype(dt))
+    if self.c_attn_bias is not None:
+      qkv = qkv + self.c_attn_bias[...].astype(dt)[:, None, None]
+    return qkv
+
+  def project_out(self, y_BxTxHxK):
+    """Output projection of the attended values back to the residual width."""
+    dt = self.cfg.dtype
+    out = jnp.einsum("bthk,hkd->btd", y_BxTxHxK, self.c_proj[...].astype(dt))
     if self.c_proj_bias is not None:
       out = out + self.c_proj_bias[...].astype(dt)
-    return dropout(out, self.cfg.dropout, dropout_key), new_cache
+    return out
 
 
 class MLP(nnx.Module):
