@@ -16,10 +16,16 @@ error naming the first differing parameter. A failed save (disk full) raises
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import pathlib
 import shutil
+import sys
+import tempfile
+import time
+import types
 from typing import Any
 
 import grain
@@ -78,7 +84,7 @@ class Checkpointer:
   @staticmethod
   def _save_error(root: pathlib.Path, step: int, e: Exception) -> CheckpointError:
     previous = [s for s in finished_steps(root) if s < step]
-    text = str(e) or type(e).__name__
+    text = " ".join(str(e).split()) or type(e).__name__
     full = "No space left" in text or getattr(e, "errno", None) == errno.ENOSPC
     return CheckpointError(
         f"Saving checkpoint {root / str(step)} failed ({type(e).__name__}: {text[:300]}). "
@@ -91,16 +97,19 @@ class Checkpointer:
     steps = self.all_steps()
     failed = []
     for step in reversed(steps):
-      try:
-        check_shapes(self.dir / str(step) / "state", abstract_state)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iterator),
-            meta=ocp.args.JsonRestore()))
-      except CheckpointError:
-        raise
-      except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back.
-        failed.append((step, f"{type(e).__name__}: {str(e)[:300]}"))
+      with _stderr_kept_unless_failed() as attempt:
+        try:
+          check_shapes(self.dir / str(step) / "state", abstract_state)
+          restored = self.manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              data=grain.checkpoint.CheckpointRestore(data_iterator),
+              meta=ocp.args.JsonRestore()))
+        except CheckpointError:
+          raise
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back.
+          attempt.failed = True
+          failed.append((step, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"))
+      if attempt.failed:
         log.warning("Checkpoint %s is unreadable (%s); trying an older one.",
                     self.dir / str(step), failed[-1][1])
         continue
@@ -131,6 +140,33 @@ class Checkpointer:
     self.manager.close()
     if self._best is not None:
       self._best.close()
+
+
+@contextlib.contextmanager
+def _stderr_kept_unless_failed():
+  """Holds back what is written to file descriptor 2 and drops it if `.failed` is set.
+
+  When Orbax's restore of a damaged checkpoint fails, TensorStore reads still in flight
+  finish into Orbax's closed event loop and print a traceback each; they say nothing the
+  warning about the checkpoint does not.
+  """
+  attempt = types.SimpleNamespace(failed=False)
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield attempt
+    finally:
+      if attempt.failed:
+        time.sleep(0.2)  # Let the stragglers finish while stderr is still held.
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      if not attempt.failed:
+        held.seek(0)
+        sys.stderr.write(held.read().decode(errors="replace"))
+        sys.stderr.flush()
 
 
 def finished_steps(root: pathlib.Path) -> list[int]:
