@@ -178,12 +178,14 @@ def finished_steps(root: pathlib.Path) -> list[int]:
 
 
 def check_shapes(state_dir: pathlib.Path, abstract_state: Any) -> None:
-  """Raises CheckpointError naming the first array of `abstract_state` (in tree order)
-  whose shape differs from the checkpoint's, or that the checkpoint lacks."""
+  """Raises CheckpointError naming the first array of `abstract_state` (parameters first,
+  then in tree order) whose shape differs from the checkpoint's, or that it lacks."""
   saved = ocp.StandardCheckpointHandler().metadata(state_dir)
   saved_shapes = {_path_key(path): tuple(leaf.shape) for path, leaf in
                   jax.tree_util.tree_flatten_with_path(saved)[0] if hasattr(leaf, "shape")}
-  for path, want in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
+  flat = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+  flat.sort(key=lambda item: _path_key(item[0])[:1] != ("params",))  # Parameters first.
+  for path, want in flat:
     got = saved_shapes.get(_path_key(path), "missing")
     if got != tuple(want.shape):
       name = jax.tree_util.keystr(path)
