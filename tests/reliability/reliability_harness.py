@@ -96,11 +96,13 @@ class Run:
 
 
 def start(base: pathlib.Path, argv: list[str], *, module: str = "llmjax.main",
-          faults: dict | None = None, devices: int = 1) -> subprocess.Popen:
-  """Starts `python -m module argv` (through this file's fault hooks when `faults`)."""
+          faults: dict | None = None, devices: int = 1,
+          env: dict | None = None) -> subprocess.Popen:
+  """Starts `python -m module argv` (through this file's fault hooks when `faults`);
+  `env` adds to or overrides `subprocess_env`."""
   entry = [__file__, module] if faults else ["-m", module]
   return subprocess.Popen([sys.executable, *entry, *argv], cwd=REPO, text=True,
-                          env=subprocess_env(base, devices, faults),
+                          env={**subprocess_env(base, devices, faults), **(env or {})},
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
