@@ -117,13 +117,13 @@ def run(base: pathlib.Path, argv: list[str], **kwargs) -> Run:
   return finish(start(base, argv, **kwargs), timeout)
 
 
-def run_many(base: pathlib.Path, jobs: list[dict], parallel: int = 3) -> list[Run]:
-  """Runs independent jobs (`run` keyword arguments, `argv` included), a few at a time:
-  most of a tiny run is single-threaded imports, so two or three overlap well."""
+def run_many(base: pathlib.Path, jobs: list[dict], parallel: int = 3, **common) -> list[Run]:
+  """Runs independent jobs (`start` keyword arguments, `argv` included, over `common`), a
+  few at a time: most of a tiny run is single-threaded imports, so they overlap well."""
   results: list[Run | None] = [None] * len(jobs)
   running: list[tuple[int, subprocess.Popen]] = []
   for index, job in enumerate(jobs):
-    job = dict(job)
+    job = {**common, **job}
     running.append((index, start(base, job.pop("argv"), **job)))
     while len(running) >= parallel or (running and index == len(jobs) - 1):
       done, proc = running.pop(0)
