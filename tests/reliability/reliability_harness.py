@@ -205,11 +205,14 @@ def assert_trees_equal(a, b) -> None:
   """Bitwise equality of two pytrees of arrays, naming the first differing leaf."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  flat_a, tree_a = jax.tree_util.tree_flatten_with_path(a)
-  flat_b, tree_b = jax.tree_util.tree_flatten_with_path(b)
-  assert tree_a == tree_b
-  for (path, x), (_, y) in zip(flat_a, flat_b):
-    assert x.dtype == y.dtype and np.array_equal(x, y), jax.tree_util.keystr(path)
+  def flat(tree):  # Layer keys are ints in a model and strings in a checkpoint.
+    return {jax.tree_util.keystr(tuple(jax.tree_util.DictKey(str(getattr(k, "key", k)))
+                                       for k in path)): np.asarray(x)
+            for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  flat_a, flat_b = flat(a), flat(b)
+  assert sorted(flat_a) == sorted(flat_b)
+  for name, x in flat_a.items():
+    assert x.dtype == flat_b[name].dtype and np.array_equal(x, flat_b[name]), name
 
 
 def error_line(result: Run) -> str:
