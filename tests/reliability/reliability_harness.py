@@ -171,7 +171,8 @@ def interrupt_at(proc: subprocess.Popen, workdir: pathlib.Path, step: int, sig: 
 def metrics(workdir: pathlib.Path) -> list[dict]:
   """metrics.jsonl without wall-clock fields: what must be bitwise reproducible."""
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in rows]
+  return [{k: v for k, v in row.items() if k not in ("tokens_per_s", "elapsed_s")}
+          for row in rows]
 
 
 def batch_hashes(workdir: pathlib.Path) -> list[tuple[int, str]]:
