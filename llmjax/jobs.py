@@ -26,16 +26,8 @@ def train_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
   from llmjax.train import loop  # pylint: disable=import-outside-toplevel
-<<<<<<< HEAD
   result = loop.train(config, workdir)
-  if result.final_val_loss is not None:
-=======
-  try:
-    result = loop.train(config, workdir)
-  except (loop.TrainingError, ValueError, FileNotFoundError) as e:
-    sys.exit(f"Error: {e}")
   if result.final_val_loss is not None and jax.process_index() == 0:
->>>>>>> main
     print(f"Done: step {result.step}, val loss {result.final_val_loss:.4f} (best "
           f"{result.best_val_loss:.4f}; unigram entropy {result.unigram_entropy:.3f}), "
           f"{result.tokens_per_s:,.0f} tokens/s. Sample with: python -m llmjax.sample "
