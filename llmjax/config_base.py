@@ -45,6 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10  # Write train metrics every N steps.
   c.train.sample_tokens = 200  # Tokens sampled from the prompt below at the end of training.
   c.train.sample_prompt = ""  # Prompt for the end-of-training sample ("" = from <|endoftext|>).
+  c.train.log_batch_hashes = False  # Debug: log a digest of every batch to batch_hashes.jsonl.
+  c.train.debug_nan_step = 0  # Debug: make this step's loss NaN to test the stop (0 = off).
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 6e-4  # Peak learning rate after warmup.

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import ml_collections
 
 from llmjax import config_base
+from llmjax import errors
 
 # Keys whose change makes an existing checkpoint unusable.
 MODEL_SHAPE_KEYS = ("model.arch", "model.n_layer", "model.n_head", "model.n_embd",
@@ -27,8 +28,7 @@ MODEL_SHAPE_KEYS = ("model.arch", "model.n_layer", "model.n_head", "model.n_embd
 _ASSIGNMENT = re.compile(r"^\s*c\.([A-Za-z_][\w.]*)\s*=\s*(.*?)\s+#\s?(.*)$")
 
 
-class ConfigError(ValueError):
-  """A config is invalid; the message names the key and the fix."""
+ConfigError = errors.ConfigError
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:

@@ -9,6 +9,8 @@ from typing import Callable
 import jax
 import ml_collections
 
+from llmjax import cli
+
 JOBS: dict[str, Callable[[ml_collections.ConfigDict, str], object]] = {}
 
 
@@ -24,10 +26,7 @@ def train_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
   from llmjax.train import loop  # pylint: disable=import-outside-toplevel
-  try:
-    result = loop.train(config, workdir)
-  except (loop.TrainingError, ValueError, FileNotFoundError) as e:
-    sys.exit(f"Error: {e}")
+  result = loop.train(config, workdir)
   if result.final_val_loss is not None and jax.process_index() == 0:
     print(f"Done: step {result.step}, val loss {result.final_val_loss:.4f} (best "
           f"{result.best_val_loss:.4f}; unigram entropy {result.unigram_entropy:.3f}), "
@@ -64,4 +63,5 @@ def run(config: ml_collections.ConfigDict, workdir: str):
   name = config.get("job", "train")
   if name not in JOBS:
     sys.exit(f"Unknown config.job={name!r}; available: {', '.join(sorted(JOBS))}.")
-  return JOBS[name](config, workdir)
+  with cli.user_errors():
+    return JOBS[name](config, workdir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from llmjax import config_util
+from llmjax import errors
 from llmjax import models
 from llmjax import track as track_lib
 from llmjax.data import pipeline
@@ -41,8 +43,7 @@ from llmjax.train import step as step_lib
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
-  pass
+TrainingError = errors.TrainingError
 
 
 @dataclasses.dataclass
@@ -171,7 +172,10 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
         f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's vocabulary "
         f"({tok.vocab_size}); set --config.model.vocab_size={tok.vocab_size}.")
   splits = shards.prepare_tokens(config.data)
-  mesh = mesh_lib.make_mesh(config.mesh)
+  try:
+    mesh = mesh_lib.make_mesh(config.mesh)
+  except ValueError as e:
+    raise config_util.ConfigError(str(e)) from e
   batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
   micro = tc.batch_size // tc.grad_accum
   if micro % batch_axes:
@@ -229,6 +233,9 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
 
   writer = metrics_lib.MetricsWriter(workdir, resume_step=start_step if resuming else None,
                                      enabled=is_chief)
+  hash_log = metrics_lib.MetricsWriter(workdir, resume_step=start_step if resuming else None,
+                                       enabled=is_chief and tc.log_batch_hashes,
+                                       filename="batch_hashes.jsonl")
   best_val = meta.get("best_val_loss")
   evals_without_improvement = meta.get("evals_without_improvement", 0)
   tokens_per_step = tc.batch_size * mc.block_size
@@ -267,7 +274,12 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
   status = "FAILED"
   try:
     while step < tc.steps:
-      batch = to_global_batch(next(train_iter), tc.grad_accum, batch_sharding)
+      host_batch = next(train_iter)
+      if tc.log_batch_hashes:
+        hash_log.write({"step": step + 1, "hash": batch_hash(host_batch)})
+      batch = to_global_batch(host_batch, tc.grad_accum, batch_sharding)
+      if step + 1 == tc.debug_nan_step:
+        state = poison_params(state)
       state, device_metrics = train_step(state, batch)
       flush_pending()
       step += 1
@@ -316,6 +328,7 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
   finally:
     bar.close()
     writer.close()
+    hash_log.close()
     checkpointer.close()
     if status == "FAILED":
       if is_chief:
@@ -420,6 +433,20 @@ def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> S
                state_shardings=state_shardings,
                init=jax.jit(init_fn, out_shardings=state_shardings), train_step=train_step,
                eval_step=eval_step, batch_sharding=batch_sharding, eval_sharding=eval_sharding)
+
+
+def batch_hash(batch: dict) -> str:
+  """A short digest of a host batch's token ids (for the `train.log_batch_hashes` log)."""
+  digest = hashlib.blake2b(digest_size=8)
+  for key in sorted(batch):
+    digest.update(np.ascontiguousarray(batch[key]).tobytes())
+  return digest.hexdigest()
+
+
+def poison_params(state):
+  """`train.debug_nan_step`: NaN parameters, so the step's loss and update are NaN."""
+  params = jax.tree.map(lambda x: x * jnp.nan, state["params"])
+  return {**state, "params": params}
 
 
 def state_shardings_for(abstract_state, param_shardings, mesh):
