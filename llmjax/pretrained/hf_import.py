@@ -271,7 +271,7 @@ def resolve_model_dir(path_or_repo_id: str | os.PathLike,
         " local directory holding config.json and model.safetensors") from e
 
 
-def _download_patterns() -> list[str]:
+def download_patterns() -> list[str]:
   return [CONFIG, weights.SAFETENSORS, weights.SAFETENSORS_INDEX, "model-*.safetensors",
           "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
           "vocab.json", "merges.txt"]
@@ -301,7 +301,7 @@ def from_hf(path_or_repo_id: str | os.PathLike, **overrides) -> tuple[Any, Any]:
   Returns:
     (module, config): an Encoder and its EncoderConfig, or a GPT and its GPTConfig.
   """
-  model_dir = resolve_model_dir(path_or_repo_id, _download_patterns())
+  model_dir = resolve_model_dir(path_or_repo_id, download_patterns())
   hf_config = read_config(model_dir)
   is_gpt2 = hf_config.get("model_type") == "gpt2"
   if is_gpt2:

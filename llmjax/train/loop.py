@@ -32,6 +32,7 @@ from llmjax.data import pipeline
 from llmjax.data import shards
 from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.parallel import mesh as mesh_lib
+from llmjax.pretrained import init_from
 from llmjax.train import checkpoint as ckpt_lib
 from llmjax.train import metrics as metrics_lib
 from llmjax.train import optimizer as optim_lib
@@ -152,6 +153,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
 
 
 def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
+  config = init_from.resolve_model_config(config)  # model.init_from fixes the architecture.
   tc, mc = config.train, config.model
   is_chief = jax.process_index() == 0
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=tc.keep_checkpoints)
@@ -189,8 +191,9 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
   schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
   tx = optim_lib.make_optimizer(config.optim, tc.steps)
 
-  def init_fn():
-    params = nnx.to_pure_dict(nnx.state(models.build(mc, tc.seed)))
+  def init_fn(params=None):  # params: pretrained weights, or None for a random init.
+    if params is None:
+      params = nnx.to_pure_dict(nnx.state(models.build(mc, tc.seed)))
     params = jax.tree.map(jax.lax.with_sharding_constraint, params, param_shardings)
     return step_lib.init_state(params, tx)
 
@@ -201,7 +204,8 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
     restored = checkpointer.restore_latest(
         ckpt_lib.abstract_like(abstract_state, state_shardings), train_iter)
   if restored is None:
-    state = jax.jit(init_fn, out_shardings=state_shardings)()
+    pretrained = init_from.pretrained_params(mc, param_shardings)
+    state = jax.jit(init_fn, out_shardings=state_shardings, donate_argnums=0)(pretrained)
     start_step, meta, resuming = 0, {}, False
   else:
     start_step, state, meta = restored
