@@ -35,6 +35,18 @@ def train_job(config, workdir):
   return result
 
 
+@job("classify")
+def classify_job(config, workdir):
+  from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
+  mesh.maybe_initialize_distributed()
+  from llmjax.train import classify_loop  # pylint: disable=import-outside-toplevel
+  from llmjax.train import loop  # pylint: disable=import-outside-toplevel
+  try:
+    return classify_loop.train(config, workdir)
+  except (loop.TrainingError, ValueError, FileNotFoundError) as e:
+    sys.exit(f"Error: {e}")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str):
   name = config.get("job", "train")
   if name not in JOBS:
