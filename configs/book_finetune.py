@@ -9,15 +9,16 @@ Variants: default = gpt2-xl; `gpt2`, `gpt2-medium`, `gpt2-large` for the smaller
 checkpoints; `smoke` = the tiny GPT-2 golden in tests/goldens/gpt2 (257-token byte
 vocabulary, so data.tokenizer=char) on the bundled Shakespeare, seconds on a CPU.
 
-Memory plan for gpt2-xl on one 80 GB GPU: float32 parameters (6.2 GB), float32 gradients
-and accumulation buffer (12.5 GB) and two AdamW moments (12.5 GB) take ~31 GB. Compute
-is bfloat16; every block is rematerialised (`remat=full`: only each block's bfloat16
-input is kept, 48 x 13 MB per sequence), so a micro-batch of 8 x 1024 tokens needs a few
-GB of activations, dominated by the float32 logits (8 x 1024 x 50257, ~1.6 GB each for
-logits and their gradient). `scan_layers` keeps compile time flat in depth. The mesh puts
-every device on the `fsdp` axis: on one GPU it changes nothing, on N GPUs parameters and
-optimizer state are sharded N ways (run the same command). Checkpoints hold parameters
-and optimizer state (~25 GB for gpt2-xl), so only the latest one is kept, plus the best.
+Memory plan for gpt2-xl on one 80 GB GPU: float32 parameters (5.8 GiB) and two AdamW
+moments (11.6 GiB) are the 17.4 GiB of step arguments; gradients, their accumulation
+buffer and activations are temporaries. Compute is bfloat16; every block is
+rematerialised (`remat=full`: only each block's input is kept), so a micro-batch of
+8 x 1024 tokens fits: XLA's memory analysis of the compiled train step puts the peak at
+36.4 GiB (see docs/pretrained.md for all four sizes). `scan_layers` keeps compile time
+flat in depth. The mesh puts every device on the `fsdp` axis: on one GPU it changes
+nothing, on N GPUs parameters and optimizer state are sharded N ways (same command).
+Checkpoints hold parameters and optimizer state (~17 GiB for gpt2-xl), so only the
+latest one is kept, plus the best parameters.
 """
 
 import pathlib
@@ -26,7 +27,7 @@ from llmjax import config_base
 
 # hub id -> (n_layer, n_head, n_embd, grad_accum, remat, peak learning rate)
 SIZES = {
-    "gpt2": (12, 12, 768, 1, "none", 1e-4),
+    "gpt2": (12, 12, 768, 2, "dots_saveable", 1e-4),
     "gpt2-medium": (24, 16, 1024, 2, "dots_saveable", 5e-5),
     "gpt2-large": (36, 20, 1280, 2, "full", 3e-5),
     "gpt2-xl": (48, 25, 1600, 4, "full", 2e-5),

@@ -206,7 +206,7 @@ def load_examples(source: str, path: str, split: str = "train", *, max_rows: int
   rows = read_rows(source, path, split, synthetic_n=synthetic_n, seed=seed)
   if max_rows:
     rows = (row for i, row in zip(range(max_rows), rows))
-  origin = f"{source}:{path or synthetic_n}"
+  origin = f"{source}:{synthetic_n if source == 'synthetic' else path}"
   examples, report = parse_rows(rows, origin)
   if not examples:
     raise ValueError(f"No usable rows in {origin}: {report}")
