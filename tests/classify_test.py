@@ -48,6 +48,7 @@ def test_tiny_encoder_learns_longer_answer_wins(vocab_dir, tmp_path):
   assert result.num_trainable == result.num_params
 
 
+@pytest.mark.slow
 def test_minilm_frozen_trains_only_the_head(tmp_path):
   c = config("minilm,frozen", **{
       "arena.source": "synthetic", "arena.path": "", "arena.synthetic_rows": 40,
