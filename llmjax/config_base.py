@@ -68,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.data = -1  # Data-parallel mesh axis size (-1 = the devices left over).
   c.mesh.fsdp = 1  # Parameter-sharding (FSDP) mesh axis size.
   c.mesh.tensor = 1  # Tensor-parallel mesh axis size (heads, MLP hidden).
+  c.mesh.num_devices = 0  # Devices the mesh spans: the first N of jax.devices() (0 = all).
 
   c.track = ml_collections.ConfigDict()
   c.track.mlflow = False  # Also log to MLflow (MLFLOW_TRACKING_URI, else a local store).

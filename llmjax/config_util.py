@@ -131,7 +131,7 @@ def _check_values(c: ml_collections.ConfigDict) -> None:
   require(c.data.source not in ("file", "url", "hf") or bool(c.data.path), "data.source",
           "needs --config.data.path=... (a file path, URL or dataset id).")
   for key in ("train.eval_every", "train.checkpoint_every", "train.patience",
-              "optim.warmup_steps", "train.log_every"):
+              "optim.warmup_steps", "train.log_every", "mesh.num_devices"):
     require(flatten(c)[key] >= 0, key, "must be >= 0.")
   require(c.optim.learning_rate > 0, "optim.learning_rate", "must be positive.")
 

@@ -6,6 +6,7 @@ import pathlib
 import sys
 from typing import Callable
 
+import jax
 import ml_collections
 
 JOBS: dict[str, Callable[[ml_collections.ConfigDict, str], object]] = {}
@@ -27,7 +28,7 @@ def train_job(config, workdir):
     result = loop.train(config, workdir)
   except (loop.TrainingError, ValueError, FileNotFoundError) as e:
     sys.exit(f"Error: {e}")
-  if result.final_val_loss is not None:
+  if result.final_val_loss is not None and jax.process_index() == 0:
     print(f"Done: step {result.step}, val loss {result.final_val_loss:.4f} (best "
           f"{result.best_val_loss:.4f}; unigram entropy {result.unigram_entropy:.3f}), "
           f"{result.tokens_per_s:,.0f} tokens/s. Sample with: python -m llmjax.sample "

@@ -18,6 +18,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config: co
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.")
 _CONFIG_HELP = flags.DEFINE_bool("config_help", False, "Print every config key with its "
                                  "default and meaning, then exit.")
+_COORDINATOR = flags.DEFINE_string("coordinator", "", "Multi-host: host:port of process 0 "
+                                   "(else $LLMJAX_COORDINATOR; SLURM is detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes "
+                                      "(else $LLMJAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index "
+                                   "(else $LLMJAX_PROCESS_ID).")
 
 
 def main(argv):
@@ -37,6 +43,12 @@ def main(argv):
     sys.exit(f"Config error: {e}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir=DIR is required (checkpoints and metrics go there).")
+  from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
+  try:
+    mesh.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                      _PROCESS_ID.value)
+  except ValueError as e:
+    sys.exit(f"Error: {e}")
   from llmjax import jobs  # pylint: disable=import-outside-toplevel
   jobs.run(config, _WORKDIR.value)
 

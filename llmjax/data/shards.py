@@ -188,6 +188,14 @@ def load_token_splits(directory: str | os.PathLike[str], train_split: str = "tra
   return TokenSplits(train=arrays[0], val=arrays[1], manifest=manifest, dir=directory)
 
 
+def optional_split(splits: TokenSplits, name: str) -> np.ndarray | None:
+  """Memmap of another split of the token directory (e.g. "test"), or None if absent."""
+  info = splits.manifest.get("splits", {}).get(name)
+  if info is None:
+    return None
+  return open_tokens(splits.dir / info["file"], splits.manifest["dtype"], info["n_tokens"])
+
+
 def _tokenizer_manifest(tokenizer: Tokenizer) -> dict:
   return {"format_version": FORMAT_VERSION, "tokenizer": tokenizer.name,
           "tokenizer_fingerprint": tokenizer.fingerprint,
@@ -209,6 +217,9 @@ def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *
     The train/val memmaps: validation is the last `val_fraction` of the token stream,
     starting at a line boundary when one is within a few thousand tokens.
   """
+  if data_cfg.get("source") == "wikitext2":  # Fixed train/validation/test splits.
+    from llmjax.data import wikitext  # pylint: disable=g-import-not-at-top
+    return wikitext.prepare_wikitext(data_cfg, cache_root, progress=progress)
   val_fraction = float(data_cfg.get("val_fraction", 0.1))
   if not 0.0 < val_fraction < 1.0:
     raise ValueError(f"data.val_fraction={val_fraction} must be in (0, 1), e.g. 0.1")

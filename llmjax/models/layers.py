@@ -50,6 +50,17 @@ def zeros_param(shape, dtype, axes) -> nnx.Param:
   return nnx.Param(jnp.zeros(shape, dtype), logical_axes=axes)
 
 
+def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
+  """Pins an activation's sharding by logical axis names when traced under a mesh
+  (`jax.sharding.use_abstract_mesh`, as the trainer does); a no-op otherwise."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  from llmjax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  spec = mesh_lib.logical_to_spec(logical_axes, x.ndim, x.shape, mesh)
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
   """Inverted dropout; identity when `key` is None (evaluation) or rate is 0."""
   if key is None or rate == 0.0:
@@ -176,7 +187,7 @@ class Block(nnx.Module):
                              dropout_key=k_attn)
     x_BxTxD = x_BxTxD + a
     x_BxTxD = x_BxTxD + self.mlp(self.ln_2(x_BxTxD), dropout_key=k_mlp)
-    return x_BxTxD, new_cache
+    return constrain(x_BxTxD, ("batch", None, None)), new_cache
 
 
 REMAT_POLICIES = {

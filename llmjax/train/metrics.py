@@ -54,3 +54,25 @@ def unigram_entropy(tokens: np.ndarray) -> float:
 
 def perplexity(loss: float) -> float:
   return math.exp(min(loss, 50.0))
+
+
+def bytes_per_token(tokens: np.ndarray, tokenizer, max_tokens: int = 2_000_000) -> float:
+  """UTF-8 bytes of text per token id (over at most the first `max_tokens` ids): converts a
+  loss in nats per token into bits per byte, `loss / ln 2 / bytes_per_token`."""
+  ids = np.asarray(tokens[:max_tokens])
+  if len(ids) == 0:
+    return float("nan")
+  return len(tokenizer.decode(ids).encode("utf-8")) / len(ids)
+
+
+def bits_per_byte(loss: float, bytes_per_tok: float) -> float:
+  return loss / math.log(2) / bytes_per_tok
+
+
+def write_summary(workdir: str | pathlib.Path, summary: dict) -> pathlib.Path:
+  """Writes DIR/summary.json atomically (what the report reads for each run)."""
+  path = pathlib.Path(workdir) / "summary.json"
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+  tmp.replace(path)
+  return path
