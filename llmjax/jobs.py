@@ -25,7 +25,7 @@ def train_job(config, workdir):
   from llmjax.train import loop  # pylint: disable=import-outside-toplevel
   try:
     result = loop.train(config, workdir)
-  except (loop.TrainingError, ValueError, FileNotFoundError) as e:
+  except (loop.TrainingError, ValueError, OSError) as e:  # OSError: missing file or spaCy model.
     sys.exit(f"Error: {e}")
   if result.final_val_loss is not None:
     print(f"Done: step {result.step}, val loss {result.final_val_loss:.4f} (best "

@@ -27,6 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from llmjax import config_util
+from llmjax import data as data_lib
 from llmjax import models
 from llmjax.data import pipeline
 from llmjax.data import shards
@@ -165,7 +166,7 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
     raise config_util.ConfigError(
         f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's vocabulary "
         f"({tok.vocab_size}); set --config.model.vocab_size={tok.vocab_size}.")
-  splits = shards.prepare_tokens(config.data)
+  splits, tok = data_lib.data_splits(config, workdir if is_chief else None)  # Notes-aware.
   mesh = mesh_lib.make_mesh(config.mesh)
   batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
   micro = tc.batch_size // tc.grad_accum

@@ -1,0 +1,1 @@
+"""Experiments built from several training runs (each module one experiment)."""
