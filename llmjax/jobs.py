@@ -35,6 +35,28 @@ def train_job(config, workdir):
   return result
 
 
+@job("notes_experiment")
+def notes_experiment_job(config, workdir):
+  """Notes corpora, experiment 1: pre / post / blank / none (llmjax.experiments.notes)."""
+  return _notes_job("run_experiment", config, workdir)
+
+
+@job("notes_richness")
+def notes_richness_job(config, workdir):
+  """Notes corpora, experiment 2: tag richness of post notes (llmjax.experiments.notes)."""
+  return _notes_job("run_richness", config, workdir)
+
+
+def _notes_job(name, config, workdir):
+  from llmjax.data import notes as notes_data  # pylint: disable=import-outside-toplevel
+  from llmjax.experiments import notes  # pylint: disable=import-outside-toplevel
+  from llmjax.train import loop  # pylint: disable=import-outside-toplevel
+  try:
+    return getattr(notes, name)(config, workdir)
+  except (loop.TrainingError, ValueError, OSError, notes_data.SpacyModelMissingError) as e:
+    sys.exit(f"Error: {e}")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str):
   name = config.get("job", "train")
   if name not in JOBS:
