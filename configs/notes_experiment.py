@@ -38,6 +38,6 @@ def get_config(arg=None):
     c.experiment.eval_words = 20_000
   elif arg == "smoke":
     c.experiment.budget = 600
-    c.experiment.evals = 2
+    c.experiment.evals = 1
     c.experiment.eval_words = 300
   return c

@@ -65,6 +65,6 @@ def _smoke(c):
   c.optim = smoke.optim
   c.experiment.text_sentences = 200
   c.experiment.budget = 400
-  c.experiment.evals = 2
+  c.experiment.evals = 1
   c.experiment.eval_words = 200
   return c
