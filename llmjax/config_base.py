@@ -12,7 +12,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Returns the full default configuration (a small GPT on Shakespeare)."""
   c = ml_collections.ConfigDict()
   c.name = "default"  # Run name used in logs and reports.
-  c.job = "train"  # What main.py runs: train.
+  c.job = "train"  # What main.py runs: train, notes_experiment or notes_richness (llmjax.jobs).
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = "gpt"  # Architecture from llmjax.models.REGISTRY.

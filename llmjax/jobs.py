@@ -48,12 +48,11 @@ def notes_richness_job(config, workdir):
 
 
 def _notes_job(name, config, workdir):
-  from llmjax.data import notes as notes_data  # pylint: disable=import-outside-toplevel
   from llmjax.experiments import notes  # pylint: disable=import-outside-toplevel
   from llmjax.train import loop  # pylint: disable=import-outside-toplevel
   try:
     return getattr(notes, name)(config, workdir)
-  except (loop.TrainingError, ValueError, OSError, notes_data.SpacyModelMissingError) as e:
+  except (loop.TrainingError, ValueError, OSError) as e:  # OSError: e.g. no spaCy model.
     sys.exit(f"Error: {e}")
 
 

@@ -879,7 +879,7 @@ def write_streamed_corpus(docs: Iterable[str],
     if split['n_bytes']:
       text = sources.HF_DOC_SEPARATOR + text
     parts.clear()
-    tagged = tag_text(text, model, tag_scheme, use_cache=False,
+    tagged = tag_text(text, model, tag_scheme,  # Cached: pre and post share tags.
                       progress=progress, **tag_kwargs)
     labels.extend(sorted(set(tagged.labels) - set(labels)))
     stream = weave(tagged, variant, tokenizer, labels=labels)
