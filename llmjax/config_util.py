@@ -130,6 +130,8 @@ def _check_values(c: ml_collections.ConfigDict) -> None:
           "use shakespeare, file, url or hf.")
   require(c.data.source not in ("file", "url", "hf") or bool(c.data.path), "data.source",
           "needs --config.data.path=... (a file path, URL or dataset id).")
+  require(c.notes.variant in ("", "pre", "post", "blank", "none"), "notes.variant",
+          "use '' (plain text), pre, post, blank or none.")
   for key in ("train.eval_every", "train.checkpoint_every", "train.patience",
               "optim.warmup_steps", "train.log_every", "mesh.num_devices"):
     require(flatten(c)[key] >= 0, key, "must be >= 0.")

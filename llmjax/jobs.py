@@ -61,6 +61,23 @@ def classify_job(config, workdir):
   return classify_loop.train(config, workdir)
 
 
+@job("notes_experiment")
+def notes_experiment_job(config, workdir):
+  """Notes corpora, experiment 1: pre / post / blank / none (llmjax.experiments.notes)."""
+  return _notes_job("run_experiment", config, workdir)
+
+
+@job("notes_richness")
+def notes_richness_job(config, workdir):
+  """Notes corpora, experiment 2: tag richness of post notes (llmjax.experiments.notes)."""
+  return _notes_job("run_richness", config, workdir)
+
+
+def _notes_job(name, config, workdir):
+  from llmjax.experiments import notes  # pylint: disable=import-outside-toplevel
+  return getattr(notes, name)(config, workdir)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str):
   name = config.get("job", "train")
   if name not in JOBS:

@@ -15,7 +15,8 @@ from llmjax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config "
+                                "(default runs/<config.name>).")
 _CONFIG_HELP = flags.DEFINE_bool("config_help", False, "Print every config key with its "
                                  "default and meaning, then exit.")
 _COORDINATOR = flags.DEFINE_string("coordinator", "", "Multi-host: host:port of process 0 "
@@ -41,8 +42,9 @@ def main(argv):
     config_util.validate(config)
   except config_util.ConfigError as e:
     sys.exit(f"Config error: {e}")
+  workdir = _WORKDIR.value or f"runs/{config.name}"  # Default: runs/<config.name>.
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir=DIR is required (checkpoints and metrics go there).")
+    print(f"--workdir not given: using {workdir}", flush=True)
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   try:
     mesh.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
@@ -50,7 +52,7 @@ def main(argv):
   except ValueError as e:
     sys.exit(f"Error: {e}")
   from llmjax import jobs  # pylint: disable=import-outside-toplevel
-  jobs.run(config, _WORKDIR.value)
+  jobs.run(config, workdir)
 
 
 def parse_flags(argv):

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from llmjax import config_util
 from llmjax import errors
+from llmjax import data as data_lib
 from llmjax import models
 from llmjax import track as track_lib
 from llmjax.data import pipeline
@@ -173,7 +174,7 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
     raise config_util.ConfigError(
         f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's vocabulary "
         f"({tok.vocab_size}); set --config.model.vocab_size={tok.vocab_size}.")
-  splits = shards.prepare_tokens(config.data)
+  splits, tok = data_lib.data_splits(config, workdir if is_chief else None)  # Notes-aware.
   try:
     mesh = mesh_lib.make_mesh(config.mesh)
   except ValueError as e:
