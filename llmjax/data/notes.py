@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from llmjax import assets
+from llmjax import errors
 from llmjax.data import shards
 from llmjax.data import sources
 from llmjax.data.tokenizer import get_tokenizer
@@ -105,7 +106,7 @@ _OFFICIAL_PIPELINE = re.compile(
     r'xx|zh)_(core|dep|ent|sent)_(web|news|wiki)_(sm|md|lg|trf)$')
 
 
-class SpacyModelMissingError(OSError):
+class SpacyModelMissingError(errors.LlmjaxError, OSError):
   """The requested spaCy pipeline is not installed."""
 
 
@@ -122,14 +123,14 @@ def install_hint(model: str) -> str:
 
 def _check_scheme(scheme: str) -> None:
   if scheme not in SCHEMES:
-    raise ValueError(f'Unknown notes scheme {scheme!r}; choose one of '
-                     f'{", ".join(SCHEMES)}.')
+    raise errors.DataError(f'Unknown notes scheme {scheme!r}; choose one of '
+                           f'{", ".join(SCHEMES)}.')
 
 
 def _check_variant(variant: str) -> None:
   if variant not in VARIANTS:
-    raise ValueError(f'Unknown notes variant {variant!r}; choose one of '
-                     f'{", ".join(VARIANTS)}.')
+    raise errors.DataError(f'Unknown notes variant {variant!r}; choose one of '
+                           f'{", ".join(VARIANTS)}.')
 
 
 def _assigns(nlp, name: str) -> set[str]:
@@ -280,7 +281,7 @@ def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
   concatenate to `text` exactly.
   """
   if max_chars < 1:
-    raise ValueError(f'max_chars must be positive, got {max_chars}.')
+    raise errors.DataError(f'max_chars must be positive, got {max_chars}.')
   pieces = []
   start, n = 0, len(text)
   while n - start > max_chars:
@@ -555,7 +556,7 @@ def weave(tagged: TaggedText, variant: str, tokenizer: Tokenizer,
     missing = sorted(set(tagged.labels[i] for i in np.unique(tagged.label_ids))
                      - set(labels))
     if missing:
-      raise ValueError(
+      raise errors.DataError(
           f'{len(missing)} labels of this text are not in the given inventory,'
           f' e.g. {missing[:5]}; build it with merge_labels() over all texts.')
   base = tokenizer.vocab_size
@@ -732,13 +733,14 @@ def write_corpus(out_dir: str | os.PathLike[str], tagged: TaggedText,
     The manifest.
   """
   if not 0.0 <= val_fraction < 1.0:
-    raise ValueError(f'val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.')
+    raise errors.DataError(
+        f'val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.')
   if tagged.num_words == 0:
-    raise ValueError('The text has no words; a notes corpus needs some.')
+    raise errors.DataError('The text has no words; a notes corpus needs some.')
   k = split_word(tagged, val_fraction) if val_fraction else tagged.num_words
   if val_fraction and not 0 < k < tagged.num_words:
-    raise ValueError(f'{tagged.num_words} words leave no validation text at '
-                     f'val_fraction={val_fraction}; use a larger text.')
+    raise errors.DataError(f'{tagged.num_words} words leave no validation text '
+                           f'at val_fraction={val_fraction}; use a larger text.')
   cut = int(stream.word_starts[k]) if k < tagged.num_words else len(stream.ids)
   parts = {'train': (stream.ids[:cut], stream.word_starts[:k])}
   if val_fraction:
@@ -944,13 +946,13 @@ def read_corpus(corpus_dir: str | os.PathLike[str]
   d = pathlib.Path(corpus_dir)
   path = d / shards.MANIFEST
   if not path.is_file():
-    raise FileNotFoundError(
+    raise errors.DataFileNotFoundError(
         f'No notes corpus at {str(d)!r}: {shards.MANIFEST} is missing; write '
         'one with `python -m llmjax.notes --input=FILE --output=DIR`.')
   manifest = json.loads(path.read_text())
   if 'notes' not in manifest:
-    raise ValueError(f'{path} is a token directory without notes; write a '
-                     'notes corpus with `python -m llmjax.notes`.')
+    raise errors.DataError(f'{path} is a token directory without notes; write '
+                           'a notes corpus with `python -m llmjax.notes`.')
   ids = {name: shards.open_tokens(d / info['file'], manifest['dtype'],
                                   info['n_tokens'])
          for name, info in manifest['splits'].items()}
@@ -994,8 +996,8 @@ def prepare_notes(data_cfg, notes_cfg,
   tag_scheme = tagging_scheme(variant, scheme)
   val_fraction = float(data_cfg.get('val_fraction', 0.1))
   if not 0.0 < val_fraction < 1.0:
-    raise ValueError(f'data.val_fraction={val_fraction} must be in (0, 1), '
-                     'e.g. 0.1.')
+    raise errors.DataError(f'data.val_fraction={val_fraction} must be in (0, 1),'
+                           ' e.g. 0.1.')
   limit = int(notes_cfg.get('limit_chars', 0) or 0)
   streamed = (data_cfg.get('source') == 'hf'
               and bool(data_cfg.get('hf_streaming', False)))

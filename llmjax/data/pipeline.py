@@ -42,10 +42,10 @@ def _check_sharding(batch_size: int, shard_index: int, shard_count: int) -> int:
     raise errors.DataError(f"batch_size={batch_size} must be >= 1")
   if not 0 <= shard_index < shard_count:
     raise errors.DataError(f"shard_index={shard_index} must be in [0, shard_count="
-                     f"{shard_count})")
+                           f"{shard_count})")
   if batch_size % shard_count:
     raise errors.DataError(f"batch_size={batch_size} is the global batch and must be "
-                     f"divisible by shard_count={shard_count} (the process count)")
+                           f"divisible by shard_count={shard_count} (the process count)")
   return batch_size // shard_count
 
 

@@ -160,8 +160,8 @@ def open_tokens(path: str | os.PathLike[str], dtype, n_tokens: int) -> np.ndarra
   size = path.stat().st_size
   if size != n_tokens * dtype.itemsize:
     raise errors.DataError(f"token file {path} has {size} bytes, but its manifest says "
-                     f"{n_tokens} {dtype.name} ids ({n_tokens * dtype.itemsize} bytes); "
-                     f"delete {path.parent} to rebuild it")
+                           f"{n_tokens} {dtype.name} ids ({n_tokens * dtype.itemsize} bytes); "
+                           f"delete {path.parent} to rebuild it")
   return np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
 
 
@@ -172,18 +172,18 @@ def load_token_splits(directory: str | os.PathLike[str], train_split: str = "tra
   manifest_path = directory / MANIFEST
   if not manifest_path.is_file():
     raise errors.DataFileNotFoundError(f"no {MANIFEST} in token directory {directory}; build it "
-                            f"with prepare_tokens or write_token_shards")
+                                       f"with prepare_tokens or write_token_shards")
   manifest = json.loads(manifest_path.read_text())
   if manifest.get("format_version") != FORMAT_VERSION:
     raise errors.DataError(f"token directory {directory} has format_version "
-                     f"{manifest.get('format_version')}, this code reads "
-                     f"{FORMAT_VERSION}; delete it to rebuild")
+                           f"{manifest.get('format_version')}, this code reads "
+                           f"{FORMAT_VERSION}; delete it to rebuild")
   arrays = []
   for split in (train_split, val_split):
     info = manifest.get("splits", {}).get(split)
     if info is None:
       raise errors.DataError(f"token directory {directory} has no split {split!r}; it has "
-                       f"{sorted(manifest.get('splits', {}))}")
+                             f"{sorted(manifest.get('splits', {}))}")
     arrays.append(open_tokens(directory / info["file"], manifest["dtype"],
                               info["n_tokens"]))
   return TokenSplits(train=arrays[0], val=arrays[1], manifest=manifest, dir=directory)
@@ -294,8 +294,8 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
     old = json.loads(manifest_path.read_text())
     if any(old.get(k) != v for k, v in manifest.items()):
       raise errors.DataError(f"token directory {out_dir} was written with tokenizer "
-                       f"{old.get('tokenizer')!r}, not {tokenizer.name!r}; use another "
-                       f"out_dir")
+                             f"{old.get('tokenizer')!r}, not {tokenizer.name!r}; use another "
+                             f"out_dir")
     manifest = old
   eot = np.asarray([tokenizer.eot_id], tokenizer.dtype)
   n_tokens = n_docs = 0
@@ -331,7 +331,7 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
         flush()
     if n_tokens == 0:
       raise errors.DataError(f"no tokens for split {split!r} in {out_dir}: the documents "
-                       f"were all empty")
+                             f"were all empty")
     os.chmod(tmp, 0o644)
     os.replace(tmp, out_dir / f"{split}.bin")
   finally:

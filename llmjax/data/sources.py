@@ -98,7 +98,7 @@ def decode_text(raw: bytes, origin: str) -> tuple[str, int]:
 def _check_not_blank(text: str, origin: str) -> None:
   if not text or text.isspace():
     raise errors.DataError(f"{origin} is empty or holds only whitespace "
-                     f"({len(text)} characters); give a corpus with some text in it")
+                           f"({len(text)} characters); give a corpus with some text in it")
 
 
 def _sha256(data: bytes) -> str:
@@ -115,11 +115,11 @@ def _read_shakespeare() -> SourceText:
 def _read_file(path_str: str) -> SourceText:
   if not path_str:
     raise errors.DataError("data.source='file' needs data.path, the text file to train on "
-                     "(e.g. --config.data.path=book.txt)")
+                           "(e.g. --config.data.path=book.txt)")
   path = Path(path_str).expanduser()
   if not path.exists():
     raise errors.DataFileNotFoundError(f"data.path {path_str!r} does not exist (data.source="
-                            f"'file'); give the path of a UTF-8 text file")
+                                       f"'file'); give the path of a UTF-8 text file")
   if path.is_dir():
     raise errors.DataIsADirectoryError(
         f"data.path {path_str!r} is a directory, but data.source='file' reads one text "
@@ -189,7 +189,7 @@ def load_hf_dataset(path: str, config: str = "", split: str = "train",
       builder = _HF_FILE_BUILDERS.get(local.suffix.lower())
       if builder is None:
         raise errors.DataError(f"unknown data file type {local.suffix!r}; use one of "
-                         f"{sorted(_HF_FILE_BUILDERS)}")
+                               f"{sorted(_HF_FILE_BUILDERS)}")
       return datasets.load_dataset(builder, data_files={split: str(local)}, split=split,
                                    streaming=streaming)
     return datasets.load_dataset(str(local) if local.is_dir() else path,
@@ -202,7 +202,7 @@ def _read_hf(cfg) -> SourceText:
   path = _get(cfg, "path", "")
   if not path:
     raise errors.DataError("data.source='hf' needs data.path: a dataset id (e.g. 'wikitext'), "
-                     "a local directory of data files, or a data file")
+                           "a local directory of data files, or a data file")
   config = _get(cfg, "hf_config", "")
   split = _get(cfg, "hf_split", "train") or "train"
   field = _get(cfg, "text_field", "text") or "text"
@@ -213,7 +213,7 @@ def _read_hf(cfg) -> SourceText:
     columns = list(next(iter(ds), {}).keys())
   if field not in columns:
     raise errors.DataError(f"HF dataset {path!r} split {split!r} has no column "
-                     f"data.text_field={field!r}; its columns: {columns}")
+                           f"data.text_field={field!r}; its columns: {columns}")
   values = (row[field] for row in ds) if streaming else ds[field]
   n_rows = 0
   texts = []
@@ -223,7 +223,7 @@ def _read_hf(cfg) -> SourceText:
       continue
     if not isinstance(value, str):
       raise errors.DataError(f"HF dataset {path!r} column {field!r} holds "
-                       f"{type(value).__name__} values, not text (row {n_rows - 1})")
+                             f"{type(value).__name__} values, not text (row {n_rows - 1})")
     texts.append(value)
   text = HF_DOC_SEPARATOR.join(texts)
   origin = f"HF dataset {path!r} split {split!r} column {field!r}"

@@ -204,4 +204,4 @@ def get_tokenizer(name: str) -> Tokenizer:
   if name.startswith("bpe:") and len(name) > 4:
     return HFTokenizer(name[4:])
   raise errors.DataError(f"unknown tokenizer {name!r}; valid: 'gpt2', 'char', "
-                   f"'bpe:<path/to/tokenizer.json>'")
+                         f"'bpe:<path/to/tokenizer.json>'")
