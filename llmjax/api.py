@@ -18,6 +18,7 @@ from flax import nnx
 
 from llmjax import config_util
 from llmjax import data as data_lib
+from llmjax import errors
 from llmjax import generate
 from llmjax import models
 from llmjax.train import checkpoint as ckpt_lib
@@ -53,8 +54,9 @@ class Trainer:
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / "config.json"
   if not path.exists():
-    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a llmjax run directory. "
-                            "Train first with python -m llmjax.main --config=... --workdir=...")
+    raise errors.RunNotFoundError(
+        f"{path} does not exist: {workdir} is not a llmjax run directory. Train first with "
+        "python -m llmjax.main --config=... --workdir=...")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 

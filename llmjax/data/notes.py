@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from llmjax import assets
+from llmjax import errors
 from llmjax.data import shards
 from llmjax.data import sources
 from llmjax.data.tokenizer import get_tokenizer
@@ -105,7 +106,7 @@ _OFFICIAL_PIPELINE = re.compile(
     r'xx|zh)_(core|dep|ent|sent)_(web|news|wiki)_(sm|md|lg|trf)$')
 
 
-class SpacyModelMissingError(OSError):
+class SpacyModelMissingError(errors.LlmjaxError, OSError):
   """The requested spaCy pipeline is not installed."""
 
 
@@ -122,13 +123,13 @@ def install_hint(model: str) -> str:
 
 def _check_scheme(scheme: str) -> None:
   if scheme not in SCHEMES:
-    raise ValueError(f'Unknown notes scheme {scheme!r}; choose one of '
+    raise errors.ConfigError(f'Unknown notes scheme {scheme!r}; choose one of '
                      f'{", ".join(SCHEMES)}.')
 
 
 def _check_variant(variant: str) -> None:
   if variant not in VARIANTS:
-    raise ValueError(f'Unknown notes variant {variant!r}; choose one of '
+    raise errors.ConfigError(f'Unknown notes variant {variant!r}; choose one of '
                      f'{", ".join(VARIANTS)}.')
 
 
@@ -280,7 +281,7 @@ def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
   concatenate to `text` exactly.
   """
   if max_chars < 1:
-    raise ValueError(f'max_chars must be positive, got {max_chars}.')
+    raise errors.ConfigError(f'max_chars must be positive, got {max_chars}.')
   pieces = []
   start, n = 0, len(text)
   while n - start > max_chars:
@@ -555,7 +556,7 @@ def weave(tagged: TaggedText, variant: str, tokenizer: Tokenizer,
     missing = sorted(set(tagged.labels[i] for i in np.unique(tagged.label_ids))
                      - set(labels))
     if missing:
-      raise ValueError(
+      raise errors.DataError(
           f'{len(missing)} labels of this text are not in the given inventory,'
           f' e.g. {missing[:5]}; build it with merge_labels() over all texts.')
   base = tokenizer.vocab_size
@@ -732,12 +733,12 @@ def write_corpus(out_dir: str | os.PathLike[str], tagged: TaggedText,
     The manifest.
   """
   if not 0.0 <= val_fraction < 1.0:
-    raise ValueError(f'val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.')
+    raise errors.ConfigError(f'val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.')
   if tagged.num_words == 0:
-    raise ValueError('The text has no words; a notes corpus needs some.')
+    raise errors.DataError('The text has no words; a notes corpus needs some.')
   k = split_word(tagged, val_fraction) if val_fraction else tagged.num_words
   if val_fraction and not 0 < k < tagged.num_words:
-    raise ValueError(f'{tagged.num_words} words leave no validation text at '
+    raise errors.DataError(f'{tagged.num_words} words leave no validation text at '
                      f'val_fraction={val_fraction}; use a larger text.')
   cut = int(stream.word_starts[k]) if k < tagged.num_words else len(stream.ids)
   parts = {'train': (stream.ids[:cut], stream.word_starts[:k])}
@@ -852,11 +853,11 @@ def write_streamed_corpus(docs: Iterable[str],
   """
   _check_variant(variant)
   if limit_chars <= 0:
-    raise ValueError(f'A streamed notes corpus needs notes.limit_chars > 0 (got '
+    raise errors.ConfigError(f'A streamed notes corpus needs notes.limit_chars > 0 (got '
                      f'{limit_chars}), e.g. --config.notes.limit_chars='
                      '100_000_000: the stream may never end.')
   if not 0.0 < val_fraction < 1.0:
-    raise ValueError(f'val_fraction={val_fraction} must be in (0, 1), e.g. 0.1.')
+    raise errors.ConfigError(f'val_fraction={val_fraction} must be in (0, 1), e.g. 0.1.')
   tag_scheme = tagging_scheme(variant, scheme)
   nlp = load_pipeline(model, tag_scheme)
   labels = list(label_inventory(nlp, tag_scheme))
@@ -919,7 +920,7 @@ def write_streamed_corpus(docs: Iterable[str],
       f[1].close()
   for name, split in info.items():
     if not split['n_words']:
-      raise ValueError(
+      raise errors.DataError(
           f'The stream gave no words for the {name} split ({chars:,} characters'
           f' read, limit_chars={limit_chars:,}, val_fraction={val_fraction}); '
           'raise notes.limit_chars or check the dataset.')
@@ -949,7 +950,7 @@ def read_corpus(corpus_dir: str | os.PathLike[str]
         'one with `python -m llmjax.notes --input=FILE --output=DIR`.')
   manifest = json.loads(path.read_text())
   if 'notes' not in manifest:
-    raise ValueError(f'{path} is a token directory without notes; write a '
+    raise errors.DataError(f'{path} is a token directory without notes; write a '
                      'notes corpus with `python -m llmjax.notes`.')
   ids = {name: shards.open_tokens(d / info['file'], manifest['dtype'],
                                   info['n_tokens'])
@@ -994,7 +995,7 @@ def prepare_notes(data_cfg, notes_cfg,
   tag_scheme = tagging_scheme(variant, scheme)
   val_fraction = float(data_cfg.get('val_fraction', 0.1))
   if not 0.0 < val_fraction < 1.0:
-    raise ValueError(f'data.val_fraction={val_fraction} must be in (0, 1), '
+    raise errors.ConfigError(f'data.val_fraction={val_fraction} must be in (0, 1), '
                      'e.g. 0.1.')
   limit = int(notes_cfg.get('limit_chars', 0) or 0)
   streamed = (data_cfg.get('source') == 'hf'
@@ -1055,7 +1056,7 @@ def _stream_docs(data_cfg) -> Iterator[str]:
                                streaming=True)
   for row in ds:
     if field not in row:
-      raise ValueError(f'HF dataset {data_cfg.path!r} has no column '
+      raise errors.DataError(f'HF dataset {data_cfg.path!r} has no column '
                        f'data.text_field={field!r}; its columns: {list(row)}')
     yield row[field] or ''
 

@@ -1,1 +1,1 @@
-"""Experiments built from several training runs (each module one experiment)."""
+"""Experiments that run several trainings and compare them."""

@@ -126,6 +126,7 @@ class GPT(nnx.Module):
     x = self.wte[...][tokens_BxT].astype(cfg.dtype)
     positions = jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, t, axis=0)
     x = layers.dropout(x + positions.astype(cfg.dtype)[None], cfg.dropout, k_emb)
+    x = layers.constrain(x, ("batch", None, None))
     x, cache = apply_blocks(self.h, x, scanned=cfg.scan_layers, remat=cfg.remat, cache=cache,
                             pos=pos, dropout_key=k_blocks)
     return self.ln_f(x), cache
@@ -133,6 +134,7 @@ class GPT(nnx.Module):
   def unembed(self, x_BxTxD):
     """Tied output projection; float32 logits over the real (unpadded) vocabulary."""
     logits = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte[...].astype(self.cfg.dtype))
+    logits = layers.constrain(logits, ("batch", None, "vocab"))
     return logits[..., :self.cfg.vocab_size].astype(jnp.float32)
 
   def __call__(self, tokens_BxT, *, dropout_key=None):

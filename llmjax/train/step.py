@@ -32,6 +32,20 @@ def cross_entropy(logits_BxTxV, targets_BxT, weights_BxT=None):
   return nll.sum() / count, (nll.sum(), valid.sum())
 
 
+def offset_targets(batch: dict, offset: int) -> dict:
+  """Targets `offset` tokens ahead (`model.target_offset`): position t is scored on
+  targets[t + offset - 1]; the last offset - 1 positions have no target and are ignored."""
+  if offset == 1:
+    return batch
+  def shift(x, fill):
+    pad = jnp.full(x.shape[:-1] + (offset - 1,), fill, x.dtype)
+    return jnp.concatenate([x[..., offset - 1:], pad], axis=-1)
+  out = dict(batch, targets=shift(batch["targets"], -1))
+  if "weights" in batch:
+    out["weights"] = shift(batch["weights"], 0)
+  return out
+
+
 def init_state(params, tx: optax.GradientTransformation) -> TrainState:
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
@@ -39,6 +53,7 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
 def make_loss_fn(graphdef, dropout: float, base_key) -> Callable:
   def loss_fn(params, micro, step):
     model = nnx.merge(graphdef, params)
+    micro = offset_targets(micro, getattr(model.cfg, "target_offset", 1))
     key = None if dropout == 0.0 else jax.random.fold_in(base_key, step)
     logits = model(micro["inputs"], dropout_key=key)
     loss, _ = cross_entropy(logits, micro["targets"], micro.get("weights"))
@@ -84,6 +99,7 @@ def make_eval_step(graphdef):
   """Returns eval(params, batch) -> (sum of token losses, token count) for a [B, T] batch."""
   def eval_step(params, batch):
     model = nnx.merge(graphdef, params)
+    batch = offset_targets(batch, getattr(model.cfg, "target_offset", 1))
     logits = model(batch["inputs"])
     _, (total, count) = cross_entropy(logits, batch["targets"], batch.get("weights"))
     return total, count
