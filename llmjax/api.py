@@ -17,8 +17,8 @@ import ml_collections
 from flax import nnx
 
 from llmjax import config_util
-from llmjax import data as data_lib
 from llmjax import errors
+from llmjax import data as data_lib
 from llmjax import generate
 from llmjax import models
 from llmjax.train import checkpoint as ckpt_lib

@@ -12,7 +12,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Returns the full default configuration (a small GPT on Shakespeare)."""
   c = ml_collections.ConfigDict()
   c.name = "default"  # Run name used in logs and reports.
-  c.job = "train"  # What main.py runs: a name in llmjax.jobs.JOBS (train, notes_experiment, ...).
+  c.job = "train"  # What main.py runs: a name in llmjax.jobs.JOBS (train, progressive, classify, notes_experiment, ...).
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = "gpt"  # Architecture from llmjax.models.REGISTRY.
@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0  # Dropout rate on attention output, MLP output and embeddings.
   c.model.vocab_size = 50257  # Tokenizer vocabulary; the embedding is padded to a multiple of 64.
   c.model.bias = True  # Biases in linear layers and LayerNorms (GPT-2 style).
+  c.model.mlp_hidden = 0  # MLP hidden width (HF n_inner); 0 = 4 * n_embd.
   c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16 (loss and softmax stay float32).
   c.model.param_dtype = "float32"  # Parameter storage dtype.
   c.model.scan_layers = False  # Apply the blocks with a scan: compile time flat in depth.

@@ -23,7 +23,8 @@ from llmjax import errors
 
 # Keys whose change makes an existing checkpoint unusable.
 MODEL_SHAPE_KEYS = ("model.arch", "model.n_layer", "model.n_head", "model.n_embd",
-                    "model.block_size", "model.vocab_size", "model.bias", "model.scan_layers")
+                    "model.block_size", "model.vocab_size", "model.bias", "model.scan_layers",
+                    "model.mlp_hidden")
 
 _ASSIGNMENT = re.compile(r"^\s*c\.([A-Za-z_][\w.]*)\s*=\s*(.*?)\s+#\s?(.*)$")
 

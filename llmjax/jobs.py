@@ -39,11 +39,8 @@ def train_job(config, workdir):
 def progressive_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
-  from llmjax.train import loop, progressive_loop  # pylint: disable=import-outside-toplevel
-  try:
-    result = progressive_loop.train(config, workdir)
-  except (loop.TrainingError, ValueError, FileNotFoundError) as e:
-    sys.exit(f"Error: {e}")
+  from llmjax.train import progressive_loop  # pylint: disable=import-outside-toplevel
+  result = progressive_loop.train(config, workdir)
   if result.final_val_loss is not None:
     print(f"Done: step {result.step} (stages began at steps {result.stage_steps}), val loss "
           f"{result.final_val_loss:.4f}, {result.tokens_per_s:,.0f} tokens/s.")
@@ -53,24 +50,32 @@ def progressive_job(config, workdir):
 @job("arch_compare")
 def arch_compare_job(config, workdir):
   from llmjax.experiments import arch_compare  # pylint: disable=import-outside-toplevel
-  try:
-    return arch_compare.run(config, workdir)
-  except (RuntimeError, ValueError, FileNotFoundError) as e:
-    sys.exit(f"Error: {e}")
+  return arch_compare.run(config, workdir)
+
+
+@job("classify")
+def classify_job(config, workdir):
+  from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
+  mesh.maybe_initialize_distributed()
+  from llmjax.train import classify_loop  # pylint: disable=import-outside-toplevel
+  return classify_loop.train(config, workdir)
 
 
 @job("notes_experiment")
 def notes_experiment_job(config, workdir):
   """Notes corpora, experiment 1: pre / post / blank / none (llmjax.experiments.notes)."""
-  from llmjax.experiments import notes  # pylint: disable=import-outside-toplevel
-  return notes.run_experiment(config, workdir)
+  return _notes_job("run_experiment", config, workdir)
 
 
 @job("notes_richness")
 def notes_richness_job(config, workdir):
   """Notes corpora, experiment 2: tag richness of post notes (llmjax.experiments.notes)."""
+  return _notes_job("run_richness", config, workdir)
+
+
+def _notes_job(name, config, workdir):
   from llmjax.experiments import notes  # pylint: disable=import-outside-toplevel
-  return notes.run_richness(config, workdir)
+  return getattr(notes, name)(config, workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str):

@@ -29,6 +29,7 @@ class GPTConfig:
   n_embd: int = 384
   dropout: float = 0.0
   bias: bool = True
+  mlp_hidden: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   scan_layers: bool = False
@@ -50,8 +51,9 @@ class GPTConfig:
 
   def block_config(self) -> layers.BlockConfig:
     return layers.BlockConfig(n_embd=self.n_embd, n_head=self.n_head, n_layer=self.n_layer,
-                              dropout=self.dropout, bias=self.bias, dtype=self.dtype,
-                              param_dtype=self.param_dtype, attention=self.attention)
+                              mlp_hidden=self.mlp_hidden, dropout=self.dropout, bias=self.bias,
+                              dtype=self.dtype, param_dtype=self.param_dtype,
+                              attention=self.attention)
 
 
 def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=None,

@@ -25,6 +25,7 @@ class BlockConfig:
   n_embd: int
   n_head: int
   mlp_ratio: int = 4
+  mlp_hidden: int = 0  # MLP hidden width F; 0 = mlp_ratio * n_embd.
   n_layer: int = 1  # Used only for the GPT-2 scaled init of residual projections.
   dropout: float = 0.0
   bias: bool = True
@@ -35,6 +36,10 @@ class BlockConfig:
   @property
   def head_dim(self) -> int:
     return self.n_embd // self.n_head
+
+  @property
+  def mlp_dim(self) -> int:
+    return self.mlp_hidden or self.mlp_ratio * self.n_embd
 
 
 def normal_param(rngs: nnx.Rngs, shape, std: float, dtype, axes) -> nnx.Param:
@@ -156,7 +161,7 @@ class MLP(nnx.Module):
   """Two-layer GELU feed-forward."""
 
   def __init__(self, cfg: BlockConfig, *, rngs: nnx.Rngs):
-    d, f = cfg.n_embd, cfg.mlp_ratio * cfg.n_embd
+    d, f = cfg.n_embd, cfg.mlp_dim
     self.cfg = cfg
     self.c_fc = normal_param(rngs, (d, f), 0.02, cfg.param_dtype, ("embed", "mlp"))
     self.c_fc_bias = zeros_param((f,), cfg.param_dtype, ("mlp",)) if cfg.bias else None

@@ -28,14 +28,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from llmjax import config_util
-from llmjax import data as data_lib
 from llmjax import errors
+from llmjax import data as data_lib
 from llmjax import models
 from llmjax import track as track_lib
 from llmjax.data import pipeline
 from llmjax.data import shards
 from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.parallel import mesh as mesh_lib
+from llmjax.pretrained import init_from
 from llmjax.train import checkpoint as ckpt_lib
 from llmjax.train import metrics as metrics_lib
 from llmjax.train import optimizer as optim_lib
@@ -158,6 +159,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
 
 
 def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
+  config = init_from.resolve_model_config(config)  # model.init_from fixes the architecture.
   tc, mc = config.train, config.model
   is_chief = jax.process_index() == 0
   t_start = time.perf_counter()
@@ -413,10 +415,15 @@ def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> S
   schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
   tx = optim_lib.make_optimizer(config.optim, tc.steps)
 
-  def init_fn():
-    params = nnx.to_pure_dict(nnx.state(models.build(mc, tc.seed)))
+  def init_fn(params=None):  # params: pretrained weights, or None for a random init.
+    if params is None:
+      params = nnx.to_pure_dict(nnx.state(models.build(mc, tc.seed)))
     params = jax.tree.map(jax.lax.with_sharding_constraint, params, param_shardings)
     return step_lib.init_state(params, tx)
+
+  def init():  # model.init_from: start from a checkpoint's weights (None = scratch).
+    jitted = jax.jit(init_fn, out_shardings=state_shardings, donate_argnums=0)
+    return jitted(init_from.pretrained_params(mc, param_shardings))
 
   abstract_state = jax.eval_shape(init_fn)
   state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
@@ -432,7 +439,7 @@ def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> S
                       in_shardings=(state_shardings["params"], eval_sharding))
   return Steps(mesh=mesh, graphdef=graphdef, abstract_state=abstract_state,
                state_shardings=state_shardings,
-               init=jax.jit(init_fn, out_shardings=state_shardings), train_step=train_step,
+               init=init, train_step=train_step,
                eval_step=eval_step, batch_sharding=batch_sharding, eval_sharding=eval_sharding)
 
 
