@@ -244,6 +244,21 @@ def test_default_notes_model_is_about_100m_parameters():
   assert 90e6 < n < 110e6, n
 
 
+def test_experiment_user_errors_are_one_line(cache, text_file, tmp_path):
+  from llmjax import jobs  # pylint: disable=g-import-not-at-top
+  config = load("configs/notes_experiment.py:smoke", **{
+      "data.source": "file", "data.path": str(text_file),
+      "notes.spacy_model": "xx_no_such_pipeline"})
+  with pytest.raises(SystemExit, match="pip install xx-no-such-pipeline"):
+    jobs.run(config, str(tmp_path / "a"))
+  config = load("configs/notes_experiment.py:smoke", **{"experiment.budget_unit": "bytes"})
+  with pytest.raises(SystemExit, match="budget_unit='bytes': use 'words' or 'tokens'"):
+    jobs.run(config, str(tmp_path / "b"))
+  config = load("configs/notes_richness.py:smoke", **{"experiment.levels": ("tag", "pos")})
+  with pytest.raises(SystemExit, match=r"experiment.levels has \['pos'\]"):
+    jobs.run(config, str(tmp_path / "c"))
+
+
 # ---------------------------------------------------------------- experiments end to end
 
 

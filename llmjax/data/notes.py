@@ -123,14 +123,16 @@ def install_hint(model: str) -> str:
 
 def _check_scheme(scheme: str) -> None:
   if scheme not in SCHEMES:
-    raise errors.DataError(f'Unknown notes scheme {scheme!r}; choose one of '
-                           f'{", ".join(SCHEMES)}.')
+    raise errors.ConfigError(
+        f'Unknown notes scheme {scheme!r}; choose one of '
+        f'{", ".join(SCHEMES)}.')
 
 
 def _check_variant(variant: str) -> None:
   if variant not in VARIANTS:
-    raise errors.DataError(f'Unknown notes variant {variant!r}; choose one of '
-                           f'{", ".join(VARIANTS)}.')
+    raise errors.ConfigError(
+        f'Unknown notes variant {variant!r}; choose one of '
+        f'{", ".join(VARIANTS)}.')
 
 
 def _assigns(nlp, name: str) -> set[str]:
@@ -281,7 +283,8 @@ def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
   concatenate to `text` exactly.
   """
   if max_chars < 1:
-    raise errors.DataError(f'max_chars must be positive, got {max_chars}.')
+    raise errors.ConfigError(
+        f'max_chars must be positive, got {max_chars}.')
   pieces = []
   start, n = 0, len(text)
   while n - start > max_chars:
@@ -733,14 +736,16 @@ def write_corpus(out_dir: str | os.PathLike[str], tagged: TaggedText,
     The manifest.
   """
   if not 0.0 <= val_fraction < 1.0:
-    raise errors.DataError(
+    raise errors.ConfigError(
         f'val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.')
   if tagged.num_words == 0:
-    raise errors.DataError('The text has no words; a notes corpus needs some.')
+    raise errors.DataError(
+        'The text has no words; a notes corpus needs some.')
   k = split_word(tagged, val_fraction) if val_fraction else tagged.num_words
   if val_fraction and not 0 < k < tagged.num_words:
-    raise errors.DataError(f'{tagged.num_words} words leave no validation text '
-                           f'at val_fraction={val_fraction}; use a larger text.')
+    raise errors.DataError(
+        f'{tagged.num_words} words leave no validation text at '
+        f'val_fraction={val_fraction}; use a larger text.')
   cut = int(stream.word_starts[k]) if k < tagged.num_words else len(stream.ids)
   parts = {'train': (stream.ids[:cut], stream.word_starts[:k])}
   if val_fraction:
@@ -854,11 +859,13 @@ def write_streamed_corpus(docs: Iterable[str],
   """
   _check_variant(variant)
   if limit_chars <= 0:
-    raise ValueError(f'A streamed notes corpus needs notes.limit_chars > 0 (got '
-                     f'{limit_chars}), e.g. --config.notes.limit_chars='
-                     '100_000_000: the stream may never end.')
+    raise errors.ConfigError(
+        f'A streamed notes corpus needs notes.limit_chars > 0 (got '
+        f'{limit_chars}), e.g. --config.notes.limit_chars='
+        '100_000_000: the stream may never end.')
   if not 0.0 < val_fraction < 1.0:
-    raise ValueError(f'val_fraction={val_fraction} must be in (0, 1), e.g. 0.1.')
+    raise errors.ConfigError(
+        f'val_fraction={val_fraction} must be in (0, 1), e.g. 0.1.')
   tag_scheme = tagging_scheme(variant, scheme)
   nlp = load_pipeline(model, tag_scheme)
   labels = list(label_inventory(nlp, tag_scheme))
@@ -921,7 +928,7 @@ def write_streamed_corpus(docs: Iterable[str],
       f[1].close()
   for name, split in info.items():
     if not split['n_words']:
-      raise ValueError(
+      raise errors.DataError(
           f'The stream gave no words for the {name} split ({chars:,} characters'
           f' read, limit_chars={limit_chars:,}, val_fraction={val_fraction}); '
           'raise notes.limit_chars or check the dataset.')
@@ -951,8 +958,9 @@ def read_corpus(corpus_dir: str | os.PathLike[str]
         'one with `python -m llmjax.notes --input=FILE --output=DIR`.')
   manifest = json.loads(path.read_text())
   if 'notes' not in manifest:
-    raise errors.DataError(f'{path} is a token directory without notes; write '
-                           'a notes corpus with `python -m llmjax.notes`.')
+    raise errors.DataError(
+        f'{path} is a token directory without notes; write a '
+        'notes corpus with `python -m llmjax.notes`.')
   ids = {name: shards.open_tokens(d / info['file'], manifest['dtype'],
                                   info['n_tokens'])
          for name, info in manifest['splits'].items()}
@@ -996,8 +1004,9 @@ def prepare_notes(data_cfg, notes_cfg,
   tag_scheme = tagging_scheme(variant, scheme)
   val_fraction = float(data_cfg.get('val_fraction', 0.1))
   if not 0.0 < val_fraction < 1.0:
-    raise errors.DataError(f'data.val_fraction={val_fraction} must be in (0, 1),'
-                           ' e.g. 0.1.')
+    raise errors.ConfigError(
+        f'data.val_fraction={val_fraction} must be in (0, 1), '
+        'e.g. 0.1.')
   limit = int(notes_cfg.get('limit_chars', 0) or 0)
   streamed = (data_cfg.get('source') == 'hf'
               and bool(data_cfg.get('hf_streaming', False)))
@@ -1057,8 +1066,9 @@ def _stream_docs(data_cfg) -> Iterator[str]:
                                streaming=True)
   for row in ds:
     if field not in row:
-      raise ValueError(f'HF dataset {data_cfg.path!r} has no column '
-                       f'data.text_field={field!r}; its columns: {list(row)}')
+      raise errors.DataError(
+          f'HF dataset {data_cfg.path!r} has no column '
+          f'data.text_field={field!r}; its columns: {list(row)}')
     yield row[field] or ''
 
 

@@ -31,6 +31,8 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from llmjax import errors
+
 LN2 = math.log(2.0)
 EXPERIMENT_1_VARIANTS = ("pre", "post", "blank", "none")
 LEVELS = ("blank", "upos", "tag", "tag+morph", "tag+morph+dep")
@@ -175,8 +177,9 @@ def _prepare_text(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
   if not text:
     return
   if text != "czech":
-    raise ValueError(f"experiment.text={text!r}: use '' (the data section) or 'czech' (a "
-                     "generated Czech text).")
+    raise errors.ConfigError(
+        f"experiment.text={text!r}: use '' (the data section) or 'czech' (a "
+        "generated Czech text).")
   from llmjax.experiments import czech_text  # pylint: disable=g-import-not-at-top
   path = workdir / "czech.txt"
   if not path.is_file():
@@ -189,14 +192,16 @@ def _prepare_text(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
 def budget_steps(unit: str, budget: int, manifest: dict, tokens_per_step: int) -> int:
   """Optimizer steps that show a run `budget` words (or tokens) of its train split."""
   if budget <= 0:
-    raise ValueError(f"experiment.budget={budget} must be positive.")
+    raise errors.ConfigError(
+        f"experiment.budget={budget} must be positive.")
   if unit == "tokens":
     tokens = budget
   elif unit == "words":
     train = manifest["splits"]["train"]
     tokens = budget * train["n_tokens"] / train["n_words"]
   else:
-    raise ValueError(f"experiment.budget_unit={unit!r}: use 'words' or 'tokens'.")
+    raise errors.ConfigError(
+        f"experiment.budget_unit={unit!r}: use 'words' or 'tokens'.")
   return max(1, int(round(tokens / tokens_per_step)))
 
 
@@ -265,15 +270,24 @@ def train_and_score(run_cfg: ml_collections.ConfigDict, splits, run_dir: pathlib
 
 def _check_same_text(rows: list[dict]) -> None:
   if len({(r["eval_bytes"], r["eval_words"]) for r in rows}) > 1:
-    raise RuntimeError("The runs were scored on different held-out texts: "
-                       f"{sorted({(r['eval_bytes'], r['eval_words']) for r in rows})} "
-                       "(bytes, words). Use one data section and val_fraction for all.")
+    raise errors.DataError(
+        "The runs were scored on different held-out texts: "
+        f"{sorted({(r['eval_bytes'], r['eval_words']) for r in rows})} "
+        "(bytes, words). Use one data section and val_fraction for all.")
+
+
+def _check_experiment(exp) -> None:
+  """Fails on a bad budget or seed list before any corpus is tagged."""
+  budget_steps(exp.budget_unit, exp.budget, {"splits": {"train": {"n_tokens": 1,
+                                                                  "n_words": 1}}}, 1)
+  _seeds(exp)
 
 
 def _seeds(exp) -> list[int]:
   seeds = [int(s) for s in exp.seeds]
   if not seeds:
-    raise ValueError("experiment.seeds is empty; give at least one, e.g. (0,).")
+    raise errors.ConfigError(
+        "experiment.seeds is empty; give at least one, e.g. (0,).")
   return seeds
 
 
@@ -282,12 +296,14 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
   workdir = pathlib.Path(workdir).absolute()
   config = ml_collections.ConfigDict(config.to_dict())
   exp = config.experiment
+  _check_experiment(exp)
   _prepare_text(config, workdir)
   variants = list(exp.variants)
   unknown = sorted(set(variants) - set(EXPERIMENT_1_VARIANTS))
   if unknown:
-    raise ValueError(f"experiment.variants has {unknown}; use some of "
-                     f"{', '.join(EXPERIMENT_1_VARIANTS)}.")
+    raise errors.ConfigError(
+        f"experiment.variants has {unknown}; use some of "
+        f"{', '.join(EXPERIMENT_1_VARIANTS)}.")
   prepared = _run_configs(config, workdir, [(v, v, config.notes.scheme) for v in variants])
   rows = []
   for seed in _seeds(exp):
@@ -308,11 +324,13 @@ def run_richness(config: ml_collections.ConfigDict, workdir: str | pathlib.Path)
   workdir = pathlib.Path(workdir).absolute()
   config = ml_collections.ConfigDict(config.to_dict())
   exp = config.experiment
+  _check_experiment(exp)
   _prepare_text(config, workdir)
   levels = list(exp.levels)
   unknown = sorted(set(levels) - set(LEVELS))
   if unknown:
-    raise ValueError(f"experiment.levels has {unknown}; use some of {', '.join(LEVELS)}.")
+    raise errors.ConfigError(
+        f"experiment.levels has {unknown}; use some of {', '.join(LEVELS)}.")
   runs = [(level, "blank" if level == "blank" else "post", level) for level in levels]
   prepared = _run_configs(config, workdir, runs)
   rows = []
