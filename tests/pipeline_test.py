@@ -31,24 +31,29 @@ def memmap_tokens(tmp_path):
 
 
 def test_batch_shapes_and_windows():
-  tokens = np.arange(41, dtype=np.uint16)  # T=4: windows start at 0, 4, ..., 36.
+  tokens = np.arange(41, dtype=np.uint16)  # T=4: 9 windows at 4k + shift, shift in [0, 3].
   it = pipeline.train_iterator(tokens, block_size=4, batch_size=5, seed=0)
   batch = next(it)
   assert batch["inputs"].shape == batch["targets"].shape == (5, 4)
   assert batch["inputs"].dtype == batch["targets"].dtype == np.int32
   np.testing.assert_array_equal(batch["targets"], batch["inputs"] + 1)
   starts = batch["inputs"][:, 0]
-  assert all(s % 4 == 0 for s in starts)
+  assert len({int(s) % 4 for s in starts}) == 1  # One grid per epoch.
   np.testing.assert_array_equal(batch["inputs"], starts[:, None] + np.arange(4))
 
 
 def test_epochs_cover_every_window_in_a_new_order():
   tokens = np.arange(41, dtype=np.uint16)
   it = pipeline.train_iterator(tokens, block_size=4, batch_size=5, seed=0)
-  epochs = [np.concatenate([b["inputs"][:, 0] for b in take(it, 2)]) for _ in range(3)]
-  for starts in epochs:
-    assert sorted(starts.tolist()) == list(range(0, 40, 4))
+  batches = take(it, 9)  # 45 windows = 5 epochs of 9.
+  starts = np.concatenate([b["inputs"][:, 0] for b in batches])
+  epochs = [starts[i * 9:(i + 1) * 9] for i in range(5)]
+  for epoch in epochs:
+    shift = int(epoch.min())
+    assert 0 <= shift <= 3
+    assert sorted(epoch.tolist()) == list(range(shift, shift + 36, 4))
   assert epochs[0].tolist() != epochs[1].tolist() != epochs[2].tolist()
+  assert len({int(e.min()) for e in epochs}) > 1  # The grid moves between epochs.
 
 
 def test_seeds():
@@ -85,10 +90,12 @@ def test_state_across_epoch_boundary_matches_uninterrupted():
   resumed = pipeline.train_iterator(tokens, 4, 4, seed=3)
   resumed.set_state(state)
   assert_same(first + take(resumed, 3), straight)
-  # Batch 2 holds elements 8..11: the last two windows of epoch 0, the first two of 1.
+  # 9 windows per epoch: batch 2 holds elements 8..11, the last of epoch 0 and the
+  # first three of epoch 1.
   epoch0 = np.concatenate([b["inputs"][:, 0] for b in straight[:2]] +
-                          [straight[2]["inputs"][:2, 0]])
-  assert sorted(epoch0.tolist()) == list(range(0, 40, 4))
+                          [straight[2]["inputs"][:1, 0]])
+  shift = int(epoch0.min())
+  assert sorted(epoch0.tolist()) == list(range(shift, shift + 36, 4))
 
 
 @pytest.mark.parametrize("shard_count", [2, 4])

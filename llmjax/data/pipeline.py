@@ -20,15 +20,17 @@ import sys
 import grain
 import numpy as np
 
+from llmjax import errors
+
 Batch = dict[str, np.ndarray]
 
 
 def check_length(n_tokens: int, block_size: int, name: str) -> None:
   """Raises unless `n_tokens` ids fit at least one window of `block_size + 1`."""
   if block_size < 1:
-    raise ValueError(f"block_size={block_size} must be >= 1")
+    raise errors.DataError(f"block_size={block_size} must be >= 1")
   if n_tokens < block_size + 1:
-    raise ValueError(
+    raise errors.DataError(
         f"the {name} split has {n_tokens} tokens, fewer than block_size + 1 = "
         f"{block_size + 1} needed for one window; lower the block size (e.g. "
         f"--config.model.block_size={max(1, n_tokens - 1)}), use a longer corpus, or "
@@ -37,13 +39,13 @@ def check_length(n_tokens: int, block_size: int, name: str) -> None:
 
 def _check_sharding(batch_size: int, shard_index: int, shard_count: int) -> int:
   if batch_size < 1:
-    raise ValueError(f"batch_size={batch_size} must be >= 1")
+    raise errors.DataError(f"batch_size={batch_size} must be >= 1")
   if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index={shard_index} must be in [0, shard_count="
-                     f"{shard_count})")
+    raise errors.DataError(f"shard_index={shard_index} must be in [0, shard_count="
+                           f"{shard_count})")
   if batch_size % shard_count:
-    raise ValueError(f"batch_size={batch_size} is the global batch and must be "
-                     f"divisible by shard_count={shard_count} (the process count)")
+    raise errors.DataError(f"batch_size={batch_size} is the global batch and must be "
+                           f"divisible by shard_count={shard_count} (the process count)")
   return batch_size // shard_count
 
 
@@ -95,15 +97,23 @@ class WindowLoader:
 
 
 def n_train_windows(n_tokens: int, block_size: int) -> int:
-  """Windows per epoch: starts 0, T, 2T, ... with T + 1 ids each."""
-  return (n_tokens - 1) // block_size
+  """Windows per epoch: starts s, T + s, 2T + s, ... (T + 1 ids each) for a per-epoch shift
+  s in [0, max_shift]; room is left so that any shift up to T - 1 fits when possible."""
+  return max(1, (n_tokens - block_size) // block_size)
+
+
+def max_shift(n_tokens: int, block_size: int) -> int:
+  """Largest per-epoch shift of the window grid that keeps every window in range."""
+  return max(0, min(block_size - 1,
+                    n_tokens - 1 - n_train_windows(n_tokens, block_size) * block_size))
 
 
 class TrainBatches:
   """Random access to this process's training batches (a Grain data source).
 
   Global element g (g = 0, 1, ...) is window `perm_e[g % W]` of epoch e = g // W, where
-  `perm_e` is a seeded permutation of the W windows; global batch b holds elements
+  `perm_e` is a seeded permutation of the W windows, and the grid of window starts of
+  epoch e is shifted by a seeded offset (so each epoch cuts the text at new places); global batch b holds elements
   b*B .. b*B + B - 1, of which this process takes every `shard_count`-th from
   `shard_index`. Indices are computed vectorised per batch.
   """
@@ -113,9 +123,10 @@ class TrainBatches:
     check_length(len(tokens), block_size, "train")
     self.local_batch = _check_sharding(batch_size, shard_index, shard_count)
     if not 0 <= seed < 2**32:
-      raise ValueError(f"seed={seed} must be in [0, 2**32)")
+      raise errors.DataError(f"seed={seed} must be in [0, 2**32)")
     self.loader = WindowLoader(tokens, block_size)
     self.n_windows = n_train_windows(len(tokens), block_size)
+    self.max_shift = max_shift(len(tokens), block_size)
     self.seed, self.batch_size = seed, batch_size
     self.shard_index, self.shard_count = shard_index, shard_count
     self._perms: dict[int, np.ndarray] = {}
@@ -125,6 +136,10 @@ class TrainBatches:
 
   def __len__(self) -> int:
     return sys.maxsize
+
+  def shift(self, epoch: int) -> int:
+    """The offset of epoch `epoch`'s window grid."""
+    return int(np.random.default_rng([self.seed, epoch, 1]).integers(0, self.max_shift + 1))
 
   def permutation(self, epoch: int) -> np.ndarray:
     """The window order of `epoch`."""
@@ -136,22 +151,20 @@ class TrainBatches:
       self._perms[epoch] = perm
     return perm
 
-  def window_indices(self, index: int) -> np.ndarray:
-    """Window numbers of this process's rows of global batch `index`."""
+  def window_starts(self, index: int) -> np.ndarray:
+    """Token offsets of the windows of this process's rows of global batch `index`."""
     g_B = (index * self.batch_size + self.shard_index
            + self.shard_count * np.arange(self.local_batch, dtype=np.int64))
     epoch_B, pos_B = np.divmod(g_B, self.n_windows)
     first, last = int(epoch_B[0]), int(epoch_B[-1])
-    if first == last:
-      return self.permutation(first)[pos_B]
     out = np.empty_like(g_B)
-    for epoch in range(first, last + 1):  # A batch straddling epoch boundaries.
+    for epoch in range(first, last + 1):  # A batch may straddle epoch boundaries.
       sel = epoch_B == epoch
-      out[sel] = self.permutation(epoch)[pos_B[sel]]
+      out[sel] = self.permutation(epoch)[pos_B[sel]] * self.loader.block_size + self.shift(epoch)
     return out
 
   def __getitem__(self, index: int) -> Batch:
-    return self.loader.windows(self.window_indices(index))
+    return self.loader(self.window_starts(index))
 
 
 def train_dataset(tokens: np.ndarray, block_size: int, batch_size: int, seed: int, *,
@@ -207,7 +220,7 @@ def eval_batches(tokens: np.ndarray, block_size: int, batch_size: int, n_batches
   check_length(len(tokens), block_size, "val")
   local_batch = _check_sharding(batch_size, shard_index, shard_count)
   if n_batches < 1:
-    raise ValueError(f"n_batches={n_batches} must be >= 1")
+    raise errors.DataError(f"n_batches={n_batches} must be >= 1")
   starts = eval_starts(len(tokens), block_size, batch_size * n_batches)
   loader = WindowLoader(tokens, block_size)
   starts_NxB = starts.reshape(n_batches, batch_size)

@@ -88,7 +88,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: optax.
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
                  "step": state["step"] + 1}
-    metrics = {"train_loss": loss, "grad_norm": optax.global_norm(grads),
+    metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads),
                "lr": schedule(state["step"])}
     return new_state, metrics
 

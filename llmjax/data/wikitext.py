@@ -1,0 +1,166 @@
+"""WikiText-2 (`data.source=wikitext2`): the standard train/validation/test splits.
+
+The procedure, per split of `wikitext-2-raw-v1`:
+
+1. load it with `datasets` (hub id `Salesforce/wikitext`, or `data.path`: a local
+   directory of the dataset's parquet/json files, or a `save_to_disk` directory);
+2. drop the empty rows (train: 36,718 rows -> 23,767), keep everything else as is,
+   duplicate section headers included;
+3. join the rows with "\\n" (each row already ends with its own newline);
+4. GPT-2 tokenize the whole split; training windows give inputs and targets shifted
+   by one token.
+
+Expected GPT-2 token counts of the real data: train 2,391,884, validation 247,289,
+test 283,287; the train tokens start `EXPECTED_TRAIN_PREFIX`. A load of the full data
+(36,718 train rows) is checked against these counts. The splits are cached like any
+token directory (`llmjax.data.shards`): files train.bin, val.bin (the validation split)
+and test.bin, and the statistics are printed on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+import warnings
+
+from llmjax import assets
+from llmjax import errors
+from llmjax.data import shards
+from llmjax.data import sources
+from llmjax.data.tokenizer import get_tokenizer
+
+HUB_ID = "Salesforce/wikitext"
+DEFAULT_CONFIG = "wikitext-2-raw-v1"
+# Token directory split name -> dataset split name.
+SPLITS = {"train": "train", "val": "validation", "test": "test"}
+EXPECTED_ROWS = {"train": (36_718, 23_767)}  # (all rows, non-empty rows) of the real data.
+EXPECTED_TOKENS = {"train": 2_391_884, "val": 247_289, "test": 283_287}
+EXPECTED_TRAIN_PREFIX = (796, 569, 18354, 7496, 17740, 6711, 796, 220, 628, 2311, 73, 13090,
+                         645)
+
+
+def join_rows(rows: Iterable[str | None]) -> tuple[str, int, int]:
+  """(text, rows read, rows kept): the non-empty rows joined with "\\n".
+
+  A row is empty when it holds only whitespace (the dataset stores blank lines as "").
+  """
+  kept, n_rows = [], 0
+  for row in rows:
+    n_rows += 1
+    if row is not None and row.strip():
+      kept.append(row)
+  return "\n".join(kept), n_rows, len(kept)
+
+
+def resolve_path(path: str, config: str) -> tuple[str, str]:
+  """(dataset path, config name) to pass to `sources.load_hf_dataset`.
+
+  An empty `path` means the hub dataset with `config`; a local directory that holds a
+  `<config>/` subdirectory (a copy of the hub repository) means that subdirectory.
+  """
+  if not path:
+    return HUB_ID, config
+  local = Path(path).expanduser()
+  if not local.exists():
+    raise errors.DataFileNotFoundError(
+        f"data.path {path!r} does not exist (data.source='wikitext2'); give a directory "
+        f"of the dataset's train/validation/test parquet or json files, or leave "
+        f"data.path empty to load {HUB_ID} {config} from the hub")
+  if (local / config).is_dir():
+    local = local / config
+  return str(local), ""
+
+
+def read_splits(path: str = "", config: str = DEFAULT_CONFIG,
+                text_field: str = "text") -> dict[str, tuple[str, int, int]]:
+  """{'train'|'val'|'test': (joined text, rows read, rows kept)}."""
+  ds_path, ds_config = resolve_path(path, config)
+  out = {}
+  for name, hf_split in SPLITS.items():
+    ds = sources.load_hf_dataset(ds_path, ds_config, hf_split)
+    if text_field not in ds.column_names:
+      raise errors.DataError(f"WikiText dataset {ds_path!r} split {hf_split!r} has no column "
+                             f"{text_field!r} (data.text_field); its columns: {ds.column_names}")
+    out[name] = join_rows(ds[text_field])
+  return out
+
+
+def statistics_table(manifest: dict) -> str:
+  """The split statistics of a WikiText token directory as an aligned text table."""
+  lines = [f"WikiText ({manifest.get('hf_config')}, tokenizer {manifest['tokenizer']}):",
+           f"  {'split':<10} {'rows':>9} {'kept':>9} {'characters':>12} {'tokens':>11} "
+           f"{'chars/token':>11}"]
+  for name, hf_split in SPLITS.items():
+    s = manifest["splits"][name]
+    lines.append(f"  {hf_split:<10} {s['n_rows']:>9,} {s['n_rows_kept']:>9,} "
+                 f"{s['n_chars']:>12,} {s['n_tokens']:>11,} "
+                 f"{s['n_chars'] / max(s['n_tokens'], 1):>11.3f}")
+  return "\n".join(lines)
+
+
+def _check_expected(manifest: dict) -> None:
+  """Warns when the full WikiText-2 data does not give the documented GPT-2 counts."""
+  train = manifest["splits"]["train"]
+  if (manifest["tokenizer"] != "gpt2" or manifest.get("hf_config") != DEFAULT_CONFIG
+      or (train["n_rows"], train["n_rows_kept"]) != EXPECTED_ROWS["train"]):
+    return
+  got = {name: manifest["splits"][name]["n_tokens"] for name in SPLITS}
+  if got != EXPECTED_TOKENS:
+    warnings.warn(f"WikiText-2 token counts {got} differ from the expected "
+                  f"{EXPECTED_TOKENS}; the dataset files or the tokenizer changed.",
+                  stacklevel=3)
+
+
+def prepare_wikitext(data_cfg, cache_root: str | os.PathLike[str] | None = None, *,
+                     progress: bool = True, verbose: bool = True) -> shards.TokenSplits:
+  """Tokenises WikiText's three splits once into a cached token directory.
+
+  Args:
+    data_cfg: data config: `path` ('' = the hub), `hf_config` ('' = wikitext-2-raw-v1),
+      `text_field`, `tokenizer`.
+    cache_root: cache root; default `$LLMJAX_CACHE`.
+    progress: show progress bars while tokenising.
+    verbose: print the split statistics.
+
+  Returns:
+    Train and validation memmaps; `shards.optional_split(result, "test")` is the test
+    split.
+  """
+  config = data_cfg.get("hf_config") or DEFAULT_CONFIG
+  tokenizer = get_tokenizer(data_cfg.get("tokenizer") or "gpt2")
+  texts = read_splits(data_cfg.get("path") or "", config, data_cfg.get("text_field") or "text")
+  digest = hashlib.sha256()
+  for name in SPLITS:
+    digest.update(f"{name}:{len(texts[name][0])}:".encode() + texts[name][0].encode("utf-8"))
+  fingerprint = f"wikitext:{config}:{digest.hexdigest()}"
+  key = shards.token_cache_key(fingerprint, tokenizer, 0.0)
+  root = Path(cache_root) if cache_root is not None else assets.cache_dir()
+  out = root / "tokens" / key
+  if not (out / shards.MANIFEST).is_file():
+    arrays, split_info = {}, {}
+    for name, (text, n_rows, n_kept) in texts.items():
+      if not text:
+        raise errors.DataError(f"WikiText split {SPLITS[name]!r} has no non-empty rows "
+                               f"({n_rows} rows); check data.path")
+      arrays[name] = shards.tokenize_text(text, tokenizer, progress=progress,
+                                          desc=f"tokenize wikitext {SPLITS[name]}")
+      split_info[name] = {"file": f"{name}.bin", "n_tokens": int(len(arrays[name])),
+                          "n_rows": n_rows, "n_rows_kept": n_kept, "n_chars": len(text)}
+    manifest = {
+        **shards._tokenizer_manifest(tokenizer),  # pylint: disable=protected-access
+        "n_train": split_info["train"]["n_tokens"], "n_val": split_info["val"]["n_tokens"],
+        "splits": split_info, "source": f"wikitext {config} ({data_cfg.get('path') or HUB_ID})",
+        "source_fingerprint": fingerprint, "hf_config": config, "key": key,
+    }
+    with shards._staging_dir(out) as tmp:  # pylint: disable=protected-access
+      for name, array in arrays.items():
+        shards._write_array(tmp / f"{name}.bin", array)  # pylint: disable=protected-access
+      (tmp / shards.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+  splits = shards.load_token_splits(out)
+  if verbose:
+    print(statistics_table(splits.manifest), flush=True)
+  _check_expected(splits.manifest)
+  return splits

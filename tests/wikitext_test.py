@@ -1,0 +1,133 @@
+"""Tests for llmjax.data.wikitext on a small local dataset in the hub's format."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmjax.data import shards
+from llmjax.data import sources
+from llmjax.data import wikitext
+from llmjax.data.tokenizer import get_tokenizer
+
+# The first rows of wikitext-2-raw-v1's train split, as the dataset stores them.
+HEAD = ["", " = Valkyria Chronicles III = \n", "",
+        " Senjō no Valkyria 3 : Unrecorded Chronicles ( Japanese : 戦場のヴァルキュリア3 , lit . "
+        "Valkyria of the Battlefield 3 ) , commonly referred to as Valkyria Chronicles III "
+        "outside Japan , is a tactical role @-@ playing video game . \n", ""]
+GAMEPLAY = [" = = Gameplay = = \n", "", " The game plays like its predecessors . \n", ""]
+SPLIT_ROWS = {
+    "train": HEAD + GAMEPLAY + GAMEPLAY + ["   ", " The end . \n"],  # Header twice.
+    "validation": ["", " = Homarus gammarus = \n", "", " Homarus gammarus is a lobster . \n"],
+    "test": ["", " = Robert Boulter = \n", "", " Robert Boulter is an actor . \n", ""],
+}
+
+
+def write_dataset(root, fmt="parquet"):
+  """The hub repository's layout: <root>/wikitext-2-raw-v1/<split>-00000-of-00001.<fmt>
+  (or a save_to_disk directory <root>/wikitext-2-raw-v1)."""
+  d = root / "wikitext-2-raw-v1"
+  d.mkdir(parents=True)
+  if fmt == "disk":
+    import datasets
+    datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": rows})
+                          for split, rows in SPLIT_ROWS.items()}).save_to_disk(str(d))
+    return d
+  for split, rows in SPLIT_ROWS.items():
+    frame = pd.DataFrame({"text": rows})
+    if fmt == "parquet":
+      frame.to_parquet(d / f"{split}-00000-of-00001.parquet")
+    else:
+      frame.to_json(d / f"{split}.jsonl", orient="records", lines=True, force_ascii=False)
+  return root
+
+
+def cfg(**kw):
+  c = sources.default_data_config()
+  c.update(source="wikitext2", **kw)
+  return c
+
+
+def expected_text(rows):
+  return "\n".join(r for r in rows if r.strip())
+
+
+def test_join_rows_drops_empty_keeps_duplicates():
+  text, n_rows, n_kept = wikitext.join_rows(["", " = A = \n", "", " = A = \n", "  ", " b \n"])
+  assert (n_rows, n_kept) == (6, 3)
+  assert text == " = A = \n\n = A = \n\n b \n"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "disk"])
+def test_prepare_tokenizes_each_split(tmp_path, capsys, fmt):
+  data = write_dataset(tmp_path / "wikitext", fmt)
+  splits = wikitext.prepare_wikitext(cfg(path=str(data)), tmp_path / "cache", progress=False)
+  gpt2 = get_tokenizer("gpt2")
+  for name, hf_split in wikitext.SPLITS.items():
+    want = gpt2.encode(expected_text(SPLIT_ROWS[hf_split]))
+    got = shards.optional_split(splits, name)
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(splits.train, shards.optional_split(splits, "train"))
+  np.testing.assert_array_equal(splits.val, shards.optional_split(splits, "val"))
+  # The documented start of the real train tokens.
+  assert tuple(splits.train[:13].tolist()) == wikitext.EXPECTED_TRAIN_PREFIX
+  train = splits.manifest["splits"]["train"]
+  assert (train["n_rows"], train["n_rows_kept"]) == (15, 7)
+  assert gpt2.decode(splits.train).count(" = = Gameplay = = \n") == 2
+  out = capsys.readouterr().out
+  assert "validation" in out and f"{len(splits.val):>11,}" in out
+
+
+def test_loader_dispatch_and_cache(tmp_path, monkeypatch):
+  data = write_dataset(tmp_path / "wikitext")
+  first = shards.prepare_tokens(cfg(path=str(data / "wikitext-2-raw-v1")), tmp_path / "cache",
+                                progress=False)
+  calls = []
+  monkeypatch.setattr(shards, "tokenize_text", lambda *a, **k: calls.append(1))
+  again = shards.prepare_tokens(cfg(path=str(data)), tmp_path / "cache", progress=False)
+  assert calls == [] and again.dir == first.dir
+  assert sorted(p.name for p in first.dir.iterdir()) == [
+      "manifest.json", "test.bin", "train.bin", "val.bin"]
+  manifest = json.loads((first.dir / "manifest.json").read_text())
+  assert manifest["n_val"] == len(first.val) and manifest["hf_config"] == "wikitext-2-raw-v1"
+
+
+def test_missing_path_is_clear(tmp_path):
+  with pytest.raises(FileNotFoundError, match="data.path .* does not exist"):
+    wikitext.prepare_wikitext(cfg(path=str(tmp_path / "nope")), tmp_path / "cache")
+
+
+def test_expected_counts_check():
+  manifest = {"tokenizer": "gpt2", "hf_config": "wikitext-2-raw-v1", "splits": {
+      "train": {"n_rows": 36_718, "n_rows_kept": 23_767, "n_tokens": 2_391_884},
+      "val": {"n_tokens": 247_289}, "test": {"n_tokens": 283_287}}}
+  wikitext._check_expected(manifest)  # Matches: silent.
+  manifest["splits"]["test"]["n_tokens"] = 1
+  with pytest.warns(UserWarning, match="differ from the expected"):
+    wikitext._check_expected(manifest)
+
+
+@pytest.mark.slow
+def test_wikitext2_config_trains_and_reports_test_perplexity(tmp_path):
+  from llmjax import config_util
+  from llmjax import report
+  from llmjax.train import loop
+  root = tmp_path / "wikitext" / "wikitext-2-raw-v1"
+  root.mkdir(parents=True)
+  sentence = " The game plays like its predecessors , with a few changes . \n"
+  for split, n in (("train", 120), ("validation", 30), ("test", 40)):
+    rows = [" = Heading = \n", ""] + [sentence, ""] * n
+    pd.DataFrame({"text": rows}).to_parquet(root / f"{split}-00000-of-00001.parquet")
+  config = config_util.load_config("configs/wikitext2.py:smoke").unlock()
+  config_util.apply_overrides(config, {"data.path": str(root.parent), "train.steps": 2,
+                                       "train.eval_every": 2, "train.sample_tokens": 0})
+  result = loop.train(config, tmp_path / "run")
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["status"] == "finished" and summary["test_loss"] == result.test_loss
+  assert summary["test_perplexity"] == pytest.approx(np.exp(result.test_loss))
+  assert 0 < result.test_loss < np.log(50304) + 1
+  val_text = "\n".join([" = Heading = \n"] + [sentence] * 30)
+  assert summary["n_val_tokens"] == len(get_tokenizer("gpt2").encode(val_text))
+  row = report.run_row(report.load_run(tmp_path / "run"))
+  assert row["test_perplexity"] == summary["test_perplexity"]
