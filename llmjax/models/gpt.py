@@ -129,9 +129,13 @@ class GPT(nnx.Module):
     positions = jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, t, axis=0)
     x = layers.dropout(x + positions.astype(cfg.dtype)[None], cfg.dropout, k_emb)
     x = layers.constrain(x, ("batch", None, None))
-    x, cache = apply_blocks(self.h, x, scanned=cfg.scan_layers, remat=cfg.remat, cache=cache,
-                            pos=pos, dropout_key=k_blocks)
+    x, cache = apply_blocks(self.layer_blocks(), x, scanned=cfg.scan_layers, remat=cfg.remat,
+                            cache=cache, pos=pos, dropout_key=k_blocks)
     return self.ln_f(x), cache
+
+  def layer_blocks(self):
+    """The blocks applied in order (subclasses may repeat blocks, e.g. progressive.py)."""
+    return self.h
 
   def unembed(self, x_BxTxD):
     """Tied output projection; float32 logits over the real (unpadded) vocabulary."""

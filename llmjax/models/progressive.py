@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 from flax import nnx
 
 from llmjax.models import gpt
@@ -96,20 +95,6 @@ class ProgressiveGPT(gpt.GPT):
   def layer_blocks(self) -> list[nnx.Module]:
     """The block applied at each of the `n_layer` layers."""
     return [self.h[i // self.cfg.repeats] for i in range(self.cfg.n_layer)]
-
-  def hidden(self, tokens_BxT, *, cache=None, pos=0, dropout_key=None):
-    cfg = self.cfg
-    t = tokens_BxT.shape[1]
-    if not isinstance(pos, jax.Array) and pos + t > cfg.block_size:
-      raise ValueError(f"Sequence of {pos + t} tokens exceeds model.block_size="
-                       f"{cfg.block_size}; crop the input or raise block_size.")
-    k_emb, k_blocks = layers.split_key(dropout_key, 2)
-    x = self.wte[...][tokens_BxT].astype(cfg.dtype)
-    positions = jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, t, axis=0)
-    x = layers.dropout(x + positions.astype(cfg.dtype)[None], cfg.dropout, k_emb)
-    x, cache = gpt.apply_blocks(self.layer_blocks(), x, scanned=False, remat=cfg.remat,
-                                cache=cache, pos=pos, dropout_key=k_blocks)
-    return self.ln_f(x), cache
 
 
 def stage_config(cfg: ProgressiveConfig, stage: int) -> ProgressiveConfig:

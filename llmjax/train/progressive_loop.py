@@ -144,12 +144,13 @@ def build_stage(config, stage: int, mesh) -> Stage:
   state_shardings = loop.state_shardings_for(abstract_state, param_shardings, mesh)
   schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
   batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
-  train_step = jax.jit(
-      step_lib.make_train_step(graphdef, tx, schedule, dropout=float(config.model.dropout),
-                               seed=tc.seed),
-      in_shardings=(state_shardings, batch_sharding),
-      out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(graphdef),
+  step_fn = step_lib.make_train_step(graphdef, tx, schedule, dropout=float(config.model.dropout),
+                                     seed=tc.seed)
+  train_step = jax.jit(mesh_lib.traced_under(mesh, step_fn),
+                       in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+                       donate_argnums=0)
+  eval_step = jax.jit(mesh_lib.traced_under(mesh, step_lib.make_eval_step(graphdef)),
                       in_shardings=(state_shardings["params"], mesh_lib.batch_sharding(mesh)))
   return Stage(stage, model_cfg, section, graphdef, tx, init_fn, abstract_state,
                param_shardings, state_shardings, train_step, eval_step)
