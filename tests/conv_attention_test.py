@@ -61,7 +61,7 @@ def dependence(model, t_len, seed=0):
   return np.asarray(jnp.abs(grads[:, 0]).sum(-1))
 
 
-@pytest.mark.parametrize("fan_in,t_len", [(2, 16), (4, 64)])
+@pytest.mark.parametrize("fan_in,t_len", [(2, 16), pytest.param(4, 64, marks=pytest.mark.slow)])
 def test_gradient_proves_exact_causality(fan_in, t_len):
   g = dependence(make_model(block_size=t_len, fan_in=fan_in, seed=fan_in), t_len)
   future = np.triu(np.ones_like(g, dtype=bool), k=1)
@@ -100,6 +100,7 @@ def test_short_inputs_are_padded_with_a_mask_and_match_the_full_window():
     np.testing.assert_allclose(short, full[:, :t], atol=2e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_generation_with_the_token_window_cache_matches_naive_greedy():
   model = make_model(block_size=16, fan_in=2, n_embd=32, seed=3)
   prompt = [3, 14, 15, 9, 2]
