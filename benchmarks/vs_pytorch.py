@@ -227,9 +227,6 @@ def bench_train(result: dict) -> None:
     t0 = time.perf_counter()
     compiled = bare_step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
 
   # PyTorch, starting from the same weights.
   torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -337,7 +334,6 @@ def bench_train(result: dict) -> None:
                   "trainer_within_5pct_of_bare": out["ratios"]["trainer_over_bare"] >= 0.95}
   out["first_loss"] = {k: round(x, 5) for k, x in first_losses.items()}
   out["flops_per_token"] = flops_per_token
-  out["xla_flops_per_token"] = round(xla_flops / tokens_per_step) if xla_flops else None
   result["train"] = out
 
 
