@@ -63,8 +63,11 @@ def main(argv):
   c.model.n_layer, c.model.n_embd, c.model.n_head = _N_LAYER.value, _N_EMBD.value, _N_HEAD.value
   c.model.block_size, c.train.batch_size = _BLOCK.value, _BATCH.value
   c.model.vocab_size = 50304
+  cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+              if line.startswith("model name")), platform.processor()) \
+      if os.path.exists("/proc/cpuinfo") else platform.processor()
   result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": len(os.sched_getaffinity(0)),
-            "cpu": platform.processor(), "load_average_start": os.getloadavg()}
+            "cpu": cpu, "load_average_start": os.getloadavg()}
 
   # Tokenization.
   text = sources.read_source(c.data).text

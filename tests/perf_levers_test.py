@@ -1,4 +1,4 @@
-"""Speed levers keep the maths: the chunked loss equals the plain one, decoding is unchanged."""
+"""Speed levers keep the maths: the chunked cross-entropy equals the plain one."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llmjax import generate
 from llmjax import models
 from llmjax.models import gpt
 from llmjax.train import step as step_lib
@@ -35,7 +34,7 @@ def problem(b=3, t=10, d=32, vocab=97, padded=128, seed=0):
   return x, table, targets, weights
 
 
-@pytest.mark.parametrize("chunk_tokens", [1, 6, 12, 30, 512])  # Time chunks of 1, 2, 4, 10, 10.
+@pytest.mark.parametrize("chunk_tokens", [6, 12, 512])  # Time chunks of 2, 4 (padded), 10.
 @pytest.mark.parametrize("use_weights", [False, True])
 def test_chunked_cross_entropy_equals_plain_in_value_and_gradient(chunk_tokens, use_weights):
   x, table, targets, weights = problem()
@@ -44,11 +43,11 @@ def test_chunked_cross_entropy_equals_plain_in_value_and_gradient(chunk_tokens, 
   def value(fn):
     return lambda x, table: fn(x, table)[0]
 
-  plain = jax.value_and_grad(value(lambda x, tb: plain_loss(x, tb, targets, weights, 97)),
-                             argnums=(0, 1))(x, table)
-  chunked = jax.value_and_grad(
+  plain = jax.jit(jax.value_and_grad(
+      value(lambda x, tb: plain_loss(x, tb, targets, weights, 97)), argnums=(0, 1)))(x, table)
+  chunked = jax.jit(jax.value_and_grad(
       value(lambda x, tb: chunked_loss(x, tb, targets, weights, 97, chunk_tokens)),
-      argnums=(0, 1))(x, table)
+      argnums=(0, 1)))(x, table)
   np.testing.assert_allclose(chunked[0], plain[0], rtol=1e-6, atol=1e-6)
   for got, want in zip(chunked[1], plain[1]):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
@@ -96,7 +95,7 @@ def test_gradient_never_holds_a_full_logits_array():
 def _all_eqns(jaxpr):
   for eqn in jaxpr.eqns:
     yield eqn
-    for sub in jax.core.subjaxprs(eqn) if hasattr(jax.core, "subjaxprs") else _params_jaxprs(eqn):
+    for sub in _params_jaxprs(eqn):
       yield from _all_eqns(sub)
 
 
@@ -122,7 +121,8 @@ def test_model_loss_equals_cross_entropy_of_the_full_logits(scan):
   def plain(params):
     return step_lib.cross_entropy(nnx.merge(graphdef, params)(inputs), targets)[0]
 
-  (l1, g1), (l2, g2) = jax.value_and_grad(fused)(params), jax.value_and_grad(plain)(params)
+  (l1, g1) = jax.jit(jax.value_and_grad(fused))(params)
+  (l2, g2) = jax.jit(jax.value_and_grad(plain))(params)
   np.testing.assert_allclose(l1, l2, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -136,7 +136,8 @@ def test_eval_step_uses_the_same_loss():
   tokens = jax.random.randint(jax.random.key(2), (4, 17), 0, 97)
   batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
   total, count = jax.jit(step_lib.make_eval_step(graphdef))(params, batch)
-  _, (want_total, want_count) = step_lib.cross_entropy(model(batch["inputs"]), batch["targets"])
+  _, (want_total, want_count) = jax.jit(lambda p: step_lib.cross_entropy(
+      nnx.merge(graphdef, p)(batch["inputs"]), batch["targets"]))(params)
   np.testing.assert_allclose(total, want_total, rtol=1e-6)
   assert int(count) == int(want_count) == 64
 
@@ -144,6 +145,9 @@ def test_eval_step_uses_the_same_loss():
 def test_bfloat16_compute_matches_plain_loss_closely():
   model = models.build(gpt.GPTConfig(**TINY, dtype=jnp.bfloat16), seed=0)
   tokens = jax.random.randint(jax.random.key(3), (2, 17), 0, 97)
-  fused, _ = step_lib.model_loss(model, tokens[:, :-1], tokens[:, 1:])
-  plain, _ = step_lib.cross_entropy(model(tokens[:, :-1]), tokens[:, 1:])
+  graphdef, params = nnx.split(model)
+  fused, _ = jax.jit(lambda p: step_lib.model_loss(nnx.merge(graphdef, p), tokens[:, :-1],
+                                                   tokens[:, 1:]))(params)
+  plain, _ = jax.jit(lambda p: step_lib.cross_entropy(nnx.merge(graphdef, p)(tokens[:, :-1]),
+                                                      tokens[:, 1:]))(params)
   np.testing.assert_allclose(fused, plain, rtol=1e-6)
