@@ -17,9 +17,10 @@ import ml_collections
 from flax import nnx
 
 from llmjax import config_util
+from llmjax import errors
+from llmjax import data as data_lib
 from llmjax import generate
 from llmjax import models
-from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.train import checkpoint as ckpt_lib
 
 
@@ -53,8 +54,9 @@ class Trainer:
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / "config.json"
   if not path.exists():
-    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a llmjax run directory. "
-                            "Train first with python -m llmjax.main --config=... --workdir=...")
+    raise errors.RunNotFoundError(
+        f"{path} does not exist: {workdir} is not a llmjax run directory. Train first with "
+        "python -m llmjax.main --config=... --workdir=...")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
@@ -75,7 +77,7 @@ class Sampler:
 
   def __init__(self, workdir: str | pathlib.Path, seed: int = 0, which: str = "latest"):
     self.model, self.config, self.step = load_model(workdir, which)
-    self.tokenizer = tokenizer_lib.get_tokenizer(self.config.data.tokenizer)
+    self.tokenizer = data_lib.run_tokenizer(self.config, workdir)  # Decodes notes too.
     self.generator = generate.Generator(self.model, eot_id=self.tokenizer.eot_id)
     self.seed = seed
 

@@ -42,6 +42,8 @@ import tarfile
 import tempfile
 from typing import Iterator
 
+from llmjax import errors
+
 CACHE_ENV = "LLMJAX_CACHE"
 NO_FETCH_ENV = "LLMJAX_NO_FETCH"
 
@@ -73,8 +75,7 @@ SHAKESPEARE_SEPARATOR = "\n\n\n"
 ASSET_NAMES = ("gpt2_bpe", "shakespeare")
 
 
-class AssetError(RuntimeError):
-  """An asset is missing, cannot be fetched, or fails verification."""
+AssetError = errors.AssetError
 
 
 def cache_dir() -> Path:

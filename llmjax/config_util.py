@@ -19,16 +19,17 @@ from typing import Any, Iterator
 import ml_collections
 
 from llmjax import config_base
+from llmjax import errors
 
 # Keys whose change makes an existing checkpoint unusable.
 MODEL_SHAPE_KEYS = ("model.arch", "model.n_layer", "model.n_head", "model.n_embd",
-                    "model.block_size", "model.vocab_size", "model.bias", "model.scan_layers")
+                    "model.block_size", "model.vocab_size", "model.bias", "model.scan_layers",
+                    "model.mlp_hidden")
 
 _ASSIGNMENT = re.compile(r"^\s*c\.([A-Za-z_][\w.]*)\s*=\s*(.*?)\s+#\s?(.*)$")
 
 
-class ConfigError(ValueError):
-  """A config is invalid; the message names the key and the fix."""
+ConfigError = errors.ConfigError
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -129,8 +130,10 @@ def _check_values(c: ml_collections.ConfigDict) -> None:
           "use shakespeare, file, url or hf.")
   require(c.data.source not in ("file", "url", "hf") or bool(c.data.path), "data.source",
           "needs --config.data.path=... (a file path, URL or dataset id).")
+  require(c.notes.variant in ("", "pre", "post", "blank", "none"), "notes.variant",
+          "use '' (plain text), pre, post, blank or none.")
   for key in ("train.eval_every", "train.checkpoint_every", "train.patience",
-              "optim.warmup_steps", "train.log_every"):
+              "optim.warmup_steps", "train.log_every", "mesh.num_devices"):
     require(flatten(c)[key] >= 0, key, "must be >= 0.")
   require(c.optim.learning_rate > 0, "optim.learning_rate", "must be positive.")
 

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llmjax import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
@@ -26,11 +28,11 @@ class SamplingParams:
 
   def __post_init__(self):
     if self.temperature < 0:
-      raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy).")
+      raise errors.SamplingError(f"temperature={self.temperature} must be >= 0 (0 = greedy).")
     if self.top_k < 0:
-      raise ValueError(f"top_k={self.top_k} must be >= 0 (0 = off).")
+      raise errors.SamplingError(f"top_k={self.top_k} must be >= 0 (0 = off).")
     if not 0.0 < self.top_p <= 1.0:
-      raise ValueError(f"top_p={self.top_p} must be in (0, 1] (1 = off).")
+      raise errors.SamplingError(f"top_p={self.top_p} must be in (0, 1] (1 = off).")
 
 
 def sample_token(logits_BxV, key, temperature, top_k, top_p):
@@ -108,27 +110,28 @@ class Generator:
                params: SamplingParams = SamplingParams(), seed: int = 0) -> list[list[int]]:
     """Returns the new tokens for each prompt (all prompts must have equal length)."""
     if max_new_tokens < 0:
-      raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0.")
+      raise errors.SamplingError(f"max_new_tokens={max_new_tokens} must be >= 0.")
     if max_new_tokens == 0:
       return [[] for _ in prompts]
     lengths = {len(p) for p in prompts}
     if len(lengths) != 1:
-      raise ValueError(f"Prompts in one batch must have equal length, got {sorted(lengths)}.")
+      raise errors.SamplingError(
+          f"Prompts in one batch must have equal length, got {sorted(lengths)}.")
     seqs = [list(p) for p in prompts]
     if not seqs[0]:
       if self.eot_id is None:
-        raise ValueError("Empty prompt and no end-of-text token to start from.")
+        raise errors.SamplingError("Empty prompt and no end-of-text token to start from.")
       seqs = [[self.eot_id] for _ in seqs]
-    if len(seqs[0]) >= self.block_size:
-      warnings.warn(f"Prompt of {len(seqs[0])} tokens is longer than the context "
-                    f"({self.block_size}); keeping its last {self.block_size - 1} tokens.")
+    kept = self.block_size - self._room(len(seqs[0]), max_new_tokens)
+    if len(seqs[0]) > kept:
+      warnings.warn(f"Prompt of {len(seqs[0])} tokens plus {max_new_tokens} new ones is longer "
+                    f"than the context ({self.block_size}); generating from its last {kept} "
+                    "tokens.")
     key = jax.random.key(seed)
     new = [[] for _ in seqs]
     remaining = max_new_tokens
     while remaining > 0:
-      room = min(remaining, self.block_size // 2) if len(seqs[0]) + remaining > self.block_size \
-          else remaining
-      room = max(1, min(room, self.block_size - 1))
+      room = self._room(len(seqs[0]), remaining)
       context = [s[-(self.block_size - room):] for s in seqs]
       n = len(context[0])
       bucket = bucket_length(n, self.block_size)
@@ -145,3 +148,9 @@ class Generator:
         new[i].extend(toks)
       remaining -= room
     return new
+
+  def _room(self, n_tokens: int, remaining: int) -> int:
+    """New tokens the next segment generates after keeping the last block_size - room."""
+    room = min(remaining, self.block_size // 2) if n_tokens + remaining > self.block_size \
+        else remaining
+    return max(1, min(room, self.block_size - 1))

@@ -6,7 +6,10 @@ import pathlib
 import sys
 from typing import Callable
 
+import jax
 import ml_collections
+
+from llmjax import cli
 
 JOBS: dict[str, Callable[[ml_collections.ConfigDict, str], object]] = {}
 
@@ -23,11 +26,8 @@ def train_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
   from llmjax.train import loop  # pylint: disable=import-outside-toplevel
-  try:
-    result = loop.train(config, workdir)
-  except (loop.TrainingError, ValueError, FileNotFoundError) as e:
-    sys.exit(f"Error: {e}")
-  if result.final_val_loss is not None:
+  result = loop.train(config, workdir)
+  if result.final_val_loss is not None and jax.process_index() == 0:
     print(f"Done: step {result.step}, val loss {result.final_val_loss:.4f} (best "
           f"{result.best_val_loss:.4f}; unigram entropy {result.unigram_entropy:.3f}), "
           f"{result.tokens_per_s:,.0f} tokens/s. Sample with: python -m llmjax.sample "
@@ -35,8 +35,52 @@ def train_job(config, workdir):
   return result
 
 
+@job("progressive")
+def progressive_job(config, workdir):
+  from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
+  mesh.maybe_initialize_distributed()
+  from llmjax.train import progressive_loop  # pylint: disable=import-outside-toplevel
+  result = progressive_loop.train(config, workdir)
+  if result.final_val_loss is not None:
+    print(f"Done: step {result.step} (stages began at steps {result.stage_steps}), val loss "
+          f"{result.final_val_loss:.4f}, {result.tokens_per_s:,.0f} tokens/s.")
+  return result
+
+
+@job("arch_compare")
+def arch_compare_job(config, workdir):
+  from llmjax.experiments import arch_compare  # pylint: disable=import-outside-toplevel
+  return arch_compare.run(config, workdir)
+
+
+@job("classify")
+def classify_job(config, workdir):
+  from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
+  mesh.maybe_initialize_distributed()
+  from llmjax.train import classify_loop  # pylint: disable=import-outside-toplevel
+  return classify_loop.train(config, workdir)
+
+
+@job("notes_experiment")
+def notes_experiment_job(config, workdir):
+  """Notes corpora, experiment 1: pre / post / blank / none (llmjax.experiments.notes)."""
+  return _notes_job("run_experiment", config, workdir)
+
+
+@job("notes_richness")
+def notes_richness_job(config, workdir):
+  """Notes corpora, experiment 2: tag richness of post notes (llmjax.experiments.notes)."""
+  return _notes_job("run_richness", config, workdir)
+
+
+def _notes_job(name, config, workdir):
+  from llmjax.experiments import notes  # pylint: disable=import-outside-toplevel
+  return getattr(notes, name)(config, workdir)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str):
   name = config.get("job", "train")
   if name not in JOBS:
     sys.exit(f"Unknown config.job={name!r}; available: {', '.join(sorted(JOBS))}.")
-  return JOBS[name](config, workdir)
+  with cli.user_errors():
+    return JOBS[name](config, workdir)

@@ -15,9 +15,16 @@ from llmjax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:VARIANT].",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config "
+                                "(default runs/<config.name>).")
 _CONFIG_HELP = flags.DEFINE_bool("config_help", False, "Print every config key with its "
                                  "default and meaning, then exit.")
+_COORDINATOR = flags.DEFINE_string("coordinator", "", "Multi-host: host:port of process 0 "
+                                   "(else $LLMJAX_COORDINATOR; SLURM is detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes "
+                                      "(else $LLMJAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index "
+                                   "(else $LLMJAX_PROCESS_ID).")
 
 
 def main(argv):
@@ -35,19 +42,61 @@ def main(argv):
     config_util.validate(config)
   except config_util.ConfigError as e:
     sys.exit(f"Config error: {e}")
+  workdir = _WORKDIR.value or f"runs/{config.name}"  # Default: runs/<config.name>.
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir=DIR is required (checkpoints and metrics go there).")
+    print(f"--workdir not given: using {workdir}", flush=True)
+  from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
+  try:
+    mesh.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                      _PROCESS_ID.value)
+  except ValueError as e:
+    sys.exit(f"Error: {e}")
   from llmjax import jobs  # pylint: disable=import-outside-toplevel
-  jobs.run(config, _WORKDIR.value)
+  jobs.run(config, workdir)
 
 
 def parse_flags(argv):
-  """absl parsing, with config override errors (unknown key, wrong type) as one clear line."""
+  """absl parsing, with config errors (missing file, unknown key, wrong type) as one line."""
+  from llmjax import config_util  # pylint: disable=import-outside-toplevel
   try:
+    check_config_flags(argv[1:])
     return flags.FLAGS(argv)
+  except config_util.ConfigError as e:
+    sys.exit(f"Config error: {e}")
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    message = str(e).replace("\\n", " ").replace("\\'", "'").strip("'\" ")
-    sys.exit(f"Flag error: {message}\nList every config key with --config_help.")
+    message = " ".join(str(e).split())
+    sys.exit(f"Flag error: {message} List every config key with --config_help.")
+
+
+def check_config_flags(args: list[str]) -> None:
+  """Loads --config and checks each --config.KEY=VALUE against it before absl does, so a
+  typo gets the closest valid key and a bad value the expected type."""
+  from llmjax import config_util  # pylint: disable=import-outside-toplevel
+  spec = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
+  if spec is None:
+    return
+  try:
+    config = config_util.load_config(spec)
+  except config_util.ConfigError:
+    raise
+  except Exception as e:  # noqa: BLE001 - whatever get_config raised, say where.
+    raise config_util.ConfigError(f"--config={spec}: {type(e).__name__}: {e}") from e
+  current = config_util.flatten(config)
+  for arg in args:
+    if not arg.startswith("--config."):
+      continue
+    name, _, text = arg[len("--config."):].partition("=")
+    if name not in current:
+      raise config_util.unknown_key_error(name, list(current))
+    want = type(current[name])
+    value = config_util.parse_value(text)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    fits = {bool: text.lower() in ("true", "false", "t", "f", "1", "0"),
+            int: number and isinstance(value, int), float: number}.get(want, True)
+    if not fits:
+      kind = {bool: "true or false", int: "an integer", float: "a number"}[want]
+      raise config_util.ConfigError(
+          f"--config.{name}={text}: {name} takes {kind} (it is {current[name]!r} now).")
 
 
 if __name__ == "__main__":

@@ -30,13 +30,11 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError("--workdir=DIR is required.")
   from llmjax import api  # pylint: disable=import-outside-toplevel
-  try:
+  with cli.user_errors():
     sampler = api.Sampler(_WORKDIR.value, seed=_SEED.value, which=_WHICH.value)
-  except (FileNotFoundError, RuntimeError) as e:
-    sys.exit(f"Error: {e}")
-  start = time.perf_counter()
-  texts = sampler.generate_text(_PROMPT.value, _MAX_NEW.value, temperature=_TEMPERATURE.value,
-                                top_k=_TOP_K.value, top_p=_TOP_P.value, num_samples=_NUM.value)
+    start = time.perf_counter()
+    texts = sampler.generate_text(_PROMPT.value, _MAX_NEW.value, temperature=_TEMPERATURE.value,
+                                  top_k=_TOP_K.value, top_p=_TOP_P.value, num_samples=_NUM.value)
   elapsed = time.perf_counter() - start
   texts = [texts] if isinstance(texts, str) else texts
   for i, text in enumerate(texts):

@@ -1,0 +1,77 @@
+"""Training data: a config's token splits and the tokenizer that reads them.
+
+`data_splits(config)` is what the trainer calls: the plain token stream of
+`config.data` (`shards.prepare_tokens`), or, when `config.notes.variant` is set,
+the notes corpus of that text (`notes.prepare_notes`), whose tokenizer writes
+notes as `[TAG]` strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+NOTES_FILE = "notes.json"
+
+
+def _notes_variant(config) -> str:
+  notes_cfg = config.get("notes") if hasattr(config, "get") else None
+  return (notes_cfg.get("variant", "") or "") if notes_cfg else ""
+
+
+def data_splits(config, workdir: str | os.PathLike[str] | None = None):
+  """Token splits and tokenizer of `config`'s corpus.
+
+  Args:
+    config: a full run config (sections data, notes, model).
+    workdir: when given, a notes run records its note vocabulary there
+      (`notes.json`), so sampling decodes notes without the corpus.
+
+  Returns:
+    (shards.TokenSplits, tokenizer.Tokenizer).
+
+  Raises:
+    config_util.ConfigError: model.vocab_size is smaller than the corpus's.
+  """
+  from llmjax.data import shards  # pylint: disable=g-import-not-at-top
+  from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+
+  base = tokenizer_lib.get_tokenizer(config.data.tokenizer)
+  if not _notes_variant(config):
+    return shards.prepare_tokens(config.data), base
+  from llmjax import config_util  # pylint: disable=g-import-not-at-top
+  from llmjax.data import notes  # pylint: disable=g-import-not-at-top
+
+  splits = notes.prepare_notes(config.data, config.notes)
+  manifest = splits.manifest
+  if manifest["vocab_size"] > config.model.vocab_size:
+    raise config_util.ConfigError(
+        f"model.vocab_size={config.model.vocab_size} is smaller than the "
+        f"{config.notes.variant!r} notes corpus's vocabulary "
+        f"({manifest['vocab_size']}: {base.vocab_size} base tokens + "
+        f"{len(manifest['notes']['note_vocab'])} notes of scheme "
+        f"{manifest['notes']['scheme']!r}); set --config.model.vocab_size="
+        f"{manifest['vocab_size']}.")
+  if workdir is not None:
+    path = pathlib.Path(workdir) / NOTES_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({**manifest["notes"], "corpus": str(splits.dir)},
+                              indent=2) + "\n")
+    os.replace(tmp, path)
+  return splits, notes.NotesTokenizer(base, manifest["notes"]["note_vocab"])
+
+
+def run_tokenizer(config, workdir: str | os.PathLike[str] | None = None):
+  """The tokenizer of a run: notes-aware for notes runs (from the run's
+  `notes.json`, else from its corpus), the base tokenizer otherwise."""
+  from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+
+  base = tokenizer_lib.get_tokenizer(config.data.tokenizer)
+  if not _notes_variant(config):
+    return base
+  path = pathlib.Path(workdir) / NOTES_FILE if workdir is not None else None
+  if path is not None and path.is_file():
+    from llmjax.data import notes  # pylint: disable=g-import-not-at-top
+    return notes.NotesTokenizer(base, json.loads(path.read_text())["note_vocab"])
+  return data_splits(config)[1]

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from llmjax import assets
+from llmjax import errors
 from llmjax.data import shards
 from llmjax.data import sources
 from llmjax.data.tokenizer import get_tokenizer
@@ -105,7 +106,7 @@ _OFFICIAL_PIPELINE = re.compile(
     r'xx|zh)_(core|dep|ent|sent)_(web|news|wiki)_(sm|md|lg|trf)$')
 
 
-class SpacyModelMissingError(OSError):
+class SpacyModelMissingError(errors.LlmjaxError, OSError):
   """The requested spaCy pipeline is not installed."""
 
 
@@ -122,14 +123,16 @@ def install_hint(model: str) -> str:
 
 def _check_scheme(scheme: str) -> None:
   if scheme not in SCHEMES:
-    raise ValueError(f'Unknown notes scheme {scheme!r}; choose one of '
-                     f'{", ".join(SCHEMES)}.')
+    raise errors.ConfigError(
+        f'Unknown notes scheme {scheme!r}; choose one of '
+        f'{", ".join(SCHEMES)}.')
 
 
 def _check_variant(variant: str) -> None:
   if variant not in VARIANTS:
-    raise ValueError(f'Unknown notes variant {variant!r}; choose one of '
-                     f'{", ".join(VARIANTS)}.')
+    raise errors.ConfigError(
+        f'Unknown notes variant {variant!r}; choose one of '
+        f'{", ".join(VARIANTS)}.')
 
 
 def _assigns(nlp, name: str) -> set[str]:
@@ -280,7 +283,8 @@ def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
   concatenate to `text` exactly.
   """
   if max_chars < 1:
-    raise ValueError(f'max_chars must be positive, got {max_chars}.')
+    raise errors.ConfigError(
+        f'max_chars must be positive, got {max_chars}.')
   pieces = []
   start, n = 0, len(text)
   while n - start > max_chars:
@@ -555,7 +559,7 @@ def weave(tagged: TaggedText, variant: str, tokenizer: Tokenizer,
     missing = sorted(set(tagged.labels[i] for i in np.unique(tagged.label_ids))
                      - set(labels))
     if missing:
-      raise ValueError(
+      raise errors.DataError(
           f'{len(missing)} labels of this text are not in the given inventory,'
           f' e.g. {missing[:5]}; build it with merge_labels() over all texts.')
   base = tokenizer.vocab_size
@@ -607,6 +611,57 @@ def pieces(ids: Iterable[int], tokenizer: Tokenizer, notes: Sequence[str],
     piece = notes[i - base] if i >= base else tokenizer.decode([i])
     out.append(piece.strip() if strip else piece)
   return out
+
+
+class NotesTokenizer(Tokenizer):
+  """A base tokenizer extended with notes: id base_vocab_size + i is notes[i].
+
+  `decode` writes notes as their strings (`[NN]`), so text sampled from a
+  notes model shows its notes; `encode` maps note strings in the text back to
+  note ids (so a prompt can carry notes) and encodes the rest with the base.
+  """
+
+  def __init__(self, base: Tokenizer, notes: Sequence[str]):
+    self.base = base
+    self.notes = tuple(notes)
+    self.name = f'{base.name}+notes'
+    self.vocab_size = base.vocab_size + len(self.notes)
+    self.eot_id = base.eot_id
+    self.fingerprint = hashlib.sha256(json.dumps(
+        [base.fingerprint, self.notes]).encode()).hexdigest()
+    self._ids = {n: base.vocab_size + i for i, n in enumerate(self.notes)}
+    self._pattern = re.compile('|'.join(
+        re.escape(n) for n in sorted(self.notes, key=len, reverse=True)))
+
+  def encode(self, text: str, *, allow_eot: bool = False) -> list[int]:
+    if not self.notes:
+      return self.base.encode(text, allow_eot=allow_eot)
+    ids, pos = [], 0
+    for m in self._pattern.finditer(text):
+      if m.start() > pos:
+        ids += self.base.encode(text[pos:m.start()], allow_eot=allow_eot)
+      ids.append(self._ids[m.group()])
+      pos = m.end()
+    if pos < len(text):
+      ids += self.base.encode(text[pos:], allow_eot=allow_eot)
+    return ids
+
+  def decode(self, ids: Iterable[int]) -> str:
+    base = self.base.vocab_size
+    out, run = [], []
+    for i in ids:
+      i = int(i)
+      if i < base:
+        run.append(i)
+        continue
+      if run:
+        out.append(self.base.decode(run))
+        run = []
+      out.append(self.notes[i - base] if i - base < len(self.notes)
+                 else f'[?{i}]')
+    if run:
+      out.append(self.base.decode(run))
+    return ''.join(out)
 
 
 def plain_agreement(tagged: TaggedText, tokenizer: Tokenizer) -> float:
@@ -672,38 +727,66 @@ def write_corpus(out_dir: str | os.PathLike[str], tagged: TaggedText,
   last `val_fraction` of the words, cut at a word boundary, so every variant of
   a text holds out the same text), train.words.bin and val.words.bin (uint32
   index of each word's first token, see NotesStream.word_starts), and
-  manifest.json: the token-directory fields `shards.load_token_splits` reads,
-  plus a `notes` section (variant, scheme, spaCy model, note vocabulary,
-  counts of bytes, words, notes and tokens).
+  manifest.json: the token-directory fields `shards.load_token_splits` reads
+  (each split also counts its words and the UTF-8 bytes of its text), plus a
+  `notes` section (variant, scheme, spaCy model, note vocabulary, counts of
+  bytes, words, notes and tokens).
 
   Returns:
     The manifest.
   """
   if not 0.0 <= val_fraction < 1.0:
-    raise ValueError(f'val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.')
+    raise errors.ConfigError(
+        f'val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.')
   if tagged.num_words == 0:
-    raise ValueError('The text has no words; a notes corpus needs some.')
+    raise errors.DataError(
+        'The text has no words; a notes corpus needs some.')
   k = split_word(tagged, val_fraction) if val_fraction else tagged.num_words
   if val_fraction and not 0 < k < tagged.num_words:
-    raise ValueError(f'{tagged.num_words} words leave no validation text at '
-                     f'val_fraction={val_fraction}; use a larger text.')
+    raise errors.DataError(
+        f'{tagged.num_words} words leave no validation text at '
+        f'val_fraction={val_fraction}; use a larger text.')
   cut = int(stream.word_starts[k]) if k < tagged.num_words else len(stream.ids)
   parts = {'train': (stream.ids[:cut], stream.word_starts[:k])}
   if val_fraction:
     parts['val'] = (stream.ids[cut:], stream.word_starts[k:] - cut)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
+  char_cut = int(tagged.ends[k - 1]) if k < tagged.num_words else len(
+      tagged.text)
+  texts = {'train': tagged.text[:char_cut], 'val': tagged.text[char_cut:]}
   splits = {}
   for name, (ids, starts) in parts.items():
     ids.astype(np.uint32).tofile(out / f'{name}.bin')
     starts.astype(np.uint32).tofile(out / f'{name}.words.bin')
     splits[name] = {'file': f'{name}.bin', 'n_tokens': int(len(ids)),
-                    'words_file': f'{name}.words.bin', 'n_words': len(starts)}
-  manifest = {
+                    'words_file': f'{name}.words.bin', 'n_words': len(starts),
+                    'n_bytes': len(texts[name].encode('utf-8'))}
+  manifest = _manifest(
+      tokenizer, stream.base_vocab_size, stream.notes, splits,
+      variant=stream.variant, scheme=tagged.scheme, model=tagged.model,
+      val_fraction=val_fraction,
+      entropy=(note_entropy(tagged) if stream.variant in ('pre', 'post')
+               else 0.0),
+      counts={'bytes': len(tagged.text.encode('utf-8')),
+              'words': tagged.num_words, 'notes': stream.num_notes,
+              'tokens': int(len(stream.ids))},
+      text_sha256=hashlib.sha256(tagged.text.encode('utf-8')).hexdigest())
+  _write_manifest(out, manifest)
+  return manifest
+
+
+def _manifest(tokenizer: Tokenizer, base_vocab_size: int,
+              note_strings: Sequence[str], splits: dict[str, Any], *,
+              variant: str, scheme: str, model: str, val_fraction: float,
+              entropy: float, counts: dict[str, int],
+              **extra: Any) -> dict[str, Any]:
+  """A notes corpus manifest: token-directory fields plus a `notes` section."""
+  return {
       'format_version': shards.FORMAT_VERSION,
       'tokenizer': tokenizer.name,
       'tokenizer_fingerprint': tokenizer.fingerprint,
-      'vocab_size': stream.vocab_size,
+      'vocab_size': base_vocab_size + len(note_strings),
       'eot_id': tokenizer.eot_id,
       'dtype': 'uint32',
       'splits': splits,
@@ -711,28 +794,156 @@ def write_corpus(out_dir: str | os.PathLike[str], tagged: TaggedText,
       'val_fraction': val_fraction,
       'notes': {
           'format': CORPUS_FORMAT,
-          'variant': stream.variant,
-          'scheme': tagged.scheme,
-          'spacy_model': tagged.model,
+          'variant': variant,
+          'scheme': scheme,
+          'spacy_model': model,
           'base_tokenizer': tokenizer.name,
-          'base_vocab_size': stream.base_vocab_size,
-          'note_vocab': list(stream.notes),
-          'note_entropy_bits_per_word': (
-              note_entropy(tagged) if stream.variant in ('pre', 'post')
-              else 0.0),
-          'text_sha256': hashlib.sha256(
-              tagged.text.encode('utf-8')).hexdigest(),
-          'counts': {
-              'bytes': len(tagged.text.encode('utf-8')),
-              'words': tagged.num_words,
-              'notes': stream.num_notes,
-              'tokens': int(len(stream.ids)),
-          },
+          'base_vocab_size': base_vocab_size,
+          'note_vocab': list(note_strings),
+          'note_entropy_bits_per_word': entropy,
+          **extra,
+          'counts': counts,
       },
   }
+
+
+def _write_manifest(out: pathlib.Path, manifest: dict[str, Any]) -> None:
   tmp = out / f'.{shards.MANIFEST}.tmp'
   tmp.write_text(json.dumps(manifest, indent=2) + '\n')
   os.replace(tmp, out / shards.MANIFEST)  # Written last: marks completion.
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+  total = counts.sum()
+  if not total:
+    return 0.0
+  p = counts[counts > 0] / total
+  return float(-(p * np.log2(p)).sum()) + 0.0
+
+
+def write_streamed_corpus(docs: Iterable[str],
+                          out_dir: str | os.PathLike[str], variant: str,
+                          tokenizer: Tokenizer, model: str = DEFAULT_MODEL,
+                          scheme: str = 'tag', *, limit_chars: int,
+                          val_fraction: float = 0.1,
+                          chunk_chars: int = 1 << 20,
+                          source: str = '',
+                          progress: Callable[[int, int], None] | None = None,
+                          **tag_kwargs: Any) -> dict[str, Any]:
+  """Tags and weaves a stream of documents into a notes corpus, memory bounded.
+
+  For corpora too large to hold as one string (e.g. a streamed HF dataset).
+  Documents are joined with blank lines, as `llmjax.data.sources` joins HF
+  rows, and tagged in chunks of about `chunk_chars` characters. The first
+  documents, about `val_fraction * limit_chars` characters, form the val
+  split; the following ones the train split, until `limit_chars` characters
+  are read. Open schemes number labels in order of first appearance, so note
+  ids stay fixed while the corpus grows.
+
+  Args:
+    docs: the documents' texts (empty ones are skipped).
+    out_dir: the corpus directory (files as in `write_corpus`).
+    variant: pre, post, blank or none.
+    tokenizer: the base tokenizer.
+    model: the spaCy pipeline.
+    scheme: the tagging scheme (pre/post).
+    limit_chars: characters to read; a stream may be endless, so required.
+    val_fraction: share of `limit_chars` for the val split.
+    chunk_chars: characters tagged per `tag_text` call.
+    source: a line saying where the documents came from (for the manifest).
+    progress: tag_text's progress callback.
+    **tag_kwargs: n_process, batch_size, max_chars for `tag_text`.
+
+  Returns:
+    The manifest.
+  """
+  _check_variant(variant)
+  if limit_chars <= 0:
+    raise errors.ConfigError(
+        f'A streamed notes corpus needs notes.limit_chars > 0 (got '
+        f'{limit_chars}), e.g. --config.notes.limit_chars='
+        '100_000_000: the stream may never end.')
+  if not 0.0 < val_fraction < 1.0:
+    raise errors.ConfigError(
+        f'val_fraction={val_fraction} must be in (0, 1), e.g. 0.1.')
+  tag_scheme = tagging_scheme(variant, scheme)
+  nlp = load_pipeline(model, tag_scheme)
+  labels = list(label_inventory(nlp, tag_scheme))
+  label_counts: dict[str, int] = {}
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  info = {name: {'file': f'{name}.bin', 'n_tokens': 0,
+                 'words_file': f'{name}.words.bin', 'n_words': 0, 'n_bytes': 0}
+          for name in ('val', 'train')}
+  files = {name: (open(out / f'{name}.bin', 'wb'),
+                  open(out / f'{name}.words.bin', 'wb')) for name in info}
+  n_notes = 0
+
+  def flush(name: str, parts: list[str]) -> None:
+    nonlocal n_notes
+    if not parts:
+      return
+    split = info[name]
+    text = sources.HF_DOC_SEPARATOR.join(parts)
+    if split['n_bytes']:
+      text = sources.HF_DOC_SEPARATOR + text
+    parts.clear()
+    tagged = tag_text(text, model, tag_scheme,  # Cached: pre and post share tags.
+                      progress=progress, **tag_kwargs)
+    labels.extend(sorted(set(tagged.labels) - set(labels)))
+    stream = weave(tagged, variant, tokenizer, labels=labels)
+    for label, n in zip(*np.unique(tagged.label_ids, return_counts=True)):
+      key = tagged.labels[label]
+      label_counts[key] = label_counts.get(key, 0) + int(n)
+    ids_file, words_file = files[name]
+    stream.ids.astype(np.uint32).tofile(ids_file)
+    (stream.word_starts + split['n_tokens']).astype(np.uint32).tofile(
+        words_file)
+    split['n_tokens'] += int(len(stream.ids))
+    split['n_words'] += tagged.num_words
+    split['n_bytes'] += len(text.encode('utf-8'))
+    n_notes += stream.num_notes
+
+  try:
+    val_chars = int(round(val_fraction * limit_chars))
+    name, parts, chars, chunk = 'val', [], 0, 0
+    for doc in docs:
+      if not doc or doc.isspace():
+        continue
+      doc = doc[:limit_chars - chars]
+      parts.append(doc)
+      chars += len(doc)
+      chunk += len(doc)
+      if chunk >= chunk_chars or (name == 'val' and chars >= val_chars):
+        flush(name, parts)
+        chunk = 0
+        if chars >= val_chars:
+          name = 'train'
+      if chars >= limit_chars:
+        break
+    flush(name, parts)
+  finally:
+    for f in files.values():
+      f[0].close()
+      f[1].close()
+  for name, split in info.items():
+    if not split['n_words']:
+      raise errors.DataError(
+          f'The stream gave no words for the {name} split ({chars:,} characters'
+          f' read, limit_chars={limit_chars:,}, val_fraction={val_fraction}); '
+          'raise notes.limit_chars or check the dataset.')
+  counts = np.asarray(list(label_counts.values()), np.int64)
+  manifest = _manifest(
+      tokenizer, tokenizer.vocab_size, note_vocab(labels, variant), info,
+      variant=variant, scheme=tag_scheme, model=model_id(nlp),
+      val_fraction=val_fraction,
+      entropy=_entropy_bits(counts) if variant in ('pre', 'post') else 0.0,
+      counts={'bytes': sum(s['n_bytes'] for s in info.values()),
+              'words': sum(s['n_words'] for s in info.values()),
+              'notes': n_notes,
+              'tokens': sum(s['n_tokens'] for s in info.values())},
+      source=source, limit_chars=limit_chars)
+  _write_manifest(out, manifest)
   return manifest
 
 
@@ -742,13 +953,14 @@ def read_corpus(corpus_dir: str | os.PathLike[str]
   d = pathlib.Path(corpus_dir)
   path = d / shards.MANIFEST
   if not path.is_file():
-    raise FileNotFoundError(
+    raise errors.DataFileNotFoundError(
         f'No notes corpus at {str(d)!r}: {shards.MANIFEST} is missing; write '
         'one with `python -m llmjax.notes --input=FILE --output=DIR`.')
   manifest = json.loads(path.read_text())
   if 'notes' not in manifest:
-    raise ValueError(f'{path} is a token directory without notes; write a '
-                     'notes corpus with `python -m llmjax.notes`.')
+    raise errors.DataError(
+        f'{path} is a token directory without notes; write a '
+        'notes corpus with `python -m llmjax.notes`.')
   ids = {name: shards.open_tokens(d / info['file'], manifest['dtype'],
                                   info['n_tokens'])
          for name, info in manifest['splits'].items()}
@@ -765,6 +977,7 @@ def default_config():
       n_process=1,  # spaCy worker processes for tagging.
       batch_size=DEFAULT_BATCH_SIZE,  # Text pieces per nlp.pipe batch.
       max_chars=DEFAULT_MAX_CHARS,  # Characters per text piece given to spaCy.
+      limit_chars=0,  # Use only the first N characters of the text (0 = all).
   ))
 
 
@@ -791,28 +1004,51 @@ def prepare_notes(data_cfg, notes_cfg,
   tag_scheme = tagging_scheme(variant, scheme)
   val_fraction = float(data_cfg.get('val_fraction', 0.1))
   if not 0.0 < val_fraction < 1.0:
-    raise ValueError(f'data.val_fraction={val_fraction} must be in (0, 1), '
-                     'e.g. 0.1.')
-  src = sources.read_source(data_cfg)
+    raise errors.ConfigError(
+        f'data.val_fraction={val_fraction} must be in (0, 1), '
+        'e.g. 0.1.')
+  limit = int(notes_cfg.get('limit_chars', 0) or 0)
+  streamed = (data_cfg.get('source') == 'hf'
+              and bool(data_cfg.get('hf_streaming', False)))
+  if streamed:
+    src = None
+    ident = ['stream'] + [str(data_cfg.get(k, '')) for k in
+                          ('path', 'hf_config', 'hf_split', 'text_field')]
+  else:
+    src = sources.read_source(data_cfg)
+    if limit and limit < len(src.text):  # Cut after a line end if there is one.
+      cut = src.text.rfind('\n', limit // 2, limit) + 1 or limit
+      src = dataclasses.replace(src, text=src.text[:cut])
+    ident = [src.fingerprint]
   tokenizer = get_tokenizer(data_cfg.get('tokenizer', 'gpt2') or 'gpt2')
   nlp = load_pipeline(notes_cfg.spacy_model, tag_scheme)
+  max_chars = min(notes_cfg.max_chars, nlp.max_length)
   key = hashlib.sha256(json.dumps([
-      CORPUS_FORMAT, src.fingerprint, tokenizer.name, tokenizer.fingerprint,
-      model_id(nlp), variant, tag_scheme, val_fraction,
-      min(notes_cfg.max_chars, nlp.max_length)]).encode()).hexdigest()[:20]
+      CORPUS_FORMAT, *ident, limit, tokenizer.name, tokenizer.fingerprint,
+      model_id(nlp), variant, tag_scheme, val_fraction, max_chars
+  ]).encode()).hexdigest()[:20]
   root = pathlib.Path(cache_root) if cache_root else assets.cache_dir()
   out = root / 'notes_corpora' / key
   if not (out / shards.MANIFEST).is_file():
     import tqdm  # pylint: disable=g-import-not-at-top
-    with tqdm.tqdm(total=len(src.text), unit='char', unit_scale=True,
-                   desc=f'notes {variant}/{tag_scheme}', disable=not progress,
-                   file=sys.stderr) as bar:
-      tagged, stream = build(
-          src.text, variant, tokenizer, notes_cfg.spacy_model, scheme,
-          n_process=notes_cfg.n_process, batch_size=notes_cfg.batch_size,
-          max_chars=notes_cfg.max_chars, progress=WordRate(bar))
+    tag_kwargs = dict(n_process=notes_cfg.n_process,
+                      batch_size=notes_cfg.batch_size, max_chars=max_chars)
     tmp = out.with_name(f'.{key}.tmp-{os.getpid()}')
-    write_corpus(tmp, tagged, stream, tokenizer, val_fraction=val_fraction)
+    with tqdm.tqdm(total=limit if streamed else len(src.text), unit='char',
+                   unit_scale=True, desc=f'notes {variant}/{tag_scheme}',
+                   disable=not progress, file=sys.stderr) as bar:
+      if streamed:
+        write_streamed_corpus(
+            _stream_docs(data_cfg), tmp, variant, tokenizer,
+            notes_cfg.spacy_model, scheme, limit_chars=limit,
+            val_fraction=val_fraction, progress=WordRate(bar),
+            source=f"hf {data_cfg.path} config={data_cfg.get('hf_config')}"
+            f" split={data_cfg.get('hf_split')} (streamed)", **tag_kwargs)
+      else:
+        tagged, stream = build(src.text, variant, tokenizer,
+                               notes_cfg.spacy_model, scheme,
+                               progress=WordRate(bar), **tag_kwargs)
+        write_corpus(tmp, tagged, stream, tokenizer, val_fraction=val_fraction)
     try:
       os.rename(tmp, out)
     except OSError:
@@ -820,6 +1056,20 @@ def prepare_notes(data_cfg, notes_cfg,
         raise
       shutil.rmtree(tmp, ignore_errors=True)  # Another writer won the race.
   return shards.load_token_splits(out)
+
+
+def _stream_docs(data_cfg) -> Iterator[str]:
+  """The text column of a streamed HF dataset, row by row."""
+  field = data_cfg.get('text_field', 'text') or 'text'
+  ds = sources.load_hf_dataset(data_cfg.path, data_cfg.get('hf_config', ''),
+                               data_cfg.get('hf_split', 'train') or 'train',
+                               streaming=True)
+  for row in ds:
+    if field not in row:
+      raise errors.DataError(
+          f'HF dataset {data_cfg.path!r} has no column '
+          f'data.text_field={field!r}; its columns: {list(row)}')
+    yield row[field] or ''
 
 
 class WordRate:

@@ -20,15 +20,17 @@ import sys
 import grain
 import numpy as np
 
+from llmjax import errors
+
 Batch = dict[str, np.ndarray]
 
 
 def check_length(n_tokens: int, block_size: int, name: str) -> None:
   """Raises unless `n_tokens` ids fit at least one window of `block_size + 1`."""
   if block_size < 1:
-    raise ValueError(f"block_size={block_size} must be >= 1")
+    raise errors.DataError(f"block_size={block_size} must be >= 1")
   if n_tokens < block_size + 1:
-    raise ValueError(
+    raise errors.DataError(
         f"the {name} split has {n_tokens} tokens, fewer than block_size + 1 = "
         f"{block_size + 1} needed for one window; lower the block size (e.g. "
         f"--config.model.block_size={max(1, n_tokens - 1)}), use a longer corpus, or "
@@ -37,13 +39,13 @@ def check_length(n_tokens: int, block_size: int, name: str) -> None:
 
 def _check_sharding(batch_size: int, shard_index: int, shard_count: int) -> int:
   if batch_size < 1:
-    raise ValueError(f"batch_size={batch_size} must be >= 1")
+    raise errors.DataError(f"batch_size={batch_size} must be >= 1")
   if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index={shard_index} must be in [0, shard_count="
-                     f"{shard_count})")
+    raise errors.DataError(f"shard_index={shard_index} must be in [0, shard_count="
+                           f"{shard_count})")
   if batch_size % shard_count:
-    raise ValueError(f"batch_size={batch_size} is the global batch and must be "
-                     f"divisible by shard_count={shard_count} (the process count)")
+    raise errors.DataError(f"batch_size={batch_size} is the global batch and must be "
+                           f"divisible by shard_count={shard_count} (the process count)")
   return batch_size // shard_count
 
 
@@ -121,7 +123,7 @@ class TrainBatches:
     check_length(len(tokens), block_size, "train")
     self.local_batch = _check_sharding(batch_size, shard_index, shard_count)
     if not 0 <= seed < 2**32:
-      raise ValueError(f"seed={seed} must be in [0, 2**32)")
+      raise errors.DataError(f"seed={seed} must be in [0, 2**32)")
     self.loader = WindowLoader(tokens, block_size)
     self.n_windows = n_train_windows(len(tokens), block_size)
     self.max_shift = max_shift(len(tokens), block_size)
@@ -218,7 +220,7 @@ def eval_batches(tokens: np.ndarray, block_size: int, batch_size: int, n_batches
   check_length(len(tokens), block_size, "val")
   local_batch = _check_sharding(batch_size, shard_index, shard_count)
   if n_batches < 1:
-    raise ValueError(f"n_batches={n_batches} must be >= 1")
+    raise errors.DataError(f"n_batches={n_batches} must be >= 1")
   starts = eval_starts(len(tokens), block_size, batch_size * n_batches)
   loader = WindowLoader(tokens, block_size)
   starts_NxB = starts.reshape(n_batches, batch_size)

@@ -32,6 +32,7 @@ import numpy as np
 import tqdm
 
 from llmjax import assets
+from llmjax import errors
 from llmjax.data import sources
 from llmjax.data.tokenizer import Tokenizer, get_tokenizer
 
@@ -158,9 +159,9 @@ def open_tokens(path: str | os.PathLike[str], dtype, n_tokens: int) -> np.ndarra
   dtype = np.dtype(dtype)
   size = path.stat().st_size
   if size != n_tokens * dtype.itemsize:
-    raise ValueError(f"token file {path} has {size} bytes, but its manifest says "
-                     f"{n_tokens} {dtype.name} ids ({n_tokens * dtype.itemsize} bytes); "
-                     f"delete {path.parent} to rebuild it")
+    raise errors.DataError(f"token file {path} has {size} bytes, but its manifest says "
+                           f"{n_tokens} {dtype.name} ids ({n_tokens * dtype.itemsize} bytes); "
+                           f"delete {path.parent} to rebuild it")
   return np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
 
 
@@ -170,19 +171,19 @@ def load_token_splits(directory: str | os.PathLike[str], train_split: str = "tra
   directory = Path(directory)
   manifest_path = directory / MANIFEST
   if not manifest_path.is_file():
-    raise FileNotFoundError(f"no {MANIFEST} in token directory {directory}; build it "
-                            f"with prepare_tokens or write_token_shards")
+    raise errors.DataFileNotFoundError(f"no {MANIFEST} in token directory {directory}; build it "
+                                       f"with prepare_tokens or write_token_shards")
   manifest = json.loads(manifest_path.read_text())
   if manifest.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"token directory {directory} has format_version "
-                     f"{manifest.get('format_version')}, this code reads "
-                     f"{FORMAT_VERSION}; delete it to rebuild")
+    raise errors.DataError(f"token directory {directory} has format_version "
+                           f"{manifest.get('format_version')}, this code reads "
+                           f"{FORMAT_VERSION}; delete it to rebuild")
   arrays = []
   for split in (train_split, val_split):
     info = manifest.get("splits", {}).get(split)
     if info is None:
-      raise ValueError(f"token directory {directory} has no split {split!r}; it has "
-                       f"{sorted(manifest.get('splits', {}))}")
+      raise errors.DataError(f"token directory {directory} has no split {split!r}; it has "
+                             f"{sorted(manifest.get('splits', {}))}")
     arrays.append(open_tokens(directory / info["file"], manifest["dtype"],
                               info["n_tokens"]))
   return TokenSplits(train=arrays[0], val=arrays[1], manifest=manifest, dir=directory)
@@ -220,9 +221,12 @@ def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *
   if data_cfg.get("source") == "wikitext2":  # Fixed train/validation/test splits.
     from llmjax.data import wikitext  # pylint: disable=g-import-not-at-top
     return wikitext.prepare_wikitext(data_cfg, cache_root, progress=progress)
+  if data_cfg.get("source") == "math":  # Streamed, capped corpora: see math_text.
+    from llmjax.data import math_text  # pylint: disable=g-import-not-at-top
+    return math_text.prepare_math_tokens(data_cfg, cache_root, progress=progress)
   val_fraction = float(data_cfg.get("val_fraction", 0.1))
   if not 0.0 < val_fraction < 1.0:
-    raise ValueError(f"data.val_fraction={val_fraction} must be in (0, 1), e.g. 0.1")
+    raise errors.DataError(f"data.val_fraction={val_fraction} must be in (0, 1), e.g. 0.1")
   src = sources.read_source(data_cfg)
   tokenizer = get_tokenizer(data_cfg.get("tokenizer", "gpt2") or "gpt2")
   key = token_cache_key(src.fingerprint, tokenizer, val_fraction)
@@ -236,7 +240,7 @@ def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *
   split = _val_start(tokens, tokenizer, val_fraction)
   train, val = tokens[:split], tokens[split:]
   if len(train) == 0 or len(val) == 0:
-    raise ValueError(
+    raise errors.DataError(
         f"{src.description} gives {len(tokens)} tokens with tokenizer "
         f"{tokenizer.name!r}: {len(train)} for training and {len(val)} for validation "
         f"(val_fraction={val_fraction}); use a larger corpus or change "
@@ -289,9 +293,9 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
   if manifest_path.is_file():
     old = json.loads(manifest_path.read_text())
     if any(old.get(k) != v for k, v in manifest.items()):
-      raise ValueError(f"token directory {out_dir} was written with tokenizer "
-                       f"{old.get('tokenizer')!r}, not {tokenizer.name!r}; use another "
-                       f"out_dir")
+      raise errors.DataError(f"token directory {out_dir} was written with tokenizer "
+                             f"{old.get('tokenizer')!r}, not {tokenizer.name!r}; use another "
+                             f"out_dir")
     manifest = old
   eot = np.asarray([tokenizer.eot_id], tokenizer.dtype)
   n_tokens = n_docs = 0
@@ -326,8 +330,8 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
       if batch:
         flush()
     if n_tokens == 0:
-      raise ValueError(f"no tokens for split {split!r} in {out_dir}: the documents "
-                       f"were all empty")
+      raise errors.DataError(f"no tokens for split {split!r} in {out_dir}: the documents "
+                             f"were all empty")
     os.chmod(tmp, 0o644)
     os.replace(tmp, out_dir / f"{split}.bin")
   finally:

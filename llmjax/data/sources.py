@@ -29,6 +29,7 @@ import warnings
 import ml_collections
 
 from llmjax import assets
+from llmjax import errors
 
 SOURCES = ("shakespeare", "file", "url", "hf")
 HF_DOC_SEPARATOR = "\n\n"
@@ -96,8 +97,8 @@ def decode_text(raw: bytes, origin: str) -> tuple[str, int]:
 
 def _check_not_blank(text: str, origin: str) -> None:
   if not text or text.isspace():
-    raise ValueError(f"{origin} is empty or holds only whitespace "
-                     f"({len(text)} characters); give a corpus with some text in it")
+    raise errors.DataError(f"{origin} is empty or holds only whitespace "
+                           f"({len(text)} characters); give a corpus with some text in it")
 
 
 def _sha256(data: bytes) -> str:
@@ -113,14 +114,14 @@ def _read_shakespeare() -> SourceText:
 
 def _read_file(path_str: str) -> SourceText:
   if not path_str:
-    raise ValueError("data.source='file' needs data.path, the text file to train on "
-                     "(e.g. --config.data.path=book.txt)")
+    raise errors.DataError("data.source='file' needs data.path, the text file to train on "
+                           "(e.g. --config.data.path=book.txt)")
   path = Path(path_str).expanduser()
   if not path.exists():
-    raise FileNotFoundError(f"data.path {path_str!r} does not exist (data.source="
-                            f"'file'); give the path of a UTF-8 text file")
+    raise errors.DataFileNotFoundError(f"data.path {path_str!r} does not exist (data.source="
+                                       f"'file'); give the path of a UTF-8 text file")
   if path.is_dir():
-    raise IsADirectoryError(
+    raise errors.DataIsADirectoryError(
         f"data.path {path_str!r} is a directory, but data.source='file' reads one text "
         f"file; name a file in it, or use data.source='hf' for a directory of "
         f"json/csv/parquet/txt data files")
@@ -154,7 +155,7 @@ def download(url: str) -> Path:
   except (urllib.error.URLError, OSError, ValueError) as e:
     os.unlink(tmp)
     reason = getattr(e, "reason", None) or e
-    raise ConnectionError(
+    raise errors.DownloadError(
         f"could not download data.path {url!r} (data.source='url'): {reason}; check the "
         f"URL, or download it by hand and use data.source='file'") from e
   return path
@@ -162,7 +163,7 @@ def download(url: str) -> Path:
 
 def _read_url(url: str) -> SourceText:
   if not url:
-    raise ValueError("data.source='url' needs data.path, an http(s):// or file:// URL")
+    raise errors.DataError("data.source='url' needs data.path, an http(s):// or file:// URL")
   path = download(url)
   raw = path.read_bytes()
   text, n_bad = decode_text(raw, f"data.path {url!r}")
@@ -187,21 +188,21 @@ def load_hf_dataset(path: str, config: str = "", split: str = "train",
     if local.is_file():
       builder = _HF_FILE_BUILDERS.get(local.suffix.lower())
       if builder is None:
-        raise ValueError(f"unknown data file type {local.suffix!r}; use one of "
-                         f"{sorted(_HF_FILE_BUILDERS)}")
+        raise errors.DataError(f"unknown data file type {local.suffix!r}; use one of "
+                               f"{sorted(_HF_FILE_BUILDERS)}")
       return datasets.load_dataset(builder, data_files={split: str(local)}, split=split,
                                    streaming=streaming)
     return datasets.load_dataset(str(local) if local.is_dir() else path,
                                  config or None, split=split, streaming=streaming)
   except Exception as e:  # datasets raises many types; say which load failed.
-    raise ValueError(f"could not load {what}: {type(e).__name__}: {e}") from e
+    raise errors.DataError(f"could not load {what}: {type(e).__name__}: {e}") from e
 
 
 def _read_hf(cfg) -> SourceText:
   path = _get(cfg, "path", "")
   if not path:
-    raise ValueError("data.source='hf' needs data.path: a dataset id (e.g. 'wikitext'), "
-                     "a local directory of data files, or a data file")
+    raise errors.DataError("data.source='hf' needs data.path: a dataset id (e.g. 'wikitext'), "
+                           "a local directory of data files, or a data file")
   config = _get(cfg, "hf_config", "")
   split = _get(cfg, "hf_split", "train") or "train"
   field = _get(cfg, "text_field", "text") or "text"
@@ -211,8 +212,8 @@ def _read_hf(cfg) -> SourceText:
   if columns is None:  # Streaming datasets may not know their columns up front.
     columns = list(next(iter(ds), {}).keys())
   if field not in columns:
-    raise ValueError(f"HF dataset {path!r} split {split!r} has no column "
-                     f"data.text_field={field!r}; its columns: {columns}")
+    raise errors.DataError(f"HF dataset {path!r} split {split!r} has no column "
+                           f"data.text_field={field!r}; its columns: {columns}")
   values = (row[field] for row in ds) if streaming else ds[field]
   n_rows = 0
   texts = []
@@ -221,8 +222,8 @@ def _read_hf(cfg) -> SourceText:
     if value is None:
       continue
     if not isinstance(value, str):
-      raise ValueError(f"HF dataset {path!r} column {field!r} holds "
-                       f"{type(value).__name__} values, not text (row {n_rows - 1})")
+      raise errors.DataError(f"HF dataset {path!r} column {field!r} holds "
+                             f"{type(value).__name__} values, not text (row {n_rows - 1})")
     texts.append(value)
   text = HF_DOC_SEPARATOR.join(texts)
   origin = f"HF dataset {path!r} split {split!r} column {field!r}"
@@ -243,4 +244,4 @@ def read_source(data_cfg) -> SourceText:
     return _read_url(str(_get(data_cfg, "path", "")))
   if source == "hf":
     return _read_hf(data_cfg)
-  raise ValueError(f"unknown data.source {source!r}; valid: {', '.join(SOURCES)}")
+  raise errors.DataError(f"unknown data.source {source!r}; valid: {', '.join(SOURCES)}")

@@ -23,6 +23,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from llmjax import errors
+
 EOT_TEXT = "<|endoftext|>"
 EOT_CANDIDATES = (EOT_TEXT, "</s>", "<|end_of_text|>", "<eos>", "[SEP]", "<|eot_id|>")
 _NUM_THREADS = max(1, min(8, os.cpu_count() or 1))
@@ -138,7 +140,7 @@ class HFTokenizer(Tokenizer):
 
     path = Path(path).expanduser()
     if not path.is_file():
-      raise FileNotFoundError(
+      raise errors.DataFileNotFoundError(
           f"tokenizer file {str(path)!r} does not exist; 'bpe:<path>' needs the path of "
           f"a Hugging Face tokenizer.json")
     self.name = f"bpe:{path}"
@@ -152,7 +154,7 @@ class HFTokenizer(Tokenizer):
                 self._special.get_added_tokens_decoder().items() if t.special}
     eot = next((c for c in EOT_CANDIDATES if c in specials), None)
     if eot is None:
-      raise ValueError(
+      raise errors.DataError(
           f"tokenizer {str(path)!r} has none of the end-of-text special tokens "
           f"{list(EOT_CANDIDATES)} (its special tokens: {sorted(specials)}); add "
           f"{EOT_TEXT!r} as a special token when training it")
@@ -201,5 +203,5 @@ def get_tokenizer(name: str) -> Tokenizer:
     return ByteTokenizer()
   if name.startswith("bpe:") and len(name) > 4:
     return HFTokenizer(name[4:])
-  raise ValueError(f"unknown tokenizer {name!r}; valid: 'gpt2', 'char', "
-                   f"'bpe:<path/to/tokenizer.json>'")
+  raise errors.DataError(f"unknown tokenizer {name!r}; valid: 'gpt2', 'char', "
+                         f"'bpe:<path/to/tokenizer.json>'")

@@ -27,6 +27,7 @@ from typing import Iterable
 import warnings
 
 from llmjax import assets
+from llmjax import errors
 from llmjax.data import shards
 from llmjax.data import sources
 from llmjax.data.tokenizer import get_tokenizer
@@ -64,7 +65,7 @@ def resolve_path(path: str, config: str) -> tuple[str, str]:
     return HUB_ID, config
   local = Path(path).expanduser()
   if not local.exists():
-    raise FileNotFoundError(
+    raise errors.DataFileNotFoundError(
         f"data.path {path!r} does not exist (data.source='wikitext2'); give a directory "
         f"of the dataset's train/validation/test parquet or json files, or leave "
         f"data.path empty to load {HUB_ID} {config} from the hub")
@@ -81,8 +82,8 @@ def read_splits(path: str = "", config: str = DEFAULT_CONFIG,
   for name, hf_split in SPLITS.items():
     ds = sources.load_hf_dataset(ds_path, ds_config, hf_split)
     if text_field not in ds.column_names:
-      raise ValueError(f"WikiText dataset {ds_path!r} split {hf_split!r} has no column "
-                       f"{text_field!r} (data.text_field); its columns: {ds.column_names}")
+      raise errors.DataError(f"WikiText dataset {ds_path!r} split {hf_split!r} has no column "
+                             f"{text_field!r} (data.text_field); its columns: {ds.column_names}")
     out[name] = join_rows(ds[text_field])
   return out
 
@@ -142,8 +143,8 @@ def prepare_wikitext(data_cfg, cache_root: str | os.PathLike[str] | None = None,
     arrays, split_info = {}, {}
     for name, (text, n_rows, n_kept) in texts.items():
       if not text:
-        raise ValueError(f"WikiText split {SPLITS[name]!r} has no non-empty rows "
-                         f"({n_rows} rows); check data.path")
+        raise errors.DataError(f"WikiText split {SPLITS[name]!r} has no non-empty rows "
+                               f"({n_rows} rows); check data.path")
       arrays[name] = shards.tokenize_text(text, tokenizer, progress=progress,
                                           desc=f"tokenize wikitext {SPLITS[name]}")
       split_info[name] = {"file": f"{name}.bin", "n_tokens": int(len(arrays[name])),

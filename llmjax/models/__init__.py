@@ -7,11 +7,15 @@ from typing import Callable
 
 from flax import nnx
 
+from llmjax.models import conv_attention
 from llmjax.models import gpt
+from llmjax.models import progressive
 
 # arch name -> (config dataclass, module class)
 REGISTRY: dict[str, tuple[type, Callable[..., nnx.Module]]] = {
     "gpt": (gpt.GPTConfig, gpt.GPT),
+    "conv_attention": (conv_attention.ConvAttentionConfig, conv_attention.ConvAttention),
+    "progressive": (progressive.ProgressiveConfig, progressive.ProgressiveGPT),
 }
 
 

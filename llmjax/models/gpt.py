@@ -30,6 +30,7 @@ class GPTConfig:
   n_embd: int = 384
   dropout: float = 0.0
   bias: bool = True
+  mlp_hidden: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   scan_layers: bool = False
@@ -51,8 +52,9 @@ class GPTConfig:
 
   def block_config(self) -> layers.BlockConfig:
     return layers.BlockConfig(n_embd=self.n_embd, n_head=self.n_head, n_layer=self.n_layer,
-                              dropout=self.dropout, bias=self.bias, dtype=self.dtype,
-                              param_dtype=self.param_dtype, attention=self.attention)
+                              mlp_hidden=self.mlp_hidden, dropout=self.dropout, bias=self.bias,
+                              dtype=self.dtype, param_dtype=self.param_dtype,
+                              attention=self.attention)
 
 
 def tied_logits(x_BxTxD, wte_VxD, cfg: GPTConfig):
@@ -133,17 +135,24 @@ class GPT(nnx.Module):
     x = self.wte[...][tokens_BxT].astype(cfg.dtype)
     positions = jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, t, axis=0)
     x = layers.dropout(x + positions.astype(cfg.dtype)[None], cfg.dropout, k_emb)
+    x = layers.constrain(x, ("batch", None, None))
     x, cache = apply_blocks(self.h, x, scanned=cfg.scan_layers, remat=cfg.remat, cache=cache,
                             pos=pos, dropout_key=k_blocks)
     return self.ln_f(x), cache
 
   def unembed(self, x_BxTxD):
     """Tied output projection; float32 logits over the real (unpadded) vocabulary."""
+<<<<<<< HEAD
     return tied_logits(x_BxTxD, self.wte[...], self.cfg)
 
   def output_head(self):
     """(logits_fn, table) with `unembed(x) == logits_fn(x, table)`, for chunked losses."""
     return functools.partial(tied_logits, cfg=self.cfg), self.wte[...]
+=======
+    logits = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte[...].astype(self.cfg.dtype))
+    logits = layers.constrain(logits, ("batch", None, "vocab"))
+    return logits[..., :self.cfg.vocab_size].astype(jnp.float32)
+>>>>>>> main
 
   def __call__(self, tokens_BxT, *, dropout_key=None):
     x, _ = self.hidden(tokens_BxT, dropout_key=dropout_key)

@@ -25,6 +25,7 @@ class BlockConfig:
   n_embd: int
   n_head: int
   mlp_ratio: int = 4
+  mlp_hidden: int = 0  # MLP hidden width F; 0 = mlp_ratio * n_embd.
   n_layer: int = 1  # Used only for the GPT-2 scaled init of residual projections.
   dropout: float = 0.0
   bias: bool = True
@@ -36,6 +37,10 @@ class BlockConfig:
   def head_dim(self) -> int:
     return self.n_embd // self.n_head
 
+  @property
+  def mlp_dim(self) -> int:
+    return self.mlp_hidden or self.mlp_ratio * self.n_embd
+
 
 def normal_param(rngs: nnx.Rngs, shape, std: float, dtype, axes) -> nnx.Param:
   return nnx.Param(std * jax.random.normal(rngs.params(), shape, dtype), logical_axes=axes)
@@ -43,6 +48,17 @@ def normal_param(rngs: nnx.Rngs, shape, std: float, dtype, axes) -> nnx.Param:
 
 def zeros_param(shape, dtype, axes) -> nnx.Param:
   return nnx.Param(jnp.zeros(shape, dtype), logical_axes=axes)
+
+
+def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
+  """Pins an activation's sharding by logical axis names when traced under a mesh
+  (`jax.sharding.use_abstract_mesh`, as the trainer does); a no-op otherwise."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  from llmjax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  spec = mesh_lib.logical_to_spec(logical_axes, x.ndim, x.shape, mesh)
+  return jax.lax.with_sharding_constraint(x, spec)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -100,10 +116,7 @@ class Attention(nnx.Module):
     Returns (y_BxTxD, new_cache).
     """
     dt = self.cfg.dtype
-    qkv = jnp.einsum("btd,dchk->cbthk", x_BxTxD, self.c_attn[...].astype(dt))
-    if self.c_attn_bias is not None:
-      qkv = qkv + self.c_attn_bias[...].astype(dt)[:, None, None]
-    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[0], qkv[1], qkv[2]
+    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = self.project_qkv(x_BxTxD)
     impl = None if self.cfg.attention == "auto" else self.cfg.attention
     if jax.default_backend() != "gpu" and impl == "cudnn":
       impl = None
@@ -125,17 +138,30 @@ class Attention(nnx.Module):
       y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxHxK.astype(dt), v_BxSxHxK.astype(dt),
                                        mask=mask_TxS[None, None])
       new_cache = {"k": k_BxSxHxK, "v": v_BxSxHxK}
-    out = jnp.einsum("bthk,hkd->btd", y, self.c_proj[...].astype(dt))
+    return dropout(self.project_out(y), self.cfg.dropout, dropout_key), new_cache
+
+  def project_qkv(self, x_BxTxD):
+    """Queries, keys and values: a [3, B, T, H, K] array (subclasses may add adapters)."""
+    dt = self.cfg.dtype
+    qkv = jnp.einsum("btd,dchk->cbthk", x_BxTxD, self.c_attn[...].astype(dt))
+    if self.c_attn_bias is not None:
+      qkv = qkv + self.c_attn_bias[...].astype(dt)[:, None, None]
+    return qkv
+
+  def project_out(self, y_BxTxHxK):
+    """Output projection of the attended values back to the residual width."""
+    dt = self.cfg.dtype
+    out = jnp.einsum("bthk,hkd->btd", y_BxTxHxK, self.c_proj[...].astype(dt))
     if self.c_proj_bias is not None:
       out = out + self.c_proj_bias[...].astype(dt)
-    return dropout(out, self.cfg.dropout, dropout_key), new_cache
+    return out
 
 
 class MLP(nnx.Module):
   """Two-layer GELU feed-forward."""
 
   def __init__(self, cfg: BlockConfig, *, rngs: nnx.Rngs):
-    d, f = cfg.n_embd, cfg.mlp_ratio * cfg.n_embd
+    d, f = cfg.n_embd, cfg.mlp_dim
     self.cfg = cfg
     self.c_fc = normal_param(rngs, (d, f), 0.02, cfg.param_dtype, ("embed", "mlp"))
     self.c_fc_bias = zeros_param((f,), cfg.param_dtype, ("mlp",)) if cfg.bias else None
@@ -171,7 +197,7 @@ class Block(nnx.Module):
                              dropout_key=k_attn)
     x_BxTxD = x_BxTxD + a
     x_BxTxD = x_BxTxD + self.mlp(self.ln_2(x_BxTxD), dropout_key=k_mlp)
-    return x_BxTxD, new_cache
+    return constrain(x_BxTxD, ("batch", None, None)), new_cache
 
 
 REMAT_POLICIES = {

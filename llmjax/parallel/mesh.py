@@ -13,6 +13,7 @@ import os
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -48,11 +49,30 @@ def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int, int]:
   return tuple(sizes)
 
 
+def mesh_devices(mesh_cfg, devices=None) -> list:
+  """The devices a mesh spans: `devices`, else the first `mesh.num_devices` (0 = all)."""
+  if devices is not None:
+    return list(devices)
+  devices = jax.devices()
+  n = int(mesh_cfg.get("num_devices", 0) or 0)
+  if n == 0:
+    return list(devices)
+  if jax.process_count() > 1 and n != len(devices):
+    raise ValueError(f"mesh.num_devices={n} selects a subset of the {len(devices)} devices, "
+                     f"which is not possible with {jax.process_count()} processes; leave it at "
+                     "0 (all devices).")
+  if not 0 < n <= len(devices):
+    raise ValueError(f"mesh.num_devices={n}, but {len(devices)} devices are available; use "
+                     f"a value in 1..{len(devices)}, or 0 for all.")
+  return list(devices[:n])
+
+
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
-  devices = list(devices if devices is not None else jax.devices())
+  """Mesh ('data', 'fsdp', 'tensor') over `devices` (default: see `mesh_devices`)."""
+  devices = mesh_devices(mesh_cfg, devices)
   shape = mesh_shape(mesh_cfg, len(devices))
   try:
-    device_array = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
+    device_array = mesh_utils.create_device_mesh(shape, devices)
   except Exception:  # Fake CPU devices or unusual topologies: plain order is fine.
     device_array = np.asarray(devices).reshape(shape)
   return Mesh(device_array, MESH_AXES)
@@ -94,6 +114,15 @@ def param_shardings(abstract_state: nnx.State, mesh: Mesh):
   return nnx.to_pure_dict(shardings) if hasattr(nnx, "to_pure_dict") else shardings
 
 
+def traced_under(mesh: Mesh, fn):
+  """`fn` traced with `mesh` as the context mesh, so that models' activation constraints
+  (`layers.constrain`) apply; wrap before `jax.jit`."""
+  def wrapped(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+  return wrapped
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(("data", "fsdp")))
 
@@ -106,18 +135,34 @@ def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0,
                                  process_id: int = -1) -> bool:
   """Calls `jax.distributed.initialize` when several processes are configured.
 
-  Sources, in order: explicit arguments, LLMJAX_COORDINATOR/LLMJAX_NUM_PROCESSES/
-  LLMJAX_PROCESS_ID, then SLURM (detected by JAX itself). Returns True if initialised.
+  Sources, in order: explicit arguments (the `--coordinator/--num_processes/--process_id`
+  flags of `llmjax.main`), the LLMJAX_COORDINATOR / LLMJAX_NUM_PROCESSES /
+  LLMJAX_PROCESS_ID environment variables (set by `launch/multihost.sh`), then SLURM: a
+  job step started by `srun` with more than one task (JAX reads the SLURM variables).
+  Calling it again after a successful initialisation is a no-op. Returns True when
+  running multi-process.
   """
+  if jax.distributed.is_initialized():
+    return True
   coordinator = coordinator or os.environ.get("LLMJAX_COORDINATOR", "")
-  num_processes = num_processes or int(os.environ.get("LLMJAX_NUM_PROCESSES", "0"))
+  num_processes = num_processes or int(os.environ.get("LLMJAX_NUM_PROCESSES", "0") or 0)
   if process_id < 0:
-    process_id = int(os.environ.get("LLMJAX_PROCESS_ID", "-1"))
-  if coordinator and num_processes > 1:
+    process_id = int(os.environ.get("LLMJAX_PROCESS_ID", "-1") or -1)
+  if num_processes > 1:
+    if not coordinator or not 0 <= process_id < num_processes:
+      raise ValueError(
+          f"Multi-process run with num_processes={num_processes} needs a coordinator "
+          f"address (got {coordinator!r}) and a process id in 0..{num_processes - 1} (got "
+          f"{process_id}); set LLMJAX_COORDINATOR=host:port and LLMJAX_PROCESS_ID, or start "
+          "the job with launch/multihost.sh.")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
     return True
-  if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+  if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+    if "SLURM_STEP_NODELIST" not in os.environ:
+      raise ValueError(
+          f"SLURM_NTASKS={os.environ['SLURM_NTASKS']} but this is not a job step: start "
+          "each task with srun (see launch/slurm.sbatch) so that JAX can find its peers.")
     jax.distributed.initialize()
     return True
   return False

@@ -1,8 +1,13 @@
-"""Builds Flax NNX encoders from Hugging Face checkpoints (config.json + weights).
+"""Builds Flax NNX models from Hugging Face checkpoints (config.json + weights).
 
     model, cfg = from_hf("tests/goldens/bert")              # a local directory
     model, cfg = from_hf("microsoft/deberta-v3-small")      # through huggingface_hub
     model, cfg = from_hf(path, dtype=jnp.bfloat16)          # EncoderConfig overrides
+    model, cfg = from_hf("gpt2-xl", scan_layers=True)       # GPT-2: an llmjax GPT
+
+Encoders (BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, DeBERTa-v2/v3) become
+`llmjax.models.encoder.Encoder`s; GPT-2 checkpoints become `llmjax.models.gpt.GPT`s
+(see `llmjax.pretrained.gpt2`).
 
 Only numpy, safetensors and huggingface_hub are used: neither torch nor transformers.
 """
@@ -21,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from llmjax.models.encoder import Encoder, EncoderConfig
+from llmjax.pretrained import gpt2
 from llmjax.pretrained import weights
 
 CONFIG = "config.json"
@@ -122,7 +128,7 @@ def encoder_config_from_hf(hf_config: dict[str, Any], **overrides) -> EncoderCon
   model_type = hf_config.get("model_type")
   if model_type not in CONFIG_CONVERTERS:
     raise ValueError(f"unsupported model_type {model_type!r} in config.json; supported:"
-                     f" {sorted(CONFIG_CONVERTERS)}")
+                     f" {sorted(CONFIG_CONVERTERS) + ['gpt2']}")
   cfg = CONFIG_CONVERTERS[model_type](hf_config)
   fields = {f.name for f in dataclasses.fields(EncoderConfig)}
   unknown = sorted(set(overrides) - fields)
@@ -265,7 +271,7 @@ def resolve_model_dir(path_or_repo_id: str | os.PathLike,
         " local directory holding config.json and model.safetensors") from e
 
 
-def _download_patterns() -> list[str]:
+def download_patterns() -> list[str]:
   return [CONFIG, weights.SAFETENSORS, weights.SAFETENSORS_INDEX, "model-*.safetensors",
           "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
           "vocab.json", "merges.txt"]
@@ -282,21 +288,26 @@ def read_config(model_dir: pathlib.Path) -> dict[str, Any]:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
-def from_hf(path_or_repo_id: str | os.PathLike, **overrides) -> tuple[Encoder, EncoderConfig]:
-  """Loads a pretrained encoder.
+def from_hf(path_or_repo_id: str | os.PathLike, **overrides) -> tuple[Any, Any]:
+  """Loads a pretrained encoder or GPT-2.
 
   Args:
     path_or_repo_id: a directory with config.json and model.safetensors (or
       pytorch_model.bin), or a Hugging Face hub repository id.
-    **overrides: EncoderConfig fields to change, e.g. dtype=jnp.bfloat16,
-      hidden_dropout=0.0.
+    **overrides: config fields to change: EncoderConfig fields for encoders (e.g.
+      dtype=jnp.bfloat16, hidden_dropout=0.0), GPTConfig fields for GPT-2 (dtype,
+      param_dtype, scan_layers, remat, dropout, attention, a smaller block_size).
 
   Returns:
-    (module, config): the Encoder with the checkpoint's weights, and its config.
+    (module, config): an Encoder and its EncoderConfig, or a GPT and its GPTConfig.
   """
-  model_dir = resolve_model_dir(path_or_repo_id, _download_patterns())
+  model_dir = resolve_model_dir(path_or_repo_id, download_patterns())
   hf_config = read_config(model_dir)
-  cfg = encoder_config_from_hf(hf_config, **overrides)
+  is_gpt2 = hf_config.get("model_type") == "gpt2"
+  if is_gpt2:
+    gpt2.config_from_hf(hf_config, **overrides)  # Fail on bad options before reading weights.
+  else:
+    cfg = encoder_config_from_hf(hf_config, **overrides)
   try:
     files = weights.checkpoint_files(model_dir)
   except FileNotFoundError:
@@ -306,6 +317,8 @@ def from_hf(path_or_repo_id: str | os.PathLike, **overrides) -> tuple[Encoder, E
     model_dir = resolve_model_dir(path_or_repo_id, [CONFIG, weights.TORCH_BIN])
     files = weights.checkpoint_files(model_dir)
   tensors = weights.load_tensors(model_dir)
+  if is_gpt2:
+    return gpt2.load(model_dir, hf_config, tensors, ", ".join(str(f) for f in files), **overrides)
   abstract = nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0)))
   model = load_encoder_weights(abstract, tensors, source=", ".join(str(f) for f in files))
   return model, cfg

@@ -40,7 +40,8 @@ def wordpiece_from_vocab(vocab_path: pathlib.Path, lowercase: bool = True) -> to
   vocab = {}
   for i, line in enumerate(vocab_path.read_text(encoding="utf-8").splitlines()):
     vocab.setdefault(line.rstrip("\n"), i)
-  tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+  tok = tokenizers.Tokenizer(
+      models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
   tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                               strip_accents=None, lowercase=lowercase)
   tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -7,25 +7,46 @@ Layout under the workdir:
   best/<step>/{state,meta}               params of the best validation loss so far
 
 A checkpoint that fails to restore (truncated, corrupted) is skipped with a warning
-naming it, and the next older one is used.
+naming it, and the next older one is used; the skipped one is then renamed
+`<step>.corrupt`. When none restores, nothing is renamed and the error lists each failure.
+A checkpoint whose parameter shapes differ from the model's is not corrupt: that is an
+error naming the first differing parameter. A failed save (disk full) raises
+`CheckpointError`; the previous checkpoints are untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import pathlib
 import shutil
+import sys
+import tempfile
+import time
+import types
 from typing import Any
 
+from absl import logging as absl_logging
 import grain
 import jax
 import orbax.checkpoint as ocp
 
+from llmjax import errors
+
 log = logging.getLogger(__name__)
 
+# Replica-parallel saving splits every replicated array across its replicas, compiling a
+# slice per shape; for arrays under 1 MiB that costs more than the parallel write gains.
+_verbosity = absl_logging.get_verbosity()
+absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax warns about any override.
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=1 << 20),
+    override=True)
+absl_logging.set_verbosity(_verbosity)
 
-class CheckpointError(RuntimeError):
-  pass
+CheckpointError = errors.CheckpointError
 
 
 def _manager(directory: pathlib.Path, keep: int, item_names, read_only=False):
@@ -56,42 +77,74 @@ class Checkpointer:
           data=grain.checkpoint.CheckpointSave(data_iterator),
           meta=ocp.args.JsonSave(meta)), force=True)
       self.manager.wait_until_finished()
-    except OSError as e:
-      raise CheckpointError(
-          f"Saving checkpoint {step} to {self.dir} failed ({e}). The previous checkpoint "
-          f"(step {self.latest_step()}) is intact. Free disk space and re-run to resume.") from e
+    except Exception as e:  # noqa: BLE001 - Orbax and TensorStore raise many types for I/O.
+      raise self._save_error(self.dir, step, e) from e
 
   def save_best(self, step: int, params: Any, meta: dict) -> None:
-    if self._best is None:
-      self._best = _manager(self.best_dir, 1, ("state", "meta"))
-    self._best.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave({"params": params}), meta=ocp.args.JsonSave(meta)),
-                    force=True)
-    self._best.wait_until_finished()
+    try:
+      if self._best is None:
+        self._best = _manager(self.best_dir, 1, ("state", "meta"))
+      self._best.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave({"params": params}), meta=ocp.args.JsonSave(meta)),
+                      force=True)
+      self._best.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._save_error(self.best_dir, step, e) from e
+
+  @staticmethod
+  def _save_error(root: pathlib.Path, step: int, e: Exception) -> CheckpointError:
+    previous = [s for s in finished_steps(root) if s < step]
+    text = " ".join(str(e).split()) or type(e).__name__
+    full = "No space left" in text or getattr(e, "errno", None) == errno.ENOSPC
+    return CheckpointError(
+        f"Saving checkpoint {root / str(step)} failed ({type(e).__name__}: {text[:300]}). "
+        + (f"The previous checkpoint (step {previous[-1]}) is intact. " if previous else "")
+        + ("Free disk space" if full else "Fix the cause") + " and re-run the same command "
+        "to resume.")
 
   def restore_latest(self, abstract_state: Any, data_iterator) -> tuple[int, Any, dict] | None:
     """Restores the newest readable checkpoint (data iterator in place), or None if none."""
     steps = self.all_steps()
+    failed = []
     for step in reversed(steps):
-      try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iterator),
-            meta=ocp.args.JsonRestore()))
-        return step, restored.state, restored.meta
-      except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back.
-        if _is_shape_mismatch(e):
+      with _stderr_kept_unless_failed() as attempt:
+        try:
+          check_shapes(self.dir / str(step) / "state", abstract_state)
+          restored = self.manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              data=grain.checkpoint.CheckpointRestore(data_iterator),
+              meta=ocp.args.JsonRestore()))
+        except CheckpointError:
           raise
-        log.warning("Checkpoint %s is unreadable (%s: %s); falling back to an older one.",
-                    self.dir / str(step), type(e).__name__, str(e)[:300])
-        bad = self.dir / f"{step}.corrupt"
-        shutil.rmtree(bad, ignore_errors=True)
-        (self.dir / str(step)).rename(bad)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back.
+          attempt.failed = True
+          failed.append((step, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"))
+      if attempt.failed:
+        log.warning("Checkpoint %s is unreadable (%s); trying an older one.",
+                    self.dir / str(step), failed[-1][1])
+        continue
+      for bad, _ in failed:  # Out of the way: the resumed run saves these steps anew.
+        shutil.rmtree(self.dir / f"{bad}.corrupt", ignore_errors=True)
+        (self.dir / str(bad)).rename(self.dir / f"{bad}.corrupt")
+        log.warning("Resuming from checkpoint %s; the unreadable %s is kept as %s.",
+                    self.dir / str(step), self.dir / str(bad), self.dir / f"{bad}.corrupt")
+      if failed:
         self.manager.reload()
+      self._drop_best_after(step)
+      return step, restored.state, restored.meta
     if steps:
-      raise CheckpointError(f"No readable checkpoint left in {self.dir} (tried steps {steps}). "
-                            "Delete the directory to start over.")
+      raise CheckpointError(
+          f"No readable checkpoint in {self.dir}: " + "; ".join(
+              f"step {step}: {why}" for step, why in failed) + ". Nothing was renamed or "
+          "deleted. If the code or config changed, restore them; to start over instead, move "
+          f"{self.dir} aside.")
     return None
+
+  def _drop_best_after(self, step: int) -> None:
+    """A best checkpoint newer than the resumed step belongs to the discarded future."""
+    for later in finished_steps(self.best_dir):
+      if later > step:
+        shutil.rmtree(self.best_dir / str(later))
 
   def close(self):
     self.manager.close()
@@ -99,9 +152,63 @@ class Checkpointer:
       self._best.close()
 
 
-def _is_shape_mismatch(e: Exception) -> bool:
-  text = str(e)
-  return "shape" in text.lower() and ("mismatch" in text.lower() or "expected" in text.lower())
+@contextlib.contextmanager
+def _stderr_kept_unless_failed():
+  """Holds back what is written to file descriptor 2 and drops it if `.failed` is set.
+
+  When Orbax's restore of a damaged checkpoint fails, TensorStore reads still in flight
+  finish into Orbax's closed event loop and print a traceback each; they say nothing the
+  warning about the checkpoint does not.
+  """
+  attempt = types.SimpleNamespace(failed=False)
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield attempt
+    finally:
+      if attempt.failed:
+        time.sleep(0.2)  # Let the stragglers finish while stderr is still held.
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      if not attempt.failed:
+        held.seek(0)
+        sys.stderr.write(held.read().decode(errors="replace"))
+        sys.stderr.flush()
+
+
+def finished_steps(root: pathlib.Path) -> list[int]:
+  """Steps of the finished checkpoints under `root` (Orbax renames a finished save into
+  a plain `<step>` directory)."""
+  if not root.is_dir():
+    return []
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
+
+
+def check_shapes(state_dir: pathlib.Path, abstract_state: Any) -> None:
+  """Raises CheckpointError naming the first array of `abstract_state` (parameters first,
+  then in tree order) whose shape differs from the checkpoint's, or that it lacks."""
+  saved = ocp.StandardCheckpointHandler().metadata(state_dir)
+  saved_shapes = {_path_key(path): tuple(leaf.shape) for path, leaf in
+                  jax.tree_util.tree_flatten_with_path(saved)[0] if hasattr(leaf, "shape")}
+  flat = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+  flat.sort(key=lambda item: _path_key(item[0])[:1] != ("params",))  # Parameters first.
+  for path, want in flat:
+    got = saved_shapes.get(_path_key(path), "missing")
+    if got != tuple(want.shape):
+      name = jax.tree_util.keystr(path)
+      what = (f"has no array {name}" if got == "missing" else
+              f"has {name} of shape {got}")
+      raise CheckpointError(
+          f"Checkpoint {state_dir.parent} {what} but the model expects shape "
+          f"{tuple(want.shape)}: the model changed since it was written. Use a new "
+          "--workdir, or restore the model config of that run.")
+
+
+def _path_key(path) -> tuple[str, ...]:
+  return tuple(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
 
 
 def checkpoint_dirs(workdir: str | pathlib.Path, which: str = "latest") -> tuple[pathlib.Path, int]:
@@ -111,7 +218,7 @@ def checkpoint_dirs(workdir: str | pathlib.Path, which: str = "latest") -> tuple
   if not root.is_dir():
     raise CheckpointError(f"No {which} checkpoint in {workdir} (looked for {root}). Train "
                           f"first: python -m llmjax.main --config=... --workdir={workdir}")
-  steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
+  steps = finished_steps(root)
   if not steps:
     raise CheckpointError(f"{root} holds no finished checkpoint.")
   return root / str(steps[-1]) / "state", steps[-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -27,12 +28,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from llmjax import config_util
+from llmjax import errors
+from llmjax import data as data_lib
 from llmjax import models
 from llmjax import track as track_lib
 from llmjax.data import pipeline
 from llmjax.data import shards
 from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.parallel import mesh as mesh_lib
+from llmjax.pretrained import init_from
 from llmjax.train import checkpoint as ckpt_lib
 from llmjax.train import metrics as metrics_lib
 from llmjax.train import optimizer as optim_lib
@@ -41,8 +45,7 @@ from llmjax.train import step as step_lib
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
-  pass
+TrainingError = errors.TrainingError
 
 
 @dataclasses.dataclass
@@ -63,10 +66,12 @@ class TrainResult:
 
 @contextlib.contextmanager
 def workdir_lock(workdir: pathlib.Path):
-  """Refuses a second job on the same workdir."""
+  """Refuses a second job on the same workdir (each process of a multi-host job locks its
+  own file, so the processes of one job share the workdir)."""
+  proc = jax.process_index()
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    handle = open(workdir / ".lock", "w")
+    handle = open(workdir / (".lock" if proc == 0 else f".lock.{proc}"), "w")
   except OSError as e:
     raise TrainingError(f"Workdir {workdir} is not writable ({e}). Pick another --workdir.")
   try:
@@ -154,6 +159,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
 
 
 def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
+  config = init_from.resolve_model_config(config)  # model.init_from fixes the architecture.
   tc, mc = config.train, config.model
   is_chief = jax.process_index() == 0
   t_start = time.perf_counter()
@@ -168,8 +174,11 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
     raise config_util.ConfigError(
         f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's vocabulary "
         f"({tok.vocab_size}); set --config.model.vocab_size={tok.vocab_size}.")
-  splits = shards.prepare_tokens(config.data)
-  mesh = mesh_lib.make_mesh(config.mesh)
+  splits, tok = data_lib.data_splits(config, workdir if is_chief else None)  # Notes-aware.
+  try:
+    mesh = mesh_lib.make_mesh(config.mesh)
+  except ValueError as e:
+    raise config_util.ConfigError(str(e)) from e
   batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
   micro = tc.batch_size // tc.grad_accum
   if micro % batch_axes:
@@ -187,27 +196,15 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
 
   eval_data = local_eval_data(splits.val, tc.eval_batches)
 
-  # Model, optimizer and sharded state.
-  model_config = models.model_config(mc)
-  abstract_model = nnx.eval_shape(lambda: models.build(mc, tc.seed))
-  graphdef, abstract_params = nnx.split(abstract_model)
-  param_shardings = mesh_lib.param_shardings(abstract_params, mesh)
-  schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
-  tx = optim_lib.make_optimizer(config.optim, tc.steps)
-
-  def init_fn():
-    params = nnx.to_pure_dict(nnx.state(models.build(mc, tc.seed)))
-    params = jax.tree.map(jax.lax.with_sharding_constraint, params, param_shardings)
-    return step_lib.init_state(params, tx)
-
-  abstract_state = jax.eval_shape(init_fn)
-  state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
+  # Model, optimizer, sharded state and compiled steps.
+  steps = build_steps(config, mesh)
+  graphdef, abstract_state = steps.graphdef, steps.abstract_state
   restored = None
   if resuming:
     restored = checkpointer.restore_latest(
-        ckpt_lib.abstract_like(abstract_state, state_shardings), train_iter)
+        ckpt_lib.abstract_like(abstract_state, steps.state_shardings), train_iter)
   if restored is None:
-    state = jax.jit(init_fn, out_shardings=state_shardings)()
+    state = steps.init()
     start_step, meta, resuming = 0, {}, False
   else:
     start_step, state, meta = restored
@@ -234,18 +231,14 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
   tracker.log_params(config)
   tracker.log_artifact(workdir / "config.json")
 
-  batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
-  eval_sharding = mesh_lib.batch_sharding(mesh)
-  train_step = jax.jit(
-      step_lib.make_train_step(graphdef, tx, schedule, dropout=float(mc.get("dropout", 0.0)),
-                               seed=tc.seed),
-      in_shardings=(state_shardings, batch_sharding),
-      out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(graphdef),
-                      in_shardings=(state_shardings["params"], eval_sharding))
+  batch_sharding, eval_sharding = steps.batch_sharding, steps.eval_sharding
+  train_step, eval_step = steps.train_step, steps.eval_step
 
   writer = metrics_lib.MetricsWriter(workdir, resume_step=start_step if resuming else None,
                                      enabled=is_chief)
+  hash_log = metrics_lib.MetricsWriter(workdir, resume_step=start_step if resuming else None,
+                                       enabled=is_chief and tc.log_batch_hashes,
+                                       filename="batch_hashes.jsonl")
   best_val = meta.get("best_val_loss")
   evals_without_improvement = meta.get("evals_without_improvement", 0)
   tokens_per_step = tc.batch_size * mc.block_size
@@ -279,11 +272,17 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
 
   bar = tqdm(total=tc.steps, initial=start_step, disable=not is_chief, unit="step",
              dynamic_ncols=True, desc=config.name)
+  say = bar.write if is_chief else lambda _: None  # Only process 0 prints.
   step = start_step
   status = "FAILED"
   try:
     while step < tc.steps:
-      batch = to_global_batch(next(train_iter), tc.grad_accum, batch_sharding)
+      host_batch = next(train_iter)
+      if tc.log_batch_hashes:
+        hash_log.write({"step": step + 1, "hash": batch_hash(host_batch)})
+      batch = to_global_batch(host_batch, tc.grad_accum, batch_sharding)
+      if step + 1 == tc.debug_nan_step:
+        state = poison_params(state)
       state, device_metrics = train_step(state, batch)
       flush_pending()
       step += 1
@@ -313,17 +312,17 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
         log_record({"step": step, "val_loss": last_val,
                     "val_perplexity": metrics_lib.perplexity(last_val),
                     "tokens": step * tokens_per_step})
-        bar.write(f"step {step}: val loss {last_val:.4f} (best {best_val:.4f}, unigram "
-                  f"entropy {entropy:.3f})") if is_chief else None
+        say(f"step {step}: val loss {last_val:.4f} (best {best_val:.4f}, unigram "
+            f"entropy {entropy:.3f})")
         if tc.patience and evals_without_improvement >= tc.patience:
           stopped_early = True
-          bar.write(f"Early stop at step {step}: no improvement in {tc.patience} evaluations.")
+          say(f"Early stop at step {step}: no improvement in {tc.patience} evaluations.")
       if is_save or stopped_early or stop.received:
         checkpointer.save(step, state, train_iter, meta_now(step))
       if stop.received:
         interrupted = stop.received
-        bar.write(f"Received {interrupted}: saved checkpoint {step}; re-run the same command "
-                  "to resume.")
+        say(f"Received {interrupted}: saved checkpoint {step}; re-run the same command "
+            "to resume.")
         break
       if stopped_early:
         break
@@ -332,6 +331,7 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
   finally:
     bar.close()
     writer.close()
+    hash_log.close()
     checkpointer.close()
     if status == "FAILED":
       if is_chief:
@@ -345,7 +345,7 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
       params = state["params"]
       if best_val is not None:
         params, _ = ckpt_lib.restore_params(workdir, ckpt_lib.abstract_like(
-            abstract_state["params"], state_shardings["params"]), "best")
+            abstract_state["params"], steps.state_shardings["params"]), "best")
       n_batches = -(-len(test_tokens) // (eval_batch_size * mc.block_size))
       test_loss = evaluate(eval_step, params, local_eval_data(test_tokens, n_batches),
                            eval_sharding)
@@ -356,10 +356,11 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
         print(f"test loss {test_loss:.4f}, perplexity {summary['test_perplexity']:.2f} "
               f"({len(test_tokens):,} tokens, best-validation parameters)", flush=True)
     samples = []
-    if tc.sample_tokens > 0 and not interrupted and is_chief:
+    if tc.sample_tokens > 0 and not interrupted:
       samples = sample_after_training(graphdef, state["params"], tok, tc)
-      (workdir / "samples.txt").write_text("\n\n".join(samples) + "\n")
-      tracker.log_artifact(workdir / "samples.txt")
+      if is_chief:
+        (workdir / "samples.txt").write_text("\n\n".join(samples) + "\n")
+        tracker.log_artifact(workdir / "samples.txt")
     if is_chief:
       summary.update(
           status=("interrupted" if interrupted else "stopped_early" if stopped_early else
@@ -392,6 +393,70 @@ def _log_report(tracker: track_lib.Tracker, workdir: pathlib.Path) -> None:
     log.warning("Could not write the report of %s: %s: %s", workdir, type(e).__name__, e)
 
 
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """Everything needed to train a config on a mesh; shared with `benchmarks/`."""
+  mesh: jax.sharding.Mesh
+  graphdef: Any  # The model's nnx.GraphDef (rebuilt inside the steps).
+  abstract_state: Any  # Train state of ShapeDtypeStructs (no sharding).
+  state_shardings: Any  # NamedShardings matching the train state.
+  init: Any  # () -> train state, initialised directly into its shardings.
+  train_step: Any  # (state, batch [A, B/A, T]) -> (state, metrics); donates the state.
+  eval_step: Any  # (params, batch [B, T]) -> (sum of token losses, token count).
+  batch_sharding: NamedSharding  # Train batches [A, B/A, T]: B over data x fsdp.
+  eval_sharding: NamedSharding  # Eval batches [B, T].
+
+
+def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Steps:
+  """Builds the sharded init and the jitted train/eval steps for `config` on `mesh`."""
+  tc, mc = config.train, config.model
+  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: models.build(mc, tc.seed)))
+  param_shardings = mesh_lib.param_shardings(abstract_params, mesh)
+  schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
+  tx = optim_lib.make_optimizer(config.optim, tc.steps)
+
+  def init_fn(params=None):  # params: pretrained weights, or None for a random init.
+    if params is None:
+      params = nnx.to_pure_dict(nnx.state(models.build(mc, tc.seed)))
+    params = jax.tree.map(jax.lax.with_sharding_constraint, params, param_shardings)
+    return step_lib.init_state(params, tx)
+
+  def init():  # model.init_from: start from a checkpoint's weights (None = scratch).
+    jitted = jax.jit(init_fn, out_shardings=state_shardings, donate_argnums=0)
+    return jitted(init_from.pretrained_params(mc, param_shardings))
+
+  abstract_state = jax.eval_shape(init_fn)
+  state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
+  batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
+  eval_sharding = mesh_lib.batch_sharding(mesh)
+  step_fn = step_lib.make_train_step(graphdef, tx, schedule, seed=tc.seed,
+                                     dropout=float(mc.get("dropout", 0.0)))
+  train_step = jax.jit(mesh_lib.traced_under(mesh, step_fn),
+                       in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+                       donate_argnums=0)
+  eval_step = jax.jit(mesh_lib.traced_under(mesh, step_lib.make_eval_step(graphdef)),
+                      in_shardings=(state_shardings["params"], eval_sharding))
+  return Steps(mesh=mesh, graphdef=graphdef, abstract_state=abstract_state,
+               state_shardings=state_shardings,
+               init=init, train_step=train_step,
+               eval_step=eval_step, batch_sharding=batch_sharding, eval_sharding=eval_sharding)
+
+
+def batch_hash(batch: dict) -> str:
+  """A short digest of a host batch's token ids (for the `train.log_batch_hashes` log)."""
+  digest = hashlib.blake2b(digest_size=8)
+  for key in sorted(batch):
+    digest.update(np.ascontiguousarray(batch[key]).tobytes())
+  return digest.hexdigest()
+
+
+def poison_params(state):
+  """`train.debug_nan_step`: NaN parameters, so the step's loss and update are NaN."""
+  params = jax.tree.map(lambda x: x * jnp.nan, state["params"])
+  return {**state, "params": params}
+
+
 def state_shardings_for(abstract_state, param_shardings, mesh):
   """Shardings of the whole train state: optimizer leaves that mirror a parameter (Adam's
   moments) take that parameter's sharding; everything else (counts, step) is replicated."""
@@ -422,8 +487,14 @@ def _check_restored_shapes(state, abstract_state):
 
 
 def sample_after_training(graphdef, params, tok, tc) -> list[str]:
+  """Samples on the mesh the params live on; multi-host: gathered, sampled on process 0."""
   from llmjax import generate  # pylint: disable=import-outside-toplevel
-  model = nnx.merge(graphdef, jax.device_get(params))
+  if jax.process_count() > 1:  # Every process takes part in the gather.
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() != 0:
+      return []
+  model = nnx.merge(graphdef, params)
   if not hasattr(model, "decode"):
     return []
   gen = generate.Generator(model, eot_id=tok.eot_id)

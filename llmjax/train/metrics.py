@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 
 import numpy as np
@@ -11,19 +12,24 @@ import numpy as np
 
 class MetricsWriter:
   """Appends JSON lines to DIR/metrics.jsonl; on resume, drops lines past the restored step
-  so the file reads exactly as if the run had never stopped."""
+  so the file reads exactly as if the run had never stopped.
 
-  def __init__(self, workdir: str | pathlib.Path, *, resume_step: int | None, enabled: bool = True):
-    self.path = pathlib.Path(workdir) / "metrics.jsonl"
+  The rewrite on resume is atomic, and a last line torn by a killed process is dropped.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path, *, resume_step: int | None, enabled: bool = True,
+               filename: str = "metrics.jsonl"):
+    self.path = pathlib.Path(workdir) / filename
     self.enabled = enabled
     if not enabled:
       return
-    if resume_step is None:
-      self.path.write_text("")
-    elif self.path.exists():
+    kept = []
+    if resume_step is not None and self.path.exists():
       kept = [line for line in self.path.read_text().splitlines()
-              if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-      self.path.write_text("".join(line + "\n" for line in kept))
+              if _parses(line) and json.loads(line).get("step", 0) <= resume_step]
+    tmp = self.path.with_name(self.path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, self.path)
     self._file = self.path.open("a")
 
   def write(self, record: dict) -> None:
@@ -37,6 +43,13 @@ class MetricsWriter:
   def close(self) -> None:
     if self.enabled:
       self._file.close()
+
+
+def _parses(line: str) -> bool:
+  try:
+    return isinstance(json.loads(line), dict)
+  except json.JSONDecodeError:
+    return False
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict]:

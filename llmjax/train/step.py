@@ -139,6 +139,20 @@ def model_loss(model, inputs_BxT, targets_BxT, weights_BxT=None, dropout_key=Non
   return cross_entropy(logits, targets_BxT, weights_BxT)
 
 
+def offset_targets(batch: dict, offset: int) -> dict:
+  """Targets `offset` tokens ahead (`model.target_offset`): position t is scored on
+  targets[t + offset - 1]; the last offset - 1 positions have no target and are ignored."""
+  if offset == 1:
+    return batch
+  def shift(x, fill):
+    pad = jnp.full(x.shape[:-1] + (offset - 1,), fill, x.dtype)
+    return jnp.concatenate([x[..., offset - 1:], pad], axis=-1)
+  out = dict(batch, targets=shift(batch["targets"], -1))
+  if "weights" in batch:
+    out["weights"] = shift(batch["weights"], 0)
+  return out
+
+
 def init_state(params, tx: optax.GradientTransformation) -> TrainState:
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
@@ -146,6 +160,7 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
 def make_loss_fn(graphdef, dropout: float, base_key) -> Callable:
   def loss_fn(params, micro, step):
     model = nnx.merge(graphdef, params)
+    micro = offset_targets(micro, getattr(model.cfg, "target_offset", 1))
     key = None if dropout == 0.0 else jax.random.fold_in(base_key, step)
     loss, _ = model_loss(model, micro["inputs"], micro["targets"], micro.get("weights"), key)
     return loss
@@ -190,6 +205,7 @@ def make_eval_step(graphdef):
   """Returns eval(params, batch) -> (sum of token losses, token count) for a [B, T] batch."""
   def eval_step(params, batch):
     model = nnx.merge(graphdef, params)
+    batch = offset_targets(batch, getattr(model.cfg, "target_offset", 1))
     _, (total, count) = model_loss(model, batch["inputs"], batch["targets"],
                                    batch.get("weights"))
     return total, count

@@ -2,6 +2,7 @@
 
     pip install torch==2.13.0 transformers   # generation only; tests never import them
     python tests/goldens/make_goldens.py      # from the repository root
+    python tests/goldens/make_goldens.py gpt2 # only the named parts
 
 For each family, a tiny randomly initialised Hugging Face model is saved as
 `<family>/config.json` + `model.safetensors` (DistilBERT: `pytorch_model.bin`, to cover
@@ -10,6 +11,11 @@ the eager-attention reference. Every weight comes from a seeded generator: HF's 
 init (zero biases, unit norms) would hide a swapped bias or LayerNorm. Also writes
 `deberta_buckets.npz` (DeBERTa's log-bucket table) and `minilm.json` (a few numbers
 from the real all-MiniLM-L6-v2 weights).
+
+`gpt2/` is a tiny GPT-2 (GPT2LMHeadModel) in the hub's layout (no `transformer.` prefix,
+causal-mask buffers kept) with `golden.npz`: token ids and the reference logits. Its
+vocabulary is 257 (bytes + end of text), so it also serves as a tiny pretrained model
+for the `char` tokenizer (configs/book_finetune.py:smoke).
 """
 
 from __future__ import annotations
@@ -183,12 +189,60 @@ def make_minilm() -> None:
   print("minilm", record["cosine_paraphrase"], record["cosine_unrelated"])
 
 
+# n_inner 52 (not 4 * 36), head_dim 9, vocabulary 257 (padded to 320 in llmjax).
+GPT2 = transformers.GPT2Config(vocab_size=257, n_positions=24, n_embd=36, n_layer=2, n_head=4,
+                               n_inner=52, activation_function="gelu_new",
+                               bos_token_id=256, eos_token_id=256)
+
+
+def make_gpt2(seed: int = 700) -> None:
+  out_dir = ROOT / "gpt2"
+  if out_dir.exists():
+    shutil.rmtree(out_dir)
+  model = transformers.GPT2LMHeadModel._from_config(GPT2, attn_implementation="eager").eval()
+  rng = np.random.default_rng(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      shape = tuple(p.shape)
+      if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+        value = 1.0 + 0.2 * rng.standard_normal(shape)
+      elif p.ndim == 1:
+        value = 0.1 * rng.standard_normal(shape)
+      elif name.endswith(("wte.weight", "wpe.weight")):
+        value = 0.5 * rng.standard_normal(shape)
+      else:  # Conv1D: (in, out)
+        value = rng.standard_normal(shape) / np.sqrt(shape[0])
+      p.copy_(torch.as_tensor(value, dtype=p.dtype))
+  ids = rng.integers(0, GPT2.vocab_size, size=(BATCH, LENGTH))
+  with torch.no_grad():
+    logits = model(torch.as_tensor(ids)).logits.numpy().astype(np.float32)
+  # The hub layout: GPT2Model names, plus the causal-mask buffers old exports carry.
+  state = {k[len("transformer."):]: v.contiguous() for k, v in model.state_dict().items()
+           if k.startswith("transformer.")}
+  tril = torch.tril(torch.ones(GPT2.n_positions, GPT2.n_positions)).view(
+      1, 1, GPT2.n_positions, GPT2.n_positions)
+  for i in range(GPT2.n_layer):
+    state[f"h.{i}.attn.bias"] = tril.clone()
+  out_dir.mkdir()
+  save_file(state, out_dir / "model.safetensors", metadata={"format": "pt"})
+  GPT2.save_pretrained(out_dir)
+  np.savez_compressed(out_dir / "golden.npz", input_ids=ids.astype(np.int32), logits=logits)
+  size = sum(p.stat().st_size for p in out_dir.iterdir())
+  print(f"gpt2         logits {logits.shape}, {size / 1024:.0f} KiB")
+
+
 def main() -> None:
   torch.manual_seed(0)
+  parts = sys.argv[1:] or [*FAMILIES, "gpt2", "buckets", "minilm"]
   for seed, (name, cfg) in enumerate(FAMILIES.items()):
-    make_family(name, cfg, seed=100 * seed)
-  make_buckets()
-  make_minilm()
+    if name in parts:
+      make_family(name, cfg, seed=100 * seed)
+  if "gpt2" in parts:
+    make_gpt2()
+  if "buckets" in parts:
+    make_buckets()
+  if "minilm" in parts:
+    make_minilm()
   total = sum(p.stat().st_size for p in ROOT.rglob("*") if p.is_file())
   print(f"total {total / 1024:.0f} KiB under {ROOT}")
 

@@ -1,0 +1,114 @@
+"""Train-step time of the progressive model's stages against the 12-layer GPT-2 baseline.
+
+  python benchmarks/lora_step.py --preset=cpu --out=/tmp/lora_step.json
+  python benchmarks/lora_step.py --preset=gpu   # GPT-2 small shape
+
+Every variant uses the real jitted train step (`llmjax.train.step.make_train_step`) with
+the optimizer its training job uses, the same batch, context and width. Prints JSON: the
+median milliseconds per step of each variant and its ratio to the baseline; the target is
+stage 3 (LoRA attention, full FF) <= 1.15x the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from llmjax import config_base
+from llmjax import models
+from llmjax.train import optimizer as optim_lib
+from llmjax.train import progressive_loop
+from llmjax.train import step as step_lib
+
+PRESETS = {
+    "cpu": dict(n_embd=128, n_head=4, block_size=128, batch_size=8),
+    "gpu": dict(n_embd=768, n_head=12, block_size=512, batch_size=16),
+}
+
+
+def config_for(preset: str, dtype: str) -> ml_collections.ConfigDict:
+  p = PRESETS[preset]
+  c = config_base.base_config()
+  c.model.n_layer, c.model.n_head, c.model.n_embd = 12, p["n_head"], p["n_embd"]
+  c.model.block_size, c.model.dtype = p["block_size"], dtype
+  c.train.batch_size, c.train.steps = p["batch_size"], 1000
+  c.progressive = ml_collections.ConfigDict(dict(stage_fractions=(1 / 3, 1 / 3, 1 / 3),
+                                                 stage_groups=(3, 6, 12)))
+  c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, targets="qkv,proj", fused=True))
+  return c
+
+
+def time_step(section, tx, config, n_steps: int, repeats: int) -> float:
+  """Median ms per step of the jitted train step (compiled and warmed up first)."""
+  model = models.build(section, 0)
+  graphdef, state = nnx.split(model)
+  train_state = step_lib.init_state(nnx.to_pure_dict(state), tx)
+  schedule = optim_lib.learning_rate_schedule(config.optim, config.train.steps)
+  step = jax.jit(step_lib.make_train_step(graphdef, tx, schedule, dropout=0.0, seed=0),
+                 donate_argnums=0)
+  b, t = config.train.batch_size, config.model.block_size
+  tokens = jax.random.randint(jax.random.key(0), (1, b, t + 1), 0, config.model.vocab_size)
+  batch = {"inputs": tokens[..., :-1], "targets": tokens[..., 1:]}
+  for _ in range(3):
+    train_state, metrics = step(train_state, batch)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(n_steps):
+      train_state, metrics = step(train_state, batch)
+    jax.block_until_ready((train_state, metrics))
+    times.append(1000 * (time.perf_counter() - start) / n_steps)
+  return statistics.median(times)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+  parser.add_argument("--dtype", default="float32", help="Compute dtype (bfloat16 on GPU).")
+  parser.add_argument("--steps", type=int, default=10, help="Steps per timed repeat.")
+  parser.add_argument("--repeats", type=int, default=5, help="Timed repeats (median taken).")
+  parser.add_argument("--out", default="", help="Also write the JSON here.")
+  args = parser.parse_args()
+  config = config_for(args.preset, args.dtype)
+
+  results = {}
+  baseline = ml_collections.ConfigDict(config.model.to_dict())
+  baseline.arch = "gpt"
+  results["gpt_baseline"] = time_step(
+      baseline, optim_lib.make_optimizer(config.optim, config.train.steps), config,
+      args.steps, args.repeats)
+  tx = progressive_loop.make_tx(config)
+  for name, stage, fused in (("stage1_shared", 1, True), ("stage2_lora", 2, True),
+                             ("stage3_lora_fused", 3, True), ("stage3_lora_unfused", 3, False)):
+    config.lora.fused = fused
+    results[name] = time_step(progressive_loop.model_section(config, stage), tx, config,
+                              args.steps, args.repeats)
+  base = results["gpt_baseline"]
+  report = {
+      "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
+                f"{jax.device_count()} device(s))",
+      "preset": args.preset, "dtype": args.dtype, **PRESETS[args.preset], "n_layer": 12,
+      "lora_rank": config.lora.rank,
+      "ms_per_step": {k: round(v, 3) for k, v in results.items()},
+      "ratio_to_baseline": {k: round(v / base, 3) for k, v in results.items()},
+      "stage3_target": 1.15,
+      "stage3_within_target": results["stage3_lora_fused"] / base <= 1.15,
+  }
+  text = json.dumps(report, indent=2)
+  print(text)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text + "\n")
+
+
+if __name__ == "__main__":
+  jnp.zeros(())  # Initialise the backend before timing anything.
+  main()

@@ -1,0 +1,70 @@
+"""Notes corpora, experiment 2: how much information should a post note carry?
+
+  python -m llmjax.main --config=configs/notes_richness.py:czech --workdir=runs/richness_czech
+  python -m llmjax.main --config=configs/notes_richness.py:cpu --workdir=runs/richness_cpu
+  python -m spacy download pl_core_news_sm   # Polish, the original study's language:
+  python -m llmjax.main --config=configs/notes_richness.py:polish --config.data.path=tekst.txt
+
+One post-notes model per tag-richness level (blank, upos, tag, tag+morph, tag+morph+dep),
+all with the same shape, seed and word budget; WORKDIR/report.md gives bits per byte
+against each level's note entropy (bits per word), with richness.png. The language is the
+spaCy pipeline (notes.spacy_model) plus the text (data section). Variants: default
+(English, Shakespeare, ~96M parameters, GPU), `cpu` (English, 2 CPU cores), `czech`
+(cs_core_news_sm on a generated Czech text: runs offline in minutes), `polish`
+(pl_core_news_sm on your text), `smoke` (Czech, seconds, for tests).
+"""
+
+import ml_collections
+
+from llmjax.experiments import notes_config
+
+
+def get_config(arg=None):
+  size = {"czech": "cpu", "polish": "cpu"}.get(arg, arg)
+  c = notes_config.notes_config("post", size)
+  c.name = "notes-richness" + (f"-{arg}" if arg else "")  # Run name.
+  c.job = "notes_richness"  # llmjax.experiments.notes.run_richness.
+  c.experiment = ml_collections.ConfigDict()
+  c.experiment.levels = ("blank", "upos", "tag", "tag+morph", "tag+morph+dep")  # Richness levels.
+  c.experiment.seeds = (0,)  # Training seeds; with several, the report gives the seed-to-seed spread.
+  c.experiment.budget_unit = "words"  # What the budget counts: original words or tokens (notes included).
+  c.experiment.budget = 10_000_000  # Words (or tokens) of training text every run sees.
+  c.experiment.evals = 10  # Validation points per run (the curves in the report).
+  c.experiment.eval_words = 0  # Held-out words scored per run (0 = the whole val split).
+  c.experiment.eval_batch_size = 8  # Windows per scoring batch.
+  c.experiment.text = ""  # '' = the data section's text; 'czech' = a generated Czech text.
+  c.experiment.text_sentences = 0  # Sentences of the generated text.
+  if arg == "cpu":
+    c.experiment.budget = 100_000
+    c.experiment.eval_words = 20_000
+  elif arg in ("czech", "smoke"):
+    c.notes.spacy_model = "cs_core_news_sm"  # pip install cs-core-news-sm
+    c.notes.limit_chars = 0
+    c.experiment.text = "czech"
+    c.experiment.text_sentences = 6000
+    c.experiment.budget = 60_000
+    c.experiment.eval_words = 5_000
+    if arg == "smoke":
+      c = _smoke(c)
+  elif arg == "polish":
+    c.notes.spacy_model = "pl_core_news_sm"  # python -m spacy download pl_core_news_sm
+    c.data.source = "file"
+    c.data.path = ""  # Your Polish text: --config.data.path=tekst.txt
+    c.experiment.budget = 100_000
+    c.experiment.eval_words = 20_000
+  elif arg:
+    raise ValueError(f"Unknown variant {arg!r} of configs/notes_richness.py; use cpu, czech, "
+                     "polish or smoke.")
+  return c
+
+
+def _smoke(c):
+  smoke = notes_config.notes_config("post", "smoke")
+  c.model = smoke.model
+  c.train = smoke.train
+  c.optim = smoke.optim
+  c.experiment.text_sentences = 200
+  c.experiment.budget = 400
+  c.experiment.evals = 1
+  c.experiment.eval_words = 200
+  return c

@@ -1,0 +1,84 @@
+"""Progressive diverging GPT on math text: 3 stages of shared blocks, then LoRA copies.
+
+  python -m llmjax.main --config=configs/progressive.py:cpu --workdir=runs/progressive
+
+Stage 1 trains 3 blocks each applied 4 times, stage 2 six copies (attention through LoRA),
+stage 3 twelve copies (attention through LoRA), each stage on a third of the tokens.
+Variants: default = GPT-2 small shape for a GPU; `cpu` = a small model for 2 CPU cores;
+`smoke` = seconds, for tests. See docs/architectures.md.
+"""
+
+from llmjax import config_base
+import ml_collections
+
+
+def add_sections(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the `progressive` and `lora` sections with their defaults."""
+  c.progressive = ml_collections.ConfigDict()
+  c.progressive.stage_fractions = (1 / 3, 1 / 3, 1 / 3)  # Share of train.steps (tokens) per stage.
+  c.progressive.stage_groups = (3, 6, 12)  # Distinct blocks per stage; each divides model.n_layer.
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 8  # Adapter rank r.
+  c.lora.alpha = 16.0  # Adapter scale numerator: the update is (alpha / rank) * A @ B.
+  c.lora.targets = "qkv,proj"  # Attention projections with adapters: qkv, proj or both.
+  c.lora.fused = True  # Merge adapters into the weight in each step (one matmul) vs x@A@B.
+  return c
+
+
+def math_data(c: ml_collections.ConfigDict, max_tokens: int) -> None:
+  c.data.source = "math"  # Maths-College then open-web-math, streamed (data.path overrides).
+  c.data.path = ""  # "" = llmjax.data.math_text.DEFAULT_DATASETS; comma-separated ids or files.
+  c.data.max_tokens = max_tokens  # Tokens streamed into the token cache (val first, then train).
+  c.data.val_fraction = 0.02  # Share of max_tokens held out as the test split.
+
+
+def get_config(arg=None):
+  c = add_sections(config_base.base_config())
+  c.name = "progressive"  # Run name.
+  c.job = "progressive"  # Staged training loop (llmjax.train.progressive_loop).
+  c.model.arch = "progressive"  # llmjax.models.progressive.
+  c.model.n_layer = 12  # Layers of the final model (stage 3 has this many blocks).
+  c.model.n_head = 12  # GPT-2 small heads.
+  c.model.n_embd = 768  # GPT-2 small width.
+  c.model.block_size = 512  # Context length.
+  math_data(c, 200_000_000)
+  c.train.steps = 12000  # Optimizer steps over all three stages.
+  c.train.batch_size = 32  # Sequences per step.
+  c.train.eval_every = 500  # Validation cadence.
+  c.train.eval_batches = 40  # Test batches per evaluation.
+  c.train.checkpoint_every = 1000  # Checkpoint cadence.
+  c.optim.learning_rate = 6e-4  # Peak learning rate.
+  c.optim.warmup_steps = 300  # Warmup.
+  c.train.sample_prompt = "Theorem."  # Prompt for the end-of-training sample.
+  if arg == "cpu":
+    c.name = "progressive-cpu"
+    c.model.n_head = 4
+    c.model.n_embd = 128
+    c.model.block_size = 256
+    math_data(c, 2_000_000)
+    c.train.steps = 300
+    c.train.batch_size = 8
+    c.train.eval_every = 50
+    c.train.eval_batches = 8
+    c.train.checkpoint_every = 100
+    c.optim.learning_rate = 2e-3
+    c.optim.warmup_steps = 30
+    c.train.sample_tokens = 0
+  elif arg == "smoke":
+    c.name = "progressive-smoke"
+    c.model.n_head = 2
+    c.model.n_embd = 32
+    c.model.block_size = 64
+    math_data(c, 40_000)
+    c.train.steps = 9
+    c.train.batch_size = 8
+    c.train.eval_every = 3
+    c.train.eval_batches = 2
+    c.train.checkpoint_every = 3
+    c.train.log_every = 1
+    c.train.sample_tokens = 8
+    c.optim.warmup_steps = 2
+    c.lora.rank = 4
+  elif arg:
+    raise ValueError(f"Unknown variant {arg!r} of configs/progressive.py; use cpu or smoke.")
+  return c

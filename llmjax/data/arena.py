@@ -1,0 +1,256 @@
+"""Chat-arena preference data (the LMSYS layout) for pair classifiers.
+
+Each row holds `prompt`, `response_a`, `response_b` (JSON lists of turns, as in
+`lmsys/lmsys-arena-human-preference-55k`) and one-hot `winner_model_a`,
+`winner_model_b`, `winner_tie`. Rows come from the hub or a local dataset directory
+(`hf`), a `.csv`, `.parquet` or `.jsonl` file, or a generated set with a planted rule
+(`synthetic`: the longer answer wins, equal lengths tie). Rows with missing fields,
+unreadable turn lists, no winner or several winners are counted, skipped and reported.
+
+`encode_pairs` turns examples into fixed-shape int32 arrays: per side
+`[CLS] prompt [SEP] response [SEP]` with the prompt cut to `prompt_max_tokens` and the
+response (all turns joined) to `response_max_tokens`.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import tokenizers
+from tqdm import tqdm
+
+from llmjax.models.pair_classifier import A_WINS, B_WINS, TIE
+
+TEXT_FIELDS = ("prompt", "response_a", "response_b")
+WINNER_FIELDS = ("winner_model_a", "winner_model_b", "winner_tie")
+SOURCES = ("hf", "csv", "parquet", "jsonl", "synthetic")
+TURN_SEPARATOR = "\n\n"
+SYNTHETIC_WORDS = ("the cat dog runs blue red house tree water light day night good bad small "
+                   "big old new car road bird fish song book city river stone cloud green "
+                   "black white sun").split()
+
+
+class BadRow(ValueError):
+  """A row that cannot be used; the message is the reason counted in the report."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  prompt: str
+  response_a: str
+  response_b: str
+  label: int  # A_WINS, B_WINS or TIE.
+
+
+@dataclasses.dataclass
+class LoadReport:
+  """What was read and what was skipped, by reason."""
+  origin: str
+  rows: int = 0
+  kept: int = 0
+  skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  first_bad: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+  def __str__(self) -> str:
+    text = f"arena {self.origin}: {self.rows:,} rows, {self.kept:,} kept"
+    if self.skipped:
+      reasons = ", ".join(f"{reason}: {n:,}" for reason, n in self.skipped.most_common())
+      first = "; ".join(f"row {i}: {why}" for i, why in self.first_bad)
+      text += f", {sum(self.skipped.values()):,} skipped ({reasons}). First: {first}"
+    return text
+
+
+def _missing(value: Any) -> bool:
+  return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def parse_turns(value: Any, field: str) -> list[str]:
+  """A JSON list of turns (or a plain list) as strings; null turns become ''."""
+  if _missing(value):
+    raise BadRow(f"missing {field}")
+  if isinstance(value, str):
+    try:
+      value = json.loads(value)
+    except json.JSONDecodeError:
+      raise BadRow(f"{field} is not a JSON list") from None
+  if isinstance(value, str):
+    return [value]
+  if not isinstance(value, (list, tuple)):
+    raise BadRow(f"{field} is not a JSON list")
+  return ["" if turn is None else str(turn) for turn in value]
+
+
+def _winner_flag(value: Any, field: str) -> int:
+  if _missing(value):
+    raise BadRow(f"missing {field}")
+  try:
+    flag = int(float(value))
+  except (TypeError, ValueError):
+    raise BadRow(f"{field} is not 0 or 1") from None
+  if flag not in (0, 1):
+    raise BadRow(f"{field} is not 0 or 1")
+  return flag
+
+
+def parse_row(row: dict[str, Any]) -> Example:
+  """An Example from one LMSYS-layout row; raises BadRow with the reason."""
+  texts = [TURN_SEPARATOR.join(parse_turns(row.get(f), f)) for f in TEXT_FIELDS]
+  flags = [_winner_flag(row.get(f), f) for f in WINNER_FIELDS]
+  if sum(flags) == 0:
+    raise BadRow("no winner")
+  if sum(flags) > 1:
+    raise BadRow("several winners")
+  return Example(*texts, label=(A_WINS, B_WINS, TIE)[flags.index(1)])
+
+
+def parse_rows(rows: Iterable[dict[str, Any]], origin: str) -> tuple[list[Example], LoadReport]:
+  report = LoadReport(origin)
+  examples = []
+  for i, row in enumerate(rows):
+    report.rows += 1
+    try:
+      examples.append(parse_row(row))
+    except BadRow as e:
+      reason = str(e)
+      report.skipped[reason] += 1
+      if len(report.first_bad) < 5:
+        report.first_bad.append((i, reason))
+  report.kept = len(examples)
+  return examples, report
+
+
+def synthetic_rows(n: int, seed: int, max_words: int = 24,
+                   tie_fraction: float = 0.1) -> list[dict[str, Any]]:
+  """LMSYS-layout rows where the longer response wins and equal lengths tie.
+
+  Lengths differ by at least 3 words unless tied, so the rule is learnable from text.
+  """
+  rng = np.random.default_rng(seed)
+
+  def words(k):
+    return " ".join(rng.choice(SYNTHETIC_WORDS, size=k))
+
+  rows = []
+  for _ in range(n):
+    len_a = int(rng.integers(1, max_words + 1))
+    if rng.random() < tie_fraction:
+      len_b = len_a
+    else:
+      choices = [k for k in range(1, max_words + 1) if abs(k - len_a) >= 3]
+      len_b = int(rng.choice(choices))
+    label = A_WINS if len_a > len_b else B_WINS if len_b > len_a else TIE
+    rows.append({
+        "prompt": json.dumps([words(int(rng.integers(2, 7)))]),
+        "response_a": json.dumps([words(len_a)]),
+        "response_b": json.dumps([words(len_b)]),
+        **{f: int(label == c) for f, c in zip(WINNER_FIELDS, (A_WINS, B_WINS, TIE))},
+    })
+  return rows
+
+
+def _read_csv(path: pathlib.Path) -> Iterator[dict[str, Any]]:
+  csv.field_size_limit(sys.maxsize)
+  with open(path, newline="", encoding="utf-8") as f:
+    yield from csv.DictReader(f)
+
+
+def _read_jsonl(path: pathlib.Path) -> Iterator[dict[str, Any]]:
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if line.strip():
+        try:
+          yield json.loads(line)
+        except json.JSONDecodeError:
+          yield {}  # Counted as a row with missing fields.
+
+
+def _read_parquet(path: pathlib.Path) -> Iterator[dict[str, Any]]:
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  yield from pq.read_table(path).to_pylist()
+
+
+def _read_hf(path: str, split: str) -> Iterator[dict[str, Any]]:
+  import datasets  # pylint: disable=import-outside-toplevel
+  yield from datasets.load_dataset(path, split=split)
+
+
+def read_rows(source: str, path: str, split: str = "train", *, synthetic_n: int = 1000,
+              seed: int = 0) -> Iterator[dict[str, Any]]:
+  """Raw rows from `source` (see SOURCES); local files must exist."""
+  if source not in SOURCES:
+    raise ValueError(f"arena.source={source!r}; use one of {SOURCES}")
+  if source == "synthetic":
+    return iter(synthetic_rows(synthetic_n, seed))
+  if not path:
+    raise ValueError(f"arena.source={source!r} needs arena.path (a file, dataset directory or "
+                     "hub dataset id)")
+  if source == "hf":
+    return _read_hf(path, split)
+  file = pathlib.Path(path).expanduser()
+  if not file.is_file():
+    raise FileNotFoundError(f"arena.path {path!r} is not a file (arena.source={source!r})")
+  return {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[source](file)
+
+
+def load_examples(source: str, path: str, split: str = "train", *, max_rows: int = 0,
+                  synthetic_n: int = 1000, seed: int = 0) -> tuple[list[Example], LoadReport]:
+  """Parsed examples and the report of skipped rows."""
+  rows = read_rows(source, path, split, synthetic_n=synthetic_n, seed=seed)
+  if max_rows:
+    rows = (row for i, row in zip(range(max_rows), rows))
+  origin = f"{source}:{synthetic_n if source == 'synthetic' else path}"
+  examples, report = parse_rows(rows, origin)
+  if not examples:
+    raise ValueError(f"No usable rows in {origin}: {report}")
+  return examples, report
+
+
+def encode_pairs(examples: list[Example], tokenizer: tokenizers.Tokenizer, *,
+                 prompt_max_tokens: int, response_max_tokens: int, pad_id: int,
+                 show_progress: bool = False) -> dict[str, np.ndarray]:
+  """Token arrays {ids,mask,types}_{a,b} (NxT int32) and labels (N,).
+
+  T is the longest encoded side, rounded up to a multiple of 8.
+  """
+  prompts = tokenizer.encode_batch([e.prompt for e in examples], add_special_tokens=False)
+  sides = {}
+  for side in ("a", "b"):
+    responses = tokenizer.encode_batch([getattr(e, f"response_{side}") for e in examples],
+                                       add_special_tokens=False)
+    encoded = []
+    for p, r in tqdm(zip(prompts, responses), total=len(examples), disable=not show_progress,
+                     desc=f"encode side {side}", unit="pair"):
+      p.truncate(prompt_max_tokens)
+      r.truncate(response_max_tokens)
+      encoded.append(tokenizer.post_process(p, r, add_special_tokens=True))
+    sides[side] = encoded
+  length = max(len(e.ids) for enc in sides.values() for e in enc)
+  length = -(-length // 8) * 8
+  out = {"labels": np.asarray([e.label for e in examples], np.int32)}
+  for side, encoded in sides.items():
+    ids = np.full((len(encoded), length), pad_id, np.int32)
+    mask = np.zeros((len(encoded), length), np.int32)
+    types = np.zeros((len(encoded), length), np.int32)
+    for i, e in enumerate(encoded):
+      n = len(e.ids)
+      ids[i, :n], mask[i, :n], types[i, :n] = e.ids, e.attention_mask, e.type_ids
+    out[f"ids_{side}"], out[f"mask_{side}"], out[f"types_{side}"] = ids, mask, types
+  return out
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded random split of range(n) into (train, val) index arrays."""
+  order = np.random.default_rng(seed).permutation(n)
+  n_val = max(1, int(round(n * val_fraction)))
+  if n_val >= n:
+    raise ValueError(f"{n} examples cannot give a validation share of {val_fraction}; need more "
+                     "rows or a smaller arena.val_fraction")
+  return np.sort(order[n_val:]), np.sort(order[:n_val])

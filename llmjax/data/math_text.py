@@ -1,0 +1,120 @@
+"""Math text streamed from HF datasets into a token directory (`data.source='math'`).
+
+`data.path` lists datasets, comma-separated, read one after the other (default: both of
+`DEFAULT_DATASETS`); each entry is a hub id or a local data file / directory (what
+`sources.load_hf_dataset` accepts). Rows are streamed, never downloaded whole, so
+`data.max_tokens` must cap the corpus. The first `data.val_fraction` of those tokens
+(whole documents, the last one cut) become the validation split; after skipping the few
+documents left in that tokenizer batch, the following documents form the training split; `eot_id` separates documents. The directory is cached under
+`$LLMJAX_CACHE/tokens/math-<key>` keyed on datasets, split, field, tokenizer and sizes.
+
+  python -m llmjax.data.math_text 2000000   # tokenise 2M tokens of the default datasets
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+import sys
+from typing import Iterator
+
+from llmjax import assets
+from llmjax.data import shards
+from llmjax.data import sources
+from llmjax.data.tokenizer import get_tokenizer
+
+DEFAULT_DATASETS = ("ajibawa-2023/Maths-College", "open-web-math/open-web-math")
+# Columns joined (in this order) when a row has no `data.text_field` column, e.g. the
+# question/answer layouts of instruction-style math sets.
+FALLBACK_FIELDS = ("prompt", "instruction", "question", "input", "text", "output", "response",
+                   "answer")
+
+
+def dataset_ids(path: str) -> tuple[str, ...]:
+  ids = tuple(p.strip() for p in str(path or "").split(",") if p.strip())
+  return ids or DEFAULT_DATASETS
+
+
+def row_text(row: dict, field: str) -> str | None:
+  """The row's text: its `field` column, else its question/answer columns joined."""
+  value = row.get(field)
+  if isinstance(value, str):
+    return value
+  parts = [row[k] for k in FALLBACK_FIELDS if isinstance(row.get(k), str) and row[k].strip()]
+  return "\n\n".join(parts) or None
+
+
+def iter_documents(ids, split: str = "train", field: str = "text") -> Iterator[str]:
+  """Streams the documents of each dataset in turn."""
+  for dataset_id in ids:
+    n_rows = n_docs = 0
+    for row in sources.load_hf_dataset(dataset_id, "", split, streaming=True):
+      n_rows += 1
+      text = row_text(row, field)
+      if text and not text.isspace():
+        n_docs += 1
+        yield text
+    if n_rows and not n_docs:
+      raise ValueError(f"math dataset {dataset_id!r} has no text in column "
+                       f"data.text_field={field!r} nor in any of {FALLBACK_FIELDS}; set "
+                       "--config.data.text_field to its text column.")
+
+
+def cache_key(ids, split, field, tokenizer, max_tokens, val_fraction) -> str:
+  ident = json.dumps([shards.FORMAT_VERSION, "math", list(ids), split, field, tokenizer.name,
+                      tokenizer.fingerprint, int(max_tokens), float(val_fraction)])
+  return hashlib.sha256(ident.encode()).hexdigest()[:20]
+
+
+def prepare_math_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *,
+                        progress: bool = True) -> shards.TokenSplits:
+  """Train/val token memmaps of the math datasets `data_cfg` names (built once, cached)."""
+  max_tokens = int(data_cfg.get("max_tokens", 0) or 0)
+  if max_tokens <= 0:
+    raise ValueError("data.source='math' streams open-ended corpora: set data.max_tokens, "
+                     "e.g. --config.data.max_tokens=20000000.")
+  val_fraction = float(data_cfg.get("val_fraction", 0.1))
+  if not 0.0 < val_fraction < 1.0:
+    raise ValueError(f"data.val_fraction={val_fraction} must be in (0, 1), e.g. 0.1")
+  ids = dataset_ids(data_cfg.get("path", ""))
+  split = data_cfg.get("hf_split", "train") or "train"
+  field = data_cfg.get("text_field", "text") or "text"
+  tokenizer = get_tokenizer(data_cfg.get("tokenizer", "gpt2") or "gpt2")
+  key = cache_key(ids, split, field, tokenizer, max_tokens, val_fraction)
+  root = Path(cache_root) if cache_root is not None else assets.cache_dir()
+  out = root / "tokens" / f"math-{key}"
+  if (out / shards.MANIFEST).is_file():
+    return shards.load_token_splits(out)
+  n_val = max(1, int(round(val_fraction * max_tokens)))
+  with shards._staging_dir(out) as tmp:  # pylint: disable=protected-access
+    docs = iter_documents(ids, split, field)
+    # Small batches: the rest of the batch that crosses the cap is skipped, not trained on.
+    shards.write_token_shards(docs, tmp, tokenizer, split="val", max_tokens=n_val,
+                              docs_per_batch=8, progress=progress)
+    try:
+      shards.write_token_shards(docs, tmp, tokenizer, split="train",
+                                max_tokens=max_tokens - n_val, progress=progress)
+    except ValueError as e:
+      raise ValueError(f"math datasets {list(ids)} ran out after the validation split "
+                       f"({n_val} tokens): nothing left to train on; lower "
+                       "data.max_tokens or data.val_fraction.") from e
+    manifest = json.loads((tmp / shards.MANIFEST).read_text())
+    manifest.update(source=f"math {','.join(ids)} split={split} field={field}",
+                    datasets=list(ids), max_tokens=max_tokens, val_fraction=val_fraction,
+                    key=key)
+    (tmp / shards.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+  return shards.load_token_splits(out)
+
+
+def main(argv: list[str]) -> None:
+  cfg = sources.default_data_config()
+  cfg.max_tokens = int(argv[1]) if len(argv) > 1 else 2_000_000
+  cfg.path = argv[2] if len(argv) > 2 else ""
+  splits = prepare_math_tokens(cfg)
+  print(json.dumps({**splits.manifest, "dir": str(splits.dir)}, indent=2))
+
+
+if __name__ == "__main__":
+  main(sys.argv)

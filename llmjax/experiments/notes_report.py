@@ -1,0 +1,271 @@
+"""report.md, results.json and PNG plots of the notes experiments (llmjax.experiments.notes)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import statistics
+from typing import Any, Sequence
+
+import ml_collections
+
+# (row key, column title, format) of the experiment-1 table.
+COLUMNS_1 = (
+    ("bits_per_byte", "bits/byte (all tokens, notes included)", "{:.4f}"),
+    ("word_ppl_given_notes", "word-token ppl (given gold notes)", "{:.3f}"),
+    ("note_accuracy", "note accuracy", "{:.1%}"),
+    ("note_bits_per_word", "note bits/word", "{:.3f}"),
+    ("words_per_window", "words/window", "{:.1f}"),
+    ("tokens_per_word", "tokens/word", "{:.3f}"),
+    ("words_seen", "words seen", "{:,.0f}"),
+    ("steps", "steps", "{:,.0f}"),
+)
+COLUMNS_2 = (
+    ("note_entropy", "note entropy (bits/word)", "{:.3f}"),
+    ("note_vocab", "notes", "{:,.0f}"),
+    ("bits_per_byte", "bits/byte (all tokens)", "{:.4f}"),
+    ("word_bits_per_byte", "word bits/byte (given gold notes)", "{:.4f}"),
+    ("note_bits_per_word", "note bits/word (model)", "{:.3f}"),
+    ("words_seen", "words seen", "{:,.0f}"),
+)
+
+
+def aggregate(rows: Sequence[dict], labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """{label: {key: (mean, std or None, n)}} over the seeds of each label."""
+  out = {}
+  for label in labels:
+    group = [r for r in rows if r["label"] == label]
+    stats = {}
+    for key, value in group[0].items():
+      if isinstance(value, bool) or not isinstance(value, (int, float)) and value is not None:
+        continue
+      values = [r[key] for r in group if r.get(key) is not None]
+      if not values:
+        stats[key] = (None, None, 0)
+        continue
+      std = statistics.stdev(values) if len(values) > 1 else None
+      stats[key] = (statistics.fmean(values), std, len(values))
+    out[label] = stats
+  return out
+
+
+def fmt(stat: tuple, pattern: str) -> str:
+  mean, std, _ = stat
+  if mean is None:
+    return "–"
+  text = pattern.format(mean)
+  if std is not None:
+    text += " ± " + pattern.format(std).lstrip("+")
+  return text
+
+
+def table(agg: dict, columns: Sequence[tuple[str, str, str]], first: str) -> str:
+  lines = [f"| {first} | " + " | ".join(title for _, title, _ in columns) + " |",
+           "| --- " * (len(columns) + 1) + "|"]
+  for label, stats in agg.items():
+    cells = [fmt(stats.get(key, (None, None, 0)), pattern) for key, _, pattern in columns]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def verdict(a: tuple, b: tuple, name_a: str, name_b: str) -> str:
+  """One sentence comparing bits/byte of a and b (lower is better)."""
+  (ma, sa, na), (mb, sb, nb) = a, b
+  diff = ma - mb
+  better = name_a if diff < 0 else name_b
+  text = (f"{name_a} {ma:.4f} vs {name_b} {mb:.4f} bits/byte: difference {diff:+.4f} "
+          f"({abs(diff) / mb:.1%}), {better} lower")
+  if sa is None or sb is None:
+    return text + " (one seed: no seed-to-seed spread, so this is a direction, not a result)."
+  spread = (sa ** 2 + sb ** 2) ** 0.5
+  if abs(diff) > 2 * spread:
+    return text + f"; beyond twice the seed spread ({spread:.4f}, {min(na, nb)} seeds)."
+  return (text + f"; within twice the seed spread ({spread:.4f}, {min(na, nb)} seeds): "
+          "inconclusive.")
+
+
+def _plot(path: pathlib.Path, draw) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig = draw(plt)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _curves(rows: Sequence[dict], title: str):
+  def draw(plt):
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for row in rows:
+      if row["curve"]:
+        ax.plot([p["words"] for p in row["curve"]], [p["bits_per_byte"] for p in row["curve"]],
+                marker="o", ms=3, label=f"{row['label']} (seed {row['seed']})")
+    ax.set_xlabel("original words seen")
+    ax.set_ylabel("validation bits/byte (trainer's eval windows)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+  return draw
+
+
+def _bars(agg: dict, keys: Sequence[tuple[str, str]]):
+  def draw(plt):
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.6))
+    labels = list(agg)
+    for ax, (key, title) in zip(axes, keys):
+      means = [agg[l][key][0] if agg[l][key][0] is not None else 0.0 for l in labels]
+      stds = [agg[l][key][1] or 0.0 for l in labels]
+      ax.bar(labels, means, yerr=stds, capsize=3, color="tab:blue")
+      ax.set_title(title, fontsize=9)
+      ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+      lo = min((m for m in means if m), default=0.0)
+      if key != "note_accuracy" and lo:
+        ax.set_ylim(lo * 0.95, max(means) * 1.02)
+    return fig
+  return draw
+
+
+def _setup(config: ml_collections.ConfigDict, rows: Sequence[dict]) -> str:
+  exp = config.experiment
+  r = rows[0]
+  return (f"- config `{config.name}`; data `{config.data.source}` "
+          f"{config.data.path or ''} (tokenizer `{config.data.tokenizer}`"
+          + (f", first {config.notes.limit_chars:,} characters" if config.notes.limit_chars else "")
+          + f"); spaCy `{config.notes.spacy_model}`\n"
+          f"- model: {r['num_params'] / 1e6:.2f}M parameters ({config.model.n_layer} layers, width "
+          f"{config.model.n_embd}, context {config.model.block_size} tokens), identical for "
+          f"every run\n"
+          f"- budget: {exp.budget:,} {exp.budget_unit} of the training text per run, batch "
+          f"{config.train.batch_size} x {config.model.block_size}; seeds "
+          f"{', '.join(str(s) for s in exp.seeds)}\n"
+          f"- held-out text: {r['eval_words']:,} words, {r['eval_bytes']:,} bytes, the same for "
+          f"every run (the start of each corpus's val split)\n")
+
+
+def _write(workdir: pathlib.Path, config, rows, agg, text: str) -> dict:
+  (workdir / "report.md").write_text(text)
+  results = {"config": config.to_dict(), "runs": rows,
+             "summary": {label: {k: v[0] for k, v in stats.items()}
+                         for label, stats in agg.items()}}
+  (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  print(text, flush=True)
+  return results
+
+
+def write_experiment_report(workdir: pathlib.Path, config, rows: Sequence[dict]) -> dict:
+  """Experiment 1: report.md (table, hypotheses), results.json, curves.png, metrics.png."""
+  labels = list(dict.fromkeys(r["label"] for r in rows))
+  agg = aggregate(rows, labels)
+  _plot(workdir / "curves.png", _curves(rows, "Notes corpora: validation cost vs words seen"))
+  _plot(workdir / "metrics.png", _bars(agg, [
+      ("bits_per_byte", "bits/byte, all tokens\n(lower is better)"),
+      ("word_ppl_given_notes", "word-token ppl\ngiven gold notes"),
+      ("note_accuracy", "note accuracy\n(pre/post)"),
+      ("words_per_window", "words of context\nper window")]))
+  bpb = {label: agg[label]["bits_per_byte"] for label in labels}
+  findings = []
+  if "none" in bpb:
+    for v in ("pre", "post", "blank"):
+      if v in bpb:
+        findings.append(f"- **{v} vs none**: " + verdict(bpb[v], bpb["none"], v, "none"))
+  if "pre" in bpb and "post" in bpb:
+    findings.append("- **pre vs post**: " + verdict(bpb["pre"], bpb["post"], "pre", "post"))
+  acc = {v: agg[v]["note_accuracy"][0] for v in ("pre", "post") if v in agg}
+  if acc:
+    findings.append("- note accuracy: " + ", ".join(
+        f"{v} {a:.1%}" for v, a in acc.items() if a is not None) +
+        " (post predicts the tag after seeing the word; pre must guess it before).")
+  text = f"""# Notes corpora: experiment 1
+
+Does a language model model language better when its corpus carries part-of-speech
+notes, and is the note better placed before the word (pre) or after it (post)?
+
+## Setup
+
+{_setup(config, rows)}
+## Results
+
+{table(agg, COLUMNS_1, "variant")}
+
+Mean ± standard deviation over seeds where more than one seed ran. *bits/byte* counts
+every token the model emits, notes included, over the bytes of the original held-out
+text: a valid upper bound on the cost of the words alone and the fair comparison across
+variants. *word-token ppl (given gold notes)* scores only the word tokens, with the gold
+notes in the context: for pre it is conditioned on the word's own tag, so it is not a
+fair language-model cost. *note accuracy*: top prediction at a note position is the gold
+tag. *words/window*: words of context in one window of {config.model.block_size} tokens
+(the none model sees the most).
+
+![validation curves](curves.png)
+
+![metrics](metrics.png)
+
+## Hypotheses
+
+1. *Notes help*: with notes (pre or post) the model codes the original text in fewer
+   bits per byte than without (none), even paying for the notes; blank controls for
+   the extra token slot without information.
+2. *Pre beats post*: predicting the tag before the word is better than after it.
+
+What the numbers say:
+
+{chr(10).join(findings)}
+"""
+  return _write(workdir, config, rows, agg, text)
+
+
+def write_richness_report(workdir: pathlib.Path, config, rows: Sequence[dict]) -> dict:
+  """Experiment 2: report.md (table), results.json, richness.png (bits/byte vs entropy)."""
+  labels = list(dict.fromkeys(r["label"] for r in rows))
+  agg = aggregate(rows, labels)
+
+  def draw(plt):
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs = [agg[l]["note_entropy"][0] for l in labels]
+    for key, name in (("bits_per_byte", "all tokens (notes included)"),
+                      ("word_bits_per_byte", "word tokens given gold notes")):
+      ys = [agg[l][key][0] for l in labels]
+      err = [agg[l][key][1] or 0.0 for l in labels]
+      ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+    for x, y, l in zip(xs, [agg[l]["bits_per_byte"][0] for l in labels], labels):
+      ax.annotate(l, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("note information: entropy of the notes (bits/word)")
+    ax.set_ylabel("held-out bits/byte")
+    ax.set_title("Post notes: richness vs cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+  _plot(workdir / "richness.png", draw)
+  _plot(workdir / "curves.png", _curves(rows, "Tag richness: validation cost vs words seen"))
+  base = agg[labels[0]]["bits_per_byte"]
+  findings = [f"- **{l} vs {labels[0]}**: " + verdict(agg[l]["bits_per_byte"], base, l,
+                                                       labels[0]) for l in labels[1:]]
+  text = f"""# Notes corpora: experiment 2 (tag richness)
+
+How much information should a post note carry? One model per richness level (blank,
+coarse universal POS, fine tag, + morphological features, + dependency relation); the
+information of a level is the entropy of its notes on the corpus, in bits per word.
+
+## Setup
+
+{_setup(config, rows)}
+## Results
+
+{table(agg, COLUMNS_2, "level")}
+
+*bits/byte (all tokens)* is the fair cost (notes included); *word bits/byte (given gold
+notes)* is the share spent on word tokens with the gold notes in context; *note bits/word*
+what the model pays for the notes.
+
+![bits per byte vs note entropy](richness.png)
+
+![validation curves](curves.png)
+
+## What the numbers say
+
+{chr(10).join(findings)}
+"""
+  return _write(workdir, config, rows, agg, text)

@@ -1,0 +1,264 @@
+"""Convolution-attention model: a causal compressor/expander (U-Net) of transformer blocks.
+
+Layout for 3 levels (T = block size, D = `n_embd`, f = `fan_in`):
+
+  embed (D, T); block; compress -> (2D, T/f); block x2; compress -> (4D, T/f^2); block x2;
+  compress -> (8D, T/f^3); block x2; expand -> (4D, T/f^2); block x2; expand -> (2D, T/f);
+  block x2; expand -> (D, T); block; unembed
+
+"block" is `layers.Block` (causal attention + feed-forward) at that level's width and length.
+A compression is a strided convolution: group g of f consecutive positions becomes one
+position of twice the width. An expansion maps each coarse position back to f fine ones
+and adds them to the stream saved before the matching compression (a U-Net skip).
+
+Causality. Coarse position g summarises fine positions f*g .. f*g + f - 1, so it is known
+only once the whole group is. On the way out each expansion therefore shifts the coarse
+sequence right by one group: fine position t receives the summary of the groups that ended
+before t's own group began (group t//f - 1 and earlier), never of its own group. Its own
+and earlier tokens of the current group arrive through the skip stream, which is causal by
+construction (causal attention, per-position feed-forward). `tests/conv_attention_test.py`
+checks this with gradients: d logits[t] / d embedding[s] is exactly zero for every s > t.
+
+Inputs shorter than a multiple of f^3 are right-padded with token 0 and the padded keys are
+masked out of attention; the model being causal, real positions never see the padding.
+`decode` (for `llmjax.generate.Generator`) keeps the token buffer as its cache and recomputes
+the whole window for each new token: simple and exact, but O(block_size) per token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from llmjax.models import layers
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvAttentionConfig:
+  """Frozen hyperparameters (built from the `model` section of a config)."""
+  vocab_size: int = 50257
+  block_size: int = 256
+  n_head: int = 6
+  n_embd: int = 384
+  fan_in: int = 4
+  n_levels: int = 3
+  dropout: float = 0.0
+  bias: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  attention: str = "auto"
+  target_offset: int = 1
+
+  def __post_init__(self):
+    unit = self.fan_in ** self.n_levels
+    if self.fan_in < 2:
+      raise ValueError(f"model.fan_in={self.fan_in} must be >= 2.")
+    if self.block_size % unit:
+      raise ValueError(f"model.block_size={self.block_size} must be a multiple of "
+                       f"fan_in**{self.n_levels} = {unit} for arch conv_attention; use e.g. "
+                       f"--config.model.block_size={max(unit, self.block_size // unit * unit)}.")
+    if self.n_embd % self.n_head:
+      raise ValueError(f"model.n_embd={self.n_embd} must be divisible by model.n_head="
+                       f"{self.n_head}.")
+    if self.target_offset < 1:
+      raise ValueError(f"model.target_offset={self.target_offset} must be >= 1.")
+
+  @classmethod
+  def from_config(cls, model_cfg) -> "ConvAttentionConfig":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in dict(model_cfg).items() if k in fields}
+    for key in ("dtype", "param_dtype"):
+      if isinstance(kw.get(key), str):
+        kw[key] = DTYPES[kw[key]]
+    return cls(**kw)
+
+  @property
+  def padded_vocab_size(self) -> int:
+    return int(math.ceil(self.vocab_size / 64) * 64)
+
+  @property
+  def n_blocks(self) -> int:
+    return 4 * self.n_levels
+
+  def block_config(self, level: int) -> layers.BlockConfig:
+    return layers.BlockConfig(n_embd=self.n_embd * 2 ** level, n_head=self.n_head,
+                              n_layer=self.n_blocks, dropout=self.dropout, bias=self.bias,
+                              dtype=self.dtype, param_dtype=self.param_dtype,
+                              attention=self.attention)
+
+  def plan(self) -> tuple[tuple[str, int, int], ...]:
+    """The layout as (op, index, level after the op); op is block, compress or expand."""
+    ops, level, n_block = [], 0, 0
+
+    def block():
+      nonlocal n_block
+      ops.append(("block", n_block, level))
+      n_block += 1
+
+    block()
+    for i in range(self.n_levels):
+      level += 1
+      ops.append(("compress", i, level))
+      block()
+      block()
+    for i in range(self.n_levels):
+      level -= 1
+      ops.append(("expand", i, level))
+      block()
+      if level:
+        block()
+    return tuple(ops)
+
+
+class Compress(nnx.Module):
+  """Strided convolution: each group of `fan_in` positions -> one position of 2x the width."""
+
+  def __init__(self, dim: int, fan_in: int, cfg: ConvAttentionConfig, *, rngs: nnx.Rngs):
+    self.fan_in, self.dtype = fan_in, cfg.dtype
+    self.ln = layers.LayerNorm(dim, bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    std = 0.02 / math.sqrt(fan_in)
+    self.kernel = layers.normal_param(rngs, (fan_in, dim, 2 * dim), std, cfg.param_dtype,
+                                      (None, "embed", "mlp"))
+    self.bias = layers.zeros_param((2 * dim,), cfg.param_dtype, ("mlp",)) if cfg.bias else None
+
+  def __call__(self, x_BxTxD):
+    b, t, d = x_BxTxD.shape
+    x_BxGxFxD = self.ln(x_BxTxD).reshape(b, t // self.fan_in, self.fan_in, d)
+    y_BxGxE = jnp.einsum("bgfd,fde->bge", x_BxGxFxD, self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y_BxGxE = y_BxGxE + self.bias[...].astype(self.dtype)
+    return y_BxGxE
+
+
+class Expand(nnx.Module):
+  """Transposed convolution back to `fan_in` positions of half the width, shifted one group
+  to the right (causality), added to the skip stream of the finer level."""
+
+  def __init__(self, dim: int, fan_in: int, cfg: ConvAttentionConfig, *, rngs: nnx.Rngs):
+    self.fan_in, self.dtype = fan_in, cfg.dtype
+    self.ln = layers.LayerNorm(dim, bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    std = 0.02 / math.sqrt(2 * cfg.n_blocks)
+    self.kernel = layers.normal_param(rngs, (dim, fan_in, dim // 2), std, cfg.param_dtype,
+                                      ("mlp", None, "embed"))
+    self.bias = (layers.zeros_param((fan_in, dim // 2), cfg.param_dtype, (None, "embed"))
+                 if cfg.bias else None)
+
+  def __call__(self, y_BxGxE, skip_BxTxD):
+    b, g, _ = y_BxGxE.shape
+    y_BxGxE = self.ln(y_BxGxE)
+    # Fine positions of group g may only use groups that ended before g began.
+    y_BxGxE = jnp.pad(y_BxGxE, ((0, 0), (1, 0), (0, 0)))[:, :g]
+    x_BxGxFxD = jnp.einsum("bge,efd->bgfd", y_BxGxE, self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      x_BxGxFxD = x_BxGxFxD + self.bias[...].astype(self.dtype)
+    return skip_BxTxD + x_BxGxFxD.reshape(b, g * self.fan_in, -1)
+
+
+class ConvAttention(nnx.Module):
+  """Compressor/expander language model: `module(tokens_BxT) -> logits_BxTxV`."""
+
+  def __init__(self, cfg: ConvAttentionConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    v, d = cfg.padded_vocab_size, cfg.n_embd
+    self.wte = layers.normal_param(rngs, (v, d), 0.02, cfg.param_dtype, ("vocab", "embed"))
+    self.wpe = layers.normal_param(rngs, (cfg.block_size, d), 0.01, cfg.param_dtype,
+                                   (None, "embed"))
+    blocks, compress, expand = [], [], []
+    for op, _, level in cfg.plan():
+      if op == "block":
+        blocks.append(layers.Block(cfg.block_config(level), rngs=rngs))
+      elif op == "compress":
+        compress.append(Compress(d * 2 ** (level - 1), cfg.fan_in, cfg, rngs=rngs))
+      else:
+        expand.append(Expand(d * 2 ** (level + 1), cfg.fan_in, cfg, rngs=rngs))
+    self.blocks = nnx.List(blocks)
+    self.compress = nnx.List(compress)
+    self.expand = nnx.List(expand)
+    self.ln_f = layers.LayerNorm(d, bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+
+  def padded_length(self, t: int) -> int:
+    unit = self.cfg.fan_in ** self.cfg.n_levels
+    return -(-t // unit) * unit
+
+  def hidden(self, tokens_BxT, *, dropout_key=None, trace: list | None = None):
+    """Final normalised hidden states [B, T, D]; `trace` (a list) collects (op, shape)."""
+    t = tokens_BxT.shape[1]
+    if t > self.cfg.block_size:
+      raise ValueError(f"Sequence of {t} tokens exceeds model.block_size="
+                       f"{self.cfg.block_size}; crop the input or raise block_size.")
+    t_pad = self.padded_length(t)
+    tokens_BxT = jnp.pad(tokens_BxT, ((0, 0), (0, t_pad - t)))
+    keys = layers.split_key(dropout_key, 2)
+    x_BxTxD = layers.dropout(self.embed(tokens_BxT), self.cfg.dropout, keys[0])
+    return self.body(x_BxTxD, n_real=t, dropout_key=keys[1], trace=trace)
+
+  def embed(self, tokens_BxT):
+    t = tokens_BxT.shape[1]
+    return (self.wte[...][tokens_BxT] + self.wpe[...][:t]).astype(self.cfg.dtype)
+
+  def body(self, x_BxTxD, *, n_real: int | None = None, dropout_key=None, trace=None):
+    """The blocks, compressions and expansions on embedded inputs x (length a multiple of
+    fan_in**n_levels, of which the first `n_real` positions are real; the rest is padding
+    and masked). Returns the final normalised hidden states of the real positions."""
+    cfg = self.cfg
+    t_pad = x_BxTxD.shape[1]
+    n_real = t_pad if n_real is None else n_real
+    masks = None
+    if n_real != t_pad:
+      masks = [_padding_mask(t_pad // cfg.fan_in ** level, n_real, cfg.fan_in ** level)
+               for level in range(cfg.n_levels + 1)]
+    keys = layers.split_key(dropout_key, cfg.n_blocks)
+    x = x_BxTxD
+    _record(trace, "embed", x)
+    skips = []
+    for op, index, level in cfg.plan():
+      if op == "block":
+        mask = None if masks is None else masks[level]
+        x, _ = self.blocks[index](x, mask_BxTxS=mask, dropout_key=keys[index])
+      elif op == "compress":
+        skips.append(x)
+        x = self.compress[index](x)
+      else:
+        x = self.expand[index](x, skips.pop())
+      _record(trace, op, x)
+    return self.ln_f(x[:, :n_real])
+
+  def unembed(self, x_BxTxD):
+    logits = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte[...].astype(self.cfg.dtype))
+    return logits[..., :self.cfg.vocab_size].astype(jnp.float32)
+
+  def __call__(self, tokens_BxT, *, dropout_key=None):
+    return self.unembed(self.hidden(tokens_BxT, dropout_key=dropout_key))
+
+  def init_cache(self, batch: int, length: int | None = None, dtype=None):
+    """The decode cache is the token window itself: {'tokens': int32 [B, block_size]}."""
+    del length, dtype
+    return {"tokens": jnp.zeros((batch, self.cfg.block_size), jnp.int32)}
+
+  def decode(self, tokens_BxT, cache, pos):
+    """Writes tokens at positions pos.. into the window and recomputes it; returns
+    (logits_BxTxV for those positions, cache). Exact because the model is causal."""
+    window = jax.lax.dynamic_update_slice_in_dim(cache["tokens"], tokens_BxT.astype(jnp.int32),
+                                                 pos, axis=1)
+    logits_BxSxV = self(window)
+    logits = jax.lax.dynamic_slice_in_dim(logits_BxSxV, pos, tokens_BxT.shape[1], axis=1)
+    return logits, {"tokens": window}
+
+
+def _padding_mask(n: int, n_real_tokens: int, tokens_per_position: int):
+  """[1, n, n] causal mask that also hides positions holding only padding."""
+  valid_S = jnp.arange(n) * tokens_per_position < n_real_tokens
+  causal_TxS = jnp.arange(n)[None, :] <= jnp.arange(n)[:, None]
+  return (causal_TxS & valid_S[None, :])[None]
+
+
+def _record(trace, op, x):
+  if trace is not None:
+    trace.append((op, tuple(x.shape)))

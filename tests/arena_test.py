@@ -1,0 +1,147 @@
+"""Arena data: LMSYS rows from CSV / parquet / jsonl / a dataset directory, bad-row
+reports, pair encoding, the synthetic planted rule, and the classification metrics."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import tokenizers
+
+from llmjax.data import arena
+from llmjax.pretrained.tokenizer import wordpiece_from_vocab
+from llmjax.train import classify_metrics
+
+GOOD = {"prompt": '["Hi there", "And then?"]', "response_a": '["Hello!", null]',
+        "response_b": '["Hey"]', "winner_model_a": 0, "winner_model_b": 1, "winner_tie": 0}
+BAD = [
+    ({**GOOD, "prompt": None}, "missing prompt"),
+    ({k: v for k, v in GOOD.items() if k != "response_b"}, "missing response_b"),
+    ({**GOOD, "response_a": "[unclosed"}, "response_a is not a JSON list"),
+    ({**GOOD, "winner_model_b": 0}, "no winner"),
+    ({**GOOD, "winner_tie": 1}, "several winners"),
+    ({**GOOD, "winner_model_b": 2}, "winner_model_b is not 0 or 1"),
+]
+
+
+def test_parse_row_joins_turns_and_labels():
+  ex = arena.parse_row(GOOD)
+  assert ex == arena.Example("Hi there\n\nAnd then?", "Hello!\n\n", "Hey", label=1)
+  assert arena.parse_row({**GOOD, "winner_model_b": "0", "winner_tie": "1.0"}).label == 2
+
+
+def test_bad_rows_are_counted_and_reported():
+  rows = [GOOD] + [row for row, _ in BAD] + [GOOD, {**GOOD, "winner_tie": 1}]
+  examples, report = arena.parse_rows(rows, "test")
+  assert len(examples) == 2 and (report.rows, report.kept) == (9, 2)
+  want = {reason: 1 for _, reason in BAD}
+  want["several winners"] = 2
+  assert dict(report.skipped) == want
+  assert report.first_bad[0] == (1, "missing prompt") and len(report.first_bad) == 5
+  text = str(report)
+  assert text.startswith("arena test: 9 rows, 2 kept, 7 skipped (several winners: 2, ")
+  assert "First: row 1: missing prompt; row 2: missing response_b" in text
+
+
+def _rows():
+  return arena.synthetic_rows(20, seed=3) + [row for row, _ in BAD[:2]]
+
+
+@pytest.mark.parametrize("source", ["csv", "jsonl", "parquet", "hf"])
+def test_file_sources_agree(tmp_path, source):
+  rows = _rows()
+  fields = list(GOOD)
+  if source in ("csv", "hf"):
+    directory = tmp_path / "ds"
+    directory.mkdir()
+    path = directory / "train.csv"
+    with open(path, "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=fields)
+      writer.writeheader()
+      writer.writerows(rows)
+    if source == "hf":
+      path = directory
+  elif source == "jsonl":
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+  else:
+    import pyarrow as pa  # pylint: disable=import-outside-toplevel
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    path = tmp_path / "rows.parquet"
+    table = {f: [r.get(f) for r in rows] for f in fields}
+    pq.write_table(pa.table(table), path)
+  examples, report = arena.load_examples(source, str(path))
+  want, _ = arena.parse_rows(arena.synthetic_rows(20, seed=3), "x")
+  assert examples == want
+  assert report.kept == 20 and sum(report.skipped.values()) == 2 + (source == "jsonl")
+
+
+def test_missing_file_and_unknown_source():
+  with pytest.raises(FileNotFoundError, match="arena.path 'nope.csv' is not a file"):
+    arena.load_examples("csv", "nope.csv")
+  with pytest.raises(ValueError, match="arena.source='xls'"):
+    arena.load_examples("xls", "a.xls")
+  with pytest.raises(ValueError, match="No usable rows in jsonl:.*missing prompt"):
+    arena.load_examples("jsonl", __file__)  # Python, not JSON lines: every row is bad.
+
+
+def test_synthetic_rows_follow_the_planted_rule():
+  examples, _ = arena.parse_rows(arena.synthetic_rows(300, seed=0), "synthetic")
+  for e in examples:
+    la, lb = len(e.response_a.split()), len(e.response_b.split())
+    assert e.label == (0 if la > lb else 1 if lb > la else 2)
+    assert la == lb or abs(la - lb) >= 3
+  counts = np.bincount([e.label for e in examples], minlength=3)
+  assert counts.min() > 10
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> tokenizers.Tokenizer:
+  path = tmp_path_factory.mktemp("tok") / "vocab.txt"
+  path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                             *arena.SYNTHETIC_WORDS]) + "\n")
+  return wordpiece_from_vocab(path)
+
+
+def test_encode_pairs_layout_and_truncation(tokenizer):
+  examples = [arena.Example("the cat dog runs", "blue red house tree water", "day", 0),
+              arena.Example("sun", "night", "good bad", 2)]
+  out = arena.encode_pairs(examples, tokenizer, prompt_max_tokens=2, response_max_tokens=3,
+                           pad_id=0)
+  v = tokenizer.token_to_id
+  cls, sep = v("[CLS]"), v("[SEP]")
+  assert out["ids_a"].shape == (2, 8) and out["ids_a"].dtype == np.int32  # 8 = 2 + 3 + 3
+  np.testing.assert_array_equal(out["ids_a"][0], [cls, v("the"), v("cat"), sep, v("blue"),
+                                                  v("red"), v("house"), sep])
+  np.testing.assert_array_equal(out["types_a"][0], [0, 0, 0, 0, 1, 1, 1, 1])
+  np.testing.assert_array_equal(out["ids_b"][1], [cls, v("sun"), sep, v("good"), v("bad"), sep,
+                                                  0, 0])
+  np.testing.assert_array_equal(out["mask_b"][1], [1, 1, 1, 1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(out["labels"], [0, 2])
+
+
+def test_split_indices():
+  train, val = arena.split_indices(10, 0.2, seed=0)
+  assert len(val) == 2 and sorted(np.concatenate([train, val])) == list(range(10))
+  np.testing.assert_array_equal(val, arena.split_indices(10, 0.2, seed=0)[1])
+  with pytest.raises(ValueError, match="1 examples cannot give"):
+    arena.split_indices(1, 0.5, 0)
+
+
+def test_metrics_and_baselines():
+  labels = np.array([0, 0, 1, 2])
+  probs = np.array([[.7, .2, .1], [.3, .6, .1], [.1, .8, .1], [.2, .2, .6]])
+  assert classify_metrics.accuracy(probs, labels) == 0.75
+  want = -np.mean(np.log([.7, .3, .8, .6]))
+  assert math.isclose(classify_metrics.log_loss(probs, labels), want, rel_tol=1e-9)
+  np.testing.assert_array_equal(classify_metrics.confusion_matrix(probs, labels),
+                                [[1, 1, 0], [0, 1, 0], [0, 0, 1]])
+  base = classify_metrics.baselines(np.array([1, 1, 1, 0]), labels)
+  assert base["majority"]["accuracy"] == 0.25
+  prior = np.array([.25, .75, 1e-7])
+  want_prior = -np.mean(np.log(prior[[0, 0, 1, 2]] / prior.sum()))
+  assert math.isclose(base["majority"]["log_loss"], want_prior, rel_tol=1e-6)
+  assert base["uniform"] == {"accuracy": 1 / 3, "log_loss": math.log(3)}
+  text = classify_metrics.format_report(classify_metrics.evaluate(probs, labels, labels))
+  assert "model         0.7500" in text and "\nmodel_a          1        1        0\n" in text

@@ -1,0 +1,114 @@
+"""Fine-tuning from a pretrained GPT-2: model.init_from in the trainer, compare_samples."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from llmjax import api
+from llmjax import compare_samples
+from llmjax import config_util
+from llmjax.pretrained import from_hf
+from llmjax.pretrained import init_from
+from llmjax.train import loop
+
+GOLDEN = "tests/goldens/gpt2"
+TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 30
+
+
+def smoke_config(text_path, **overrides):
+  config = config_util.load_config("configs/book_finetune.py:smoke").unlock()
+  config_util.apply_overrides(config, {
+      "data.source": "file", "data.path": str(text_path), "model.scan_layers": False,
+      "model.remat": "none", "model.dtype": "float32", "train.grad_accum": 1,
+      "train.steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
+      "train.sample_tokens": 0, **overrides})
+  return config
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+  path = tmp_path_factory.mktemp("data") / "book.txt"
+  path.write_text(TEXT)
+  return path
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory, text_file):
+  """Two steps at a learning rate of 1e-12: the run's weights are the checkpoint's."""
+  workdir = tmp_path_factory.mktemp("run")
+  config = smoke_config(text_file, **{"optim.learning_rate": 1e-12, "model.n_layer": 6,
+                                      "model.mlp_hidden": 0})
+  result = loop.train(config, workdir)
+  return workdir, result
+
+
+@pytest.mark.slow
+def test_run_starts_from_checkpoint_weights(frozen_run):
+  workdir, result = frozen_run
+  assert result.step == 2
+  saved = json.loads((workdir / "config.json").read_text())["model"]
+  # The checkpoint fixed the architecture the config got wrong.
+  assert (saved["n_layer"], saved["mlp_hidden"]) == (2, 52)
+  assert saved["init_from"].endswith(GOLDEN)
+  model, _, step = api.load_model(workdir)
+  golden, _ = from_hf(GOLDEN)
+  assert step == 2
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               jax.tree.map(np.asarray, dict(_params(model))),
+               jax.tree.map(np.asarray, dict(_params(golden))))
+
+
+def _params(model):
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  return nnx.to_pure_dict(nnx.state(model))
+
+
+@pytest.mark.slow
+def test_compare_samples_table(frozen_run):
+  workdir, _ = frozen_run
+  before, after = compare_samples.load(GOLDEN), compare_samples.load(str(workdir))
+  assert after.tokenizer == "char" and before.tokenizer is None
+  table = compare_samples.compare(before, after, ["It was", "the | age"], max_new_tokens=12)
+  lines = table.splitlines()
+  assert lines[0] == f"| prompt | before: {GOLDEN} | after: {workdir} (best step 2) |"
+  assert len(lines) == 4 and lines[3].startswith("| the \\| age | ")
+  # Same weights, greedy decoding: identical continuations, 12 bytes each.
+  for line in lines[2:]:
+    cells = line[2:-2].split(" | ")
+    assert cells[-1] == cells[-2]
+  with pytest.raises(ValueError, match="has a vocabulary of 257"):
+    compare_samples.compare(before, after, ["x"], tokenizer="gpt2")
+
+
+def test_run_dir_detection(frozen_run, tmp_path):
+  workdir, _ = frozen_run
+  assert compare_samples.is_run_dir(str(workdir))
+  assert not compare_samples.is_run_dir(GOLDEN)
+  assert not compare_samples.is_run_dir(str(tmp_path))
+
+
+def test_config_resolution_errors(text_file):
+  with pytest.raises(ValueError, match="block_size=32 exceeds .* \\(n_positions=24\\)"):
+    init_from.resolve_model_config(smoke_config(text_file, **{"model.block_size": 32}))
+  with pytest.raises(ValueError, match="is a 'bert' checkpoint"):
+    init_from.resolve_model_config(smoke_config(text_file, **{"model.init_from":
+                                                              "tests/goldens/bert"}))
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    init_from.resolve_model_config(smoke_config(text_file, **{"model.init_from": "./nowhere"}))
+  scratch = smoke_config(text_file, **{"model.init_from": "scratch"})
+  assert init_from.resolve_model_config(scratch) is scratch
+
+
+def test_finetune_variants_are_consistent():
+  for size, (n_layer, n_head, n_embd, *_) in {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024),
+                                               "gpt2-large": (36, 20, 1280),
+                                               "gpt2-xl": (48, 25, 1600)}.items():
+    c = config_util.load_config(f"configs/book_finetune.py:{size}").unlock()
+    c.data.path = "book.txt"
+    config_util.validate(c)
+    assert (c.model.init_from, c.model.n_layer, c.model.n_head, c.model.n_embd) == (
+        size, n_layer, n_head, n_embd)
+    assert c.model.dtype == "bfloat16" and c.train.patience > 0
+  assert config_util.load_config("configs/book_finetune.py").model.init_from == "gpt2-xl"
