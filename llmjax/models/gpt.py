@@ -59,7 +59,8 @@ class GPTConfig:
 
 def tied_logits(x_BxTxD, wte_VxD, cfg: GPTConfig):
   """Float32 logits `x @ wte.T` over the real vocabulary (padding rows dropped)."""
-  logits = jnp.einsum("...d,vd->...v", x_BxTxD, wte_VxD.astype(cfg.dtype))
+  logits = jnp.einsum("btd,vd->btv", x_BxTxD, wte_VxD.astype(cfg.dtype))
+  logits = layers.constrain(logits, ("batch", None, "vocab"))
   return logits[..., :cfg.vocab_size].astype(jnp.float32)
 
 
@@ -142,17 +143,11 @@ class GPT(nnx.Module):
 
   def unembed(self, x_BxTxD):
     """Tied output projection; float32 logits over the real (unpadded) vocabulary."""
-<<<<<<< HEAD
     return tied_logits(x_BxTxD, self.wte[...], self.cfg)
 
   def output_head(self):
     """(logits_fn, table) with `unembed(x) == logits_fn(x, table)`, for chunked losses."""
     return functools.partial(tied_logits, cfg=self.cfg), self.wte[...]
-=======
-    logits = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte[...].astype(self.cfg.dtype))
-    logits = layers.constrain(logits, ("batch", None, "vocab"))
-    return logits[..., :self.cfg.vocab_size].astype(jnp.float32)
->>>>>>> main
 
   def __call__(self, tokens_BxT, *, dropout_key=None):
     x, _ = self.hidden(tokens_BxT, dropout_key=dropout_key)
