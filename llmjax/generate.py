@@ -52,11 +52,14 @@ def sample_token(logits_BxV, key, temperature, top_k, top_p):
     cutoff = jnp.take_along_axis(sorted_desc, (n_keep - 1)[:, None], axis=-1)
     return jnp.where(lg < cutoff, -jnp.inf, lg)
 
-  logits = jax.lax.cond(top_k > 0, apply_top_k, lambda lg: lg, logits)
-  logits = jax.lax.cond(top_p < 1.0, apply_top_p, lambda lg: lg, logits)
-  greedy = jnp.argmax(logits, axis=-1)
-  sampled = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6), axis=-1)
-  return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+  def draw(lg):
+    lg = jax.lax.cond(top_k > 0, apply_top_k, lambda x: x, lg)
+    lg = jax.lax.cond(top_p < 1.0, apply_top_p, lambda x: x, lg)
+    return jax.random.categorical(key, lg / jnp.maximum(temperature, 1e-6), axis=-1)
+
+  # Greedy skips the filters (they always keep the top token) and the random draw.
+  return jax.lax.cond(temperature > 0, draw, lambda lg: jnp.argmax(lg, axis=-1),
+                      logits).astype(jnp.int32)
 
 
 def bucket_length(n: int, limit: int) -> int:

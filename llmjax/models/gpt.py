@@ -7,6 +7,7 @@ The whole model is this file plus `layers.py`. `GPT(tokens_BxT) -> logits_BxTxV`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -54,6 +55,13 @@ class GPTConfig:
                               mlp_hidden=self.mlp_hidden, dropout=self.dropout, bias=self.bias,
                               dtype=self.dtype, param_dtype=self.param_dtype,
                               attention=self.attention)
+
+
+def tied_logits(x_BxTxD, wte_VxD, cfg: GPTConfig):
+  """Float32 logits `x @ wte.T` over the real vocabulary (padding rows dropped)."""
+  logits = jnp.einsum("btd,vd->btv", x_BxTxD, wte_VxD.astype(cfg.dtype))
+  logits = layers.constrain(logits, ("batch", None, "vocab"))
+  return logits[..., :cfg.vocab_size].astype(jnp.float32)
 
 
 def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=None,
@@ -139,9 +147,11 @@ class GPT(nnx.Module):
 
   def unembed(self, x_BxTxD):
     """Tied output projection; float32 logits over the real (unpadded) vocabulary."""
-    logits = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte[...].astype(self.cfg.dtype))
-    logits = layers.constrain(logits, ("batch", None, "vocab"))
-    return logits[..., :self.cfg.vocab_size].astype(jnp.float32)
+    return tied_logits(x_BxTxD, self.wte[...], self.cfg)
+
+  def output_head(self):
+    """(logits_fn, table) with `unembed(x) == logits_fn(x, table)`, for chunked losses."""
+    return functools.partial(tied_logits, cfg=self.cfg), self.wte[...]
 
   def __call__(self, tokens_BxT, *, dropout_key=None):
     x, _ = self.hidden(tokens_BxT, dropout_key=dropout_key)
