@@ -35,22 +35,37 @@ class SamplingParams:
       raise errors.SamplingError(f"top_p={self.top_p} must be in (0, 1] (1 = off).")
 
 
+def largest_threshold(lg_BxV, keeps_enough, iters: int = 40):
+  """Per row, the largest value t with `keeps_enough(lg >= t)` true, found by bisection.
+
+  Cutting the vocabulary at a threshold needs no sort: each of the `iters` steps is one
+  vectorised comparison over the vocabulary, far cheaper than sorting it per token.
+  """
+  lo = jnp.min(lg_BxV, axis=-1)  # Keeping everything always qualifies.
+  hi = jnp.max(lg_BxV, axis=-1) + 1.0
+
+  def step(_, bounds):
+    lo, hi = bounds
+    mid = (lo + hi) / 2
+    ok = keeps_enough(lg_BxV >= mid[:, None])
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  lo, _ = jax.lax.fori_loop(0, iters, step, (lo, hi))
+  return lo
+
+
 def sample_token(logits_BxV, key, temperature, top_k, top_p):
   """Samples one token per row; all three controls are traced values."""
   logits = logits_BxV.astype(jnp.float32)
-  vocab = logits.shape[-1]
 
   def apply_top_k(lg):
-    kth = jnp.sort(lg, axis=-1)[:, vocab - jnp.clip(top_k, 1, vocab)]
+    kth = largest_threshold(lg, lambda kept: kept.sum(-1) >= top_k)
     return jnp.where(lg < kth[:, None], -jnp.inf, lg)
 
   def apply_top_p(lg):
-    sorted_desc = jnp.sort(lg, axis=-1)[:, ::-1]
-    probs = jax.nn.softmax(sorted_desc / jnp.maximum(temperature, 1e-6), axis=-1)
-    cum_before = jnp.cumsum(probs, axis=-1) - probs
-    n_keep = jnp.maximum(jnp.sum(cum_before < top_p, axis=-1), 1)
-    cutoff = jnp.take_along_axis(sorted_desc, (n_keep - 1)[:, None], axis=-1)
-    return jnp.where(lg < cutoff, -jnp.inf, lg)
+    probs = jax.nn.softmax(lg / jnp.maximum(temperature, 1e-6), axis=-1)
+    cutoff = largest_threshold(lg, lambda kept: jnp.where(kept, probs, 0.0).sum(-1) >= top_p)
+    return jnp.where(lg < cutoff[:, None], -jnp.inf, lg)
 
   def draw(lg):
     lg = jax.lax.cond(top_k > 0, apply_top_k, lambda x: x, lg)

@@ -106,3 +106,10 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass():
 def test_invalid_sampling_params_are_rejected(bad):
   with pytest.raises(ValueError):
     generate.SamplingParams(**bad)
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+  logits = jnp.asarray([[0.1, 3.0, -2.0, 2.5, 1.0, 2.9]])
+  keys = jax.random.split(jax.random.key(0), 300)
+  draws = jax.jit(jax.vmap(lambda k: generate.sample_token(logits, k, 5.0, 3, 1.0)))(keys)
+  assert set(np.asarray(draws).ravel().tolist()) == {1, 3, 5}
