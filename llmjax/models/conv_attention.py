@@ -36,8 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llmjax.models import layers
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+from llmjax.models.gpt import DTYPES
 
 
 @dataclasses.dataclass(frozen=True)

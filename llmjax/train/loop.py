@@ -158,6 +158,21 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tra
     return _train(config, workdir, stop)
 
 
+def training_mesh(config):
+  """(mesh, devices on the batch axes, sequences per micro-batch), checked against each other."""
+  try:
+    mesh = mesh_lib.make_mesh(config.mesh)
+  except ValueError as e:
+    raise config_util.ConfigError(str(e)) from e
+  batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
+  micro = config.train.batch_size // config.train.grad_accum
+  if micro % batch_axes:
+    raise config_util.ConfigError(
+        f"train.batch_size / train.grad_accum = {micro} sequences per micro-batch must be "
+        f"divisible by the {batch_axes} devices on the data x fsdp mesh axes.")
+  return mesh, batch_axes, micro
+
+
 def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
   config = init_from.resolve_model_config(config)  # model.init_from fixes the architecture.
   tc, mc = config.train, config.model
@@ -175,16 +190,7 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
         f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's vocabulary "
         f"({tok.vocab_size}); set --config.model.vocab_size={tok.vocab_size}.")
   splits, tok = data_lib.data_splits(config, workdir if is_chief else None)  # Notes-aware.
-  try:
-    mesh = mesh_lib.make_mesh(config.mesh)
-  except ValueError as e:
-    raise config_util.ConfigError(str(e)) from e
-  batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
-  micro = tc.batch_size // tc.grad_accum
-  if micro % batch_axes:
-    raise config_util.ConfigError(
-        f"train.batch_size / train.grad_accum = {micro} sequences per micro-batch must be "
-        f"divisible by the {batch_axes} devices on the data x fsdp mesh axes.")
+  mesh, batch_axes, micro = training_mesh(config)
   n_proc, proc = jax.process_count(), jax.process_index()
   train_iter = pipeline.train_iterator(
       splits.train, mc.block_size, tc.batch_size, tc.seed, shard_index=proc, shard_count=n_proc)

@@ -239,13 +239,7 @@ def _train(config, workdir: pathlib.Path, stop, stop_at_step) -> ProgressiveResu
         f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's vocabulary "
         f"({tok.vocab_size}); set --config.model.vocab_size={tok.vocab_size}.")
   splits = shards.prepare_tokens(config.data)
-  mesh = mesh_lib.make_mesh(config.mesh)
-  batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
-  micro = tc.batch_size // tc.grad_accum
-  if micro % batch_axes:
-    raise config_util.ConfigError(
-        f"train.batch_size / train.grad_accum = {micro} sequences per micro-batch must be "
-        f"divisible by the {batch_axes} devices on the data x fsdp mesh axes.")
+  mesh, batch_axes, micro = loop.training_mesh(config)
   n_proc, proc = jax.process_count(), jax.process_index()
   train_iter = pipeline.train_iterator(
       splits.train, mc.block_size, tc.batch_size, tc.seed, shard_index=proc, shard_count=n_proc)
