@@ -2,6 +2,7 @@
 causality, decoding; the staged training job resumes across a stage boundary."""
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -181,6 +182,16 @@ def test_training_job_switches_stages_and_resumes_across_a_boundary(tmp_path, mo
   assert first.interrupted and first.step == 2
   second = progressive_loop.train(config, split, stop_at_step=4)
   assert second.step == 4 and second.resumed_from == 2
+  # A copy whose newest checkpoint (step 4, stage 2) is unreadable falls back to step 2,
+  # a stage-1 state, and trains on through the stage switch.
+  fallback = tmp_path / "fallback"
+  shutil.copytree(split, fallback)
+  for path in (fallback / "checkpoints" / "4" / "state").rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  fell_back = progressive_loop.train(config, fallback)
+  assert fell_back.resumed_from == 2 and fell_back.step == 9
+  assert (fallback / "checkpoints" / "4.corrupt").is_dir()
   third = progressive_loop.train(config, split)
   assert third.resumed_from == 4 and third.step == 9
 
@@ -191,3 +202,7 @@ def test_training_job_switches_stages_and_resumes_across_a_boundary(tmp_path, mo
   assert third.final_train_loss == full.final_train_loss
   assert third.final_val_loss == full.final_val_loss
   assert read_records(split) == records
+  got, got_cfg, _ = final_params(fallback)
+  assert got_cfg.model.stage == 3
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+  assert fell_back.final_val_loss == full.final_val_loss

@@ -103,15 +103,20 @@ class Checkpointer:
         "to resume.")
 
   def restore_latest(self, abstract_state: Any, data_iterator) -> tuple[int, Any, dict] | None:
-    """Restores the newest readable checkpoint (data iterator in place), or None if none."""
+    """Restores the newest readable checkpoint (data iterator in place), or None if none.
+
+    `abstract_state` is the state's tree of ShapeDtypeStructs, or a function of the step
+    giving it (when the state's structure depends on the step, as in progressive runs).
+    """
     steps = self.all_steps()
     failed = []
     for step in reversed(steps):
+      target = abstract_state(step) if callable(abstract_state) else abstract_state
       with _stderr_kept_unless_failed() as attempt:
         try:
-          check_shapes(self.dir / str(step) / "state", abstract_state)
+          check_shapes(self.dir / str(step) / "state", target)
           restored = self.manager.restore(step, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract_state),
+              state=ocp.args.StandardRestore(target),
               data=grain.checkpoint.CheckpointRestore(data_iterator),
               meta=ocp.args.JsonRestore()))
         except CheckpointError:

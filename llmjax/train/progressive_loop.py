@@ -248,21 +248,30 @@ def _train(config, workdir: pathlib.Path, stop, stop_at_step) -> ProgressiveResu
   eval_data = [{k: np.split(np.asarray(v), n_proc)[proc] for k, v in b.items()}
                for b in eval_data]
 
-  current = build_stage(config, stage, mesh)
+  stages = {}
+
+  def stage_for_step(step):  # Each checkpoint holds the state of the stage after its step.
+    number = stage_at(step, boundaries)
+    if number not in stages:
+      stages[number] = build_stage(config, number, mesh)
+    return stages[number]
+
   restored = None
   if resuming:
     restored = checkpointer.restore_latest(
-        ckpt_lib.abstract_like(current.abstract_state, current.state_shardings), train_iter)
+        lambda step: ckpt_lib.abstract_like(stage_for_step(step).abstract_state,
+                                            stage_for_step(step).state_shardings), train_iter)
   if restored is None:
+    current = stage_for_step(0)
     state = jax.jit(current.init_fn, out_shardings=current.state_shardings)()
     start_step, meta, resuming = 0, {}, False
   else:
     start_step, state, meta = restored
-    if stage_at(start_step, boundaries) != stage:
-      raise ckpt_lib.CheckpointError(
-          f"Checkpoint {start_step} in {workdir} belongs to stage "
-          f"{stage_at(start_step, boundaries)}, not {stage}; delete the newer unreadable "
-          "checkpoints or use a new --workdir.")
+    current = stage_for_step(start_step)
+  if current.stage != stage:  # The newest checkpoint was unreadable and an older stage's was.
+    stage = current.stage
+    if is_chief:
+      loop.write_config(workdir, run_config(config, stage), resuming=False)
 
   entropy = metrics_lib.unigram_entropy(splits.val)
   if is_chief:
