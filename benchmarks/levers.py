@@ -10,10 +10,10 @@ per-process cost even when other processes share the cores), and the ratio of ea
 the first variant, pair by pair.
 
 Variants:
-  default      the normal code path (chunked cross-entropy, unrolled blocks).
+  default      the normal code path (`step.linear_cross_entropy`, unrolled blocks).
   plain_loss   the full [B, T, V] float32 logits, then `step.cross_entropy`.
   scan_layers  model.scan_layers=True.
-  chunk=N      the chunked loss with N positions per chunk (default 512).
+  chunk=N      `linear_cross_entropy` with N positions per chunk (default 8192).
 XLA flags act per process: compare them with two whole runs (XLA_FLAGS=... before each).
 """
 
@@ -69,9 +69,9 @@ def main(argv):
     del step
     model = nnx.merge(graphdef, params)
     x, _ = model.hidden(micro["inputs"])
-    logits_fn, table = model.output_head()
-    return step_lib.chunked_cross_entropy(logits_fn, x, table, micro["targets"],
-                                          chunk_tokens=chunk)[0]
+    table, vocab_size, dtype = model.output_head()
+    return step_lib.linear_cross_entropy(x, table, micro["targets"], vocab_size=vocab_size,
+                                         dtype=dtype, chunk_tokens=chunk)[0]
 
   steps, states = {}, {}
   for name in _VARIANTS.value:

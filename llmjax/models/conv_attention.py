@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from llmjax.models import gpt
 from llmjax.models import layers
-from llmjax.models.gpt import DTYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,16 +71,11 @@ class ConvAttentionConfig:
 
   @classmethod
   def from_config(cls, model_cfg) -> "ConvAttentionConfig":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kw = {k: v for k, v in dict(model_cfg).items() if k in fields}
-    for key in ("dtype", "param_dtype"):
-      if isinstance(kw.get(key), str):
-        kw[key] = DTYPES[kw[key]]
-    return cls(**kw)
+    return gpt.dataclass_from_section(cls, model_cfg)
 
   @property
   def padded_vocab_size(self) -> int:
-    return int(math.ceil(self.vocab_size / 64) * 64)
+    return gpt.padded_vocab(self.vocab_size)
 
   @property
   def n_blocks(self) -> int:

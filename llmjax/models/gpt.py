@@ -7,7 +7,6 @@ The whole model is this file plus `layers.py`. `GPT(tokens_BxT) -> logits_BxTxV`
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any
 
@@ -18,6 +17,22 @@ from flax import nnx
 from llmjax.models import layers
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dataclass_from_section(cls, model_cfg):
+  """A model config dataclass from the `model` config section: keys it lacks are ignored
+  (the section serves every architecture) and dtype names become dtypes."""
+  fields = {f.name for f in dataclasses.fields(cls)}
+  kw = {k: v for k, v in dict(model_cfg).items() if k in fields}
+  for key in ("dtype", "param_dtype"):
+    if isinstance(kw.get(key), str):
+      kw[key] = DTYPES[kw[key]]
+  return cls(**kw)
+
+
+def padded_vocab(vocab_size: int) -> int:
+  """The embedding table's rows: the vocabulary rounded up to a multiple of 64."""
+  return int(math.ceil(vocab_size / 64) * 64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,16 +54,11 @@ class GPTConfig:
 
   @classmethod
   def from_config(cls, model_cfg) -> "GPTConfig":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kw = {k: v for k, v in dict(model_cfg).items() if k in fields}
-    for key in ("dtype", "param_dtype"):
-      if isinstance(kw.get(key), str):
-        kw[key] = DTYPES[kw[key]]
-    return cls(**kw)
+    return dataclass_from_section(cls, model_cfg)
 
   @property
   def padded_vocab_size(self) -> int:
-    return int(math.ceil(self.vocab_size / 64) * 64)
+    return padded_vocab(self.vocab_size)
 
   def block_config(self) -> layers.BlockConfig:
     return layers.BlockConfig(n_embd=self.n_embd, n_head=self.n_head, n_layer=self.n_layer,
@@ -150,8 +160,9 @@ class GPT(nnx.Module):
     return tied_logits(x_BxTxD, self.wte[...], self.cfg)
 
   def output_head(self):
-    """(logits_fn, table) with `unembed(x) == logits_fn(x, table)`, for chunked losses."""
-    return functools.partial(tied_logits, cfg=self.cfg), self.wte[...]
+    """(table, vocab_size, dtype): `unembed(x)` is `x @ table[:vocab_size].T` in `dtype`
+    (what `llmjax.train.step.linear_cross_entropy` computes without storing logits)."""
+    return self.wte[...], self.cfg.vocab_size, self.cfg.dtype
 
   def __call__(self, tokens_BxT, *, dropout_key=None):
     x, _ = self.hidden(tokens_BxT, dropout_key=dropout_key)

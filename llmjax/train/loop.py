@@ -151,6 +151,53 @@ def check_finite(metrics: dict, step: int, checkpointer: ckpt_lib.Checkpointer) 
         "optim.warmup_steps, then re-run to resume from it.")
 
 
+class LaggedMetrics:
+  """Train-step metrics fetched one step late, so the host never waits on the step it has
+  just dispatched: checks them for NaN, logs every `log_every` steps through `write`, and
+  keeps the throughput and the progress bar current."""
+
+  def __init__(self, *, total_steps: int, log_every: int, tokens_per_step: int,
+               checkpointer: ckpt_lib.Checkpointer, bar, write):
+    self.total_steps, self.log_every = total_steps, max(log_every, 1)
+    self.tokens_per_step, self.checkpointer = tokens_per_step, checkpointer
+    self.bar, self.write = bar, write
+    self.pending = None  # (step, device metrics) not fetched yet.
+    self.last = None  # Host metrics of the newest fetched step.
+    self.throughput = 0.0  # Train tokens/s over the last second or so.
+    self.restart_clock()
+
+  def restart_clock(self) -> None:
+    """Starts a new throughput window (e.g. after a pause that was not training)."""
+    self._t_last, self._since = time.perf_counter(), 0
+
+  def dispatched(self, step: int, device_metrics: dict) -> None:
+    """Step `step` was dispatched: fetches the previous step's metrics, queues these."""
+    self.flush()
+    self.pending = (step, device_metrics)
+    self._since += 1
+    now = time.perf_counter()
+    if now - self._t_last > 1.0 or step == self.total_steps:
+      self.throughput = self._since * self.tokens_per_step / (now - self._t_last)
+      self.restart_clock()
+      if self.last:
+        self.bar.set_postfix(loss=f"{self.last['train_loss']:.3f}",
+                             tok_s=f"{self.throughput:,.0f}", refresh=False)
+    self.bar.update(1)
+
+  def flush(self) -> None:
+    """Waits for the queued step's metrics; raises TrainingError if they are not finite."""
+    if self.pending is None:
+      return
+    step, device_metrics = self.pending
+    self.pending = None
+    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    check_finite(host, step, self.checkpointer)
+    self.last = host
+    if step % self.log_every == 0 or step == self.total_steps:
+      self.write({"step": step, **host, "tokens_per_s": self.throughput,
+                  "tokens": step * self.tokens_per_step})
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> TrainResult:
   config_util.validate(config)
   workdir = pathlib.Path(workdir).absolute()
@@ -249,10 +296,6 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
   evals_without_improvement = meta.get("evals_without_improvement", 0)
   tokens_per_step = tc.batch_size * mc.block_size
   last_val, stopped_early, interrupted = None, False, None
-  pending = None  # (step, device metrics): fetched one step late to avoid a host sync.
-  last_metrics = None
-  throughput = 0.0
-  t_last, steps_since = time.perf_counter(), 0
 
   def meta_now(step):
     return {"step": step, "best_val_loss": best_val, "elapsed_s": elapsed(),
@@ -263,22 +306,12 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
     writer.write(record)
     tracker.log_metrics(record, record["step"])
 
-  def flush_pending():
-    nonlocal pending, last_metrics
-    if pending is None:
-      return
-    step_done, device_metrics = pending
-    pending = None
-    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    check_finite(host, step_done, checkpointer)
-    last_metrics = host
-    if step_done % max(tc.log_every, 1) == 0 or step_done == tc.steps:
-      log_record({"step": step_done, **host, "tokens_per_s": throughput,
-                  "tokens": step_done * tokens_per_step})
-
   bar = tqdm(total=tc.steps, initial=start_step, disable=not is_chief, unit="step",
              dynamic_ncols=True, desc=config.name)
   say = bar.write if is_chief else lambda _: None  # Only process 0 prints.
+  lagged = LaggedMetrics(total_steps=tc.steps, log_every=tc.log_every,
+                         tokens_per_step=tokens_per_step, checkpointer=checkpointer, bar=bar,
+                         write=log_record)
   step = start_step
   status = "FAILED"
   try:
@@ -290,23 +323,13 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
       if step + 1 == tc.debug_nan_step:
         state = poison_params(state)
       state, device_metrics = train_step(state, batch)
-      flush_pending()
       step += 1
-      pending = (step, device_metrics)
-      steps_since += 1
-      now = time.perf_counter()
-      if now - t_last > 1.0 or step == tc.steps:
-        throughput = steps_since * tokens_per_step / (now - t_last)
-        t_last, steps_since = now, 0
-        if last_metrics:
-          bar.set_postfix(loss=f"{last_metrics['train_loss']:.3f}", tok_s=f"{throughput:,.0f}",
-                          refresh=False)
-      bar.update(1)
+      lagged.dispatched(step, device_metrics)
 
       is_eval = (tc.eval_every and step % tc.eval_every == 0) or step == tc.steps
       is_save = (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == tc.steps
       if is_eval or is_save or stop.received:
-        flush_pending()  # Never evaluate or save a state whose loss was not finite.
+        lagged.flush()  # Never evaluate or save a state whose loss was not finite.
       if is_eval:
         last_val = evaluate(eval_step, state["params"], eval_data, eval_sharding)
         improved = best_val is None or last_val < best_val
@@ -332,7 +355,7 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
         break
       if stopped_early:
         break
-    flush_pending()
+    lagged.flush()
     status = "KILLED" if interrupted else "FINISHED"
   finally:
     bar.close()
@@ -371,7 +394,7 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
       summary.update(
           status=("interrupted" if interrupted else "stopped_early" if stopped_early else
                   "finished"), steps=step, tokens=step * tokens_per_step,
-          final_train_loss=last_metrics and last_metrics["train_loss"],
+          final_train_loss=lagged.last and lagged.last["train_loss"],
           best_val_loss=best_val, final_val_loss=last_val, elapsed_s=elapsed())
       tracker.log_artifact(metrics_lib.write_summary(workdir, summary))
       _log_report(tracker, workdir)
@@ -381,10 +404,10 @@ def _train(config, workdir: pathlib.Path, stop: StopSignal) -> TrainResult:
   finally:
     tracker.close(status)
   return TrainResult(workdir=workdir, step=step,
-                     final_train_loss=last_metrics and last_metrics["train_loss"],
+                     final_train_loss=lagged.last and lagged.last["train_loss"],
                      best_val_loss=best_val, final_val_loss=last_val, stopped_early=stopped_early,
                      interrupted=interrupted is not None, samples=samples, num_params=num_params,
-                     tokens_per_s=throughput, unigram_entropy=entropy,
+                     tokens_per_s=lagged.throughput, unigram_entropy=entropy,
                      test_loss=summary.get("test_loss"))
 
 

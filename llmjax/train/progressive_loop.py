@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import re
-import time
 
 import jax
 import ml_collections
@@ -290,26 +289,11 @@ def _train(config, workdir: pathlib.Path, stop, stop_at_step) -> ProgressiveResu
   best_val = meta.get("best_val_loss")
   evals_without_improvement = meta.get("evals_without_improvement", 0)
   last_val, stopped_early, interrupted = None, False, None
-  last_metrics, throughput, last_eval_step = None, 0.0, None
-  pending = None  # (step, device metrics): fetched one step late to avoid a host sync.
-  t_last, steps_since = time.perf_counter(), 0
+  last_eval_step = None
 
   def meta_now(step):
     return {"step": step, "stage": stage, "best_val_loss": best_val,
             "evals_without_improvement": evals_without_improvement, "config_name": config.name}
-
-  def flush_pending():
-    nonlocal pending, last_metrics
-    if pending is None:
-      return
-    step, device_metrics = pending
-    pending = None
-    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    loop.check_finite(host, step, checkpointer)
-    last_metrics = host
-    if step % max(tc.log_every, 1) == 0 or step == tc.steps:
-      writer.write({"step": step, **host, "stage": stage, "tokens_per_s": throughput,
-                    "tokens": step * tokens_per_step})
 
   def run_eval(step):
     nonlocal best_val, evals_without_improvement, last_val, last_eval_step
@@ -327,30 +311,24 @@ def _train(config, workdir: pathlib.Path, stop, stop_at_step) -> ProgressiveResu
 
   bar = tqdm(total=tc.steps, initial=start_step, disable=not is_chief, unit="step",
              dynamic_ncols=True, desc=f"{config.name} stage {stage}")
+  lagged = loop.LaggedMetrics(total_steps=tc.steps, log_every=tc.log_every,
+                              tokens_per_step=tokens_per_step, checkpointer=checkpointer,
+                              bar=bar, write=lambda record: writer.write({**record,
+                                                                          "stage": stage}))
   step = start_step
   try:
     while step < tc.steps:
       batch = loop.to_global_batch(next(train_iter), tc.grad_accum, batch_sharding)
       state, device_metrics = current.train_step(state, batch)
-      flush_pending()
       step += 1
-      pending = (step, device_metrics)
-      steps_since += 1
-      now = time.perf_counter()
-      if now - t_last > 1.0 or step == tc.steps:
-        throughput = steps_since * tokens_per_step / (now - t_last)
-        t_last, steps_since = now, 0
-        if last_metrics:
-          bar.set_postfix(loss=f"{last_metrics['train_loss']:.3f}",
-                          tok_s=f"{throughput:,.0f}", refresh=False)
-      bar.update(1)
+      lagged.dispatched(step, device_metrics)
 
       switch = step < tc.steps and stage_at(step, boundaries) != stage
       is_eval = (tc.eval_every and step % tc.eval_every == 0) or step == tc.steps
       is_save = (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == tc.steps
       stop_here = stop_at_step is not None and step >= stop_at_step
       if switch or is_eval or is_save or stop.received or stop_here:
-        flush_pending()  # Never grow, evaluate or save a state whose loss was not finite.
+        lagged.flush()  # Never grow, evaluate or save a state whose loss was not finite.
       if switch:
         previous = current
         stage = stage_at(step, boundaries)
@@ -362,7 +340,7 @@ def _train(config, workdir: pathlib.Path, stop, stop_at_step) -> ProgressiveResu
         bar.set_description(f"{config.name} stage {stage}")
         best_val, evals_without_improvement = None, 0
         run_eval(step)  # Refreshes the best slot with this stage's parameters.
-        t_last, steps_since = time.perf_counter(), 0  # Compilation is not throughput.
+        lagged.restart_clock()  # Compilation is not throughput.
 
       if is_eval and last_eval_step != step:
         run_eval(step)
@@ -377,7 +355,7 @@ def _train(config, workdir: pathlib.Path, stop, stop_at_step) -> ProgressiveResu
         break
       if stopped_early:
         break
-    flush_pending()
+    lagged.flush()
   finally:
     bar.close()
     writer.close()
@@ -387,9 +365,9 @@ def _train(config, workdir: pathlib.Path, stop, stop_at_step) -> ProgressiveResu
   if tc.sample_tokens > 0 and not interrupted and is_chief:
     samples = loop.sample_after_training(current.graphdef, state["params"], tok, tc)
   return ProgressiveResult(
-      workdir=workdir, step=step, final_train_loss=last_metrics and last_metrics["train_loss"],
+      workdir=workdir, step=step, final_train_loss=lagged.last and lagged.last["train_loss"],
       best_val_loss=best_val, final_val_loss=last_val, stopped_early=stopped_early,
       interrupted=interrupted is not None, samples=samples,
-      num_params=loop.count_params(state["params"]), tokens_per_s=throughput,
+      num_params=loop.count_params(state["params"]), tokens_per_s=lagged.throughput,
       unigram_entropy=entropy, stage_steps=[0] + boundaries[:-1],
       resumed_from=start_step if resuming else None)

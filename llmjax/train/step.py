@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from llmjax.models import layers
+
 TrainState = dict[str, Any]
 
 
@@ -33,24 +35,28 @@ def cross_entropy(logits_BxTxV, targets_BxT, weights_BxT=None):
   return nll.sum() / count, (nll.sum(), valid.sum())
 
 
-def chunked_cross_entropy(logits_fn: Callable, x_BxTxD, table, targets_BxT, weights_BxT=None, *,
-                          chunk_tokens: int = 512):
-  """`cross_entropy(logits_fn(x, table), targets)` without materialising all the logits.
+def linear_cross_entropy(x_BxTxD, table_VxD, targets_BxT, weights_BxT=None, *,
+                         vocab_size: int | None = None, dtype=jnp.float32,
+                         chunk_tokens: int = 8192):
+  """`cross_entropy(x @ table[:vocab_size].T, targets)` without storing the logits.
 
-  The output projection runs on about `chunk_tokens` positions at a time (whole batch
-  rows by slices of time, so a batch sharded over devices stays where it is). Under
-  differentiation the forward pass also forms each chunk's gradient (softmax minus
-  one-hot) at once and folds it into d`x` and d`table`: no [B, T, V] array is stored for
-  the backward pass and no logits are recomputed. Same three matmuls as the plain loss,
-  on a cache-sized working set instead of two full float32 [B, T, V] arrays.
+  The output projection and the loss are one operation with a hand-written gradient.
+  Its forward pass forms each chunk's logits, loss and gradient (softmax minus one-hot,
+  by comparison with an iota: no scatter) and folds the gradient straight into d`x` and
+  d`table`; nothing of size [B, T, V] is kept for the backward pass and no logits are
+  recomputed. The three matmuls are written in the forms the CPU and GPU kernels take
+  without transposing a [B*T, V] operand: logits = x @ table.T, dx = g @ table and
+  d`table`.T = x.T @ g (transposed once at the end, a [D, V] array).
 
   Args:
-    logits_fn: pure function (x_BxCxD, table) -> logits_BxCxV (cast to float32 here).
     x_BxTxD: final hidden states.
-    table: the output projection parameters `logits_fn` reads (e.g. tied embeddings).
+    table_VxD: output projection / tied embedding, rows >= `vocab_size` are padding.
     targets_BxT: target ids (< 0 = ignored).
     weights_BxT: optional; positions with weight <= 0 are ignored.
-    chunk_tokens: positions (batch x time) per chunk.
+    vocab_size: real vocabulary (padding rows get no probability); None = all rows.
+    dtype: matmul input dtype (the model's compute dtype); logits and loss are float32.
+    chunk_tokens: positions (batch x time) per chunk; whole batch rows by slices of time,
+      so a batch sharded over devices stays where it is. Bounds the [chunk, V] working set.
 
   Returns:
     (mean loss over valid positions, (sum of losses, number of valid positions)), as
@@ -67,7 +73,9 @@ def chunked_cross_entropy(logits_fn: Callable, x_BxTxD, table, targets_BxT, weig
     targets_BxT = jnp.pad(targets_BxT, ((0, 0), (0, pad)))
     valid_BxT = jnp.pad(valid_BxT, ((0, 0), (0, pad)))
   targets_BxT = jnp.where(valid_BxT, targets_BxT, 0)
-  total = _chunked_nll_sum(logits_fn, chunk, x_BxTxD, table, targets_BxT, valid_BxT)
+  vocab = table_VxD.shape[0] if vocab_size is None else vocab_size
+  total = _linear_nll_sum(vocab, jnp.dtype(dtype), chunk, x_BxTxD, table_VxD, targets_BxT,
+                          valid_BxT)
   count = valid_BxT.sum()
   return total / jnp.maximum(count, 1), (total, count)
 
@@ -78,63 +86,77 @@ def _to_chunks(chunk, a_BxT):
   return jnp.moveaxis(a_BxT.reshape((b, t // chunk, chunk) + a_BxT.shape[2:]), 1, 0)
 
 
-def _nll_sum(logits_BxCxV, targets_BxC, valid_BxC):
-  """(sum of the valid positions' losses, logsumexp per position) of float32 logits."""
-  logz_BxC = jax.nn.logsumexp(logits_BxCxV, axis=-1)
-  target_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
-  return jnp.where(valid_BxC, logz_BxC - target_BxC, 0.0).sum(), logz_BxC
+def _chunk_loss_and_grads(vocab, dtype, table_VxD, x_BxCxD, targets_BxC, valid_BxC):
+  """(summed loss, d loss / d x [B, C, D], (d loss / d table).T [D, V]) of one chunk."""
+  w_VxD = table_VxD.astype(dtype)
+  x_BxCxD = x_BxCxD.astype(dtype)
+  # Low-precision matmuls return their own dtype (as the model's `unembed` does; XLA:CPU
+  # has no bfloat16 x bfloat16 -> float32 dot); the loss itself is float32.
+  logits = jnp.einsum("bcd,vd->bcv", x_BxCxD, w_VxD).astype(jnp.float32)
+  logits = layers.constrain(logits, ("batch", None, "vocab"))
+  ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2)
+  if vocab < table_VxD.shape[0]:
+    logits = jnp.where(ids < vocab, logits, -jnp.inf)
+  logz_BxC = jax.nn.logsumexp(logits, axis=-1)
+  is_target = ids == targets_BxC[..., None]
+  target_BxC = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
+  nll = jnp.where(valid_BxC, logz_BxC - target_BxC, 0.0).sum()
+  g = jnp.exp(logits - logz_BxC[..., None]) - is_target
+  g = jnp.where(valid_BxC[..., None], g, 0.0).astype(dtype)
+  d_x = jnp.einsum("bcv,vd->bcd", g, w_VxD).astype(jnp.float32)
+  d_table_DxV = jnp.einsum("bcd,bcv->dv", x_BxCxD, g).astype(jnp.float32)
+  return nll, d_x, d_table_DxV
 
 
-def _f32_logits(logits_fn):
-  return lambda x, table: logits_fn(x, table).astype(jnp.float32)
+def _linear_nll_and_grads(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
+  terms = functools.partial(_chunk_loss_and_grads, vocab, dtype, table_VxD)
+  if x_BxTxD.shape[1] == chunk:
+    nll, d_x, d_table_DxV = terms(x_BxTxD, targets_BxT, valid_BxT)
+  else:
+    def one(d_table_DxV, xs):
+      nll, d_x, d_table_chunk = terms(*xs)
+      return d_table_DxV + d_table_chunk, (nll, d_x)
+
+    chunks = [_to_chunks(chunk, a) for a in (x_BxTxD, targets_BxT, valid_BxT)]
+    zeros = jnp.zeros(table_VxD.shape[::-1], jnp.float32)
+    d_table_DxV, (nll_N, d_x_NxBxCxD) = jax.lax.scan(one, zeros, chunks)
+    nll = nll_N.sum()
+    d_x = jnp.moveaxis(d_x_NxBxCxD, 0, 1).reshape(x_BxTxD.shape)
+  return nll, (d_x.astype(x_BxTxD.dtype), d_table_DxV.T.astype(table_VxD.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _chunked_nll_sum(logits_fn, chunk, x_BxTxD, table, targets_BxT, valid_BxT):
-  def one(xs):
-    x_BxCxD, targets_BxC, valid_BxC = xs
-    return _nll_sum(_f32_logits(logits_fn)(x_BxCxD, table), targets_BxC, valid_BxC)[0]
-  chunks = [_to_chunks(chunk, a) for a in (x_BxTxD, targets_BxT, valid_BxT)]
-  return jax.lax.map(one, chunks).sum()
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _linear_nll_sum(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
+  return _linear_nll_and_grads(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT,
+                               valid_BxT)[0]
 
 
-def _chunked_nll_sum_fwd(logits_fn, chunk, x_BxTxD, table, targets_BxT, valid_BxT):
-  def one(d_table, xs):
-    x_BxCxD, targets_BxC, valid_BxC = xs
-    logits_BxCxV, vjp = jax.vjp(_f32_logits(logits_fn), x_BxCxD, table)
-    nll, logz_BxC = _nll_sum(logits_BxCxV, targets_BxC, valid_BxC)
-    # d nll / d logits = softmax - one_hot(target), at valid positions only.
-    probs = jnp.exp(logits_BxCxV - logz_BxC[..., None])
-    one_hot = jax.nn.one_hot(targets_BxC, logits_BxCxV.shape[-1], dtype=jnp.float32)
-    d_x_BxCxD, d_table_chunk = vjp(jnp.where(valid_BxC[..., None], probs - one_hot, 0.0))
-    return d_table + d_table_chunk.astype(jnp.float32), (nll, d_x_BxCxD)
-
-  chunks = [_to_chunks(chunk, a) for a in (x_BxTxD, targets_BxT, valid_BxT)]
-  d_table, (nll_N, d_x_NxBxCxD) = jax.lax.scan(
-      one, jnp.zeros(table.shape, jnp.float32), chunks)
-  d_x_BxTxD = jnp.moveaxis(d_x_NxBxCxD, 0, 1).reshape(x_BxTxD.shape)
-  return nll_N.sum(), (d_x_BxTxD, d_table.astype(table.dtype))
+def _linear_nll_sum_fwd(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
+  return _linear_nll_and_grads(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT,
+                               valid_BxT)
 
 
-def _chunked_nll_sum_bwd(logits_fn, chunk, residuals, g):
+def _linear_nll_sum_bwd(vocab, dtype, chunk, residuals, g):
+  del vocab, dtype, chunk
   d_x, d_table = residuals
   return (g * d_x).astype(d_x.dtype), (g * d_table).astype(d_table.dtype), None, None
 
 
-_chunked_nll_sum.defvjp(_chunked_nll_sum_fwd, _chunked_nll_sum_bwd)
+_linear_nll_sum.defvjp(_linear_nll_sum_fwd, _linear_nll_sum_bwd)
 
 
 def model_loss(model, inputs_BxT, targets_BxT, weights_BxT=None, dropout_key=None):
   """Next-token loss of `model`; (mean, (sum, count)) as `cross_entropy`.
 
-  A model with `hidden()` and `output_head()` (returning `(logits_fn, table)` such that
-  `model.unembed(x) == logits_fn(x, table)`) gets the chunked loss; any other model is
-  called for its full logits.
+  A model with `hidden()` and `output_head()` (returning `(table_VxD, vocab_size, dtype)`
+  such that `model.unembed(x)` is `x @ table[:vocab_size].T` computed in `dtype`) gets
+  `linear_cross_entropy`; any other model is called for its full logits.
   """
   if hasattr(model, "output_head") and hasattr(model, "hidden"):
     x_BxTxD, _ = model.hidden(inputs_BxT, dropout_key=dropout_key)
-    logits_fn, table = model.output_head()
-    return chunked_cross_entropy(logits_fn, x_BxTxD, table, targets_BxT, weights_BxT)
+    table, vocab_size, dtype = model.output_head()
+    return linear_cross_entropy(x_BxTxD, table, targets_BxT, weights_BxT,
+                                vocab_size=vocab_size, dtype=dtype)
   logits = model(inputs_BxT, dropout_key=dropout_key)
   return cross_entropy(logits, targets_BxT, weights_BxT)
 
