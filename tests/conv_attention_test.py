@@ -54,10 +54,16 @@ def dependence(model, t_len, seed=0):
   x = model.embed(random_tokens(1, t_len, seed))
   r = jax.random.normal(jax.random.key(seed + 1), (VOCAB,))
 
-  def out_t(x, t):
-    return model.unembed(model.body(x))[0, t] @ r
+  graphdef, state = nnx.split(model)
 
-  grads = jax.vmap(jax.grad(out_t), in_axes=(None, 0))(x, jnp.arange(t_len))
+  @jax.jit  # One compiled program instead of one per operation.
+  def all_grads(state, x):
+    def out_t(x, t):
+      m = nnx.merge(graphdef, state)
+      return m.unembed(m.body(x))[0, t] @ r
+    return jax.vmap(jax.grad(out_t), in_axes=(None, 0))(x, jnp.arange(t_len))
+
+  grads = all_grads(state, x)
   return np.asarray(jnp.abs(grads[:, 0]).sum(-1))
 
 
@@ -105,9 +111,13 @@ def test_generation_with_the_token_window_cache_matches_naive_greedy():
   model = make_model(block_size=16, fan_in=2, n_embd=32, seed=3)
   prompt = [3, 14, 15, 9, 2]
   out = generate.Generator(model).generate([prompt], 8, params=generate.SamplingParams(0.0))
+  # Whole-window recomputation, no cache: the window is right-padded to its full 16
+  # positions (one compiled shape); being causal, position n-1 never sees the padding.
+  forward = nnx.jit(lambda m, tokens: m(tokens))
   seq = list(prompt)
   for _ in range(8):
-    seq.append(int(jnp.argmax(model(jnp.asarray([seq]))[0, -1])))
+    window = jnp.asarray([seq + [0] * (16 - len(seq))])
+    seq.append(int(jnp.argmax(forward(model, window)[0, len(seq) - 1])))
   assert out[0] == seq[len(prompt):]
 
 
