@@ -82,7 +82,8 @@ def bucket_length(n: int, limit: int) -> int:
 
 
 class Generator:
-  """Generates from a model that implements `decode(tokens, cache, pos)` and `init_cache`."""
+  """Generates from a model that implements `decode(tokens, cache, pos)` and `init_cache`
+  (and optionally `decode_last(tokens, cache, pos, index)`, used for the prefill)."""
 
   def __init__(self, model: nnx.Module, *, eot_id: int | None = None):
     self.graphdef, self.state = nnx.split(model)
@@ -95,6 +96,8 @@ class Generator:
     self.compilations += 1  # Runs only while tracing.
     model = nnx.merge(self.graphdef, state)
     cache = model.init_cache(tokens_BxT.shape[0])
+    if hasattr(model, "decode_last"):
+      return model.decode_last(tokens_BxT, cache, 0, length - 1)
     logits_BxTxV, cache = model.decode(tokens_BxT, cache, 0)
     return jnp.take(logits_BxTxV, length - 1, axis=1), cache
 

@@ -113,3 +113,12 @@ def test_top_k_keeps_exactly_the_k_largest():
   keys = jax.random.split(jax.random.key(0), 300)
   draws = jax.jit(jax.vmap(lambda k: generate.sample_token(logits, k, 5.0, 3, 1.0)))(keys)
   assert set(np.asarray(draws).ravel().tolist()) == {1, 3, 5}
+
+
+def test_prefill_projects_only_the_last_prompt_position(model):
+  tokens = jax.random.randint(jax.random.key(5), (2, 8), 0, CFG.vocab_size)
+  full, cache_full = model.decode(tokens, model.init_cache(2), 0)
+  last, cache_last = model.decode_last(tokens, model.init_cache(2), 0, 5)
+  assert last.shape == (2, CFG.vocab_size)
+  np.testing.assert_allclose(last, full[:, 5], rtol=1e-6, atol=1e-6)
+  jax.tree.map(np.testing.assert_array_equal, cache_last, cache_full)

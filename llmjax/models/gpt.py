@@ -178,3 +178,9 @@ class GPT(nnx.Module):
     """Runs tokens at positions pos.. against the cache; returns (logits_BxTxV, cache)."""
     x, cache = self.hidden(tokens_BxT, cache=cache, pos=pos)
     return self.unembed(x), cache
+
+  def decode_last(self, tokens_BxT, cache: layers.KVCache, pos, index):
+    """`decode`, but only the logits of position `index` ([B, V]): a prompt's prefill
+    projects one position onto the vocabulary instead of all of them."""
+    x, cache = self.hidden(tokens_BxT, cache=cache, pos=pos)
+    return self.unembed(jnp.take(x, index, axis=1)[:, None])[:, 0], cache
