@@ -86,8 +86,9 @@ def _to_chunks(chunk, a_BxT):
   return jnp.moveaxis(a_BxT.reshape((b, t // chunk, chunk) + a_BxT.shape[2:]), 1, 0)
 
 
-def _chunk_loss_and_grads(vocab, dtype, table_VxD, x_BxCxD, targets_BxC, valid_BxC):
-  """(summed loss, d loss / d x [B, C, D], (d loss / d table).T [D, V]) of one chunk."""
+def _chunk_loss(vocab, dtype, table_VxD, x_BxCxD, targets_BxC, valid_BxC, *, grads: bool):
+  """One chunk's summed loss; with `grads`, also (d loss / d x [B, C, D],
+  (d loss / d table).T [D, V])."""
   w_VxD = table_VxD.astype(dtype)
   x_BxCxD = x_BxCxD.astype(dtype)
   # Low-precision matmuls return their own dtype (as the model's `unembed` does; XLA:CPU
@@ -101,6 +102,8 @@ def _chunk_loss_and_grads(vocab, dtype, table_VxD, x_BxCxD, targets_BxC, valid_B
   is_target = ids == targets_BxC[..., None]
   target_BxC = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
   nll = jnp.where(valid_BxC, logz_BxC - target_BxC, 0.0).sum()
+  if not grads:
+    return nll
   g = jnp.exp(logits - logz_BxC[..., None]) - is_target
   g = jnp.where(valid_BxC[..., None], g, 0.0).astype(dtype)
   d_x = jnp.einsum("bcv,vd->bcd", g, w_VxD).astype(jnp.float32)
@@ -108,8 +111,19 @@ def _chunk_loss_and_grads(vocab, dtype, table_VxD, x_BxCxD, targets_BxC, valid_B
   return nll, d_x, d_table_DxV
 
 
-def _linear_nll_and_grads(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
-  terms = functools.partial(_chunk_loss_and_grads, vocab, dtype, table_VxD)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _linear_nll_sum(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
+  """Summed loss only (evaluation): no gradient matmuls."""
+  loss = functools.partial(_chunk_loss, vocab, dtype, table_VxD, grads=False)
+  if x_BxTxD.shape[1] == chunk:
+    return loss(x_BxTxD, targets_BxT, valid_BxT)
+  chunks = [_to_chunks(chunk, a) for a in (x_BxTxD, targets_BxT, valid_BxT)]
+  return jax.lax.map(lambda xs: loss(*xs), chunks).sum()
+
+
+def _linear_nll_sum_fwd(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
+  """Summed loss, and as residuals the gradients it has w.r.t. x and the table."""
+  terms = functools.partial(_chunk_loss, vocab, dtype, table_VxD, grads=True)
   if x_BxTxD.shape[1] == chunk:
     nll, d_x, d_table_DxV = terms(x_BxTxD, targets_BxT, valid_BxT)
   else:
@@ -123,17 +137,6 @@ def _linear_nll_and_grads(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, 
     nll = nll_N.sum()
     d_x = jnp.moveaxis(d_x_NxBxCxD, 0, 1).reshape(x_BxTxD.shape)
   return nll, (d_x.astype(x_BxTxD.dtype), d_table_DxV.T.astype(table_VxD.dtype))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _linear_nll_sum(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
-  return _linear_nll_and_grads(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT,
-                               valid_BxT)[0]
-
-
-def _linear_nll_sum_fwd(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
-  return _linear_nll_and_grads(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT,
-                               valid_BxT)
 
 
 def _linear_nll_sum_bwd(vocab, dtype, chunk, residuals, g):
