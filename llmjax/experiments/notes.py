@@ -305,18 +305,26 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
         f"experiment.variants has {unknown}; use some of "
         f"{', '.join(EXPERIMENT_1_VARIANTS)}.")
   prepared = _run_configs(config, workdir, [(v, v, config.notes.scheme) for v in variants])
-  rows = []
-  for seed in _seeds(exp):
-    for variant in variants:
-      run_cfg, splits = prepared[variant]
-      run_cfg = ml_collections.ConfigDict(run_cfg.to_dict())
-      run_cfg.train.seed = seed
-      run_cfg.name = f"{config.name}-{variant}-seed{seed}"
-      rows.append({"label": variant, **train_and_score(
-          run_cfg, splits, workdir / f"{variant}-seed{seed}", exp)})
-  _check_same_text(rows)
+  rows = _train_every_seed(config, workdir, prepared, variants)
   from llmjax.experiments import notes_report  # pylint: disable=g-import-not-at-top
   return notes_report.write_experiment_report(workdir, config, rows)
+
+
+def _train_every_seed(config, workdir: pathlib.Path, prepared: dict, labels) -> list[dict]:
+  """Trains and scores each prepared run for every seed of `config.experiment`, in
+  DIR/<label>-seed<N> ('+' in a label becomes '_'); one row per run, texts checked equal."""
+  rows = []
+  for seed in _seeds(config.experiment):
+    for label in labels:
+      run_cfg, splits = prepared[label]
+      run_cfg = ml_collections.ConfigDict(run_cfg.to_dict())
+      run_cfg.train.seed = seed
+      run_cfg.name = f"{config.name}-{label}-seed{seed}"
+      rows.append({"label": label, **train_and_score(
+          run_cfg, splits, workdir / f"{label.replace('+', '_')}-seed{seed}",
+          config.experiment)})
+  _check_same_text(rows)
+  return rows
 
 
 def run_richness(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
@@ -333,15 +341,6 @@ def run_richness(config: ml_collections.ConfigDict, workdir: str | pathlib.Path)
         f"experiment.levels has {unknown}; use some of {', '.join(LEVELS)}.")
   runs = [(level, "blank" if level == "blank" else "post", level) for level in levels]
   prepared = _run_configs(config, workdir, runs)
-  rows = []
-  for seed in _seeds(exp):
-    for level in levels:
-      run_cfg, splits = prepared[level]
-      run_cfg = ml_collections.ConfigDict(run_cfg.to_dict())
-      run_cfg.train.seed = seed
-      run_cfg.name = f"{config.name}-{level}-seed{seed}"
-      rows.append({"label": level, **train_and_score(
-          run_cfg, splits, workdir / f"{level.replace('+', '_')}-seed{seed}", exp)})
-  _check_same_text(rows)
+  rows = _train_every_seed(config, workdir, prepared, levels)
   from llmjax.experiments import notes_report  # pylint: disable=g-import-not-at-top
   return notes_report.write_richness_report(workdir, config, rows)
