@@ -13,6 +13,7 @@ from llmjax import config_util
 from llmjax.data import arena
 from llmjax.pretrained import assets, from_hf
 from llmjax.train import checkpoint as ckpt_lib
+from llmjax.models import build_classifier
 from llmjax.train import classify_loop
 from llmjax.train import metrics as metrics_lib
 
@@ -58,7 +59,7 @@ def test_minilm_frozen_trains_only_the_head(tmp_path):
   result = classify_loop.train(c, tmp_path)
   assert result.step == 3 and np.isfinite(result.final_train_loss)
   assert result.num_params > 22e6 and result.num_trainable == 4 * 384 * 256 + 256 + 256 * 3 + 3
-  model, _ = classify_loop.build_model(c.classifier, c.train.seed)
+  model, _ = build_classifier.build_model(c.classifier, c.train.seed)
   graphdef, state = nnx.split(model)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                         nnx.to_pure_dict(state))

@@ -18,7 +18,6 @@ import json
 import math
 import pathlib
 import time
-from typing import Any
 
 import grain
 import jax
@@ -33,10 +32,8 @@ from tqdm import tqdm
 from llmjax import config_util
 from llmjax.data import arena
 from llmjax.models import pair_classifier as pc
-from llmjax.models.encoder import Encoder, EncoderConfig
+from llmjax.models.build_classifier import build_model, check_lengths
 from llmjax.parallel import mesh as mesh_lib
-from llmjax.pretrained import assets
-from llmjax.pretrained import from_hf, load_tokenizer
 from llmjax.train import checkpoint as ckpt_lib
 from llmjax.train import classify_metrics
 from llmjax.train import loop as lm_loop
@@ -58,61 +55,6 @@ class ClassifyResult:
   interrupted: bool
   num_params: int
   num_trainable: int
-
-
-def resolve_checkpoint(name: str) -> str:
-  """`minilm` names the offline all-MiniLM-L6-v2 copy; anything else passes through."""
-  return str(assets.minilm_dir()) if name == "minilm" else name
-
-
-def _pad_id(tokenizer) -> int:
-  for token in ("[PAD]", "<pad>"):
-    if tokenizer.token_to_id(token) is not None:
-      return tokenizer.token_to_id(token)
-  return 0
-
-
-def build_model(cc: ml_collections.ConfigDict, seed: int):
-  """(PairClassifier, tokenizer) for the `classifier` config section."""
-  if cc.init_from == "scratch" and not cc.tokenizer:
-    raise config_util.ConfigError("classifier.init_from='scratch' needs classifier.tokenizer (a "
-                                  "tokenizer directory, hub id, or minilm).")
-  tokenizer = load_tokenizer(resolve_checkpoint(cc.tokenizer or cc.init_from))
-  overrides: dict[str, Any] = {"dtype": cc.dtype}
-  if cc.dropout >= 0:
-    overrides.update(hidden_dropout=cc.dropout, attention_dropout=cc.dropout)
-  if cc.init_from == "scratch":
-    enc_cfg = EncoderConfig(
-        family=cc.family, vocab_size=tokenizer.get_vocab_size(), hidden_size=cc.hidden_size,
-        num_layers=cc.num_layers, num_heads=cc.num_heads,
-        intermediate_size=cc.intermediate_size,
-        max_position_embeddings=cc.max_position_embeddings, pad_token_id=_pad_id(tokenizer),
-        type_vocab_size=0 if cc.family == "distilbert" else 2, **overrides)
-    encoder = Encoder(enc_cfg, rngs=nnx.Rngs(params=seed))
-  else:
-    encoder, enc_cfg = from_hf(resolve_checkpoint(cc.init_from), **overrides)
-    if not isinstance(encoder, Encoder):
-      raise config_util.ConfigError(f"classifier.init_from={cc.init_from!r} is not an encoder "
-                                    "checkpoint (BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, "
-                                    "DeBERTa-v2/v3).")
-  head = pc.HeadConfig(pooling=cc.pooling, diff_prod=cc.diff_prod, hidden=cc.head_hidden,
-                       dropout=cc.head_dropout)
-  return pc.PairClassifier(encoder, head, rngs=nnx.Rngs(params=seed + 1)), tokenizer
-
-
-def check_lengths(enc_cfg: EncoderConfig, tokenizer, ac) -> None:
-  """Fails before encoding when the longest side cannot fit the encoder's positions."""
-  specials = tokenizer.num_special_tokens_to_add(True)
-  longest = ac.prompt_max_tokens + ac.response_max_tokens + specials
-  limit = enc_cfg.max_position_embeddings
-  if enc_cfg.family == "roberta":
-    limit -= enc_cfg.pad_token_id + 1
-  if enc_cfg.absolute_positions and longest > limit:
-    fit = limit - ac.prompt_max_tokens - specials
-    raise config_util.ConfigError(
-        f"arena.prompt_max_tokens={ac.prompt_max_tokens} + arena.response_max_tokens="
-        f"{ac.response_max_tokens} + {specials} special tokens = {longest} exceeds the "
-        f"encoder's {limit} positions; set --config.arena.response_max_tokens={fit} or less.")
 
 
 def make_optimizer(optim_cfg, steps: int, mask) -> optax.GradientTransformation:
