@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.sample_prompt = ""  # Prompt for the end-of-training sample ("" = from <|endoftext|>).
   c.train.log_batch_hashes = False  # Debug: log a digest of every batch to batch_hashes.jsonl.
   c.train.debug_nan_step = 0  # Debug: make this step's loss NaN to test the stop (0 = off).
+  c.train.memory_limit_gib = 0.0  # Memory one device may use, checked before the first step (0 = the device's own).
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 6e-4  # Peak learning rate after warmup.

@@ -25,8 +25,8 @@ def job(name: str):
 def train_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
-  from llmjax.train import loop  # pylint: disable=import-outside-toplevel
-  result = loop.train(config, workdir)
+  from llmjax.train import lm  # pylint: disable=import-outside-toplevel
+  result = lm.train(config, workdir)
   if result.final_val_loss is not None and jax.process_index() == 0:
     print(f"Done: step {result.step}, val loss {result.final_val_loss:.4f} (best "
           f"{result.best_val_loss:.4f}; unigram entropy {result.unigram_entropy:.3f}), "
@@ -39,8 +39,8 @@ def train_job(config, workdir):
 def progressive_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
-  from llmjax.train import progressive_loop  # pylint: disable=import-outside-toplevel
-  result = progressive_loop.train(config, workdir)
+  from llmjax.train import progressive  # pylint: disable=import-outside-toplevel
+  result = progressive.train(config, workdir)
   if result.final_val_loss is not None:
     print(f"Done: step {result.step} (stages began at steps {result.stage_steps}), val loss "
           f"{result.final_val_loss:.4f}, {result.tokens_per_s:,.0f} tokens/s.")
@@ -57,8 +57,8 @@ def arch_compare_job(config, workdir):
 def classify_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
-  from llmjax.train import classify_loop  # pylint: disable=import-outside-toplevel
-  return classify_loop.train(config, workdir)
+  from llmjax.train import classify  # pylint: disable=import-outside-toplevel
+  return classify.train(config, workdir)
 
 
 @job("notes_experiment")

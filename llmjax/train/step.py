@@ -182,45 +182,58 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
 
-def make_loss_fn(graphdef, dropout: float, base_key) -> Callable:
-  def loss_fn(params, micro, step):
+def lm_loss(graphdef, dropout: float) -> Callable:
+  """Language-model loss(params, micro-batch, dropout key) -> (mean loss, no aux metrics)."""
+  def loss_fn(params, micro, key):
     model = nnx.merge(graphdef, params)
     micro = offset_targets(micro, getattr(model.cfg, "target_offset", 1))
-    key = None if dropout == 0.0 else jax.random.fold_in(base_key, step)
-    loss, _ = model_loss(model, micro["inputs"], micro["targets"], micro.get("weights"), key)
-    return loss
+    loss, _ = model_loss(model, micro["inputs"], micro["targets"], micro.get("weights"),
+                         None if dropout == 0.0 else key)
+    return loss, {}
   return loss_fn
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                    dropout: float, seed: int, loss_fn: Callable | None = None):
-  """Returns step(state, batch) -> (state, metrics); batch leaves are [A, b, ...]."""
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, *, seed: int):
+  """Returns step(state, batch) -> (state, metrics) for any job.
+
+  `loss_fn(params, micro_batch, dropout_key) -> (loss, aux)`, aux a dict of scalar
+  metrics. Batch leaves are [A, b, ...]: A micro-batches whose gradients (and aux
+  metrics) are averaged. Micro-batch i of step s gets the dropout key of index s * A + i.
+  """
   base_key = jax.random.key(seed + 1)
-  loss_fn = loss_fn or make_loss_fn(graphdef, dropout, base_key)
-  grad_fn = jax.value_and_grad(loss_fn)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def grads_of(params, micro, index):
+    return grad_fn(params, micro, jax.random.fold_in(base_key, index))
 
   def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     params = state["params"]
     n_micro = jax.tree.leaves(batch)[0].shape[0]
     if n_micro == 1:
-      loss, grads = grad_fn(params, jax.tree.map(lambda x: x[0], batch), state["step"])
+      (loss, aux), grads = grads_of(params, jax.tree.map(lambda x: x[0], batch), state["step"])
     else:
       def accumulate(carry, micro_and_index):
-        loss_sum, grad_sum = carry
+        loss_sum, aux_sum, grad_sum = carry
         micro, i = micro_and_index
-        loss, grads = grad_fn(params, micro, state["step"] * n_micro + i)
-        return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+        (loss, aux), grads = grads_of(params, micro, state["step"] * n_micro + i)
+        return (loss_sum + loss, jax.tree.map(jnp.add, aux_sum, aux),
+                jax.tree.map(jnp.add, grad_sum, grads)), None
 
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-      (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros(()), zeros),
-                                      (batch, jnp.arange(n_micro)))
+      aux_shape = jax.eval_shape(lambda: grads_of(
+          params, jax.tree.map(lambda x: x[0], batch), 0)[0][1])
+      aux_zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape)
+      (loss, aux, grads), _ = jax.lax.scan(accumulate, (jnp.zeros(()), aux_zeros, zeros),
+                                           (batch, jnp.arange(n_micro)))
       loss = loss / n_micro
+      aux = jax.tree.map(lambda a: a / n_micro, aux)
       grads = jax.tree.map(lambda g, p: (g / n_micro).astype(p.dtype), grads, params)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
                  "step": state["step"] + 1}
     metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads),
-               "lr": schedule(state["step"])}
+               "lr": schedule(state["step"]), **aux}
     return new_state, metrics
 
   return train_step
