@@ -86,9 +86,9 @@ def main(argv):
     elif name != "default":
       raise app.UsageError(f"Unknown variant {name!r}; see --helpfull.")
     graphdef, params = nnx.split(models.build(mc, 0))
-    fn = None if loss_fn is None else functools.partial(loss_fn, graphdef)
-    steps[name] = jax.jit(step_lib.make_train_step(graphdef, tx, schedule, dropout=0.0, seed=0,
-                                                   loss_fn=fn), donate_argnums=0)
+    fn = (step_lib.lm_loss(graphdef, 0.0) if loss_fn is None else
+          lambda p, m, k, f=functools.partial(loss_fn, graphdef): (f(p, m, k), {}))
+    steps[name] = jax.jit(step_lib.make_train_step(fn, tx, schedule, seed=0), donate_argnums=0)
     states[name] = step_lib.init_state(nnx.to_pure_dict(params), tx)
     t0 = time.perf_counter()
     states[name], m = steps[name](states[name], batch)

@@ -59,9 +59,9 @@ def main(argv):
     return step_lib.cross_entropy(nnx.merge(graphdef, params)(micro["inputs"]),
                                   micro["targets"])[0]
 
-  loss_fn = plain_loss if _VARIANT.value == "plain_loss" else None
-  step = jax.jit(step_lib.make_train_step(graphdef, tx, schedule, dropout=0.0, seed=0,
-                                          loss_fn=loss_fn), donate_argnums=0)
+  loss_fn = (lambda p, m, k: (plain_loss(p, m, k), {})) if _VARIANT.value == "plain_loss" else (
+      step_lib.lm_loss(graphdef, 0.0))
+  step = jax.jit(step_lib.make_train_step(loss_fn, tx, schedule, seed=0), donate_argnums=0)
   state = step_lib.init_state(nnx.to_pure_dict(params), tx)
   b, t = _BATCH.value, _BLOCK.value
   window = np.random.default_rng(0).integers(0, _VOCAB.value, (1, b, t + 1)).astype(np.int32)

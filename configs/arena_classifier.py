@@ -46,7 +46,7 @@ def get_config(arg=None):
 
   c = config_base.base_config()
   c.name = f"arena-{encoder}-{freeze}"  # Run name.
-  c.job = "classify"  # Runs llmjax.train.classify_loop.
+  c.job = "classify"  # Runs llmjax.train.classify.
 
   c.classifier = ml_collections.ConfigDict()
   c.classifier.init_from = checkpoint  # Encoder: hub id, local dir, minilm, or scratch.

@@ -35,7 +35,7 @@ def math_data(c: ml_collections.ConfigDict, max_tokens: int) -> None:
 def get_config(arg=None):
   c = add_sections(config_base.base_config())
   c.name = "progressive"  # Run name.
-  c.job = "progressive"  # Staged training loop (llmjax.train.progressive_loop).
+  c.job = "progressive"  # Staged training (llmjax.train.progressive).
   c.model.arch = "progressive"  # llmjax.models.progressive.
   c.model.n_layer = 12  # Layers of the final model (stage 3 has this many blocks).
   c.model.n_head = 12  # GPT-2 small heads.

@@ -47,8 +47,8 @@ class Trainer:
     return text
 
   def run(self):
-    from llmjax.train import loop  # pylint: disable=import-outside-toplevel
-    return loop.train(self.config, self.workdir)
+    from llmjax import jobs  # pylint: disable=import-outside-toplevel
+    return jobs.run(self.config, self.workdir)
 
 
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pathlib
-import sys
 from typing import Callable
 
 import jax
 import ml_collections
 
-from llmjax import cli
+from llmjax import errors
 
 JOBS: dict[str, Callable[[ml_collections.ConfigDict, str], object]] = {}
 
@@ -78,9 +77,11 @@ def _notes_job(name, config, workdir):
   return getattr(notes, name)(config, workdir)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str):
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+  """Runs `config.job` in `workdir`: what `python -m llmjax.main` and `llmjax.Trainer` do.
+  User errors raise `llmjax.errors.LlmjaxError` (the command line prints them as one line)."""
   name = config.get("job", "train")
   if name not in JOBS:
-    sys.exit(f"Unknown config.job={name!r}; available: {', '.join(sorted(JOBS))}.")
-  with cli.user_errors():
-    return JOBS[name](config, workdir)
+    raise errors.ConfigError(f"Unknown config.job={name!r}; available: "
+                             f"{', '.join(sorted(JOBS))}.")
+  return JOBS[name](config, workdir)

@@ -52,7 +52,8 @@ def main(argv):
   except ValueError as e:
     sys.exit(f"Error: {e}")
   from llmjax import jobs  # pylint: disable=import-outside-toplevel
-  jobs.run(config, workdir)
+  with cli.user_errors():
+    jobs.run(config, workdir)
 
 
 def parse_flags(argv):

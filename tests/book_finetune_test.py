@@ -11,7 +11,7 @@ from llmjax import compare_samples
 from llmjax import config_util
 from llmjax.pretrained import from_hf
 from llmjax.pretrained import init_from
-from llmjax.train import loop
+from llmjax.train import lm
 
 GOLDEN = "tests/goldens/gpt2"
 TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 30
@@ -40,7 +40,7 @@ def frozen_run(tmp_path_factory, text_file):
   workdir = tmp_path_factory.mktemp("run")
   config = smoke_config(text_file, **{"optim.learning_rate": 1e-12, "model.n_layer": 6,
                                       "model.mlp_hidden": 0})
-  result = loop.train(config, workdir)
+  result = lm.train(config, workdir)
   return workdir, result
 
 

@@ -10,7 +10,9 @@ from ml_collections import ConfigDict
 
 from llmjax.models import pair_classifier as pc
 from llmjax.models.encoder import Encoder, EncoderConfig
-from llmjax.train import classify_loop
+from llmjax.train import classify
+from llmjax.train import optimizer as optim_lib
+from llmjax.train import step as step_lib
 
 B, T = 4, 12
 
@@ -46,7 +48,7 @@ def test_pooling_ignores_padding():
 
 def test_both_orders_prediction_is_order_symmetric():
   model = tiny_model()
-  a, b = classify_loop._sides(batch())  # pylint: disable=protected-access
+  a, b = classify.sides(batch())
   predict = nnx.jit(pc.predict_probs, static_argnames="both_orders")
   ab = predict(model, a, b, both_orders=True)
   ba = predict(model, b, a, both_orders=True)
@@ -59,7 +61,7 @@ def test_both_orders_prediction_is_order_symmetric():
 def test_swap_sides_relabels():
   data = batch()
   swap = np.array([True, False, True, False])
-  out = classify_loop.swap_sides(data, swap)
+  out = classify.swap_sides(data, swap)
   np.testing.assert_array_equal(out["ids_a"][0], data["ids_b"][0])
   np.testing.assert_array_equal(out["mask_b"][2], data["mask_a"][2])
   np.testing.assert_array_equal(out["ids_a"][1], data["ids_a"][1])
@@ -96,14 +98,14 @@ def test_frozen_parameters_stay_bit_identical(mode, k):
   mask = pc.trainable_mask(params, mode, k)
   optim = ConfigDict(dict(learning_rate=1e-2, min_lr_ratio=0.1, beta1=0.9, beta2=0.99, eps=1e-8,
                           weight_decay=0.1, warmup_steps=0, grad_clip=1.0))
-  tx = classify_loop.make_optimizer(optim, 10, mask)
+  tx = optim_lib.make_optimizer(optim, 10, mask)
   schedule = optax.constant_schedule(1e-2)
-  step = jax.jit(classify_loop.make_train_step(graphdef, tx, mask, schedule, dropout=False,
-                                               seed=0))
+  step = jax.jit(step_lib.make_train_step(classify.classify_loss(graphdef, mask, dropout=False),
+                                          tx, schedule, seed=0, trainable=mask))
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
   before = jax.tree.map(np.asarray, params)
   for i in range(3):
-    state, metrics = step(state, batch(i))
+    state, metrics = step(state, jax.tree.map(lambda x: x[None], batch(i)))
   assert np.isfinite(float(metrics["train_loss"]))
   after = jax.tree.map(np.asarray, state["params"])
   paths = jax.tree_util.tree_flatten_with_path(before)[0]

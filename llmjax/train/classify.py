@@ -154,7 +154,8 @@ class ClassifyTask(runner.Task):
     enc_cfg = model.encoder.cfg
     dropout = cc.head_dropout > 0 or enc_cfg.hidden_dropout > 0 or enc_cfg.attention_dropout > 0
     loss_fn = classify_loss(graphdef, mask, dropout=dropout)
-    self.step = jax.jit(step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed),
+    self.step = jax.jit(step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed,
+                                                      trainable=mask),
                         in_shardings=(self.state_shardings, self.step_sharding),
                         out_shardings=(self.state_shardings, replicated), donate_argnums=0)
     self.eval_step = jax.jit(make_eval_step(graphdef, cc.both_orders),

@@ -135,7 +135,7 @@ def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
   batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
   eval_sharding = mesh_lib.batch_sharding(mesh)
   loss_fn = step_lib.lm_loss(graphdef, float(mc.get("dropout", 0.0)))
-  step_fn = step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed)
+  step_fn = step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed, trainable=trainable)
   train_step = jax.jit(mesh_lib.traced_under(mesh, step_fn),
                        in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, mesh_lib.replicated(mesh)),

@@ -239,7 +239,8 @@ class _Run:
     self.last_val = None
     num_params = metrics_lib.count_params(state["params"])
     summary = {"name": self.config.name, "job": self.config.job, "status": "running",
-               "num_params": num_params, **summary_facts}
+               "num_params": num_params, "resumed_from": start_step if resuming else None,
+               **summary_facts}
     if self.chief:
       print(task.startup_line(num_params, start_step)
             + (f" | resuming from step {start_step}" if resuming else ""), flush=True)

@@ -194,12 +194,14 @@ def lm_loss(graphdef, dropout: float) -> Callable:
 
 
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, seed: int):
+                    schedule: optax.Schedule, *, seed: int, trainable=None):
   """Returns step(state, batch) -> (state, metrics) for any job.
 
   `loss_fn(params, micro_batch, dropout_key) -> (loss, aux)`, aux a dict of scalar
   metrics. Batch leaves are [A, b, ...]: A micro-batches whose gradients (and aux
   metrics) are averaged. Micro-batch i of step s gets the dropout key of index s * A + i.
+  `trainable` (as in `optimizer.make_optimizer`) leaves the False leaves untouched, bit
+  for bit (not even `p + 0.0`, which would turn -0.0 into 0.0).
   """
   base_key = jax.random.key(seed + 1)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -230,7 +232,13 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
       aux = jax.tree.map(lambda a: a / n_micro, aux)
       grads = jax.tree.map(lambda g, p: (g / n_micro).astype(p.dtype), grads, params)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
+    if trainable is None:
+      new_params = optax.apply_updates(params, updates)
+    else:
+      mask = trainable(params) if callable(trainable) else trainable
+      new_params = jax.tree.map(lambda p, u, t: (p + u).astype(p.dtype) if t else p,
+                                params, updates, mask)
+    new_state = {"params": new_params, "opt_state": opt_state,
                  "step": state["step"] + 1}
     metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads),
                "lr": schedule(state["step"]), **aux}

@@ -234,15 +234,15 @@ def _step_of(directory) -> tuple[str, int]:
 
 def _install_faults(faults: dict) -> None:
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  from llmjax.train import loop  # pylint: disable=import-outside-toplevel
+  from llmjax.train import lm  # pylint: disable=import-outside-toplevel
 
   if "step_delay" in faults:
-    to_global_batch = loop.to_global_batch
+    to_global_batch = lm.to_global_batch
 
     def slow_to_global_batch(*args, **kwargs):
       time.sleep(faults["step_delay"])
       return to_global_batch(*args, **kwargs)
-    loop.to_global_batch = slow_to_global_batch
+    lm.to_global_batch = slow_to_global_batch
 
   save = ocp.StandardCheckpointHandler.async_save
 
