@@ -37,8 +37,11 @@ class Trainer:
     if isinstance(config, str):
       config = config_util.load_config(config)
     self.config = ml_collections.ConfigDict(config.to_dict())
-    config_util.apply_overrides(self.config, {**(overrides or {}), **kw_overrides})
+    overrides = {**(overrides or {}), **kw_overrides}
+    config_util.apply_overrides(self.config, overrides)
     config_util.validate(self.config)
+    from llmjax import jobs  # pylint: disable=import-outside-toplevel
+    jobs.check_overrides(self.config, overrides)
 
   @staticmethod
   def help_config(config: str = "configs/shakespeare.py") -> str:

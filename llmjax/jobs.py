@@ -1,4 +1,7 @@
-"""Maps `config.job` to the function that runs it."""
+"""Maps `config.job` to the function that runs it, and to the config sections it reads.
+
+A key the user sets (`--config.KEY=...`, `Trainer(section__key=...)`) that the chosen job
+never reads is refused before any work (`check_overrides`)."""
 
 from __future__ import annotations
 
@@ -8,16 +11,41 @@ from typing import Callable
 import jax
 import ml_collections
 
+from llmjax import config_util
 from llmjax import errors
 
 JOBS: dict[str, Callable[[ml_collections.ConfigDict, str], object]] = {}
+# Job -> (sections it reads, keys inside them it never reads: a tuple, or a function of
+# the config giving them).
+READS: dict[str, tuple[tuple[str, ...], object]] = {}
+LM_SECTIONS = ("model", "train", "optim", "data", "notes", "mesh", "track")
 
 
-def job(name: str):
+def lm_unread(config) -> tuple[str, ...]:
+  """Keys of the LM sections that this config's model and data source leave unread."""
+  unread = []
+  if config.model.arch != "conv_attention":
+    unread.append("model.fan_in")
+  if config.data.source != "hf":
+    unread += ["data.hf_config", "data.hf_split", "data.hf_streaming"]
+  return tuple(unread)
+
+
+def job(name: str, reads: tuple[str, ...] = LM_SECTIONS, ignores=lm_unread):
   def register(fn):
     JOBS[name] = fn
+    READS[name] = (reads, ignores)
     return fn
   return register
+
+
+def check_overrides(config: ml_collections.ConfigDict, keys) -> None:
+  """Refuses overridden `keys` that `config.job` never reads."""
+  name = config.get("job", "train")
+  if name in READS:
+    reads, ignores = READS[name]
+    config_util.check_keys_read(name, reads, ignores(config) if callable(ignores) else ignores,
+                                keys)
 
 
 @job("train")
@@ -34,7 +62,8 @@ def train_job(config, workdir):
   return result
 
 
-@job("progressive")
+@job("progressive", reads=LM_SECTIONS + ("progressive", "lora"),
+     ignores=lambda c: lm_unread(c) + ("model.init_from",))
 def progressive_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
@@ -46,13 +75,15 @@ def progressive_job(config, workdir):
   return result
 
 
-@job("arch_compare")
+@job("arch_compare", reads=LM_SECTIONS + ("compare", "progressive", "lora"),
+     ignores=("model.init_from", "data.hf_config", "data.hf_split", "data.hf_streaming"))
 def arch_compare_job(config, workdir):
   from llmjax.experiments import arch_compare  # pylint: disable=import-outside-toplevel
   return arch_compare.run(config, workdir)
 
 
-@job("classify")
+@job("classify", reads=("classifier", "arena", "train", "optim", "mesh", "track"),
+     ignores=("train.sample_tokens", "train.sample_prompt"))
 def classify_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
@@ -60,13 +91,15 @@ def classify_job(config, workdir):
   return classify.train(config, workdir)
 
 
-@job("notes_experiment")
+@job("notes_experiment", reads=LM_SECTIONS + ("experiment",),
+     ignores=lambda c: lm_unread(c) + ("experiment.levels",))
 def notes_experiment_job(config, workdir):
   """Notes corpora, experiment 1: pre / post / blank / none (llmjax.experiments.notes)."""
   return _notes_job("run_experiment", config, workdir)
 
 
-@job("notes_richness")
+@job("notes_richness", reads=LM_SECTIONS + ("experiment",),
+     ignores=lambda c: lm_unread(c) + ("experiment.variants",))
 def notes_richness_job(config, workdir):
   """Notes corpora, experiment 2: tag richness of post notes (llmjax.experiments.notes)."""
   return _notes_job("run_richness", config, workdir)
