@@ -10,6 +10,10 @@ unreadable turn lists, no winner or several winners are counted, skipped and rep
 `encode_pairs` turns examples into fixed-shape int32 arrays: per side
 `[CLS] prompt [SEP] response [SEP]` with the prompt cut to `prompt_max_tokens` and the
 response (all turns joined) to `response_max_tokens`.
+
+`split_grouped` cuts examples into train / validation / test (default 80/10/10) so that
+all rows with the same prompt text land in one split: the same question asked in
+several battles must not be seen in training and then scored on.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import tokenizers
 from tqdm import tqdm
 
+from llmjax import errors
 from llmjax.models.pair_classifier import A_WINS, B_WINS, TIE
 
 TEXT_FIELDS = ("prompt", "response_a", "response_b")
@@ -127,13 +132,18 @@ def parse_rows(rows: Iterable[dict[str, Any]], origin: str) -> tuple[list[Exampl
   return examples, report
 
 
-def synthetic_rows(n: int, seed: int, max_words: int = 24,
-                   tie_fraction: float = 0.1) -> list[dict[str, Any]]:
+def synthetic_rows(n: int, seed: int, max_words: int = 24, tie_fraction: float = 0.1,
+                   distinct_prompts: int = 0) -> list[dict[str, Any]]:
   """LMSYS-layout rows where the longer response wins and equal lengths tie.
 
   Lengths differ by at least 3 words unless tied, so the rule is learnable from text.
+  `distinct_prompts` > 0 draws every prompt from that many fixed ones, so prompts repeat
+  across rows as in the real data (0: each row gets its own random prompt).
   """
   rng = np.random.default_rng(seed)
+  pool_rng = np.random.default_rng([seed, 1])
+  pool = [" ".join(pool_rng.choice(SYNTHETIC_WORDS, size=int(pool_rng.integers(2, 7))))
+          for _ in range(distinct_prompts)]
 
   def words(k):
     return " ".join(rng.choice(SYNTHETIC_WORDS, size=k))
@@ -147,8 +157,11 @@ def synthetic_rows(n: int, seed: int, max_words: int = 24,
       choices = [k for k in range(1, max_words + 1) if abs(k - len_a) >= 3]
       len_b = int(rng.choice(choices))
     label = A_WINS if len_a > len_b else B_WINS if len_b > len_a else TIE
+    prompt = words(int(rng.integers(2, 7)))
+    if pool:
+      prompt = pool[int(pool_rng.integers(len(pool)))]
     rows.append({
-        "prompt": json.dumps([words(int(rng.integers(2, 7)))]),
+        "prompt": json.dumps([prompt]),
         "response_a": json.dumps([words(len_a)]),
         "response_b": json.dumps([words(len_b)]),
         **{f: int(label == c) for f, c in zip(WINNER_FIELDS, (A_WINS, B_WINS, TIE))},
@@ -183,12 +196,12 @@ def _read_hf(path: str, split: str) -> Iterator[dict[str, Any]]:
 
 
 def read_rows(source: str, path: str, split: str = "train", *, synthetic_n: int = 1000,
-              seed: int = 0) -> Iterator[dict[str, Any]]:
+              seed: int = 0, synthetic_prompts: int = 0) -> Iterator[dict[str, Any]]:
   """Raw rows from `source` (see SOURCES); local files must exist."""
   if source not in SOURCES:
     raise ValueError(f"arena.source={source!r}; use one of {SOURCES}")
   if source == "synthetic":
-    return iter(synthetic_rows(synthetic_n, seed))
+    return iter(synthetic_rows(synthetic_n, seed, distinct_prompts=synthetic_prompts))
   if not path:
     raise ValueError(f"arena.source={source!r} needs arena.path (a file, dataset directory or "
                      "hub dataset id)")
@@ -201,9 +214,11 @@ def read_rows(source: str, path: str, split: str = "train", *, synthetic_n: int 
 
 
 def load_examples(source: str, path: str, split: str = "train", *, max_rows: int = 0,
-                  synthetic_n: int = 1000, seed: int = 0) -> tuple[list[Example], LoadReport]:
+                  synthetic_n: int = 1000, seed: int = 0,
+                  synthetic_prompts: int = 0) -> tuple[list[Example], LoadReport]:
   """Parsed examples and the report of skipped rows."""
-  rows = read_rows(source, path, split, synthetic_n=synthetic_n, seed=seed)
+  rows = read_rows(source, path, split, synthetic_n=synthetic_n, seed=seed,
+                   synthetic_prompts=synthetic_prompts)
   if max_rows:
     rows = (row for i, row in zip(range(max_rows), rows))
   origin = f"{source}:{synthetic_n if source == 'synthetic' else path}"
@@ -243,6 +258,56 @@ def encode_pairs(examples: list[Example], tokenizer: tokenizers.Tokenizer, *,
       n = len(e.ids)
       ids[i, :n], mask[i, :n], types[i, :n] = e.ids, e.attention_mask, e.type_ids
     out[f"ids_{side}"], out[f"mask_{side}"], out[f"types_{side}"] = ids, mask, types
+  return out
+
+
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def split_fractions(val_fraction: float, test_fraction: float) -> tuple[float, float, float]:
+  """(train, val, test) shares from the `arena.val_fraction` / `arena.test_fraction` keys."""
+  train = 1.0 - val_fraction - test_fraction
+  if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and train > 0):
+    raise errors.ConfigError(
+        f"arena.val_fraction={val_fraction} and arena.test_fraction={test_fraction} must "
+        "leave a training share above 0 (validation in (0, 1), test in [0, 1)); e.g. 0.1 and "
+        "0.1 for the 80/10/10 split")
+  return train, val_fraction, test_fraction
+
+
+def split_grouped(examples: list[Example],
+                  fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Sorted index arrays (train, val, test) into `examples`, grouped by prompt text.
+
+  The distinct prompts are shuffled with `seed` and laid end to end, each taking as many
+  slots as it has rows; a prompt goes to the split whose share of the row count holds
+  the middle of its run, so split sizes are within one prompt group of the shares.
+  A share of 0 gives an empty split; a positive share that receives no prompt (too few
+  distinct prompts) is an error.
+  """
+  fractions = tuple(float(f) for f in fractions)
+  if (len(fractions) != 3 or min(fractions) < 0
+      or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)):
+    raise errors.ConfigError(f"split fractions {fractions} must be three shares (train, "
+                             "validation, test) >= 0 that sum to 1, e.g. (0.8, 0.1, 0.1)")
+  group_of: dict[str, int] = {}
+  group_N = np.asarray([group_of.setdefault(e.prompt, len(group_of)) for e in examples],
+                       np.int64)
+  sizes_G = np.bincount(group_N, minlength=len(group_of))
+  order_G = np.random.default_rng(seed).permutation(len(group_of))
+  middle_G = (np.cumsum(sizes_G[order_G]) - sizes_G[order_G] / 2) / max(len(examples), 1)
+  split_of_group = np.empty(len(group_of), np.int64)
+  split_of_group[order_G] = np.searchsorted(np.cumsum(fractions)[:2], middle_G, side="right")
+  split_N = split_of_group[group_N]
+  out = tuple(np.flatnonzero(split_N == k) for k in range(3))
+  for name, fraction, rows in zip(SPLIT_NAMES, fractions, out):
+    if fraction > 0 and not len(rows):
+      raise errors.DataError(
+          f"{len(examples)} examples with {len(group_of)} distinct prompts give no {name} "
+          f"rows for a share of {fraction}; use more rows (arena.max_rows) or a larger "
+          "arena.val_fraction / arena.test_fraction")
   return out
 
 
