@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tokenizers
 
+from llmjax import errors
 from llmjax.data import arena
 from llmjax.pretrained.tokenizer import wordpiece_from_vocab
 from llmjax.train import classify_metrics
@@ -145,3 +146,70 @@ def test_metrics_and_baselines():
   assert base["uniform"] == {"accuracy": 1 / 3, "log_loss": math.log(3)}
   text = classify_metrics.format_report(classify_metrics.evaluate(probs, labels, labels))
   assert "model         0.7500" in text and "\nmodel_a          1        1        0\n" in text
+
+
+def _repeated_prompt_examples(seed: int, distinct: int) -> list:
+  """Rows in shuffled order whose prompts are each asked 1 to 6 times."""
+  rng = np.random.default_rng(seed)
+  prompts = rng.permutation(np.repeat(np.arange(distinct), rng.integers(1, 7, distinct)))
+  return [arena.Example(f"prompt {p}", f"a{i}", f"b{i}", int(rng.integers(3)))
+          for i, p in enumerate(prompts)]
+
+
+@pytest.mark.parametrize("fractions", [(0.8, 0.1, 0.1), (0.6, 0.3, 0.1), (0.9, 0.1, 0.0)])
+def test_split_grouped_never_shares_a_prompt(fractions):
+  for seed in range(40):
+    examples = _repeated_prompt_examples(seed, distinct=30 + 7 * seed)
+    n = len(examples)
+    splits = arena.split_grouped(examples, fractions, seed=seed)
+    np.testing.assert_array_equal(np.sort(np.concatenate(splits)), np.arange(n))
+    prompts = [{examples[i].prompt for i in rows} for rows in splits]
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
+    # Each split is within one prompt group of its share (the group straddling a boundary).
+    largest = max(sum(e.prompt == p for e in examples) for p in set(e.prompt for e in examples))
+    for rows, share in zip(splits, fractions):
+      assert abs(len(rows) - share * n) <= largest
+      assert list(rows) == sorted(rows)
+    if fractions[2] == 0:
+      assert len(splits[2]) == 0
+    again = arena.split_grouped(examples, fractions, seed=seed)
+    assert all(np.array_equal(a, b) for a, b in zip(splits, again))
+
+
+def test_split_grouped_on_synthetic_rows_and_errors():
+  examples, _ = arena.parse_rows(arena.synthetic_rows(400, seed=0, distinct_prompts=60), "s")
+  assert len({e.prompt for e in examples}) == 60
+  train, val, test = arena.split_grouped(examples, seed=0)
+  assert (len(train), len(val), len(test)) == (317, 40, 43)
+  assert arena.split_fractions(0.1, 0.1) == pytest.approx((0.8, 0.1, 0.1))
+  with pytest.raises(errors.ConfigError, match="arena.val_fraction=0.5 and arena.test_fraction"
+                     "=0.5 must leave a training share"):
+    arena.split_fractions(0.5, 0.5)
+  with pytest.raises(errors.ConfigError, match="sum to 1"):
+    arena.split_grouped(examples, (0.8, 0.1, 0.2))
+  same_prompt = [arena.Example("p", "a", "b", 0)] * 5
+  with pytest.raises(errors.DataError, match="5 examples with 1 distinct prompts give no "
+                     "validation rows"):
+    arena.split_grouped(same_prompt)
+  # The default synthetic rows keep their old, unrepeated prompts.
+  assert arena.synthetic_rows(5, seed=3) == arena.synthetic_rows(5, seed=3, distinct_prompts=0)
+
+
+def test_bootstrap_interval_is_seeded_and_exact():
+  # Two examples, one right: numpy's seed-0 stream draws 1, 1, 0, 0 correct of 2; the
+  # 2.5% and 97.5% quantiles of the means (0.5, 0.5, 0, 0) are 0 and 0.5.
+  np.testing.assert_array_equal(np.random.default_rng(0).binomial(2, 0.5, size=4), [1, 1, 0, 0])
+  assert classify_metrics.bootstrap_interval(np.array([1, 0]), seed=0, resamples=4) == (0.0, 0.5)
+  correct = np.r_[np.ones(120, int), np.zeros(80, int)]
+  assert classify_metrics.bootstrap_interval(correct, seed=0) == (0.535, 0.67)
+  assert classify_metrics.bootstrap_interval(correct, seed=1) == (0.53, 0.66)
+  normal = 1.96 * math.sqrt(0.6 * 0.4 / 200)
+  low, high = classify_metrics.bootstrap_interval(correct)
+  assert abs(low - (0.6 - normal)) < 0.01 and abs(high - (0.6 + normal)) < 0.01
+  assert classify_metrics.bootstrap_interval(np.ones(7, int)) == (1.0, 1.0)
+  probs = np.eye(3)[[0, 1, 2, 0]]
+  report = classify_metrics.evaluate(probs, np.array([0, 1, 2, 1]), np.array([0, 1]))
+  assert report["accuracy"] == 0.75
+  assert report["accuracy_ci95"] == list(classify_metrics.bootstrap_interval(
+      np.array([1, 1, 1, 0])))
+  assert "95% bootstrap interval: [" in classify_metrics.format_report(report)

@@ -277,3 +277,20 @@ def test_unreachable_hub_gives_a_clear_error(monkeypatch):
   with pytest.raises(FileNotFoundError, match=r"'bert-base-uncased' is neither a local directory"
                      r" nor a downloadable hub repository \(no network\)"):
     from_hf("bert-base-uncased")
+
+
+def test_deberta_v1_bpe_tokenizer_uses_cls_and_sep(tmp_path):
+  """microsoft/deberta-base ships GPT-2 BPE files whose specials are [CLS] / [SEP]."""
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  from llmjax.pretrained import load_tokenizer  # pylint: disable=import-outside-toplevel
+  trainer = tokenizers.ByteLevelBPETokenizer()
+  trainer.train_from_iterator(["hello world, hello there"] * 20, vocab_size=300,
+                              special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"])
+  trainer.save_model(str(tmp_path))
+  tok = load_tokenizer(tmp_path)
+  enc = tok.encode("hello world", "there")
+  assert enc.tokens[0] == "[CLS]" and enc.tokens.count("[SEP]") == 2
+  assert enc.tokens[-1] == "[SEP]" and "<s>" not in enc.tokens
+  first = enc.tokens.index("[SEP]") + 1
+  assert enc.type_ids == [0] * first + [1] * (len(enc.ids) - first)
+  assert tok.token_to_id("[PAD]") == 0
