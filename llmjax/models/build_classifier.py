@@ -1,5 +1,13 @@
 """Builds the arena pair classifier (encoder + head) and its tokenizer from the
-`classifier` config section: a pretrained encoder checkpoint or a scratch encoder."""
+`classifier` config section: a pretrained encoder checkpoint, the same architecture with
+random weights (`classifier.freeze='random'`), or a scratch encoder.
+
+`random` reads only the checkpoint's config.json (and its tokenizer) and initialises the
+encoder as `transformers` does for a model built from its config (N(0, 0.02^2) matrices,
+zero biases; `llmjax.pretrained.hf_import.init_like_hf`), seeded by `train.seed`. The
+whole model then trains, like `full`: the original study's "random" row fine-tuned the
+randomly initialised encoder together with the head.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,9 @@ from llmjax import config_util
 from llmjax.models import pair_classifier as pc
 from llmjax.models.encoder import Encoder, EncoderConfig
 from llmjax.pretrained import assets
-from llmjax.pretrained import from_hf, load_tokenizer
+from llmjax.pretrained import from_hf, hf_import, load_tokenizer
+
+RANDOM = "random"  # classifier.freeze value: the checkpoint's architecture, random weights.
 
 
 def resolve_checkpoint(name: str) -> str:
@@ -27,8 +37,17 @@ def _pad_id(tokenizer) -> int:
   return 0
 
 
+def _not_an_encoder(init_from: str) -> config_util.ConfigError:
+  return config_util.ConfigError(f"classifier.init_from={init_from!r} is not an encoder "
+                                 "checkpoint (BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, "
+                                 "DeBERTa v1/v2/v3).")
+
+
 def build_model(cc: ml_collections.ConfigDict, seed: int):
-  """(PairClassifier, tokenizer) for the `classifier` config section."""
+  """(PairClassifier, tokenizer) for the `classifier` config section.
+
+  `seed` seeds the head and, for `init_from='scratch'` or `freeze='random'`, the encoder.
+  """
   if cc.init_from == "scratch" and not cc.tokenizer:
     raise config_util.ConfigError("classifier.init_from='scratch' needs classifier.tokenizer (a "
                                   "tokenizer directory, hub id, or minilm).")
@@ -44,12 +63,13 @@ def build_model(cc: ml_collections.ConfigDict, seed: int):
         max_position_embeddings=cc.max_position_embeddings, pad_token_id=_pad_id(tokenizer),
         type_vocab_size=0 if cc.family == "distilbert" else 2, **overrides)
     encoder = Encoder(enc_cfg, rngs=nnx.Rngs(params=seed))
+  elif cc.freeze == RANDOM:
+    encoder, enc_cfg = hf_import.random_from_hf(resolve_checkpoint(cc.init_from), seed,
+                                                **overrides)
   else:
     encoder, enc_cfg = from_hf(resolve_checkpoint(cc.init_from), **overrides)
     if not isinstance(encoder, Encoder):
-      raise config_util.ConfigError(f"classifier.init_from={cc.init_from!r} is not an encoder "
-                                    "checkpoint (BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, "
-                                    "DeBERTa-v2/v3).")
+      raise _not_an_encoder(cc.init_from)
   head = pc.HeadConfig(pooling=cc.pooling, diff_prod=cc.diff_prod, hidden=cc.head_hidden,
                        dropout=cc.head_dropout)
   return pc.PairClassifier(encoder, head, rngs=nnx.Rngs(params=seed + 1)), tokenizer
