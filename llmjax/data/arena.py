@@ -9,7 +9,9 @@ unreadable turn lists, no winner or several winners are counted, skipped and rep
 
 `encode_pairs` turns examples into fixed-shape int32 arrays: per side
 `[CLS] prompt [SEP] response [SEP]` with the prompt cut to `prompt_max_tokens` and the
-response (all turns joined) to `response_max_tokens`.
+response (all turns joined) to `response_max_tokens`; with `max_length` the whole side
+(special tokens included) is also cut to that many tokens, the prompt first taking what
+it needs, as when the original study tokenised prompt + response with max_length=128.
 
 `split_grouped` cuts examples into train / validation / test (default 80/10/10) so that
 all rows with the same prompt text land in one split: the same question asked in
@@ -132,6 +134,14 @@ def parse_rows(rows: Iterable[dict[str, Any]], origin: str) -> tuple[list[Exampl
   return examples, report
 
 
+def synthetic_tokenizer() -> tokenizers.Tokenizer:
+  """A WordPiece tokenizer over the synthetic rows' words (`classifier.tokenizer=synthetic`):
+  ids 0-4 are [PAD] [UNK] [CLS] [SEP] [MASK], every word is one token, 36 in all."""
+  from llmjax.pretrained import tokenizer  # pylint: disable=import-outside-toplevel
+  return tokenizer.wordpiece_from_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                                          *SYNTHETIC_WORDS], source="synthetic vocabulary")
+
+
 def synthetic_rows(n: int, seed: int, max_words: int = 24, tie_fraction: float = 0.1,
                    distinct_prompts: int = 0) -> list[dict[str, Any]]:
   """LMSYS-layout rows where the longer response wins and equal lengths tie.
@@ -196,12 +206,14 @@ def _read_hf(path: str, split: str) -> Iterator[dict[str, Any]]:
 
 
 def read_rows(source: str, path: str, split: str = "train", *, synthetic_n: int = 1000,
-              seed: int = 0, synthetic_prompts: int = 0) -> Iterator[dict[str, Any]]:
+              seed: int = 0, synthetic_prompts: int = 0,
+              synthetic_max_words: int = 24) -> Iterator[dict[str, Any]]:
   """Raw rows from `source` (see SOURCES); local files must exist."""
   if source not in SOURCES:
     raise ValueError(f"arena.source={source!r}; use one of {SOURCES}")
   if source == "synthetic":
-    return iter(synthetic_rows(synthetic_n, seed, distinct_prompts=synthetic_prompts))
+    return iter(synthetic_rows(synthetic_n, seed, max_words=synthetic_max_words,
+                               distinct_prompts=synthetic_prompts))
   if not path:
     raise ValueError(f"arena.source={source!r} needs arena.path (a file, dataset directory or "
                      "hub dataset id)")
@@ -214,11 +226,11 @@ def read_rows(source: str, path: str, split: str = "train", *, synthetic_n: int 
 
 
 def load_examples(source: str, path: str, split: str = "train", *, max_rows: int = 0,
-                  synthetic_n: int = 1000, seed: int = 0,
-                  synthetic_prompts: int = 0) -> tuple[list[Example], LoadReport]:
+                  synthetic_n: int = 1000, seed: int = 0, synthetic_prompts: int = 0,
+                  synthetic_max_words: int = 24) -> tuple[list[Example], LoadReport]:
   """Parsed examples and the report of skipped rows."""
   rows = read_rows(source, path, split, synthetic_n=synthetic_n, seed=seed,
-                   synthetic_prompts=synthetic_prompts)
+                   synthetic_prompts=synthetic_prompts, synthetic_max_words=synthetic_max_words)
   if max_rows:
     rows = (row for i, row in zip(range(max_rows), rows))
   origin = f"{source}:{synthetic_n if source == 'synthetic' else path}"
@@ -230,11 +242,17 @@ def load_examples(source: str, path: str, split: str = "train", *, max_rows: int
 
 def encode_pairs(examples: list[Example], tokenizer: tokenizers.Tokenizer, *,
                  prompt_max_tokens: int, response_max_tokens: int, pad_id: int,
-                 show_progress: bool = False) -> dict[str, np.ndarray]:
+                 max_length: int = 0, show_progress: bool = False) -> dict[str, np.ndarray]:
   """Token arrays {ids,mask,types}_{a,b} (NxT int32) and labels (N,).
 
-  T is the longest encoded side, rounded up to a multiple of 8.
+  T is the longest encoded side, rounded up to a multiple of 8 (at most `max_length`).
+  `max_length` > 0 caps each side at that many tokens: the prompt keeps up to
+  `max_length` minus the special tokens, the response what is left (possibly nothing).
   """
+  budget = max_length - tokenizer.num_special_tokens_to_add(True) if max_length else 0
+  if max_length and budget < 1:
+    raise errors.ConfigError(f"arena.max_length={max_length} leaves no room for text after "
+                             f"{max_length - budget} special tokens; use 0 (no cap) or more")
   prompts = tokenizer.encode_batch([e.prompt for e in examples], add_special_tokens=False)
   sides = {}
   for side in ("a", "b"):
@@ -243,12 +261,15 @@ def encode_pairs(examples: list[Example], tokenizer: tokenizers.Tokenizer, *,
     encoded = []
     for p, r in tqdm(zip(prompts, responses), total=len(examples), disable=not show_progress,
                      desc=f"encode side {side}", unit="pair"):
-      p.truncate(prompt_max_tokens)
-      r.truncate(response_max_tokens)
+      p.truncate(min(prompt_max_tokens, budget) if budget else prompt_max_tokens)
+      r.truncate(min(response_max_tokens, budget - len(p.ids)) if budget
+                 else response_max_tokens)
       encoded.append(tokenizer.post_process(p, r, add_special_tokens=True))
     sides[side] = encoded
   length = max(len(e.ids) for enc in sides.values() for e in enc)
   length = -(-length // 8) * 8
+  if max_length:
+    length = min(length, max_length)
   out = {"labels": np.asarray([e.label for e in examples], np.int32)}
   for side, encoded in sides.items():
     ids = np.full((len(encoded), length), pad_id, np.int32)
@@ -319,3 +340,50 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     raise ValueError(f"{n} examples cannot give a validation share of {val_fraction}; need more "
                      "rows or a smaller arena.val_fraction")
   return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+@dataclasses.dataclass
+class Splits:
+  """Encoded arrays of each split (`encode_pairs` layout) and the row indices behind them."""
+  train: dict[str, np.ndarray]
+  val: dict[str, np.ndarray]
+  test: dict[str, np.ndarray]
+  rows: dict[str, np.ndarray]  # "train" / "val" / "test" -> indices into the examples.
+  report: LoadReport
+
+  def summary(self) -> str:
+    n = {k: len(v) for k, v in self.rows.items()}
+    return (f"{n['train']:,} train / {n['val']:,} validation / {n['test']:,} test pairs "
+            f"(no prompt in two splits)")
+
+
+def prepare_splits(ac, tokenizer: tokenizers.Tokenizer, pad_id: int, seed: int, *,
+                   show_progress: bool = False) -> Splits:
+  """Loads, encodes and splits the rows the `arena` config section names.
+
+  Reads arena.{source, path, split, max_rows, synthetic_rows, synthetic_prompts,
+  synthetic_max_words, val_fraction, test_fraction, prompt_max_tokens,
+  response_max_tokens, max_length}; keys missing from an older config take their
+  defaults (no test split, no repeated synthetic prompts, no length cap).
+  """
+  examples, report = load_examples(
+      ac.source, ac.path, ac.split, max_rows=ac.max_rows, synthetic_n=ac.synthetic_rows,
+      seed=seed, synthetic_prompts=ac.get("synthetic_prompts", 0),
+      synthetic_max_words=ac.get("synthetic_max_words", 24))
+  fractions = split_fractions(ac.val_fraction, ac.get("test_fraction", 0.0))
+  rows = dict(zip(("train", "val", "test"), split_grouped(examples, fractions, seed)))
+  arrays = encode_pairs(examples, tokenizer, prompt_max_tokens=ac.prompt_max_tokens,
+                        response_max_tokens=ac.response_max_tokens, pad_id=pad_id,
+                        max_length=ac.get("max_length", 0), show_progress=show_progress)
+  take = lambda idx: {k: v[idx] for k, v in arrays.items()}  # noqa: E731
+  return Splits(train=take(rows["train"]), val=take(rows["val"]), test=take(rows["test"]),
+                rows=rows, report=report)
+
+
+def epoch_steps(train_rows: int, batch_size: int, epochs: int) -> tuple[int, int]:
+  """(total steps, steps per epoch) for `epochs` passes over `train_rows` in full batches."""
+  per_epoch = train_rows // batch_size
+  if per_epoch < 1:
+    raise errors.ConfigError(f"{train_rows} training pairs do not fill one batch of "
+                             f"train.batch_size={batch_size}; lower it or use more rows")
+  return epochs * per_epoch, per_epoch

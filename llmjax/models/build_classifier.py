@@ -1,6 +1,8 @@
 """Builds the arena pair classifier (encoder + head) and its tokenizer from the
 `classifier` config section: a pretrained encoder checkpoint, the same architecture with
-random weights (`classifier.freeze='random'`), or a scratch encoder.
+random weights (`classifier.freeze='random'`), or a scratch encoder. The tokenizer is the
+checkpoint's, `classifier.tokenizer` when set (a directory, hub id, `minilm`, or
+`synthetic`: the 36-token vocabulary of the generated rows, for offline smoke runs).
 
 `random` reads only the checkpoint's config.json (and its tokenizer) and initialises the
 encoder as `transformers` does for a model built from its config (N(0, 0.02^2) matrices,
@@ -17,12 +19,14 @@ import ml_collections
 from flax import nnx
 
 from llmjax import config_util
+from llmjax.data import arena
 from llmjax.models import pair_classifier as pc
 from llmjax.models.encoder import Encoder, EncoderConfig
 from llmjax.pretrained import assets
 from llmjax.pretrained import from_hf, hf_import, load_tokenizer
 
 RANDOM = "random"  # classifier.freeze value: the checkpoint's architecture, random weights.
+SYNTHETIC_TOKENIZER = "synthetic"  # classifier.tokenizer value: arena.synthetic_tokenizer().
 
 
 def resolve_checkpoint(name: str) -> str:
@@ -51,7 +55,10 @@ def build_model(cc: ml_collections.ConfigDict, seed: int):
   if cc.init_from == "scratch" and not cc.tokenizer:
     raise config_util.ConfigError("classifier.init_from='scratch' needs classifier.tokenizer (a "
                                   "tokenizer directory, hub id, or minilm).")
-  tokenizer = load_tokenizer(resolve_checkpoint(cc.tokenizer or cc.init_from))
+  if cc.tokenizer == SYNTHETIC_TOKENIZER:
+    tokenizer = arena.synthetic_tokenizer()
+  else:
+    tokenizer = load_tokenizer(resolve_checkpoint(cc.tokenizer or cc.init_from))
   overrides: dict[str, Any] = {"dtype": cc.dtype}
   if cc.dropout >= 0:
     overrides.update(hidden_dropout=cc.dropout, attention_dropout=cc.dropout)
@@ -79,10 +86,16 @@ def check_lengths(enc_cfg: EncoderConfig, tokenizer, ac) -> None:
   """Fails before encoding when the longest side cannot fit the encoder's positions."""
   specials = tokenizer.num_special_tokens_to_add(True)
   longest = ac.prompt_max_tokens + ac.response_max_tokens + specials
+  if ac.get("max_length", 0):
+    longest = min(longest, ac.max_length)
   limit = enc_cfg.max_position_embeddings
   if enc_cfg.family == "roberta":
     limit -= enc_cfg.pad_token_id + 1
   if enc_cfg.absolute_positions and longest > limit:
+    if ac.get("max_length", 0):
+      raise config_util.ConfigError(
+          f"arena.max_length={ac.max_length} exceeds the encoder's {limit} positions; set "
+          f"--config.arena.max_length={limit} or less.")
     fit = limit - ac.prompt_max_tokens - specials
     raise config_util.ConfigError(
         f"arena.prompt_max_tokens={ac.prompt_max_tokens} + arena.response_max_tokens="

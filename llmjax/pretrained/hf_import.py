@@ -21,7 +21,6 @@ import os
 import pathlib
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -360,20 +359,17 @@ def init_like_hf(encoder: Encoder, seed: int, std: float = 0.02) -> Encoder:
   (std = config.json's `initializer_range`), the padding row of the word table zero,
   biases zero, LayerNorm scales one. Seeded: the same seed gives the same weights."""
   graphdef, state = nnx.split(encoder)
-  key = jax.random.key(seed)
   leaves = []
   for i, (path, var) in enumerate(nnx.to_flat_state(state)):
-    value = var.get_value()
     leaf = str(path[-1])
     if leaf in ("kernel", "embedding"):
-      new = std * jax.random.normal(jax.random.fold_in(key, i), value.shape, jnp.float32)
+      # numpy draws: no device compilation per parameter shape.
+      new = std * np.random.default_rng([seed, i]).standard_normal(var.shape, np.float32)
       if tuple(map(str, path)) == ("embed", "word", "embedding"):
-        new = new.at[encoder.cfg.pad_token_id].set(0.0)
-    elif leaf == "scale":
-      new = jnp.ones(value.shape, jnp.float32)
+        new[encoder.cfg.pad_token_id] = 0.0
     else:
-      new = jnp.zeros(value.shape, jnp.float32)
-    leaves.append((path, var.replace(new.astype(value.dtype))))
+      new = np.full(var.shape, 1.0 if leaf == "scale" else 0.0, np.float32)
+    leaves.append((path, var.replace(jnp.asarray(new, dtype=var.dtype))))
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 

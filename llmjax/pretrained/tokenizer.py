@@ -39,15 +39,22 @@ def _special(vocab: dict[str, int], token: str, path: pathlib.Path) -> tuple[str
 
 def wordpiece_from_vocab(vocab_path: pathlib.Path, lowercase: bool = True) -> tokenizers.Tokenizer:
   """A BERT WordPiece tokenizer built from a vocab.txt file."""
+  return wordpiece_from_tokens(vocab_path.read_text(encoding="utf-8").splitlines(), lowercase,
+                               source=vocab_path)
+
+
+def wordpiece_from_tokens(tokens: list[str], lowercase: bool = True,
+                          source: str | os.PathLike = "vocabulary") -> tokenizers.Tokenizer:
+  """A BERT WordPiece tokenizer whose token i is `tokens[i]` (needs [CLS] and [SEP])."""
   vocab = {}
-  for i, line in enumerate(vocab_path.read_text(encoding="utf-8").splitlines()):
-    vocab.setdefault(line.rstrip("\n"), i)
+  for i, token in enumerate(tokens):
+    vocab.setdefault(token.rstrip("\n"), i)
   tok = tokenizers.Tokenizer(
       models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
   tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                               strip_accents=None, lowercase=lowercase)
   tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  cls, sep = _special(vocab, "[CLS]", vocab_path), _special(vocab, "[SEP]", vocab_path)
+  cls, sep = _special(vocab, "[CLS]", source), _special(vocab, "[SEP]", source)
   tok.post_processor = processors.TemplateProcessing(
       single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep])
   tok.decoder = decoders.WordPiece(prefix="##")
