@@ -69,6 +69,7 @@ def _original(c, encoder, set_name=None, smoke=False):
     if not set_name and encoder in arena_sets.SMOKE_CHECKPOINTS:
       c.classifier.init_from = str(arena_sets.GOLDENS / arena_sets.SMOKE_CHECKPOINTS[encoder])
     c.classifier.dropout = 0.0
+    c.classifier.frozen_layers = 1  # The tiny checkpoints have 2 layers.
     c.arena.source = "synthetic"
     c.arena.path = ""
     c.arena.synthetic_rows = 1200
