@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tokenizers
 
-from llmjax import errors
+from llmjax import config_util, errors
 from llmjax.data import arena
+from llmjax.experiments import arena_sets
 from llmjax.pretrained.tokenizer import wordpiece_from_vocab
 from llmjax.train import classify_metrics
 
@@ -234,7 +235,6 @@ def test_encode_pairs_max_length_lets_the_prompt_go_first(tokenizer):
 
 
 def test_prepare_splits_from_the_smoke_set_config():
-  from llmjax import config_util  # pylint: disable=import-outside-toplevel
   c = config_util.load_config("configs/arena_classifier.py:set1,smoke")
   splits = arena.prepare_splits(c.arena, arena.synthetic_tokenizer(), pad_id=0, seed=0)
   n = {k: len(v) for k, v in splits.rows.items()}
@@ -261,7 +261,6 @@ def _result(model, mode, accuracy, confusion=None):
 
 
 def test_arena_set_table_and_confusion_png(tmp_path):
-  from llmjax.experiments import arena_sets  # pylint: disable=import-outside-toplevel
   results = [_result("distilbert", "frozen", 0.4531, [[5, 2, 1], [1, 6, 0], [2, 2, 1]]),
              _result("my-encoder", "full", 0.5, [[1, 0, 0], [0, 1, 0], [0, 0, 1]])]
   table = arena_sets.format_table(results).splitlines()
@@ -280,8 +279,6 @@ def test_arena_set_table_and_confusion_png(tmp_path):
 
 
 def test_arena_set_configs_and_runs(tmp_path):
-  from llmjax import config_util  # pylint: disable=import-outside-toplevel
-  from llmjax.experiments import arena_sets  # pylint: disable=import-outside-toplevel
   c = config_util.load_config("configs/arena_classifier.py:set1")
   config_util.validate(c)
   assert (c.classifier.pooling, c.classifier.diff_prod, c.arena.max_length) == ("cls", False, 128)

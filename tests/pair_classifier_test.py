@@ -1,6 +1,7 @@
 """Pair classifier module: pooling, order symmetry, freezing masks and bit-exact frozen params."""
 
 import dataclasses
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,10 @@ import pytest
 from flax import nnx
 from ml_collections import ConfigDict
 
+from llmjax import config_util, errors
+from llmjax.models import build_classifier
 from llmjax.models import pair_classifier as pc
+from llmjax.pretrained import from_hf, hf_import, random_init, weights
 from llmjax.models.encoder import Encoder, EncoderConfig
 from llmjax.train import classify_loop
 
@@ -127,10 +131,6 @@ def test_frozen_parameters_stay_bit_identical(mode, k):
 def test_random_mode_loads_no_pretrained_weights(monkeypatch):
   """freeze='random': the checkpoint's shapes, a seeded transformers-style init, nothing
   read from the weight file, every parameter trainable."""
-  import pathlib  # pylint: disable=import-outside-toplevel
-  from llmjax import config_util  # pylint: disable=import-outside-toplevel
-  from llmjax.models import build_classifier  # pylint: disable=import-outside-toplevel
-  from llmjax.pretrained import from_hf, hf_import, weights  # pylint: disable=import-outside-toplevel
   golden = pathlib.Path(__file__).parent / "goldens" / "deberta"
   cc = config_util.load_config("configs/arena_classifier.py:smoke").classifier.unlock()
   cc.update(init_from=str(golden), tokenizer="synthetic", freeze="random")
@@ -166,3 +166,5 @@ def test_random_mode_loads_no_pretrained_weights(monkeypatch):
   np.testing.assert_array_equal(model.encoder.embed.word.embedding[...][cfg.pad_token_id], 0.0)
   params = nnx.to_pure_dict(nnx.state(model))
   assert all(jax.tree.leaves(pc.trainable_mask(params, "random")))
+  with pytest.raises(errors.ConfigError, match="is a GPT-2 checkpoint, not an encoder"):
+    random_init.random_from_hf(golden.parent / "gpt2", seed=0)

@@ -6,7 +6,7 @@ checkpoint's, `classifier.tokenizer` when set (a directory, hub id, `minilm`, or
 
 `random` reads only the checkpoint's config.json (and its tokenizer) and initialises the
 encoder as `transformers` does for a model built from its config (N(0, 0.02^2) matrices,
-zero biases; `llmjax.pretrained.hf_import.init_like_hf`), seeded by `train.seed`. The
+zero biases; `llmjax.pretrained.random_init`), seeded by `train.seed`. The
 whole model then trains, like `full`: the original study's "random" row fine-tuned the
 randomly initialised encoder together with the head.
 """
@@ -23,7 +23,7 @@ from llmjax.data import arena
 from llmjax.models import pair_classifier as pc
 from llmjax.models.encoder import Encoder, EncoderConfig
 from llmjax.pretrained import assets
-from llmjax.pretrained import from_hf, hf_import, load_tokenizer
+from llmjax.pretrained import from_hf, load_tokenizer, random_init
 
 RANDOM = "random"  # classifier.freeze value: the checkpoint's architecture, random weights.
 SYNTHETIC_TOKENIZER = "synthetic"  # classifier.tokenizer value: arena.synthetic_tokenizer().
@@ -71,8 +71,8 @@ def build_model(cc: ml_collections.ConfigDict, seed: int):
         type_vocab_size=0 if cc.family == "distilbert" else 2, **overrides)
     encoder = Encoder(enc_cfg, rngs=nnx.Rngs(params=seed))
   elif cc.freeze == RANDOM:
-    encoder, enc_cfg = hf_import.random_from_hf(resolve_checkpoint(cc.init_from), seed,
-                                                **overrides)
+    encoder, enc_cfg = random_init.random_from_hf(resolve_checkpoint(cc.init_from), seed,
+                                                  **overrides)
   else:
     encoder, enc_cfg = from_hf(resolve_checkpoint(cc.init_from), **overrides)
     if not isinstance(encoder, Encoder):
