@@ -8,10 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tokenizers
 from flax import nnx
 
 from llmjax.models import encoder
-from llmjax.pretrained import from_hf, hf_import
+from llmjax.pretrained import from_hf, hf_import, load_tokenizer
 
 GOLDENS = pathlib.Path(__file__).parent / "goldens"
 FAMILY_DIRS = ("bert", "distilbert", "roberta", "electra", "albert", "deberta_v3", "deberta_v2",
@@ -281,8 +282,6 @@ def test_unreachable_hub_gives_a_clear_error(monkeypatch):
 
 def test_deberta_v1_bpe_tokenizer_uses_cls_and_sep(tmp_path):
   """microsoft/deberta-base ships GPT-2 BPE files whose specials are [CLS] / [SEP]."""
-  import tokenizers  # pylint: disable=import-outside-toplevel
-  from llmjax.pretrained import load_tokenizer  # pylint: disable=import-outside-toplevel
   trainer = tokenizers.ByteLevelBPETokenizer()
   trainer.train_from_iterator(["hello world, hello there"] * 20, vocab_size=300,
                               special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"])
