@@ -1,6 +1,7 @@
 """Arena data: LMSYS rows from CSV / parquet / jsonl / a dataset directory, bad-row
 reports, pair encoding, the synthetic planted rule, and the classification metrics."""
 
+import collections
 import csv
 import json
 import math
@@ -167,7 +168,7 @@ def test_split_grouped_never_shares_a_prompt(fractions):
     prompts = [{examples[i].prompt for i in rows} for rows in splits]
     assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
     # Each split is within one prompt group of its share (the group straddling a boundary).
-    largest = max(sum(e.prompt == p for e in examples) for p in set(e.prompt for e in examples))
+    largest = max(collections.Counter(e.prompt for e in examples).values())
     for rows, share in zip(splits, fractions):
       assert abs(len(rows) - share * n) <= largest
       assert list(rows) == sorted(rows)
