@@ -88,6 +88,9 @@ def classify_job(config, workdir):
   from llmjax.parallel import mesh  # pylint: disable=import-outside-toplevel
   mesh.maybe_initialize_distributed()
   from llmjax.train import classify  # pylint: disable=import-outside-toplevel
+  if config.arena.runs:  # An experiment set: one run per entry, then the set's table.
+    from llmjax.experiments import arena_sets  # pylint: disable=import-outside-toplevel
+    return arena_sets.run_set(config, workdir, classify.train_for_set)
   return classify.train(config, workdir)
 
 

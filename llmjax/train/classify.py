@@ -30,6 +30,7 @@ from llmjax.models.build_classifier import build_model, check_lengths
 from llmjax.parallel import mesh as mesh_lib
 from llmjax.train import checkpoint as ckpt_lib
 from llmjax.train import classify_metrics
+from llmjax.train import metrics as metrics_lib
 from llmjax.train import optimizer as optim_lib
 from llmjax.train import runner
 from llmjax.train import step as step_lib
@@ -113,19 +114,23 @@ class ClassifyTask(runner.Task):
     chief = jax.process_index() == 0
     model, tokenizer = build_model(cc, tc.seed)
     check_lengths(model.encoder.cfg, tokenizer, ac)
-    examples, report = arena.load_examples(ac.source, ac.path, ac.split, max_rows=ac.max_rows,
-                                           synthetic_n=ac.synthetic_rows, seed=tc.seed)
+    splits = arena.prepare_splits(ac, tokenizer, model.encoder.cfg.pad_token_id, tc.seed,
+                                  show_progress=chief and ac.max_rows > 5000)
     if chief:
-      print(report, flush=True)
-    arrays = arena.encode_pairs(examples, tokenizer, prompt_max_tokens=ac.prompt_max_tokens,
-                                response_max_tokens=ac.response_max_tokens,
-                                pad_id=model.encoder.cfg.pad_token_id,
-                                show_progress=chief and len(examples) > 5000)
-    train_rows, val_rows = arena.split_indices(len(examples), ac.val_fraction, tc.seed)
-    self.train_arrays, self.val_arrays = take(arrays, train_rows), take(arrays, val_rows)
+      print(f"{splits.report} | {splits.summary()}", flush=True)
+    self.train_arrays, self.test_arrays = splits.train, splits.test
+    n_train, n_val = len(splits.rows["train"]), len(splits.rows["val"])
+    self.val_arrays = splits.val
     if tc.eval_batches:
       self.val_arrays = take(self.val_arrays,
-                             np.arange(min(len(val_rows), tc.eval_batches * tc.batch_size)))
+                             np.arange(min(n_val, tc.eval_batches * tc.batch_size)))
+    if ac.epochs > 0:  # The run is counted in epochs: steps and evaluations follow them.
+      steps, self.steps_per_epoch = arena.epoch_steps(n_train, tc.batch_size, ac.epochs)
+      self.config = config = ml_collections.ConfigDict(config.to_dict())
+      config.train.steps, config.train.eval_every = steps, self.steps_per_epoch
+      tc = config.train
+    else:
+      self.steps_per_epoch = max(n_train // tc.batch_size, 1)
 
     mesh = mesh_lib.make_mesh(config.mesh)
     batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -149,7 +154,7 @@ class ClassifyTask(runner.Task):
     self.init_fn = jax.jit(lambda p: step_lib.init_state(p, tx),
                            out_shardings=self.state_shardings)
     self.train_iter = iter(
-        grain.MapDataset.range(len(train_rows)).shuffle(seed=tc.seed).repeat()
+        grain.MapDataset.range(n_train).shuffle(seed=tc.seed).repeat()
         .batch(tc.batch_size, drop_remainder=True).to_iter_dataset())
     enc_cfg = model.encoder.cfg
     dropout = cc.head_dropout > 0 or enc_cfg.hidden_dropout > 0 or enc_cfg.attention_dropout > 0
@@ -166,8 +171,10 @@ class ClassifyTask(runner.Task):
     self.num_trainable = int(sum(np.prod(p.shape) for p, t in zip(
         jax.tree.leaves(self.params), jax.tree.leaves(mask)) if t))
     self.facts = {"num_trainable": self.num_trainable, "freeze": cc.freeze,
-                  "sequence_tokens": int(arrays["ids_a"].shape[1]),
-                  "n_train_pairs": len(train_rows), "n_val_pairs": len(val_rows)}
+                  "sequence_tokens": int(self.train_arrays["ids_a"].shape[1]),
+                  "n_train_pairs": n_train, "n_val_pairs": n_val,
+                  "n_test_pairs": len(splits.rows["test"]),
+                  "steps_per_epoch": self.steps_per_epoch}
     self.mesh = mesh
     return self.facts
 
@@ -176,7 +183,8 @@ class ClassifyTask(runner.Task):
     return (f"llmjax: {self.config.name} | {num_params / 1e6:.2f}M parameters, "
             f"{self.num_trainable / 1e6:.2f}M trainable ({f['freeze']}) | sequences of "
             f"{f['sequence_tokens']} tokens | {f['n_train_pairs']:,} train / "
-            f"{f['n_val_pairs']:,} val pairs | mesh {dict(self.mesh.shape)}")
+            f"{f['n_val_pairs']:,} val / {f['n_test_pairs']:,} test pairs | mesh "
+            f"{dict(self.mesh.shape)}")
 
   def abstract_state(self, step):
     return ckpt_lib.abstract_like(self.abstract, self.state_shardings)
@@ -201,20 +209,49 @@ class ClassifyTask(runner.Task):
   def train_step(self, step):
     return self.step
 
+  def report(self, params, arrays) -> dict:
+    probs = predict(self.eval_step, params, arrays, self.eval_batch, self.batch_sharding)
+    return classify_metrics.evaluate(probs, arrays["labels"], self.train_arrays["labels"],
+                                     interval_seed=self.config.train.seed)
+
   def evaluate(self, params):
-    probs = predict(self.eval_step, params, self.val_arrays, self.eval_batch,
-                    self.batch_sharding)
-    result = classify_metrics.evaluate(probs, self.val_arrays["labels"],
-                                       self.train_arrays["labels"])
+    result = self.report(params, self.val_arrays)
     return {"val_loss": result["log_loss"], "val_accuracy": result["accuracy"],
             "report": result}
 
-  def finish(self, state, interrupted, best_eval):
-    report = best_eval and best_eval["report"]
+  def test(self, params):
+    """Test figures of the best-on-validation parameters (what a study reports)."""
+    if not len(self.test_arrays["labels"]):
+      return None
+    result = self.report(params, self.test_arrays)
+    return {"test_loss": result["log_loss"], "test_accuracy": result["accuracy"],
+            "test_report": result}
+
+  def finish(self, state, interrupted, best_eval, test):
+    report = (test or {}).get("test_report") or (best_eval and best_eval["report"])
     if report is not None and jax.process_index() == 0:
       fileio.atomic_write_json(self.workdir / REPORT_FILE, report)
       order = ("A/B and B/A averaged" if self.config.classifier.both_orders else
                "A/B order only")
-      print(f"Best evaluation ({order}), report in {self.workdir / REPORT_FILE}:\n"
+      split = "test" if test else "validation"
+      print(f"Best-on-validation parameters, {split} split ({order}), report in "
+            f"{self.workdir / REPORT_FILE}:\n"
             + classify_metrics.format_report(report), flush=True)
-    return {"report": report, "artifacts": [REPORT_FILE] if report is not None else []}
+    return {"report": report, "report_split": "test" if test else "validation",
+            "artifacts": [REPORT_FILE] if report is not None else []}
+
+
+def train_for_set(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """One run of an arena experiment set (`llmjax.experiments.arena_sets.run_set`): trains
+  it and returns the figures its table reports (test split, best-on-validation weights)."""
+  result = train(config, workdir)
+  report = result.report or {}
+  steps_per_epoch = result.summary["steps_per_epoch"]
+  rates = [r["pairs_per_s"] for r in metrics_lib.read_metrics(workdir)
+           if r.get("pairs_per_s") and r["step"] > steps_per_epoch]  # Compiling epoch left out.
+  rate = float(np.median(rates)) if rates else float("nan")
+  return {"params": result.num_params, "trainable_params": result.summary["num_trainable"],
+          "accuracy": report.get("accuracy"), "accuracy_ci95": report.get("accuracy_ci95"),
+          "log_loss": report.get("log_loss"),
+          "seconds_per_epoch": steps_per_epoch * config.train.batch_size / rate,
+          "confusion": report.get("confusion"), "examples": report.get("examples")}

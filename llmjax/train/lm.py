@@ -247,7 +247,7 @@ class LMTask(runner.Task):
   def graphdef(self):
     return self.steps.graphdef
 
-  def finish(self, state, interrupted, best_eval):
+  def finish(self, state, interrupted, best_eval, test):
     tc = self.config.train
     if tc.sample_tokens <= 0 or interrupted:
       return {"samples": []}

@@ -191,6 +191,6 @@ class ProgressiveTask(lm.LMTask):
 
     return jax.jit(transition, out_shardings=nxt.state_shardings)(state)
 
-  def finish(self, state, interrupted, best_eval):
-    out = super().finish(state, interrupted, best_eval)
+  def finish(self, state, interrupted, best_eval, test):
+    out = super().finish(state, interrupted, best_eval, test)
     return {**out, "stage_steps": [0] + self.boundaries[:-1]}

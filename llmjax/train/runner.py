@@ -100,8 +100,9 @@ class Task:
     """Test-split metrics of the best parameters, when the job has a test split."""
     return None
 
-  def finish(self, state, interrupted: bool, best_eval: dict | None) -> dict:
-    """Job-specific end of the run (samples, reports); returns summary fields."""
+  def finish(self, state, interrupted: bool, best_eval: dict | None, test: dict | None) -> dict:
+    """Job-specific end of the run (samples, reports); returns summary fields (and
+    `artifacts`: file names in the workdir for the tracker)."""
     return {}
 
 
@@ -227,9 +228,10 @@ class _Run:
             "config_name": self.config.name, **self.task.record_extras()}
 
   def run(self) -> RunResult:
-    task, tc = self.task, self.tc
+    task = self.task
     self.write_config(resuming=task.latest_step is not None)
     summary_facts = task.setup()
+    self.tc = tc = task.config.train  # A job may resolve its length in setup (epochs).
     state, start_step, meta, resuming = self.restore_or_init()
     self.write_config(resuming=False)  # A fallback may have restored an older stage.
     self.elapsed_before = float(meta.get("elapsed_s", 0.0))
@@ -332,7 +334,7 @@ class _Run:
           self.say("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()
                                          if isinstance(v, float))
                    + " (best-validation parameters)")
-      finished = dict(task.finish(state, interrupted is not None, self.best_eval))
+      finished = dict(task.finish(state, interrupted is not None, self.best_eval, test))
       artifacts = finished.pop("artifacts", ())
       summary.update(finished)
       final_train = lagged.last and lagged.last["train_loss"]
