@@ -332,16 +332,6 @@ def split_grouped(examples: list[Example],
   return out
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """A seeded random split of range(n) into (train, val) index arrays."""
-  order = np.random.default_rng(seed).permutation(n)
-  n_val = max(1, int(round(n * val_fraction)))
-  if n_val >= n:
-    raise ValueError(f"{n} examples cannot give a validation share of {val_fraction}; need more "
-                     "rows or a smaller arena.val_fraction")
-  return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
 @dataclasses.dataclass
 class Splits:
   """Encoded arrays of each split (`encode_pairs` layout) and the row indices behind them."""
