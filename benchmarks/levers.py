@@ -49,6 +49,7 @@ def main(argv):
   from llmjax import config_base  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
   from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
+  from llmjax.models import loss as loss_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
   c = config_base.base_config()
@@ -63,14 +64,14 @@ def main(argv):
   def plain_loss(graphdef, params, micro, step):
     del step
     model = nnx.merge(graphdef, params)
-    return step_lib.cross_entropy(model(micro["inputs"]), micro["targets"])[0]
+    return loss_lib.cross_entropy(model(micro["inputs"]), micro["targets"])[0]
 
   def chunk_loss(chunk, graphdef, params, micro, step):
     del step
     model = nnx.merge(graphdef, params)
     x, _ = model.hidden(micro["inputs"])
     table, vocab_size, dtype = model.output_head()
-    return step_lib.linear_cross_entropy(x, table, micro["targets"], vocab_size=vocab_size,
+    return loss_lib.linear_cross_entropy(x, table, micro["targets"], vocab_size=vocab_size,
                                          dtype=dtype, chunk_tokens=chunk)[0]
 
   steps, states = {}, {}

@@ -45,6 +45,7 @@ def main(argv):
   from llmjax import config_base  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
   from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
+  from llmjax.models import loss as loss_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
   c = config_base.base_config()
@@ -56,7 +57,7 @@ def main(argv):
 
   def plain_loss(params, micro, step):
     del step
-    return step_lib.cross_entropy(nnx.merge(graphdef, params)(micro["inputs"]),
+    return loss_lib.cross_entropy(nnx.merge(graphdef, params)(micro["inputs"]),
                                   micro["targets"])[0]
 
   loss_fn = (lambda p, m, k: (plain_loss(p, m, k), {})) if _VARIANT.value == "plain_loss" else (
