@@ -202,7 +202,18 @@ def _read_parquet(path: pathlib.Path) -> Iterator[dict[str, Any]]:
 
 def _read_hf(path: str, split: str) -> Iterator[dict[str, Any]]:
   import datasets  # pylint: disable=import-outside-toplevel
-  yield from datasets.load_dataset(path, split=split)
+  try:
+    rows = datasets.load_dataset(path, split=split)
+  except (ConnectionError, OSError, ValueError) as e:
+    if pathlib.Path(path).expanduser().exists():
+      raise errors.DataError(f"arena.path={path!r} could not be read as a dataset: "
+                             f"{' '.join(str(e).split())[:300]}") from None
+    raise errors.DownloadError(
+        f"arena.path={path!r} could not be loaded from the Hugging Face hub "
+        f"({type(e).__name__}: {' '.join(str(e).split())[:200]}). Download it where the hub "
+        "is reachable (it is then cached), or export its rows to a file and set "
+        "--config.arena.source=csv|jsonl|parquet --config.arena.path=FILE.") from None
+  yield from rows
 
 
 def read_rows(source: str, path: str, split: str = "train", *, synthetic_n: int = 1000,
@@ -210,18 +221,19 @@ def read_rows(source: str, path: str, split: str = "train", *, synthetic_n: int 
               synthetic_max_words: int = 24) -> Iterator[dict[str, Any]]:
   """Raw rows from `source` (see SOURCES); local files must exist."""
   if source not in SOURCES:
-    raise ValueError(f"arena.source={source!r}; use one of {SOURCES}")
+    raise errors.ConfigError(f"arena.source={source!r}; use one of {SOURCES}")
   if source == "synthetic":
     return iter(synthetic_rows(synthetic_n, seed, max_words=synthetic_max_words,
                                distinct_prompts=synthetic_prompts))
   if not path:
-    raise ValueError(f"arena.source={source!r} needs arena.path (a file, dataset directory or "
-                     "hub dataset id)")
+    raise errors.ConfigError(f"arena.source={source!r} needs arena.path (a file, dataset "
+                             "directory or hub dataset id)")
   if source == "hf":
     return _read_hf(path, split)
   file = pathlib.Path(path).expanduser()
   if not file.is_file():
-    raise FileNotFoundError(f"arena.path {path!r} is not a file (arena.source={source!r})")
+    raise errors.DataFileNotFoundError(f"arena.path {path!r} is not a file "
+                                       f"(arena.source={source!r}); check the path.")
   return {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[source](file)
 
 
@@ -236,7 +248,7 @@ def load_examples(source: str, path: str, split: str = "train", *, max_rows: int
   origin = f"{source}:{synthetic_n if source == 'synthetic' else path}"
   examples, report = parse_rows(rows, origin)
   if not examples:
-    raise ValueError(f"No usable rows in {origin}: {report}")
+    raise errors.DataError(f"No usable rows in {origin}: {report}")
   return examples, report
 
 
