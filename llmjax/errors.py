@@ -54,3 +54,7 @@ class RunNotFoundError(LlmjaxError, FileNotFoundError):
 
 class SamplingError(LlmjaxError, ValueError):
   """Invalid generation arguments (negative token count or temperature, ...)."""
+
+
+class SpacyModelMissingError(LlmjaxError, OSError):
+  """The requested spaCy pipeline is not installed."""
