@@ -84,8 +84,8 @@ def test_file_errors(tmp_path):
 
 
 def test_unknown_source():
-  with pytest.raises(ValueError, match=r"unknown data\.source 'ftp'; valid: "
-                     r"shakespeare, file, url, hf"):
+  with pytest.raises(ValueError, match=r"data\.source='ftp' has no single text to read; "
+                     r"text sources: shakespeare, file, url, hf"):
     read_source(cfg(source="ftp"))
 
 

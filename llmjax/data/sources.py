@@ -18,10 +18,8 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import hashlib
-import os
 from pathlib import Path
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -30,8 +28,8 @@ import ml_collections
 
 from llmjax import assets
 from llmjax import errors
+from llmjax import fileio
 
-SOURCES = ("shakespeare", "file", "url", "hf")
 HF_DOC_SEPARATOR = "\n\n"
 _HF_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv",
                      ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
@@ -58,13 +56,13 @@ class SourceText:
 def default_data_config() -> ml_collections.ConfigDict:
   """The data fields `read_source` and `prepare_tokens` understand."""
   return ml_collections.ConfigDict(dict(
-      source="shakespeare",  # One of SOURCES: shakespeare | file | url | hf.
+      source="shakespeare",  # A name in llmjax.data.registry.SOURCES.
       path="",  # File path, URL, or HF dataset id / local data dir or file.
       hf_config="",  # HF dataset config name ('' = none), e.g. 'wikitext-2-raw-v1'.
       hf_split="train",  # HF split to read.
       hf_streaming=False,  # Stream the HF dataset instead of downloading it whole.
       text_field="text",  # HF column holding the text.
-      val_fraction=0.1,  # Last fraction of the token stream kept for validation.
+      val_fraction=0.1,  # Last fraction of the token stream kept for validation (0 = none).
       tokenizer="gpt2",  # 'gpt2' | 'char' | 'bpe:<path/to/tokenizer.json>'.
   ))
 
@@ -144,16 +142,11 @@ def download(url: str) -> Path:
   path = url_cache_path(url)
   if path.is_file():
     return path
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
   try:
-    with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as resp:
+    with fileio.atomic_open(path) as f, urllib.request.urlopen(url, timeout=60) as resp:
       while block := resp.read(1 << 20):
         f.write(block)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
   except (urllib.error.URLError, OSError, ValueError) as e:
-    os.unlink(tmp)
     reason = getattr(e, "reason", None) or e
     raise errors.DownloadError(
         f"could not download data.path {url!r} (data.source='url'): {reason}; check the "
@@ -233,15 +226,28 @@ def _read_hf(cfg) -> SourceText:
                     f"field={field} ({n_rows:,} rows, {len(text):,} characters)")
 
 
+def _read_file_source(data_cfg) -> SourceText:
+  return _read_file(str(_get(data_cfg, "path", "")))
+
+
+def _read_url_source(data_cfg) -> SourceText:
+  return _read_url(str(_get(data_cfg, "path", "")))
+
+
+# data.source -> reader of its whole text (the text sources of llmjax.data.registry).
+TEXT_READERS = {
+    "shakespeare": lambda data_cfg: _read_shakespeare(),
+    "file": _read_file_source,
+    "url": _read_url_source,
+    "hf": _read_hf,
+}
+
+
 def read_source(data_cfg) -> SourceText:
   """Reads the corpus `data_cfg` describes (fields: see `default_data_config`)."""
   source = _get(data_cfg, "source", "shakespeare")
-  if source == "shakespeare":
-    return _read_shakespeare()
-  if source == "file":
-    return _read_file(str(_get(data_cfg, "path", "")))
-  if source == "url":
-    return _read_url(str(_get(data_cfg, "path", "")))
-  if source == "hf":
-    return _read_hf(data_cfg)
-  raise errors.DataError(f"unknown data.source {source!r}; valid: {', '.join(SOURCES)}")
+  reader = TEXT_READERS.get(source)
+  if reader is None:
+    raise errors.DataError(f"data.source={source!r} has no single text to read; text "
+                           f"sources: {', '.join(TEXT_READERS)}")
+  return reader(data_cfg)

@@ -53,9 +53,7 @@ def write_corpus(out_dir: str | os.PathLike[str], tagged: TaggedText,
   Returns:
     The manifest.
   """
-  if not 0.0 <= val_fraction < 1.0:
-    raise errors.ConfigError(
-        f'val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.')
+  val_fraction = shards.check_val_fraction(val_fraction)
   if tagged.num_words == 0:
     raise errors.DataError(
         'The text has no words; a notes corpus needs some.')
@@ -152,7 +150,7 @@ def write_streamed_corpus(docs: Iterable[str],
   Documents are joined with blank lines, as `llmjax.data.sources` joins HF
   rows, and tagged in chunks of about `chunk_chars` characters. The first
   documents, about `val_fraction * limit_chars` characters, form the val
-  split; the following ones the train split, until `limit_chars` characters
+  split (none when val_fraction is 0); the following ones the train split, until `limit_chars` characters
   are read. Open schemes number labels in order of first appearance, so note
   ids stay fixed while the corpus grows.
 
@@ -179,9 +177,7 @@ def write_streamed_corpus(docs: Iterable[str],
         f'A streamed notes corpus needs notes.limit_chars > 0 (got '
         f'{limit_chars}), e.g. --config.notes.limit_chars='
         '100_000_000: the stream may never end.')
-  if not 0.0 < val_fraction < 1.0:
-    raise errors.ConfigError(
-        f'val_fraction={val_fraction} must be in (0, 1), e.g. 0.1.')
+  val_fraction = shards.check_val_fraction(val_fraction)
   tag_scheme = tagging_scheme(variant, scheme)
   nlp = load_pipeline(model, tag_scheme)
   labels = list(label_inventory(nlp, tag_scheme))
@@ -190,7 +186,7 @@ def write_streamed_corpus(docs: Iterable[str],
   out.mkdir(parents=True, exist_ok=True)
   info = {name: {'file': f'{name}.bin', 'n_tokens': 0,
                  'words_file': f'{name}.words.bin', 'n_words': 0, 'n_bytes': 0}
-          for name in ('val', 'train')}
+          for name in (('val', 'train') if val_fraction else ('train',))}
   files = {name: (open(out / f'{name}.bin', 'wb'),
                   open(out / f'{name}.words.bin', 'wb')) for name in info}
   n_notes = 0
@@ -222,7 +218,7 @@ def write_streamed_corpus(docs: Iterable[str],
 
   try:
     val_chars = int(round(val_fraction * limit_chars))
-    name, parts, chars, chunk = 'val', [], 0, 0
+    name, parts, chars, chunk = next(iter(info)), [], 0, 0
     for doc in docs:
       if not doc or doc.isspace():
         continue

@@ -57,11 +57,13 @@ def prepare_notes(data_cfg, notes_cfg,
   """
   variant, scheme = notes_cfg.variant, notes_cfg.scheme
   tag_scheme = tagging_scheme(variant, scheme)
-  val_fraction = float(data_cfg.get('val_fraction', 0.1))
-  if not 0.0 < val_fraction < 1.0:
+  val_fraction = shards.check_val_fraction(data_cfg.get('val_fraction', 0.1))
+  source = data_cfg.get('source', 'shakespeare')
+  if source not in sources.TEXT_READERS:
     raise errors.ConfigError(
-        f'data.val_fraction={val_fraction} must be in (0, 1), '
-        'e.g. 0.1.')
+        f'notes.variant={variant!r} makes a notes corpus from a text, but '
+        f'data.source={source!r} is not a text source; use one of '
+        f'{", ".join(sources.TEXT_READERS)}, or notes.variant=\'\' for plain tokens.')
   limit = int(notes_cfg.get('limit_chars', 0) or 0)
   streamed = (data_cfg.get('source') == 'hf'
               and bool(data_cfg.get('hf_streaming', False)))
