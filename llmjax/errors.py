@@ -58,3 +58,7 @@ class SamplingError(LlmjaxError, ValueError):
 
 class SpacyModelMissingError(LlmjaxError, OSError):
   """The requested spaCy pipeline is not installed."""
+
+
+class PretrainedNotFoundError(LlmjaxError, FileNotFoundError):
+  """A pretrained checkpoint or tokenizer is neither a local directory nor downloadable."""

@@ -32,6 +32,8 @@ from typing import Any
 
 import ml_collections
 
+from llmjax import fileio
+
 log = logging.getLogger(__name__)
 
 RUN_FILE = "mlflow_run.json"
@@ -305,10 +307,7 @@ def run_id_for(workdir: str | os.PathLike[str], uri: str | None = None) -> str |
 
 def _write_run_file(workdir: pathlib.Path, uri: str, info: dict) -> None:
   runs = {**_read_run_file(workdir), uri: info}
-  workdir.mkdir(parents=True, exist_ok=True)
-  tmp = workdir / (RUN_FILE + ".tmp")
-  tmp.write_text(json.dumps(runs, indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, workdir / RUN_FILE)
+  fileio.atomic_write_json(workdir / RUN_FILE, runs, sort_keys=True)
 
 
 def make_tracker(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *,

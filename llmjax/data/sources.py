@@ -203,7 +203,9 @@ def load_hf_dataset(path: str, config: str = "", split: str = "train",
     return datasets.load_dataset(str(local) if local.is_dir() else path,
                                  config or None, split=split, streaming=streaming)
   except Exception as e:  # datasets raises many types; say which load failed.
-    raise errors.DataError(f"could not load {what}: {type(e).__name__}: {e}") from e
+    hint = ("" if local.exists() else "; offline, give a local copy as the path: a data "
+            "file, a directory of data files or a save_to_disk directory")
+    raise errors.DataError(f"could not load {what}: {type(e).__name__}: {e}{hint}") from e
 
 
 def _read_hf(cfg) -> SourceText:
