@@ -62,3 +62,7 @@ class SpacyModelMissingError(LlmjaxError, OSError):
 
 class PretrainedNotFoundError(LlmjaxError, FileNotFoundError):
   """A pretrained checkpoint or tokenizer is neither a local directory nor downloadable."""
+
+
+class PretrainedFormatError(LlmjaxError, ValueError):
+  """A pretrained checkpoint's files do not hold what the model needs."""

@@ -32,6 +32,7 @@ from typing import Any
 
 import ml_collections
 
+from llmjax import errors
 from llmjax import fileio
 
 log = logging.getLogger(__name__)
@@ -346,7 +347,7 @@ def log_finished_run(workdir: str | os.PathLike[str], experiment: str = "llmjax"
   workdir = pathlib.Path(workdir).absolute()
   metrics_path = workdir / "metrics.jsonl"
   if not metrics_path.is_file():
-    raise FileNotFoundError(f"{workdir} has no metrics.jsonl; is it a training workdir?")
+    raise errors.RunNotFoundError(f"{workdir} has no metrics.jsonl; is it a training workdir?")
   config_path = workdir / "config.json"
   config = json.loads(config_path.read_text()) if config_path.is_file() else {}
   tracker = MlflowTracker(workdir, experiment, run_name or workdir.name,

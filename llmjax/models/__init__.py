@@ -7,6 +7,7 @@ from typing import Callable
 
 from flax import nnx
 
+from llmjax import errors
 from llmjax.models import conv_attention
 from llmjax.models import gpt
 from llmjax.models import progressive
@@ -29,7 +30,8 @@ def model_config(model_cfg):
   if arch is None:
     return model_cfg
   if arch not in REGISTRY:
-    raise ValueError(f"Unknown model.arch={arch!r}; available: {', '.join(sorted(REGISTRY))}.")
+    raise errors.ConfigError(
+        f"Unknown model.arch={arch!r}; available: {', '.join(sorted(REGISTRY))}.")
   return REGISTRY[arch][0].from_config(model_cfg)
 
 
