@@ -20,10 +20,6 @@ REGISTRY: dict[str, tuple[type, Callable[..., nnx.Module]]] = {
 }
 
 
-def register(name: str, config_cls: type, module_cls: Callable[..., nnx.Module]) -> None:
-  REGISTRY[name] = (config_cls, module_cls)
-
-
 def model_config(model_cfg):
   """The frozen dataclass for a `model` config section (or a dataclass, returned as is)."""
   arch = model_cfg.get("arch", "gpt") if hasattr(model_cfg, "get") else None

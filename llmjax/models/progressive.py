@@ -99,10 +99,6 @@ class ProgressiveGPT(gpt.GPT):
     return [self.h[i // self.cfg.repeats] for i in range(self.cfg.n_layer)]
 
 
-def stage_config(cfg: ProgressiveConfig, stage: int) -> ProgressiveConfig:
-  return dataclasses.replace(cfg, stage=stage)
-
-
 def grow_params(prev: dict, prev_cfg: ProgressiveConfig, fresh: dict,
                 next_cfg: ProgressiveConfig) -> dict:
   """Stage `prev_cfg.stage` params -> stage `next_cfg.stage` params (pure dicts).
