@@ -425,3 +425,35 @@ def test_prepare_notes_builds_once(tmp_path, monkeypatch):
   notes_cfg.variant = ''
   with pytest.raises(ValueError, match="Unknown notes variant ''"):
     notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root', progress=False)
+
+
+def test_prepare_notes_whole_text(tmp_path):
+  from llmjax.data import sources  # pylint: disable=g-import-not-at-top
+  src = tmp_path / 'book.txt'
+  src.write_text('The sun rose.\nBirds sang loudly.\n\nThe end came.\n' * 5)
+  data_cfg = sources.default_data_config()
+  data_cfg.source, data_cfg.path, data_cfg.val_fraction = 'file', str(src), 0.0
+  notes_cfg = notes.default_config()
+  notes_cfg.variant = 'post'
+  splits = notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root',
+                               progress=False)
+  assert splits.val_is_train and splits.val is splits.train
+  assert sorted(splits.manifest['splits']) == ['train']
+  assert splits.manifest['splits']['train']['n_words'] == 60
+  assert len(splits.train) == splits.manifest['notes']['counts']['tokens']
+  data_cfg.val_fraction = 1.0
+  with pytest.raises(ValueError, match=r'data.val_fraction=1.0 must be a number in \[0, 1\)'):
+    notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root', progress=False)
+
+
+@pytest.mark.parametrize('val_fraction, splits', [(0.25, ['train', 'val']),
+                                                  (0.0, ['train'])])
+def test_streamed_corpus_splits(tok, tmp_path, val_fraction, splits):
+  docs = ['The sun rose.', 'Birds sang loudly.', 'The end came.'] * 8
+  manifest = notes.write_streamed_corpus(
+      iter(docs), tmp_path / 'c', 'post', tok, limit_chars=352,
+      val_fraction=val_fraction, chunk_chars=40)
+  assert sorted(manifest['splits']) == splits
+  assert sum(s['n_words'] for s in manifest['splits'].values()) == 96
+  loaded = shards.load_token_splits(tmp_path / 'c')
+  assert loaded.val_is_train == (val_fraction == 0)
