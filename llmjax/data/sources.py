@@ -56,17 +56,9 @@ class SourceText:
 
 
 def default_data_config() -> ml_collections.ConfigDict:
-  """The data fields `read_source` and `prepare_tokens` understand."""
-  return ml_collections.ConfigDict(dict(
-      source="shakespeare",  # A name in llmjax.data.registry.SOURCES.
-      path="",  # File path, URL, or HF dataset id / local data dir or file.
-      hf_config="",  # HF dataset config name ('' = none), e.g. 'wikitext-2-raw-v1'.
-      hf_split="train",  # HF split to read.
-      hf_streaming=False,  # Stream the HF dataset instead of downloading it whole.
-      text_field="text",  # HF column holding the text.
-      val_fraction=0.1,  # Last fraction of the token stream kept for validation (0 = none).
-      tokenizer="gpt2",  # 'gpt2' | 'char' | 'bpe:<path/to/tokenizer.json>'.
-  ))
+  """A copy of the `data` section of `llmjax.config_base` (declared there, once)."""
+  from llmjax import config_base  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(config_base.base_config().data.to_dict())
 
 
 def _get(cfg, key: str, default):

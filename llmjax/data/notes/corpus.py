@@ -15,10 +15,18 @@ from llmjax import errors
 from llmjax import fileio
 from llmjax.data import shards
 from llmjax.data import sources
-from llmjax.data.notes.pipelines import DEFAULT_MODEL, check_variant, label_inventory
-from llmjax.data.notes.pipelines import load_pipeline, model_id
-from llmjax.data.notes.tagging import TaggedText, note_entropy, tag_text
-from llmjax.data.notes.weaving import NotesStream, note_vocab, tagging_scheme, weave
+from llmjax.data.notes.pipelines import check_variant
+from llmjax.data.notes.pipelines import DEFAULT_MODEL
+from llmjax.data.notes.pipelines import label_inventory
+from llmjax.data.notes.pipelines import load_pipeline
+from llmjax.data.notes.pipelines import model_id
+from llmjax.data.notes.tagging import note_entropy
+from llmjax.data.notes.tagging import tag_text
+from llmjax.data.notes.tagging import TaggedText
+from llmjax.data.notes.weaving import note_vocab
+from llmjax.data.notes.weaving import NotesStream
+from llmjax.data.notes.weaving import tagging_scheme
+from llmjax.data.notes.weaving import weave
 from llmjax.data.tokenizer import Tokenizer
 
 CORPUS_FORMAT = 'llmjax.notes/1'

