@@ -174,8 +174,12 @@ def _read_url(url: str) -> SourceText:
 
 
 def load_hf_dataset(path: str, config: str = "", split: str = "train",
-                    streaming: bool = False):
-  """`datasets.load_dataset` that also takes local data files and save_to_disk dirs."""
+                    streaming: bool = False, *, key: str = "data.path"):
+  """`datasets.load_dataset` that also takes local data files and save_to_disk dirs.
+
+  Any failure (hub unreachable, no such dataset, unreadable file) is an
+  `errors.DataError` naming the dataset; `key` is the config key that gave `path`.
+  """
   import datasets  # pylint: disable=g-import-not-at-top
 
   local = Path(path).expanduser()
@@ -195,8 +199,8 @@ def load_hf_dataset(path: str, config: str = "", split: str = "train",
     return datasets.load_dataset(str(local) if local.is_dir() else path,
                                  config or None, split=split, streaming=streaming)
   except Exception as e:  # datasets raises many types; say which load failed.
-    hint = ("" if local.exists() else "; offline, give a local copy as the path: a data "
-            "file, a directory of data files or a save_to_disk directory")
+    hint = ("" if local.exists() else f"; offline, give {key} a local copy: a data file, a "
+            "directory of data files or a save_to_disk directory")
     raise errors.DataError(f"could not load {what}: {type(e).__name__}: {e}{hint}") from e
 
 
