@@ -262,5 +262,6 @@ def read_source(data_cfg) -> SourceText:
   reader = TEXT_READERS.get(source)
   if reader is None:
     raise errors.DataError(f"data.source={source!r} has no single text to read; text "
-                           f"sources: {', '.join(TEXT_READERS)}")
+                           f"sources: {', '.join(TEXT_READERS)} (the token splits of every "
+                           f"source come from llmjax.data.registry.prepare_tokens)")
   return reader(data_cfg)
