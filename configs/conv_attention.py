@@ -4,10 +4,13 @@
 
 Three compressions (length / fan_in, width x 2) then three expansions, attention and
 feed-forward blocks around each; exactly causal (see docs/architectures.md).
-Variants: default = GPU size; `cpu` = a small model for 2 CPU cores; `smoke` = seconds.
+Variants: default = GPU size, on the hub's math datasets; `cpu` = a small model for 2 CPU
+cores and `smoke` = seconds, both on generated exercises (offline; `--config.data.path=`
+for the hub datasets).
 """
 
 from llmjax import config_base
+from llmjax import errors
 
 
 def get_config(arg=None):
@@ -36,6 +39,7 @@ def get_config(arg=None):
     c.model.n_head = 4
     c.model.n_embd = 128
     c.model.block_size = 256
+    c.data.path = "generated"  # Generated exercises (offline); "" = the hub datasets.
     c.data.max_tokens = 2_000_000
     c.train.steps = 300
     c.train.batch_size = 8
@@ -50,6 +54,7 @@ def get_config(arg=None):
     c.model.n_head = 2
     c.model.n_embd = 16
     c.model.block_size = 64
+    c.data.path = "generated"  # Generated exercises (offline).
     c.data.max_tokens = 40_000
     c.train.steps = 6
     c.train.batch_size = 8
@@ -60,5 +65,5 @@ def get_config(arg=None):
     c.train.sample_tokens = 8
     c.optim.warmup_steps = 2
   elif arg:
-    raise ValueError(f"Unknown variant {arg!r} of configs/conv_attention.py; use cpu or smoke.")
+    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/conv_attention.py; use cpu or smoke.")
   return c

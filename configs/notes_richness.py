@@ -15,6 +15,7 @@ spaCy pipeline (notes.spacy_model) plus the text (data section). Variants: defau
 """
 
 from llmjax import config_base
+from llmjax import errors
 from llmjax.experiments import notes_config
 
 
@@ -43,7 +44,7 @@ def get_config(arg=None):
     c.experiment.budget = 100_000
     c.experiment.eval_words = 20_000
   elif arg:
-    raise ValueError(f"Unknown variant {arg!r} of configs/notes_richness.py; use cpu, czech, "
+    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/notes_richness.py; use cpu, czech, "
                      "polish or smoke.")
   return c
 

@@ -4,17 +4,19 @@
 
 Stage 1 trains 3 blocks each applied 4 times, stage 2 six copies (attention through LoRA),
 stage 3 twelve copies (attention through LoRA), each stage on a third of the tokens.
-Variants: default = GPT-2 small shape for a GPU; `cpu` = a small model for 2 CPU cores;
-`smoke` = seconds, for tests. See docs/architectures.md.
+Variants: default = GPT-2 small shape for a GPU, on the hub's math datasets; `cpu` = a
+small model for 2 CPU cores; `smoke` = seconds, for tests; both on generated exercises
+(offline; `--config.data.path=` for the hub datasets). See docs/architectures.md.
 """
 
 from llmjax import config_base
+from llmjax import errors
 import ml_collections
 
 
-def math_data(c: ml_collections.ConfigDict, max_tokens: int) -> None:
+def math_data(c: ml_collections.ConfigDict, max_tokens: int, path: str = "") -> None:
   c.data.source = "math"  # Maths-College then open-web-math, streamed (data.path overrides).
-  c.data.path = ""  # "" = llmjax.data.math_text.DEFAULT_DATASETS; comma-separated ids or files.
+  c.data.path = path  # "" = math_text.DEFAULT_DATASETS; "generated" (offline); ids or files.
   c.data.max_tokens = max_tokens  # Tokens streamed into the token cache (val first, then train).
   c.data.val_fraction = 0.02  # Share of max_tokens held out as the test split.
 
@@ -42,7 +44,7 @@ def get_config(arg=None):
     c.model.n_head = 4
     c.model.n_embd = 128
     c.model.block_size = 256
-    math_data(c, 2_000_000)
+    math_data(c, 2_000_000, "generated")
     c.train.steps = 300
     c.train.batch_size = 8
     c.train.eval_every = 50
@@ -56,7 +58,7 @@ def get_config(arg=None):
     c.model.n_head = 2
     c.model.n_embd = 32
     c.model.block_size = 64
-    math_data(c, 40_000)
+    math_data(c, 40_000, "generated")
     c.train.steps = 9
     c.train.batch_size = 8
     c.train.eval_every = 3
@@ -67,5 +69,5 @@ def get_config(arg=None):
     c.optim.warmup_steps = 2
     c.lora.rank = 4
   elif arg:
-    raise ValueError(f"Unknown variant {arg!r} of configs/progressive.py; use cpu or smoke.")
+    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/progressive.py; use cpu or smoke.")
   return c

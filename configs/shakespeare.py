@@ -7,6 +7,7 @@ that trains on 2 CPU cores in under 10 minutes; `smoke` = seconds, for tests.
 """
 
 from llmjax import config_base
+from llmjax import errors
 
 
 def get_config(arg=None):
@@ -57,5 +58,5 @@ def get_config(arg=None):
     c.train.sample_tokens = 16
     c.optim.warmup_steps = 5
   elif arg:
-    raise ValueError(f"Unknown variant {arg!r} of configs/shakespeare.py; use cpu or smoke.")
+    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/shakespeare.py; use cpu or smoke.")
   return c

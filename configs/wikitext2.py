@@ -5,7 +5,9 @@
 
 Without data.path the data comes from the hub (`Salesforce/wikitext`,
 `wikitext-2-raw-v1`); offline, point --config.data.path at a local copy of the
-dataset's files. The test split is evaluated once at the end with the parameters of
+dataset's files. The `cpu` and `smoke` variants read the bundled Shakespeare laid out
+as WikiText (`data.path='shakespeare'`, offline); add `--config.data.path=` for the
+real WikiText-2. The test split is evaluated once at the end with the parameters of
 the best validation loss; `DIR/summary.json` holds `test_perplexity`.
 
 Variants: default (a 6-layer, 384-wide GPT for a GPU), `cpu` (a small model that
@@ -13,6 +15,7 @@ trains on 2 CPU cores in minutes), `smoke` (seconds, for tests).
 """
 
 from llmjax import config_base
+from llmjax import errors
 
 
 def get_config(arg=None):
@@ -42,6 +45,7 @@ def get_config(arg=None):
     c.model.n_embd = 128
     c.model.block_size = 128
     c.model.dropout = 0.1
+    c.data.path = "shakespeare"  # Offline stand-in in WikiText's layout; "" = the hub.
     c.train.steps = 800
     c.train.eval_every = 100
     c.train.eval_batches = 10
@@ -56,6 +60,7 @@ def get_config(arg=None):
     c.model.n_embd = 32
     c.model.block_size = 16
     c.model.dropout = 0.0
+    c.data.path = "shakespeare"  # Offline stand-in in WikiText's layout.
     c.train.steps = 6
     c.train.batch_size = 8
     c.train.eval_every = 3
@@ -66,5 +71,5 @@ def get_config(arg=None):
     c.train.sample_tokens = 8
     c.optim.warmup_steps = 2
   elif arg:
-    raise ValueError(f"Unknown variant {arg!r} of configs/wikitext2.py; use cpu or smoke.")
+    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/wikitext2.py; use cpu or smoke.")
   return c

@@ -43,6 +43,7 @@ import tempfile
 from typing import Iterator
 
 from llmjax import errors
+from llmjax import fileio
 
 CACHE_ENV = "LLMJAX_CACHE"
 NO_FETCH_ENV = "LLMJAX_NO_FETCH"
@@ -165,20 +166,6 @@ def _members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
   return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
-
-
 # --- gpt2_bpe --------------------------------------------------------------------
 def tiktoken_cache_dir() -> Path:
   """A directory usable as `TIKTOKEN_CACHE_DIR` once `gpt2_bpe` is fetched."""
@@ -210,7 +197,7 @@ def fetch_gpt2_bpe(source: str | None = None, force: bool = False) -> Path:
     if sha256_bytes(data) != GPT2_BPE_SHA256:
       raise AssetError(f"Asset 'gpt2_bpe': {WHISPER_MEMBER} has sha256 "
                        f"{sha256_bytes(data)}, expected {GPT2_BPE_SHA256}.")
-    _atomic_write(path, data)
+    fileio.atomic_write_bytes(path, data)
   return path
 
 

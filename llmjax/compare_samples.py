@@ -22,6 +22,7 @@ import unicodedata
 from absl import app
 from absl import flags
 
+from llmjax import errors
 from llmjax import cli
 
 _BEFORE = flags.DEFINE_string("before", None, "Model before fine-tuning: hub id, HF directory "
@@ -72,8 +73,9 @@ def load(spec: str, which: str = "best") -> LoadedModel:
   from llmjax.pretrained import from_hf  # pylint: disable=import-outside-toplevel
   model, cfg = from_hf(spec)
   if not hasattr(model, "decode"):
-    raise ValueError(f"{spec!r} is a {type(model).__name__}, not a language model; pass a GPT-2 "
-                     "checkpoint or an llmjax run directory")
+    raise errors.ConfigError(
+        f"{spec!r} is a {type(model).__name__}, not a language model; pass a GPT-2 "
+        "checkpoint or an llmjax run directory")
   return LoadedModel(model, str(spec), None)
 
 
@@ -102,16 +104,17 @@ def compare(before: LoadedModel, after: LoadedModel, prompts: list[str], *, toke
   from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   names = {m.tokenizer for m in (before, after) if m.tokenizer}
   if not tokenizer and len(names) > 1:
-    raise ValueError(f"The runs use different tokenizers {sorted(names)}; pick one with "
-                     "--tokenizer")
+    raise errors.ConfigError(f"The runs use different tokenizers {sorted(names)}; pick one with "
+                             "--tokenizer")
   tok = tokenizer_lib.get_tokenizer(tokenizer or (names.pop() if names else "gpt2"))
   params = generate.SamplingParams(temperature=temperature, top_k=top_k)
   columns = []
   for loaded in (before, after):
     vocab = loaded.model.cfg.vocab_size
     if tok.vocab_size > vocab:
-      raise ValueError(f"Tokenizer {tok.name!r} has {tok.vocab_size} tokens but {loaded.label} "
-                       f"has a vocabulary of {vocab}; pass the matching --tokenizer")
+      raise errors.ConfigError(
+          f"Tokenizer {tok.name!r} has {tok.vocab_size} tokens but {loaded.label} "
+          f"has a vocabulary of {vocab}; pass the matching --tokenizer")
     gen = generate.Generator(loaded.model, eot_id=tok.eot_id)
     outs = []
     for prompt in prompts:

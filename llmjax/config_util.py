@@ -153,13 +153,8 @@ def _check_values(c: ml_collections.ConfigDict) -> None:
           "use none, full or dots_saveable.")
   require(c.model.attention in ("auto", "xla", "cudnn"), "model.attention",
           "use auto, xla or cudnn.")
-  require(0.0 <= c.data.val_fraction < 1.0, "data.val_fraction",
-          "must be in [0, 1) (0 = train on the whole text and evaluate on it).")
-  require(c.data.source in ("shakespeare", "file", "url", "hf", "wikitext2", "notes", "math")
-          or c.data.source.startswith("notes"), "data.source",
-          "use shakespeare, file, url or hf.")
-  require(c.data.source not in ("file", "url", "hf") or bool(c.data.path), "data.source",
-          "needs --config.data.path=... (a file path, URL or dataset id).")
+  from llmjax.data import registry  # pylint: disable=import-outside-toplevel
+  registry.check_data(c.data)
   require(c.notes.variant in ("", "pre", "post", "blank", "none"), "notes.variant",
           "use '' (plain text), pre, post, blank or none.")
   for key in ("train.eval_every", "train.checkpoint_every", "train.patience",

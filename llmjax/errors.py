@@ -54,3 +54,15 @@ class RunNotFoundError(LlmjaxError, FileNotFoundError):
 
 class SamplingError(LlmjaxError, ValueError):
   """Invalid generation arguments (negative token count or temperature, ...)."""
+
+
+class SpacyModelMissingError(LlmjaxError, OSError):
+  """The requested spaCy pipeline is not installed."""
+
+
+class PretrainedNotFoundError(LlmjaxError, FileNotFoundError):
+  """A pretrained checkpoint or tokenizer is neither a local directory nor downloadable."""
+
+
+class PretrainedFormatError(LlmjaxError, ValueError):
+  """A pretrained checkpoint's files do not hold what the model needs."""

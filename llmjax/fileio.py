@@ -1,23 +1,94 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a torn one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Each writer fills a temporary sibling of the target (same directory, so the same file
+system) and renames it into place with `os.replace`; a failure removes the temporary
+file and leaves the target as it was. Files get mode 0o644, directories 0o755.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+import contextlib
 import json
 import os
 import pathlib
+import shutil
+import tempfile
+from typing import Any, BinaryIO
+
+PathLike = str | os.PathLike[str]
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> pathlib.Path:
+@contextlib.contextmanager
+def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
+  """A binary file to write that replaces `path` when the block ends without error."""
   path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-  tmp.write_bytes(data)
-  os.replace(tmp, path)
-  return path
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      yield f
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> pathlib.Path:
-  return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+  """Writes `data` to `path` atomically."""
+  with atomic_open(path) as f:
+    f.write(data)
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj) -> pathlib.Path:
-  return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def atomic_write_text(path: PathLike, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` atomically."""
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 2,
+                      sort_keys: bool = False) -> None:
+  """Writes `obj` as JSON (with a final newline) to `path` atomically."""
+  atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def atomic_write_with(path: PathLike, write: Callable[[pathlib.Path], None]) -> None:
+  """Calls `write(tmp_path)` (for writers that want a path, e.g. `np.savez`), then
+  moves the result to `path` atomically. `tmp_path` keeps `path`'s suffix."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+  os.close(fd)
+  try:
+    write(pathlib.Path(tmp))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike, *, is_complete: Callable[[pathlib.Path], bool] | None = None
+               ) -> Iterator[pathlib.Path]:
+  """A temporary sibling directory, renamed to `path` when the block ends.
+
+  When `path` already exists on success (another writer finished first), the
+  temporary directory is dropped if `is_complete(path)` says the existing one is
+  whole; otherwise the rename error is raised.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+  try:
+    yield tmp
+    tmp.chmod(0o755)
+    try:
+      os.rename(tmp, path)
+    except OSError:
+      if is_complete is None or not is_complete(path):
+        raise
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,8 @@ import statistics
 import sys
 from typing import Any, Sequence
 
+from llmjax import markdown as md
+
 X_AXES = {"step": ("step", "optimizer step"), "tokens": ("tokens", "tokens seen"),
           "time": ("elapsed_s", "wall time")}
 COLUMNS = [  # (key in a row, table heading)
@@ -171,12 +173,9 @@ def format_value(key: str, value: Any) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
   """A markdown table of `rows`; columns that no row has (e.g. test ppl) are left out."""
   columns = [(k, h) for k, h in COLUMNS if any(r.get(k) is not None for r in rows)]
-  lines = ["| " + " | ".join(h for _, h in columns) + " |",
-           "|" + "|".join("---" if k in ("run", "config", "status") else "---:"
-                          for k, _ in columns) + "|"]
-  for row in rows:
-    lines.append("| " + " | ".join(format_value(k, row.get(k)) for k, _ in columns) + " |")
-  return "\n".join(lines)
+  return md.table([h for _, h in columns],
+                  ([format_value(k, row.get(k)) for k, _ in columns] for row in rows),
+                  right=[k not in ("run", "config", "status") for k, _ in columns])
 
 
 # Plots.

@@ -32,6 +32,9 @@ from typing import Any
 
 import ml_collections
 
+from llmjax import errors
+from llmjax import fileio
+
 log = logging.getLogger(__name__)
 
 RUN_FILE = "mlflow_run.json"
@@ -305,10 +308,7 @@ def run_id_for(workdir: str | os.PathLike[str], uri: str | None = None) -> str |
 
 def _write_run_file(workdir: pathlib.Path, uri: str, info: dict) -> None:
   runs = {**_read_run_file(workdir), uri: info}
-  workdir.mkdir(parents=True, exist_ok=True)
-  tmp = workdir / (RUN_FILE + ".tmp")
-  tmp.write_text(json.dumps(runs, indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, workdir / RUN_FILE)
+  fileio.atomic_write_json(workdir / RUN_FILE, runs, sort_keys=True)
 
 
 def make_tracker(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *,
@@ -347,7 +347,7 @@ def log_finished_run(workdir: str | os.PathLike[str], experiment: str = "llmjax"
   workdir = pathlib.Path(workdir).absolute()
   metrics_path = workdir / "metrics.jsonl"
   if not metrics_path.is_file():
-    raise FileNotFoundError(f"{workdir} has no metrics.jsonl; is it a training workdir?")
+    raise errors.RunNotFoundError(f"{workdir} has no metrics.jsonl; is it a training workdir?")
   config_path = workdir / "config.json"
   config = json.loads(config_path.read_text()) if config_path.is_file() else {}
   tracker = MlflowTracker(workdir, experiment, run_name or workdir.name,

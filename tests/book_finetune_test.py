@@ -112,3 +112,23 @@ def test_finetune_variants_are_consistent():
         size, n_layer, n_head, n_embd)
     assert c.model.dtype == "bfloat16" and c.train.patience > 0
   assert config_util.load_config("configs/book_finetune.py").model.init_from == "gpt2-xl"
+
+
+def test_unreachable_hub_checkpoint_is_one_line(text_file, monkeypatch, capsys):
+  import huggingface_hub
+  from llmjax import cli
+  from llmjax import errors
+
+  def offline(repo_id, **kwargs):
+    raise huggingface_hub.errors.LocalEntryNotFoundError(
+        "Cannot find an appropriate cached snapshot folder; outgoing traffic has been disabled.")
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+  config = smoke_config(text_file, **{"model.init_from": "gpt2-xl"})
+  with pytest.raises(errors.PretrainedNotFoundError, match=r"model.init_from='gpt2-xl': "
+                     r"'gpt2-xl' is neither a local directory nor a downloadable hub"):
+    init_from.resolve_model_config(config)
+  with pytest.raises(SystemExit) as exit_info, cli.user_errors():
+    init_from.resolve_model_config(config)
+  message = str(exit_info.value.code)
+  assert message.startswith("Error: model.init_from='gpt2-xl'") and "\n" not in message

@@ -37,11 +37,20 @@ TRICKY = [
     'trailing spaces   ',
 ]
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# A few Czech sentences (written for llmjax, public domain) for the
+# morphology-rich pipeline `cs_core_news_sm`.
+CZECH_SAMPLE = (
+    'Malý pes běžel rychle přes zelenou louku. Děti si hrály na zahradě a '
+    'jejich matka vařila oběd. Včera večer jsme četli knihu o starých '
+    'hradech.\n\nStudenti napsali dlouhé dopisy svým přátelům. Zítra pojedeme '
+    'vlakem do Prahy, protože tam bydlí moje babička. Na stole ležely tři '
+    'červená jablka a jedna hruška.\n\nUčitelka se zeptala, kdo umí zpívat. '
+    'Les byl tichý, jen vítr šuměl ve vysokých stromech.\n')
 
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-  monkeypatch.setattr(notes, 'cache_dir', lambda: tmp_path / 'cache' / 'notes')
+  monkeypatch.setattr(notes.tagging, 'cache_dir', lambda: tmp_path / 'cache' / 'notes')
 
 
 @pytest.fixture(scope='module')
@@ -289,7 +298,7 @@ def test_n_process_2_gives_the_same_tags():
 
 def test_czech_richness_schemes(tok):
   model = 'cs_core_news_sm'
-  tagged = {s: notes.tag_text(notes.CZECH_SAMPLE, model, s)
+  tagged = {s: notes.tag_text(CZECH_SAMPLE, model, s)
             for s in notes.SCHEMES}
   assert tagged['tag'].num_words == 65 + 11  # Words and punctuation marks.
   # No fine tagger in this pipeline: 'tag' falls back to universal POS.
@@ -304,7 +313,7 @@ def test_czech_richness_schemes(tok):
   for scheme in ('upos', 'tag+morph+dep'):
     stream = notes.weave(tagged[scheme], 'post', tok)
     plain = notes.strip_notes(stream.ids, 50257)
-    assert tok.decode(plain.tolist()) == notes.CZECH_SAMPLE
+    assert tok.decode(plain.tolist()) == CZECH_SAMPLE
 
 
 def test_write_and_read_corpus(tok, tmp_path):
@@ -405,7 +414,7 @@ def test_prepare_notes_builds_once(tmp_path, monkeypatch):
   def no_build(*args, **kwargs):
     raise AssertionError('built again instead of reading the cache')
 
-  monkeypatch.setattr(notes, 'build', no_build)
+  monkeypatch.setattr(notes.prepare, 'build', no_build)
   again = notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root',
                               progress=False)
   assert again.dir == splits.dir
@@ -416,3 +425,35 @@ def test_prepare_notes_builds_once(tmp_path, monkeypatch):
   notes_cfg.variant = ''
   with pytest.raises(ValueError, match="Unknown notes variant ''"):
     notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root', progress=False)
+
+
+def test_prepare_notes_whole_text(tmp_path):
+  from llmjax.data import sources  # pylint: disable=g-import-not-at-top
+  src = tmp_path / 'book.txt'
+  src.write_text('The sun rose.\nBirds sang loudly.\n\nThe end came.\n' * 5)
+  data_cfg = sources.default_data_config()
+  data_cfg.source, data_cfg.path, data_cfg.val_fraction = 'file', str(src), 0.0
+  notes_cfg = notes.default_config()
+  notes_cfg.variant = 'post'
+  splits = notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root',
+                               progress=False)
+  assert splits.val_is_train and splits.val is splits.train
+  assert sorted(splits.manifest['splits']) == ['train']
+  assert splits.manifest['splits']['train']['n_words'] == 60
+  assert len(splits.train) == splits.manifest['notes']['counts']['tokens']
+  data_cfg.val_fraction = 1.0
+  with pytest.raises(ValueError, match=r'data.val_fraction=1.0 must be a number in \[0, 1\)'):
+    notes.prepare_notes(data_cfg, notes_cfg, tmp_path / 'root', progress=False)
+
+
+@pytest.mark.parametrize('val_fraction, splits', [(0.25, ['train', 'val']),
+                                                  (0.0, ['train'])])
+def test_streamed_corpus_splits(tok, tmp_path, val_fraction, splits):
+  docs = ['The sun rose.', 'Birds sang loudly.', 'The end came.'] * 8
+  manifest = notes.write_streamed_corpus(
+      iter(docs), tmp_path / 'c', 'post', tok, limit_chars=352,
+      val_fraction=val_fraction, chunk_chars=40)
+  assert sorted(manifest['splits']) == splits
+  assert sum(s['n_words'] for s in manifest['splits'].values()) == 96
+  loaded = shards.load_token_splits(tmp_path / 'c')
+  assert loaded.val_is_train == (val_fraction == 0)

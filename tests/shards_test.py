@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from llmjax import assets
+from llmjax import errors
 from llmjax.data import shards
 from llmjax.data import sources
 from llmjax.data.tokenizer import get_tokenizer
@@ -111,17 +112,40 @@ def test_split_too_small(tmp_path):
   assert not (tmp_path / "tokens").exists()
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+@pytest.mark.parametrize("fraction", [1.0, -0.1])
 def test_bad_val_fraction(book, tmp_path, fraction):
-  with pytest.raises(ValueError, match=r"val_fraction=.* must be in \(0, 1\)"):
+  with pytest.raises(errors.ConfigError,
+                     match=r"data.val_fraction=.* must be a number in \[0, 1\)"):
     shards.prepare_tokens(cfg(source="file", path=str(book), val_fraction=fraction),
                           tmp_path, progress=False)
+  assert not (tmp_path / "tokens").exists()
+
+
+@pytest.mark.parametrize("fraction", [True, "0.1", None, 2])
+def test_check_val_fraction_rejects_non_fractions(fraction):
+  with pytest.raises(errors.ConfigError, match=r"must be a number in \[0, 1\)"):
+    shards.check_val_fraction(fraction)
+  assert shards.check_val_fraction(0) == 0.0 and shards.check_val_fraction(0.5) == 0.5
+
+
+def test_val_fraction_zero_trains_on_the_whole_text(book, tmp_path):
+  splits = shards.prepare_tokens(cfg(source="file", path=str(book), tokenizer="char",
+                                     val_fraction=0), tmp_path, progress=False)
+  assert len(splits.train) == book.stat().st_size and splits.val_is_train
+  assert splits.val is splits.train
+  assert sorted(p.name for p in splits.dir.iterdir()) == ["manifest.json", "train.bin"]
+  assert (splits.manifest["n_val"], splits.manifest["val_fraction"]) == (0, 0.0)
+  again = shards.load_token_splits(splits.dir)
+  assert again.val_is_train and len(again.val) == len(splits.train)
+  held_out = shards.prepare_tokens(cfg(source="file", path=str(book), tokenizer="char"),
+                                   tmp_path, progress=False)
+  assert not held_out.val_is_train and held_out.dir != splits.dir
 
 
 def test_failed_write_leaves_nothing(book, tmp_path, monkeypatch):
   def broken(path, array):
     raise OSError("disk full")
-  monkeypatch.setattr(shards, "_write_array", broken)
+  monkeypatch.setattr(shards, "write_array", broken)
   with pytest.raises(OSError, match="disk full"):
     shards.prepare_tokens(cfg(source="file", path=str(book), tokenizer="char"),
                           tmp_path, progress=False)

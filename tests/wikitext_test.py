@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmjax.data import registry
 from llmjax.data import shards
 from llmjax.data import sources
 from llmjax.data import wikitext
@@ -81,11 +82,11 @@ def test_prepare_tokenizes_each_split(tmp_path, capsys, fmt):
 
 def test_loader_dispatch_and_cache(tmp_path, monkeypatch):
   data = write_dataset(tmp_path / "wikitext")
-  first = shards.prepare_tokens(cfg(path=str(data / "wikitext-2-raw-v1")), tmp_path / "cache",
+  first = registry.prepare_tokens(cfg(path=str(data / "wikitext-2-raw-v1")), tmp_path / "cache",
                                 progress=False)
   calls = []
   monkeypatch.setattr(shards, "tokenize_text", lambda *a, **k: calls.append(1))
-  again = shards.prepare_tokens(cfg(path=str(data)), tmp_path / "cache", progress=False)
+  again = registry.prepare_tokens(cfg(path=str(data)), tmp_path / "cache", progress=False)
   assert calls == [] and again.dir == first.dir
   assert sorted(p.name for p in first.dir.iterdir()) == [
       "manifest.json", "test.bin", "train.bin", "val.bin"]
@@ -131,3 +132,20 @@ def test_wikitext2_config_trains_and_reports_test_perplexity(tmp_path):
   assert summary["n_val_tokens"] == len(get_tokenizer("gpt2").encode(val_text))
   row = report.run_row(report.load_run(tmp_path / "run"))
   assert row["test_perplexity"] == summary["test_perplexity"]
+
+
+def test_shakespeare_stand_in_has_wikitext_layout(tmp_path):
+  rows = wikitext.shakespeare_rows()
+  assert rows["validation"][:4] == ["", " = Lovers Complaint = \n", "",
+                                    " A LOVER'S COMPLAINT \n"]
+  assert rows["test"][:2] == ["", " = Passionate Pilgrim = \n"]
+  assert rows["train"][1] == " = Alls Well That Ends Well = \n"
+  headers = [r for r in rows["train"] if r.startswith(" = ") and r.endswith(" = \n")]
+  assert len(headers) == 40
+  assert all(r == "" or (r.startswith(" ") and r.endswith(" \n") and "\n" not in r[:-1])
+             for split in rows.values() for r in split)
+  splits = registry.prepare_tokens(cfg(path=wikitext.SHAKESPEARE_PATH, tokenizer="char"),
+                                   tmp_path / "cache", progress=False)
+  texts = wikitext.read_splits(wikitext.SHAKESPEARE_PATH)
+  assert [len(splits.train), len(splits.val), len(shards.optional_split(splits, "test"))] == [
+      len(texts[name][0].encode("utf-8")) for name in ("train", "val", "test")]

@@ -1,18 +1,22 @@
 """Training data: a config's token splits and the tokenizer that reads them.
 
-`data_splits(config)` is what the trainer calls: the plain token stream of
-`config.data` (`shards.prepare_tokens`), or, when `config.notes.variant` is set,
-the notes corpus of that text (`notes.prepare_notes`), whose tokenizer writes
-notes as `[TAG]` strings.
+`data_splits(config)` is what every LM-shaped job calls: the token splits of
+`config.data` (`registry.prepare_tokens`, whatever `data.source`), or, when
+`config.notes.variant` is set, the notes corpus of that text
+(`notes.prepare_notes`), whose tokenizer writes notes as `[TAG]` strings.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 
 NOTES_FILE = "notes.json"
+WHOLE_TEXT_MESSAGE = (
+    "data.val_fraction=0: training on the whole text; validation windows are drawn from "
+    "the training text, so the validation loss measures memorisation, not generalisation")
 
 
 def _notes_variant(config) -> str:
@@ -32,33 +36,45 @@ def data_splits(config, workdir: str | os.PathLike[str] | None = None):
     (shards.TokenSplits, tokenizer.Tokenizer).
 
   Raises:
-    config_util.ConfigError: model.vocab_size is smaller than the corpus's.
+    errors.ConfigError: model.vocab_size is smaller than the corpus's.
   """
-  from llmjax.data import shards  # pylint: disable=g-import-not-at-top
+  splits, tokenizer = _splits(config)
+  if splits.val_is_train:
+    logging.getLogger(__name__).warning(WHOLE_TEXT_MESSAGE)
+  if not _notes_variant(config):
+    return splits, tokenizer
+  if workdir is not None:
+    from llmjax import fileio  # pylint: disable=g-import-not-at-top
+    fileio.atomic_write_json(pathlib.Path(workdir) / NOTES_FILE,
+                             {**splits.manifest["notes"], "corpus": str(splits.dir)})
+  return splits, tokenizer
+
+
+def _splits(config):
+  from llmjax import errors  # pylint: disable=g-import-not-at-top
+  from llmjax.data import registry  # pylint: disable=g-import-not-at-top
   from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 
   base = tokenizer_lib.get_tokenizer(config.data.tokenizer)
+  if base.vocab_size > config.model.vocab_size:
+    raise errors.ConfigError(
+        f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
+        f"vocabulary ({base.vocab_size}); set --config.model.vocab_size={base.vocab_size}.")
   if not _notes_variant(config):
-    return shards.prepare_tokens(config.data), base
-  from llmjax import config_util  # pylint: disable=g-import-not-at-top
+    return registry.prepare_tokens(config.data), base
   from llmjax.data import notes  # pylint: disable=g-import-not-at-top
 
+  registry.check_data(config.data)
   splits = notes.prepare_notes(config.data, config.notes)
   manifest = splits.manifest
   if manifest["vocab_size"] > config.model.vocab_size:
-    raise config_util.ConfigError(
+    raise errors.ConfigError(
         f"model.vocab_size={config.model.vocab_size} is smaller than the "
         f"{config.notes.variant!r} notes corpus's vocabulary "
         f"({manifest['vocab_size']}: {base.vocab_size} base tokens + "
         f"{len(manifest['notes']['note_vocab'])} notes of scheme "
         f"{manifest['notes']['scheme']!r}); set --config.model.vocab_size="
         f"{manifest['vocab_size']}.")
-  if workdir is not None:
-    path = pathlib.Path(workdir) / NOTES_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**manifest["notes"], "corpus": str(splits.dir)},
-                              indent=2) + "\n")
-    os.replace(tmp, path)
   return splits, notes.NotesTokenizer(base, manifest["notes"]["note_vocab"])
 
 

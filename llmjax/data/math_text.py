@@ -1,11 +1,14 @@
 """Math text streamed from HF datasets into a token directory (`data.source='math'`).
 
 `data.path` lists datasets, comma-separated, read one after the other (default: both of
-`DEFAULT_DATASETS`); each entry is a hub id or a local data file / directory (what
-`sources.load_hf_dataset` accepts). Rows are streamed, never downloaded whole, so
+`DEFAULT_DATASETS`); each entry is a hub id, a local data file / directory (what
+`sources.load_hf_dataset` accepts), or `generated`: exercises with worked solutions made
+on the spot (`llmjax.data.generated_math`), for offline runs. Rows are streamed, never downloaded whole, so
 `data.max_tokens` must cap the corpus. The first `data.val_fraction` of those tokens
 (whole documents, the last one cut) become the validation split; after skipping the few
-documents left in that tokenizer batch, the following documents form the training split; `eot_id` separates documents. The directory is cached under
+documents left in that tokenizer batch, the following documents form the training split;
+`eot_id` separates documents. With `data.val_fraction` 0 all tokens are trained on and
+validation reads the training split. The directory is cached under
 `$LLMJAX_CACHE/tokens/math-<key>` keyed on datasets, split, field, tokenizer and sizes.
 
   python -m llmjax.data.math_text 2000000   # tokenise 2M tokens of the default datasets
@@ -21,6 +24,8 @@ import sys
 from typing import Iterator
 
 from llmjax import assets
+from llmjax import errors
+from llmjax.data import generated_math
 from llmjax.data import shards
 from llmjax.data import sources
 from llmjax.data.tokenizer import get_tokenizer
@@ -49,6 +54,9 @@ def row_text(row: dict, field: str) -> str | None:
 def iter_documents(ids, split: str = "train", field: str = "text") -> Iterator[str]:
   """Streams the documents of each dataset in turn."""
   for dataset_id in ids:
+    if dataset_id == generated_math.NAME:
+      yield from generated_math.documents(seed=0)
+      continue
     n_rows = n_docs = 0
     for row in sources.load_hf_dataset(dataset_id, "", split, streaming=True):
       n_rows += 1
@@ -57,7 +65,7 @@ def iter_documents(ids, split: str = "train", field: str = "text") -> Iterator[s
         n_docs += 1
         yield text
     if n_rows and not n_docs:
-      raise ValueError(f"math dataset {dataset_id!r} has no text in column "
+      raise errors.DataError(f"math dataset {dataset_id!r} has no text in column "
                        f"data.text_field={field!r} nor in any of {FALLBACK_FIELDS}; set "
                        "--config.data.text_field to its text column.")
 
@@ -73,11 +81,9 @@ def prepare_math_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = No
   """Train/val token memmaps of the math datasets `data_cfg` names (built once, cached)."""
   max_tokens = int(data_cfg.get("max_tokens", 0) or 0)
   if max_tokens <= 0:
-    raise ValueError("data.source='math' streams open-ended corpora: set data.max_tokens, "
-                     "e.g. --config.data.max_tokens=20000000.")
-  val_fraction = float(data_cfg.get("val_fraction", 0.1))
-  if not 0.0 < val_fraction < 1.0:
-    raise ValueError(f"data.val_fraction={val_fraction} must be in (0, 1), e.g. 0.1")
+    raise errors.ConfigError("data.source='math' streams open-ended corpora: set "
+                             "data.max_tokens, e.g. --config.data.max_tokens=20000000.")
+  val_fraction = shards.check_val_fraction(data_cfg.get("val_fraction", 0.1))
   ids = dataset_ids(data_cfg.get("path", ""))
   split = data_cfg.get("hf_split", "train") or "train"
   field = data_cfg.get("text_field", "text") or "text"
@@ -85,22 +91,26 @@ def prepare_math_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = No
   key = cache_key(ids, split, field, tokenizer, max_tokens, val_fraction)
   root = Path(cache_root) if cache_root is not None else assets.cache_dir()
   out = root / "tokens" / f"math-{key}"
-  if (out / shards.MANIFEST).is_file():
+  if shards.is_token_dir(out):
     return shards.load_token_splits(out)
-  n_val = max(1, int(round(val_fraction * max_tokens)))
-  with shards._staging_dir(out) as tmp:  # pylint: disable=protected-access
+  n_val = max(1, int(round(val_fraction * max_tokens))) if val_fraction else 0
+  with shards.staging_dir(out) as tmp:
     docs = iter_documents(ids, split, field)
-    # Small batches: the rest of the batch that crosses the cap is skipped, not trained on.
-    shards.write_token_shards(docs, tmp, tokenizer, split="val", max_tokens=n_val,
-                              docs_per_batch=8, progress=progress)
+    if n_val:
+      # Small batches: the rest of the batch that crosses the cap is skipped, not trained on.
+      shards.write_token_shards(docs, tmp, tokenizer, split="val", max_tokens=n_val,
+                                docs_per_batch=8, progress=progress)
     try:
       shards.write_token_shards(docs, tmp, tokenizer, split="train",
                                 max_tokens=max_tokens - n_val, progress=progress)
-    except ValueError as e:
-      raise ValueError(f"math datasets {list(ids)} ran out after the validation split "
-                       f"({n_val} tokens): nothing left to train on; lower "
-                       "data.max_tokens or data.val_fraction.") from e
+    except errors.DataError as e:
+      if not n_val:
+        raise
+      raise errors.DataError(f"math datasets {list(ids)} ran out after the validation "
+                             f"split ({n_val} tokens): nothing left to train on; lower "
+                             "data.max_tokens or data.val_fraction.") from e
     manifest = json.loads((tmp / shards.MANIFEST).read_text())
+    manifest.setdefault("n_val", 0)
     manifest.update(source=f"math {','.join(ids)} split={split} field={field}",
                     datasets=list(ids), max_tokens=max_tokens, val_fraction=val_fraction,
                     key=key)

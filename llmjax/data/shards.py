@@ -23,9 +23,7 @@ import json
 import os
 from pathlib import Path
 import re
-import shutil
 import sys
-import tempfile
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -33,6 +31,7 @@ import tqdm
 
 from llmjax import assets
 from llmjax import errors
+from llmjax import fileio
 from llmjax.data import sources
 from llmjax.data.tokenizer import Tokenizer, get_tokenizer
 
@@ -51,7 +50,8 @@ class TokenSplits:
 
   Attributes:
     train: read-only memmap of the training ids.
-    val: read-only memmap of the validation ids.
+    val: read-only memmap of the validation ids; the training ids themselves when
+      the corpus was built with val_fraction 0 (whole-text learning).
     manifest: the directory's manifest.json (tokenizer, vocab_size, eot_id, dtype,
       n_train, n_val, source fingerprint, val_fraction, format_version, ...).
     dir: the token directory.
@@ -60,6 +60,26 @@ class TokenSplits:
   val: np.ndarray
   manifest: dict
   dir: Path
+
+  @property
+  def val_is_train(self) -> bool:
+    """Whether validation reads the training text (val_fraction 0)."""
+    return "val" not in self.manifest.get("splits", {}) and self.manifest.get(
+        "val_fraction") == 0
+
+
+def check_val_fraction(value) -> float:
+  """`data.val_fraction` as a float in [0, 1); ConfigError otherwise.
+
+  0 means whole-text learning: every token is trained on and the validation
+  windows are drawn from the training text (the loss then measures memorisation).
+  """
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    raise errors.ConfigError(
+        f"data.val_fraction={value!r} must be a number in [0, 1): the share of the text "
+        f"held out for validation, e.g. 0.1; 0 trains on the whole text and validates on "
+        f"training windows")
+  return float(value)
 
 
 def token_cache_key(source_fingerprint: str, tokenizer: Tokenizer,
@@ -131,26 +151,23 @@ def _val_start(tokens: np.ndarray, tokenizer: Tokenizer, val_fraction: float) ->
   return start
 
 
-def _write_array(path: Path, array: np.ndarray) -> None:
+def write_array(path: Path, array: np.ndarray) -> None:
+  """Writes `array`'s raw bytes (a split file of a token directory being staged)."""
   with open(path, "wb") as f:
     array.tofile(f)
 
 
-@contextlib.contextmanager
-def _staging_dir(final: Path) -> Iterator[Path]:
-  """A temporary sibling of `final` renamed into place on success (atomic publish)."""
-  final.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-  try:
-    yield tmp
-    tmp.chmod(0o755)
-    try:
-      os.rename(tmp, final)
-    except OSError:
-      if not (final / MANIFEST).is_file():  # Not a concurrent writer winning.
-        raise
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+def is_token_dir(directory: Path) -> bool:
+  """Whether `directory` is a finished token directory (its manifest is written last)."""
+  return (Path(directory) / MANIFEST).is_file()
+
+
+def staging_dir(final: Path) -> contextlib.AbstractContextManager[Path]:
+  """A temporary sibling of token directory `final`, renamed into place on success.
+
+  A concurrent writer that finished first wins; this one's copy is dropped.
+  """
+  return fileio.atomic_dir(final, is_complete=is_token_dir)
 
 
 def open_tokens(path: str | os.PathLike[str], dtype, n_tokens: int) -> np.ndarray:
@@ -181,6 +198,9 @@ def load_token_splits(directory: str | os.PathLike[str], train_split: str = "tra
   arrays = []
   for split in (train_split, val_split):
     info = manifest.get("splits", {}).get(split)
+    if info is None and split == val_split and manifest.get("val_fraction") == 0:
+      arrays.append(arrays[0])  # Whole-text learning: validate on training windows.
+      continue
     if info is None:
       raise errors.DataError(f"token directory {directory} has no split {split!r}; it has "
                              f"{sorted(manifest.get('splits', {}))}")
@@ -197,7 +217,7 @@ def optional_split(splits: TokenSplits, name: str) -> np.ndarray | None:
   return open_tokens(splits.dir / info["file"], splits.manifest["dtype"], info["n_tokens"])
 
 
-def _tokenizer_manifest(tokenizer: Tokenizer) -> dict:
+def tokenizer_manifest(tokenizer: Tokenizer) -> dict:
   return {"format_version": FORMAT_VERSION, "tokenizer": tokenizer.name,
           "tokenizer_fingerprint": tokenizer.fingerprint,
           "vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id,
@@ -206,7 +226,10 @@ def _tokenizer_manifest(tokenizer: Tokenizer) -> dict:
 
 def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *,
                    progress: bool = True) -> TokenSplits:
-  """Token ids of the corpus `data_cfg` describes, tokenised once and cached.
+  """Token ids of the text source `data_cfg` describes, tokenised once and cached.
+
+  Only text sources (`sources.TEXT_READERS`); `llmjax.data.registry.prepare_tokens`
+  serves every `data.source`.
 
   Args:
     data_cfg: data config (`sources.default_data_config()` fields: source, path,
@@ -216,47 +239,41 @@ def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *
 
   Returns:
     The train/val memmaps: validation is the last `val_fraction` of the token stream,
-    starting at a line boundary when one is within a few thousand tokens.
+    starting at a line boundary when one is within a few thousand tokens. With
+    val_fraction 0 every token is trained on and `val` is the training stream.
   """
-  if data_cfg.get("source") == "wikitext2":  # Fixed train/validation/test splits.
-    from llmjax.data import wikitext  # pylint: disable=g-import-not-at-top
-    return wikitext.prepare_wikitext(data_cfg, cache_root, progress=progress)
-  if data_cfg.get("source") == "math":  # Streamed, capped corpora: see math_text.
-    from llmjax.data import math_text  # pylint: disable=g-import-not-at-top
-    return math_text.prepare_math_tokens(data_cfg, cache_root, progress=progress)
-  val_fraction = float(data_cfg.get("val_fraction", 0.1))
-  if not 0.0 < val_fraction < 1.0:
-    raise errors.DataError(f"data.val_fraction={val_fraction} must be in (0, 1), e.g. 0.1")
+  val_fraction = check_val_fraction(data_cfg.get("val_fraction", 0.1))
   src = sources.read_source(data_cfg)
   tokenizer = get_tokenizer(data_cfg.get("tokenizer", "gpt2") or "gpt2")
   key = token_cache_key(src.fingerprint, tokenizer, val_fraction)
   root = Path(cache_root) if cache_root is not None else assets.cache_dir()
   out = root / "tokens" / key
-  if (out / MANIFEST).is_file():
+  if is_token_dir(out):
     return load_token_splits(out)
 
   tokens = tokenize_text(src.text, tokenizer, progress=progress,
                          desc=f"tokenize {src.description.split(' (')[0]}")
-  split = _val_start(tokens, tokenizer, val_fraction)
+  split = _val_start(tokens, tokenizer, val_fraction) if val_fraction else len(tokens)
   train, val = tokens[:split], tokens[split:]
-  if len(train) == 0 or len(val) == 0:
+  if len(train) == 0 or (val_fraction and len(val) == 0):
     raise errors.DataError(
         f"{src.description} gives {len(tokens)} tokens with tokenizer "
         f"{tokenizer.name!r}: {len(train)} for training and {len(val)} for validation "
         f"(val_fraction={val_fraction}); use a larger corpus or change "
         f"data.val_fraction")
+  parts = {"train": train, "val": val} if val_fraction else {"train": train}
   manifest = {
-      **_tokenizer_manifest(tokenizer),
+      **tokenizer_manifest(tokenizer),
       "n_train": int(len(train)), "n_val": int(len(val)),
-      "splits": {"train": {"file": "train.bin", "n_tokens": int(len(train))},
-                 "val": {"file": "val.bin", "n_tokens": int(len(val))}},
+      "splits": {name: {"file": f"{name}.bin", "n_tokens": int(len(ids))}
+                 for name, ids in parts.items()},
       "source_fingerprint": src.fingerprint, "source": src.description,
       "n_replaced_bytes": src.n_replaced_bytes, "n_chars": len(src.text),
       "val_fraction": val_fraction, "key": key,
   }
-  with _staging_dir(out) as tmp:
-    _write_array(tmp / "train.bin", train)
-    _write_array(tmp / "val.bin", val)
+  with staging_dir(out) as tmp:
+    for name, ids in parts.items():
+      write_array(tmp / f"{name}.bin", ids)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
   return load_token_splits(out)
 
@@ -289,7 +306,7 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   manifest_path = out_dir / MANIFEST
-  manifest = _tokenizer_manifest(tokenizer)
+  manifest = tokenizer_manifest(tokenizer)
   if manifest_path.is_file():
     old = json.loads(manifest_path.read_text())
     if any(old.get(k) != v for k, v in manifest.items()):
@@ -299,54 +316,43 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
     manifest = old
   eot = np.asarray([tokenizer.eot_id], tokenizer.dtype)
   n_tokens = n_docs = 0
-  fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{split}.bin.")
-  try:
-    with os.fdopen(fd, "wb") as f, _progress(None, f"tokenize {split}",
-                                             progress) as bar:
-      batch: list[str] = []
-      def flush():
-        nonlocal n_tokens, n_docs
-        for ids in tokenizer.encode_batch(batch):
-          if max_tokens is not None and n_tokens >= max_tokens:
-            break
-          arr = np.asarray(ids, tokenizer.dtype)
-          if n_docs:
-            arr = np.concatenate([eot, arr])
-          if max_tokens is not None:
-            arr = arr[:max_tokens - n_tokens]
-          arr.tofile(f)
-          n_tokens += len(arr)
-          n_docs += 1
-        bar.update(sum(len(d.encode("utf-8")) for d in batch))
-        bar.set_postfix(tokens=f"{n_tokens:,}", docs=f"{n_docs:,}", refresh=False)
-        batch.clear()
-      for doc in docs:
+  with fileio.atomic_open(out_dir / f"{split}.bin") as f, _progress(
+      None, f"tokenize {split}", progress) as bar:
+    batch: list[str] = []
+    def flush():
+      nonlocal n_tokens, n_docs
+      for ids in tokenizer.encode_batch(batch):
         if max_tokens is not None and n_tokens >= max_tokens:
           break
-        if doc:
-          batch.append(doc)
-        if len(batch) >= docs_per_batch:
-          flush()
-      if batch:
+        arr = np.asarray(ids, tokenizer.dtype)
+        if n_docs:
+          arr = np.concatenate([eot, arr])
+        if max_tokens is not None:
+          arr = arr[:max_tokens - n_tokens]
+        arr.tofile(f)
+        n_tokens += len(arr)
+        n_docs += 1
+      bar.update(sum(len(d.encode("utf-8")) for d in batch))
+      bar.set_postfix(tokens=f"{n_tokens:,}", docs=f"{n_docs:,}", refresh=False)
+      batch.clear()
+    for doc in docs:
+      if max_tokens is not None and n_tokens >= max_tokens:
+        break
+      if doc:
+        batch.append(doc)
+      if len(batch) >= docs_per_batch:
         flush()
+    if batch:
+      flush()
     if n_tokens == 0:
       raise errors.DataError(f"no tokens for split {split!r} in {out_dir}: the documents "
                              f"were all empty")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out_dir / f"{split}.bin")
-  finally:
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(tmp)
   entry = {"file": f"{split}.bin", "n_tokens": n_tokens, "n_docs": n_docs}
   manifest.setdefault("splits", {})[split] = entry
   for name, key in (("train", "n_train"), ("val", "n_val")):
     if name in manifest["splits"]:
       manifest[key] = manifest["splits"][name]["n_tokens"]
-  fd, tmp_manifest = tempfile.mkstemp(dir=out_dir, prefix=f".{MANIFEST}.")
-  with os.fdopen(fd, "w") as f:
-    f.write(json.dumps(manifest, indent=2) + "\n")
-  os.chmod(tmp_manifest, 0o644)
-  os.replace(tmp_manifest, manifest_path)
+  fileio.atomic_write_json(manifest_path, manifest)
   return entry
 
 

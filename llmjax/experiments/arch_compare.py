@@ -19,6 +19,8 @@ import time
 import ml_collections
 
 from llmjax import config_util
+from llmjax import errors
+from llmjax import markdown as md
 from llmjax.train import metrics as metrics_lib
 
 ARCHS = ("gpt", "conv_attention", "progressive")
@@ -42,8 +44,9 @@ def model_names(config) -> list[str]:
   names = [n.strip() for n in str(config.compare.models).split(",") if n.strip()]
   unknown = [n for n in names if n not in ARCHS]
   if unknown or not names:
-    raise ValueError(f"compare.models={config.compare.models!r}: use a comma-separated subset "
-                     f"of {', '.join(ARCHS)}.")
+    raise errors.ConfigError(
+        f"compare.models={config.compare.models!r}: use a comma-separated subset "
+        f"of {', '.join(ARCHS)}.")
   return names
 
 
@@ -106,7 +109,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
     print(f"=== {name} -> {run_dir}", flush=True)
     result = train_one(c, run_dir)
     if result.interrupted:
-      raise RuntimeError(f"Training {name} was interrupted; re-run the same command to resume.")
+      raise errors.TrainingError(
+          f"Training {name} was interrupted; re-run the same command to resume.")
     records = metrics_lib.read_metrics(run_dir)
     tc = c.train
     rows.append({
@@ -131,13 +135,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
 
 def results_table(rows: list[dict]) -> str:
   """Markdown table with the comparison's columns."""
-  lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
-           "|" + "|".join("---" for _ in COLUMNS) + "|"]
-  for row in rows:
-    cells = [fmt.format(row[key]) if row.get(key) is not None else "n/a"
-             for _, key, fmt in COLUMNS]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  return md.table([title for title, _, _ in COLUMNS],
+                  ([fmt.format(row[key]) if row.get(key) is not None else "n/a"
+                    for _, key, fmt in COLUMNS] for row in rows))
 
 
 def plot_losses(workdir: pathlib.Path, names: list[str], out: pathlib.Path) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmjax import errors
+
 # (subject, gender): gender picks the past-tense ending below.
 _SUBJECTS = (
     ("Malý pes", "m"), ("Můj starší bratr", "m"), ("Starý rybář", "m"),
@@ -62,7 +64,7 @@ def sentence(rng: np.random.Generator) -> str:
 def czech_text(n_sentences: int, seed: int = 0, sentences_per_paragraph: int = 6) -> str:
   """`n_sentences` generated sentences, in paragraphs separated by blank lines."""
   if n_sentences < 1:
-    raise ValueError(f"n_sentences={n_sentences} must be >= 1.")
+    raise errors.ConfigError(f"n_sentences={n_sentences} must be >= 1.")
   rng = np.random.default_rng(seed)
   sentences = [sentence(rng) for _ in range(n_sentences)]
   paragraphs = [" ".join(sentences[i:i + sentences_per_paragraph])

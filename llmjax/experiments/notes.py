@@ -210,6 +210,10 @@ def _run_configs(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   """Prepares every run's corpus; returns {label: (config, splits)} with one shared
   vocabulary size, so all models have the same shape."""
   from llmjax import data as data_lib  # pylint: disable=g-import-not-at-top
+  if not config.data.val_fraction:
+    raise errors.ConfigError(
+        "data.val_fraction=0 leaves no held-out text, and the notes experiments score every "
+        "run on held-out text; use e.g. --config.data.val_fraction=0.01.")
   prepared = {}
   for label, variant, scheme in runs:
     c = _plain(config)

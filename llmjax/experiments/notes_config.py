@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from llmjax import errors
 from llmjax import config_base
 
 VARIANTS = ("pre", "post", "blank", "none")
@@ -32,12 +33,13 @@ ENGLISH_TAGS = 50  # Fine tags of the default English pipeline (the note vocabul
 def notes_config(variant: str, size: str | None = None) -> ml_collections.ConfigDict:
   """The config of one notes run: `variant` corpus at `size` (None = default)."""
   if variant not in VARIANTS:
-    raise ValueError(f"Unknown notes variant {variant!r}; use one of {', '.join(VARIANTS)}.")
+    raise errors.ConfigError(
+        f"Unknown notes variant {variant!r}; use one of {', '.join(VARIANTS)}.")
   size = size or "default"
   if size not in SIZES:
-    raise ValueError(f"Unknown variant {size!r} of the notes configs; use one of "
-                     f"{', '.join(s for s in SIZES if s != 'default')} (or none for the "
-                     "default).")
+    raise errors.ConfigError(f"Unknown variant {size!r} of the notes configs; use one of "
+                             f"{', '.join(s for s in SIZES if s != 'default')} (or none for the "
+                             "default).")
   c = config_base.base_config()
   c.name = f"{variant}-notes"
   c.notes.variant = variant

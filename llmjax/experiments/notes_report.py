@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from llmjax import markdown as md
+
 # (row key, column title, format) of the experiment-1 table.
 COLUMNS_1 = (
     ("bits_per_byte", "bits/byte (all tokens, notes included)", "{:.4f}"),
@@ -60,12 +62,10 @@ def fmt(stat: tuple, pattern: str) -> str:
 
 
 def table(agg: dict, columns: Sequence[tuple[str, str, str]], first: str) -> str:
-  lines = [f"| {first} | " + " | ".join(title for _, title, _ in columns) + " |",
-           "| --- " * (len(columns) + 1) + "|"]
-  for label, stats in agg.items():
-    cells = [fmt(stats.get(key, (None, None, 0)), pattern) for key, _, pattern in columns]
-    lines.append(f"| {label} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  return md.table(
+      [first] + [title for _, title, _ in columns],
+      ([label] + [fmt(stats.get(key, (None, None, 0)), pattern) for key, _, pattern in columns]
+       for label, stats in agg.items()))
 
 
 def verdict(a: tuple, b: tuple, name_a: str, name_b: str) -> str:

@@ -7,6 +7,7 @@ from typing import Callable
 
 from flax import nnx
 
+from llmjax import errors
 from llmjax.models import conv_attention
 from llmjax.models import gpt
 from llmjax.models import progressive
@@ -19,17 +20,14 @@ REGISTRY: dict[str, tuple[type, Callable[..., nnx.Module]]] = {
 }
 
 
-def register(name: str, config_cls: type, module_cls: Callable[..., nnx.Module]) -> None:
-  REGISTRY[name] = (config_cls, module_cls)
-
-
 def model_config(model_cfg):
   """The frozen dataclass for a `model` config section (or a dataclass, returned as is)."""
   arch = model_cfg.get("arch", "gpt") if hasattr(model_cfg, "get") else None
   if arch is None:
     return model_cfg
   if arch not in REGISTRY:
-    raise ValueError(f"Unknown model.arch={arch!r}; available: {', '.join(sorted(REGISTRY))}.")
+    raise errors.ConfigError(
+        f"Unknown model.arch={arch!r}; available: {', '.join(sorted(REGISTRY))}.")
   return REGISTRY[arch][0].from_config(model_cfg)
 
 

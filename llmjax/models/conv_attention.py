@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from llmjax import errors
 from llmjax.models import gpt
 from llmjax.models import layers
 
@@ -58,16 +59,17 @@ class ConvAttentionConfig:
   def __post_init__(self):
     unit = self.fan_in ** self.n_levels
     if self.fan_in < 2:
-      raise ValueError(f"model.fan_in={self.fan_in} must be >= 2.")
+      raise errors.ConfigError(f"model.fan_in={self.fan_in} must be >= 2.")
     if self.block_size % unit:
-      raise ValueError(f"model.block_size={self.block_size} must be a multiple of "
-                       f"fan_in**{self.n_levels} = {unit} for arch conv_attention; use e.g. "
-                       f"--config.model.block_size={max(unit, self.block_size // unit * unit)}.")
+      raise errors.ConfigError(
+          f"model.block_size={self.block_size} must be a multiple of "
+          f"fan_in**{self.n_levels} = {unit} for arch conv_attention; use e.g. "
+          f"--config.model.block_size={max(unit, self.block_size // unit * unit)}.")
     if self.n_embd % self.n_head:
-      raise ValueError(f"model.n_embd={self.n_embd} must be divisible by model.n_head="
-                       f"{self.n_head}.")
+      raise errors.ConfigError(f"model.n_embd={self.n_embd} must be divisible by model.n_head="
+                               f"{self.n_head}.")
     if self.target_offset < 1:
-      raise ValueError(f"model.target_offset={self.target_offset} must be >= 1.")
+      raise errors.ConfigError(f"model.target_offset={self.target_offset} must be >= 1.")
 
   @classmethod
   def from_config(cls, model_cfg) -> "ConvAttentionConfig":
@@ -185,8 +187,8 @@ class ConvAttention(nnx.Module):
     """Final normalised hidden states [B, T, D]; `trace` (a list) collects (op, shape)."""
     t = tokens_BxT.shape[1]
     if t > self.cfg.block_size:
-      raise ValueError(f"Sequence of {t} tokens exceeds model.block_size="
-                       f"{self.cfg.block_size}; crop the input or raise block_size.")
+      raise errors.SamplingError(f"Sequence of {t} tokens exceeds model.block_size="
+                                 f"{self.cfg.block_size}; crop the input or raise block_size.")
     t_pad = self.padded_length(t)
     tokens_BxT = jnp.pad(tokens_BxT, ((0, 0), (0, t_pad - t)))
     keys = layers.split_key(dropout_key, 2)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from llmjax import errors
 from llmjax.models import layers
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -140,8 +141,8 @@ class GPT(nnx.Module):
     cfg = self.cfg
     t = tokens_BxT.shape[1]
     if not isinstance(pos, jax.Array) and pos + t > cfg.block_size:
-      raise ValueError(f"Sequence of {pos + t} tokens exceeds model.block_size="
-                       f"{cfg.block_size}; crop the input or raise block_size.")
+      raise errors.SamplingError(f"Sequence of {pos + t} tokens exceeds model.block_size="
+                                 f"{cfg.block_size}; crop the input or raise block_size.")
     k_emb, k_blocks = layers.split_key(dropout_key, 2)
     x = self.wte[...][tokens_BxT].astype(cfg.dtype)
     positions = jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, t, axis=0)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from llmjax import errors
 from llmjax.models import layers
 
 TARGETS = ("qkv", "proj")  # Attention projections that can carry an adapter.
@@ -38,11 +39,11 @@ class LoraConfig:
 
   def __post_init__(self):
     if self.rank < 1:
-      raise ValueError(f"lora.rank={self.rank} must be >= 1.")
+      raise errors.ConfigError(f"lora.rank={self.rank} must be >= 1.")
     unknown = [t for t in self.targets if t not in TARGETS]
     if unknown or not self.targets:
-      raise ValueError(f"lora.targets={','.join(self.targets)!r} must name one or more of "
-                       f"{', '.join(TARGETS)} (comma-separated).")
+      raise errors.ConfigError(f"lora.targets={','.join(self.targets)!r} must name one or more of "
+                               f"{', '.join(TARGETS)} (comma-separated).")
 
   @property
   def scale(self) -> float:

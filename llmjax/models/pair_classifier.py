@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from llmjax import errors
 from llmjax.models.encoder import Encoder
 
 CLASSES = ("model_a", "model_b", "tie")
@@ -44,7 +45,7 @@ class HeadConfig:
 
   def __post_init__(self):
     if self.pooling not in POOLINGS:
-      raise ValueError(f"pooling={self.pooling!r}; use one of {POOLINGS}")
+      raise errors.ConfigError(f"pooling={self.pooling!r}; use one of {POOLINGS}")
 
 
 def pool(hidden_BxTxD: jax.Array, mask_BxT: jax.Array, pooling: str) -> jax.Array:
@@ -138,11 +139,12 @@ def trainable_mask(params: dict, mode: str, frozen_layers: int = 0,
   all train.
   """
   if mode not in FREEZE_MODES:
-    raise ValueError(f"freeze mode {mode!r}; use one of {FREEZE_MODES}")
+    raise errors.ConfigError(f"freeze mode {mode!r}; use one of {FREEZE_MODES}")
   n = num_stored_layers if num_stored_layers is not None else len(params["encoder"]["layers"])
   if mode == "bottom_frozen" and not 0 <= frozen_layers <= n:
-    raise ValueError(f"frozen_layers={frozen_layers} must lie in [0, {n}] (the encoder has {n} "
-                     "stored layers)")
+    raise errors.ConfigError(
+        f"frozen_layers={frozen_layers} must lie in [0, {n}] (the encoder has {n} "
+        "stored layers)")
 
   def one(path, _):
     keys = tuple(getattr(p, "key", getattr(p, "idx", p)) for p in path)

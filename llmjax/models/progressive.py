@@ -22,6 +22,7 @@ from typing import Any
 
 from flax import nnx
 
+from llmjax import errors
 from llmjax.models import gpt
 from llmjax.models import layers
 from llmjax.models import lora as lora_lib
@@ -41,15 +42,16 @@ class ProgressiveConfig(gpt.GPTConfig):
   def __post_init__(self):
     groups = self.stage_groups
     if not 1 <= self.stage <= len(groups):
-      raise ValueError(f"stage={self.stage} must be in 1..{len(groups)} (one per entry of "
-                       f"progressive.stage_groups={groups}).")
+      raise errors.ConfigError(f"stage={self.stage} must be in 1..{len(groups)} (one per entry of "
+                               f"progressive.stage_groups={groups}).")
     for i, g in enumerate(groups):
       if self.n_layer % g or (i and g % groups[i - 1]):
-        raise ValueError(f"progressive.stage_groups={groups} must each divide model.n_layer="
-                         f"{self.n_layer} and each divide the next (blocks are copied).")
+        raise errors.ConfigError(
+            f"progressive.stage_groups={groups} must each divide model.n_layer="
+            f"{self.n_layer} and each divide the next (blocks are copied).")
     if self.scan_layers:
-      raise ValueError("model.scan_layers is not supported by arch progressive (blocks are "
-                       "shared between layers); set --config.model.scan_layers=False.")
+      raise errors.ConfigError("model.scan_layers is not supported by arch progressive (blocks are "
+                               "shared between layers); set --config.model.scan_layers=False.")
     self.lora_config()  # Validates the adapter settings.
 
   @classmethod
@@ -95,10 +97,6 @@ class ProgressiveGPT(gpt.GPT):
   def layer_blocks(self) -> list[nnx.Module]:
     """The block applied at each of the `n_layer` layers."""
     return [self.h[i // self.cfg.repeats] for i in range(self.cfg.n_layer)]
-
-
-def stage_config(cfg: ProgressiveConfig, stage: int) -> ProgressiveConfig:
-  return dataclasses.replace(cfg, stage=stage)
 
 
 def grow_params(prev: dict, prev_cfg: ProgressiveConfig, fresh: dict,

@@ -16,6 +16,8 @@ from flax import nnx
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from llmjax import errors
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical axis name -> mesh axis (or None = replicated)
@@ -35,17 +37,18 @@ def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int, int]:
   """Resolves `mesh.data/fsdp/tensor` (one may be -1 = the devices left over)."""
   sizes = [int(mesh_cfg.data), int(mesh_cfg.fsdp), int(mesh_cfg.tensor)]
   if sizes.count(-1) > 1:
-    raise ValueError(f"At most one of mesh.data/fsdp/tensor may be -1, got {sizes}.")
+    raise errors.ConfigError(f"At most one of mesh.data/fsdp/tensor may be -1, got {sizes}.")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if n_devices % known:
-      raise ValueError(f"{n_devices} devices do not divide into mesh {sizes}: the sizes that "
-                       f"are set multiply to {known}.")
+      raise errors.ConfigError(
+          f"{n_devices} devices do not divide into mesh {sizes}: the sizes that "
+          f"are set multiply to {known}.")
     sizes[sizes.index(-1)] = n_devices // known
   if math.prod(sizes) != n_devices:
-    raise ValueError(f"Mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = "
-                     f"{math.prod(sizes)} devices, but {n_devices} are available. Set one "
-                     "of --config.mesh.data/fsdp/tensor to -1 to use the rest.")
+    raise errors.ConfigError(f"Mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = "
+                             f"{math.prod(sizes)} devices, but {n_devices} are available. Set one "
+                             "of --config.mesh.data/fsdp/tensor to -1 to use the rest.")
   return tuple(sizes)
 
 
@@ -58,12 +61,13 @@ def mesh_devices(mesh_cfg, devices=None) -> list:
   if n == 0:
     return list(devices)
   if jax.process_count() > 1 and n != len(devices):
-    raise ValueError(f"mesh.num_devices={n} selects a subset of the {len(devices)} devices, "
-                     f"which is not possible with {jax.process_count()} processes; leave it at "
-                     "0 (all devices).")
+    raise errors.ConfigError(
+        f"mesh.num_devices={n} selects a subset of the {len(devices)} devices, "
+        f"which is not possible with {jax.process_count()} processes; leave it at "
+        "0 (all devices).")
   if not 0 < n <= len(devices):
-    raise ValueError(f"mesh.num_devices={n}, but {len(devices)} devices are available; use "
-                     f"a value in 1..{len(devices)}, or 0 for all.")
+    raise errors.ConfigError(f"mesh.num_devices={n}, but {len(devices)} devices are available; use "
+                             f"a value in 1..{len(devices)}, or 0 for all.")
   return list(devices[:n])
 
 
@@ -150,7 +154,7 @@ def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0,
     process_id = int(os.environ.get("LLMJAX_PROCESS_ID", "-1") or -1)
   if num_processes > 1:
     if not coordinator or not 0 <= process_id < num_processes:
-      raise ValueError(
+      raise errors.ConfigError(
           f"Multi-process run with num_processes={num_processes} needs a coordinator "
           f"address (got {coordinator!r}) and a process id in 0..{num_processes - 1} (got "
           f"{process_id}); set LLMJAX_COORDINATOR=host:port and LLMJAX_PROCESS_ID, or start "
@@ -160,7 +164,7 @@ def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0,
     return True
   if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
     if "SLURM_STEP_NODELIST" not in os.environ:
-      raise ValueError(
+      raise errors.ConfigError(
           f"SLURM_NTASKS={os.environ['SLURM_NTASKS']} but this is not a job step: start "
           "each task with srun (see launch/slurm.sbatch) so that JAX can find its peers.")
     jax.distributed.initialize()

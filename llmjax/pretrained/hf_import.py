@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llmjax import errors
 from llmjax.models.encoder import Encoder, EncoderConfig
 from llmjax.pretrained import gpt2
 from llmjax.pretrained import weights
@@ -324,13 +325,13 @@ def resolve_model_dir(path_or_repo_id: str | os.PathLike,
   text = str(path_or_repo_id)
   looks_local = path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
   if looks_local:
-    raise FileNotFoundError(f"checkpoint directory {text!r} does not exist (or is not a"
+    raise errors.PretrainedNotFoundError(f"checkpoint directory {text!r} does not exist (or is not a"
                             " directory); pass a directory holding config.json and weights")
   import huggingface_hub  # pylint: disable=import-outside-toplevel
   try:
     return pathlib.Path(huggingface_hub.snapshot_download(text, allow_patterns=allow_patterns))
   except Exception as e:  # the hub raises many types: offline, gated, missing repo
-    raise FileNotFoundError(
+    raise errors.PretrainedNotFoundError(
         f"{text!r} is neither a local directory nor a downloadable hub repository ({e}); pass a"
         " local directory holding config.json and model.safetensors") from e
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
+from llmjax import errors
 from llmjax.models import gpt
 from llmjax.pretrained import gpt2
 from llmjax.pretrained import hf_import
@@ -26,7 +27,12 @@ def is_pretrained(model_cfg) -> bool:
 
 
 def _checkpoint_dir(init_from: str):
-  return hf_import.resolve_model_dir(init_from, hf_import.download_patterns())
+  try:
+    return hf_import.resolve_model_dir(init_from, hf_import.download_patterns())
+  except errors.LlmjaxError:
+    raise
+  except FileNotFoundError as e:  # Not found locally, hub unreachable or no such repo.
+    raise errors.PretrainedNotFoundError(f"model.init_from={init_from!r}: {e}") from e
 
 
 def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -35,18 +41,19 @@ def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.Co
     return config
   init_from = config.model.init_from
   if config.model.get("arch", "gpt") != "gpt":
-    raise ValueError(f"model.init_from={init_from!r} needs model.arch='gpt', got "
-                     f"{config.model.arch!r}")
+    raise errors.ConfigError(f"model.init_from={init_from!r} needs model.arch='gpt', got "
+                             f"{config.model.arch!r}")
   hf = hf_import.read_config(_checkpoint_dir(init_from))
   if hf.get("model_type") != "gpt2":
-    raise ValueError(f"model.init_from={init_from!r} is a {hf.get('model_type')!r} checkpoint; "
-                     "GPT runs start from GPT-2 checkpoints (model_type 'gpt2')")
+    raise errors.ConfigError(f"model.init_from={init_from!r} is a {hf.get('model_type')!r} "
+                             "checkpoint; GPT runs start from GPT-2 checkpoints (model_type "
+                             "'gpt2')")
   fields = gpt2.model_fields(hf)
   n_positions = fields.pop("block_size")
   if config.model.block_size > n_positions:
-    raise ValueError(f"model.block_size={config.model.block_size} exceeds the context of "
-                     f"{init_from!r} (n_positions={n_positions}); set "
-                     f"--config.model.block_size={n_positions} or less")
+    raise errors.ConfigError(f"model.block_size={config.model.block_size} exceeds the "
+                             f"context of {init_from!r} (n_positions={n_positions}); set "
+                             f"--config.model.block_size={n_positions} or less")
   resolved = ml_collections.ConfigDict(config.to_dict())
   changed = []
   for key, value in fields.items():

@@ -20,6 +20,7 @@ import pathlib
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from llmjax import errors
 from llmjax.pretrained.hf_import import resolve_model_dir
 
 _TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -33,7 +34,7 @@ def _tokenizer_config(model_dir: pathlib.Path) -> dict:
 
 def _special(vocab: dict[str, int], token: str, path: pathlib.Path) -> tuple[str, int]:
   if token not in vocab:
-    raise ValueError(f"{path} lacks the special token {token!r}")
+    raise errors.PretrainedFormatError(f"{path} lacks the special token {token!r}")
   return token, vocab[token]
 
 
@@ -99,7 +100,7 @@ def load_tokenizer(path_or_repo_id: str | os.PathLike,
                                    add_prefix_space=add_prefix_space)
   else:
     present = sorted(p.name for p in model_dir.iterdir())
-    raise FileNotFoundError(
+    raise errors.PretrainedNotFoundError(
         f"no tokenizer in {model_dir}: expected tokenizer.json, vocab.txt, or vocab.json +"
         f" merges.txt; found {present}. SentencePiece-only checkpoints need a tokenizer.json"
         " (save one with any fast tokenizer).")

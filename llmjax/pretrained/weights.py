@@ -17,6 +17,8 @@ import ml_dtypes
 import numpy as np
 from safetensors import numpy as safetensors_numpy
 
+from llmjax import errors
+
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
@@ -32,7 +34,7 @@ def checkpoint_files(model_dir: pathlib.Path) -> list[pathlib.Path]:
   if (model_dir / TORCH_BIN).is_file():
     return [model_dir / TORCH_BIN]
   present = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
-  raise FileNotFoundError(
+  raise errors.PretrainedNotFoundError(
       f"no weights in {model_dir}: expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {TORCH_BIN};"
       f" found {present}")
 
@@ -42,7 +44,8 @@ def load_tensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
   tensors: dict[str, np.ndarray] = {}
   for path in checkpoint_files(model_dir):
     if not path.is_file():
-      raise FileNotFoundError(f"checkpoint shard {path} listed in {SAFETENSORS_INDEX} is missing")
+      raise errors.PretrainedNotFoundError(
+          f"checkpoint shard {path} listed in {SAFETENSORS_INDEX} is missing")
     if path.suffix == ".safetensors":
       tensors.update(safetensors_numpy.load_file(path))
     else:
@@ -127,20 +130,23 @@ class _TorchUnpickler(pickle.Unpickler):
 def load_torch_bin(path: pathlib.Path) -> dict[str, np.ndarray]:
   """Reads a `torch.save`d state dict (zip format, PyTorch >= 1.6) into numpy arrays."""
   if not zipfile.is_zipfile(path):
-    raise ValueError(f"{path} is not a zip-format PyTorch checkpoint (saved before PyTorch 1.6?);"
-                     " re-save it with safetensors")
+    raise errors.PretrainedFormatError(
+        f"{path} is not a zip-format PyTorch checkpoint (saved before PyTorch 1.6?);"
+        " re-save it with safetensors")
   with zipfile.ZipFile(path) as archive:
     pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
     if len(pickles) != 1:
-      raise ValueError(f"{path}: expected one data.pkl in the archive, found {pickles}")
+      raise errors.PretrainedFormatError(
+          f"{path}: expected one data.pkl in the archive, found {pickles}")
     prefix = pickles[0][:-len("data.pkl")]
     byteorder = f"{prefix}byteorder"
     if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
-      raise ValueError(f"{path}: big-endian checkpoints are not supported")
+      raise errors.PretrainedFormatError(f"{path}: big-endian checkpoints are not supported")
     with archive.open(pickles[0]) as f:
       state = _TorchUnpickler(f, archive, prefix, path).load()
   if not isinstance(state, dict):
-    raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+    raise errors.PretrainedFormatError(
+        f"{path} holds a {type(state).__name__}, not a state dict of tensors")
   if "state_dict" in state and isinstance(state["state_dict"], dict):
     state = state["state_dict"]
   return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}

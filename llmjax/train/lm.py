@@ -24,7 +24,6 @@ from llmjax import fileio
 from llmjax import models
 from llmjax.data import pipeline
 from llmjax.data import shards
-from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.parallel import mesh as mesh_lib
 from llmjax.pretrained import init_from
 from llmjax.train import checkpoint as ckpt_lib
@@ -177,11 +176,6 @@ class LMTask(runner.Task):
 
   def load_data(self):
     config, tc, mc = self.config, self.config.train, self.config.model
-    tok = tokenizer_lib.get_tokenizer(config.data.tokenizer)
-    if tok.vocab_size > mc.vocab_size:
-      raise config_util.ConfigError(
-          f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's vocabulary "
-          f"({tok.vocab_size}); set --config.model.vocab_size={tok.vocab_size}.")
     chief = jax.process_index() == 0
     self.splits, self.tok = data_lib.data_splits(config, self.workdir if chief else None)
     self.mesh, batch_axes, micro = training_mesh(config)

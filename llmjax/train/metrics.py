@@ -88,7 +88,9 @@ def bits_per_byte(loss: float, bytes_per_tok: float) -> float:
 
 def write_summary(workdir: str | pathlib.Path, summary: dict) -> pathlib.Path:
   """Writes DIR/summary.json atomically (what the report reads for each run)."""
-  return fileio.atomic_write_json(pathlib.Path(workdir) / "summary.json", summary)
+  path = pathlib.Path(workdir) / "summary.json"
+  fileio.atomic_write_json(path, summary, sort_keys=True)
+  return path
 
 
 def count_params(params) -> int:

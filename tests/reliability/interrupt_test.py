@@ -5,7 +5,6 @@ SIGINT, then a run to the end. Its metrics, final train state and batch order mu
 those of the reference run, which was never interrupted.
 """
 
-import json
 import random
 import re
 import signal
