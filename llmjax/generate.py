@@ -103,26 +103,24 @@ class Generator:
 
   @functools.partial(jax.jit, static_argnums=0)
   def _decode_loop(self, state, cache, logits_BxV, pos, n_steps, key, temperature, top_k, top_p):
+    """Samples n_steps tokens: the first from the prefill's logits, each next one after a
+    cached decode step of the previous (n_steps - 1 decode steps in all)."""
     self.compilations += 1
     model = nnx.merge(self.graphdef, state)
-    batch = logits_BxV.shape[0]
-    out_BxN = jnp.zeros((batch, self.block_size), jnp.int32)
+    key, sub = jax.random.split(key)
+    first_B = sample_token(logits_BxV, sub, temperature, top_k, top_p)
+    out_BxN = jnp.zeros((logits_BxV.shape[0], self.block_size), jnp.int32).at[:, 0].set(first_B)
 
-    def body(carry):
-      i, cache, logits, out, key = carry
+    def body(i, carry):
+      cache, out_BxN, key = carry
+      token_Bx1 = jax.lax.dynamic_slice_in_dim(out_BxN, i - 1, 1, axis=1)
+      logits_Bx1xV, cache = model.decode(token_Bx1, cache, pos + i - 1)
       key, sub = jax.random.split(key)
-      token_B = sample_token(logits, sub, temperature, top_k, top_p)
-      out = out.at[:, i].set(token_B)
-      logits_next, cache = model.decode(token_B[:, None], cache, pos + i)
-      return i + 1, cache, logits_next[:, 0], out, key
+      token_B = sample_token(logits_Bx1xV[:, 0], sub, temperature, top_k, top_p)
+      return cache, jax.lax.dynamic_update_slice_in_dim(out_BxN, token_B[:, None], i, axis=1), key
 
-    def cond(carry):
-      i, _, _, _, _ = carry
-      # The last new token needs no decode step of its own once the cache is full.
-      return i < n_steps
-
-    _, _, _, out, _ = jax.lax.while_loop(cond, body, (0, cache, logits_BxV, out_BxN, key))
-    return out
+    _, out_BxN, _ = jax.lax.fori_loop(1, n_steps, body, (cache, out_BxN, key))
+    return out_BxN
 
   def generate(self, prompts: list[list[int]], max_new_tokens: int, *,
                params: SamplingParams = SamplingParams(), seed: int = 0) -> list[list[int]]:
