@@ -77,6 +77,45 @@ def sample_token(logits_BxV, key, temperature, top_k, top_p):
                       logits).astype(jnp.int32)
 
 
+INFERENCE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def inference_dtype(dtype):
+  """A dtype name or dtype -> the jnp dtype (a SamplingError names the choices)."""
+  if isinstance(dtype, str):
+    if dtype not in INFERENCE_DTYPES:
+      raise errors.SamplingError(f"dtype={dtype!r} is not an inference dtype; use one of "
+                                 f"{', '.join(INFERENCE_DTYPES)}.")
+    return INFERENCE_DTYPES[dtype]
+  if jnp.dtype(dtype) not in {jnp.dtype(d) for d in INFERENCE_DTYPES.values()}:
+    raise errors.SamplingError(f"dtype={dtype} is not an inference dtype; use one of "
+                               f"{', '.join(INFERENCE_DTYPES)}.")
+  return jnp.dtype(dtype).type
+
+
+def cast_params(params, dtype):
+  """The parameter tree (an nnx.State or a pure dict) with every floating array in `dtype`
+  (integer arrays, if any, are left as they are)."""
+  dtype = inference_dtype(dtype)
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+
+
+def cast_model(model: nnx.Module, dtype) -> nnx.Module:
+  """`model` rebuilt for inference in `dtype`: its parameters cast (`cast_params`) and its
+  config's `dtype` and `param_dtype` set to it, so the matmuls and the KV cache run in
+  `dtype` (LayerNorm statistics, attention softmax and the logits stay float32). A model
+  already in `dtype` is returned as it is; the argument is never changed."""
+  from llmjax import models  # pylint: disable=import-outside-toplevel
+  dtype = inference_dtype(dtype)
+  cfg = model.cfg
+  if cfg.dtype == dtype and cfg.param_dtype == dtype:
+    return model
+  new_cfg = dataclasses.replace(cfg, dtype=dtype, param_dtype=dtype)
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: models.build(new_cfg, 0)))
+  return nnx.merge(graphdef, cast_params(nnx.state(model), dtype))
+
+
 def bucket_length(n: int, limit: int) -> int:
   return min(limit, max(16, 1 << (max(n, 1) - 1).bit_length()))
 
