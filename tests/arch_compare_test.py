@@ -79,7 +79,7 @@ def test_bad_rows_are_config_errors_naming_the_entry(models, match):
 
 
 @pytest.mark.slow
-def test_smoke_variant_trains_three_models_and_writes_table_and_plot(tmp_path, monkeypatch):
+def test_smoke_variant_trains_every_row_and_writes_table_and_plot(tmp_path, monkeypatch):
   monkeypatch.setenv("LLMJAX_CACHE", str(tmp_path / "cache"))
   college, web = write_math_files(tmp_path)
   c = config_util.load_config("configs/arch_compare.py:smoke")
