@@ -15,11 +15,13 @@ Variants:
       64 ahead as it was, and again on the next token so its loss compares with the
       baseline's; micro-batch 8; 80k batches (a GPU).
   `matched`: the three within 10% of each other in parameters, context 256, next token.
-  `cpu`: the original's models and rows, 40 batches each: about 30 minutes on 2 CPU cores.
+  `cpu`: the original's models and rows, 40 batches each (sized for under 30 minutes on
+      2 idle CPU cores).
   `smoke`: seconds, for tests.
 """
 
 from llmjax import config_base
+from llmjax import errors
 import ml_collections
 
 ORIGINAL_MODELS = ("gpt, conv_attention(n_embd=48 block_size=1024 target_offset=64), "
@@ -97,6 +99,6 @@ def get_config(arg=None):
     c.compare.inference_tokens = 4
     c.lora.rank = 2
   else:
-    raise ValueError(f"Unknown variant {arg!r} of configs/arch_compare.py; use original, "
-                     "matched, cpu or smoke.")
+    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/arch_compare.py; use "
+                             "original, matched, cpu or smoke.")
   return c
