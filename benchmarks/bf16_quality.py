@@ -86,7 +86,7 @@ def main(argv):
   lp16 = np.asarray(token_log_probs(low, windows))
 
   # Greedy agreement.
-  n_new = min(_NEW.value, block - _PROMPT_TOKENS.value)
+  n_new = _NEW.value  # Past the context, the Generator continues in segments (both alike).
   gen32, gen16 = sampler.generator, generate.Generator(low, eot_id=tok.eot_id)
   greedy = generate.SamplingParams(temperature=0.0)
   agreements, divergences = [], []

@@ -116,6 +116,7 @@ def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
   ratios, each = {}, {}
   pairs = {"generator_over_reference": ("llmjax", "reference", "per_token_s"),
            "generator_over_reference_total": ("llmjax", "reference", "total_s"),
+           "generator_over_reference_cpu": ("llmjax", "reference", "cpu_per_token_s"),
            "llmjax_over_torch": ("llmjax", "torch", "total_s"),
            "per_token_llmjax_over_torch": ("llmjax", "torch", "per_token_s"),
            "reference_over_torch": ("reference", "torch", "total_s"),

@@ -12,7 +12,8 @@ others still run), printed as one JSON object:
               sharded (`mesh.fsdp`) over all devices: step time and peak device memory.
               Runs first, so the device's peak-memory counter is its own.
   train_124m  GPT-2 124M (12 x 12 x 768, context 1024, vocabulary 50257), bfloat16
-              compute, float32 parameters, cuDNN attention: tokens/s and MFU, i.e.
+              compute, float32 parameters, cuDNN attention, batch 16 per device,
+              data-parallel over all devices: tokens/s and MFU, i.e.
               achieved FLOP/s (6 x parameters + 12 x layers x width x context per token)
               over the device's dense bfloat16 peak.
   decode      `llmjax.generate.Generator` on the 124M model, greedy, 16-token prompt:
@@ -162,7 +163,7 @@ def part_train_124m(smoke: bool, workdir: pathlib.Path) -> dict:
   c = training_config("configs/shakespeare.py", smoke=smoke, steps=6 if smoke else 40,
                       dtype="bfloat16", param_dtype="float32", dropout=0.0,
                       attention=attention_kernel(), **shape)
-  c.train.batch_size = 4 if smoke else 16 * jax.device_count()
+  c.train.batch_size = (4 if smoke else 16) * jax.device_count()
   wall, _ = quiet_run(c, workdir)
   times = step_times(workdir, skip=2 if smoke else 5)
   tokens_per_s = c.train.batch_size * shape["block_size"] / statistics.median(times)
@@ -192,7 +193,7 @@ def part_decode(smoke: bool, workdir: pathlib.Path) -> dict:
 
   cfg = (gpt.GPTConfig(vocab_size=257, block_size=64, n_layer=2, n_head=2, n_embd=32) if smoke
          else gpt.GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768))
-  batches, n_new, repeats = ((1, 4), 8, 2) if smoke else ((1, 64), 256, 3)
+  batches, n_new, repeats = ((1,), 8, 2) if smoke else ((1, 64), 256, 3)
   model = models.build(cfg, 0)
   prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, 16).tolist()
   greedy = generate.SamplingParams(temperature=0.0)
@@ -260,7 +261,8 @@ def run_suite(parts, smoke: bool, root: pathlib.Path) -> dict:
     t0 = time.perf_counter()
     try:
       result["parts"][name] = runners[name](smoke, root / name)
-    except Exception as e:  # pylint: disable=broad-except
+    except (Exception, SystemExit) as e:  # pylint: disable=broad-except
+      # SystemExit: `jobs.run` turns a user error into an exit with its message.
       traceback.print_exc()
       result["parts"][name] = {"error": f"{type(e).__name__}: {e}"}
     result["parts"][name]["part_wall_s"] = round(time.perf_counter() - t0, 1)

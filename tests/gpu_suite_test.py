@@ -1,5 +1,8 @@
 """benchmarks/gpu_suite.py runs every part end to end on CPU with --smoke (tiny shapes), so
-the suite is known to work before a GPU is lent."""
+the suite is known to work before a GPU is at hand.
+
+Three short training runs, a notes run (spaCy tagging included) and six decode programs:
+two minutes on two cores shared with other jobs (load average 9), so it is marked slow."""
 
 import json
 import math
@@ -14,6 +17,9 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 from benchmarks import gpu_suite  # pylint: disable=wrong-import-position
+
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +47,11 @@ def test_training_parts_report_step_times_from_the_runs(smoke):
   assert notes["steps"] == 4 and math.isfinite(notes["final_train_loss"])
 
 
-def test_decode_part_covers_both_batches_and_dtypes(smoke):
+def test_decode_part_covers_both_dtypes_and_the_reference(smoke):
   decode = smoke["parts"]["decode"]
-  for key in ("float32_batch1", "float32_batch4", "bfloat16_batch1", "bfloat16_batch4",
-              "reference_float32_batch1"):
-    assert decode[key]["tokens_per_s"] > 0, key
-  assert decode["float32_batch4"]["batch"] == 4
+  for key in ("float32_batch1", "bfloat16_batch1", "reference_float32_batch1"):
+    assert decode[key]["tokens_per_s"] > 0 and decode[key]["batch"] == 1, key
+  assert decode["generator_over_reference_batch1"] > 0
 
 
 def test_goals_apply_only_where_they_are_defined():

@@ -131,27 +131,37 @@ class Attention(nnx.Module):
   def attend_cached(self, x_BxTxD, cache: KVCache, pos):
     """Attention of the tokens at positions pos..pos+T-1 over a KV cache (decoding).
 
-    Their keys and values are written into the cache, and each query attends to cached
-    positions <= its own. The cache layouts are the ones XLA's dots read without a
-    transpose: keys [B, H, K, S] (the contracted K before S), values [B, H, S, K]; the
-    whole [B, H, T, S] score block is computed and masked (one small dot per head).
-    Returns (y_BxTxHxK, new_cache).
+    Each query attends to the cached positions before `pos` and to the new positions up
+    to its own; the new keys and values are then written into the cache. The scores
+    against the cache and against the new tokens are two dots under one softmax, so the
+    dots read the cache as it came in and the write can happen in place (reading the
+    updated cache makes XLA:CPU copy every layer's cache per token at some shapes).
+    Layouts are the ones XLA's dots read without a transpose: keys [B, H, K, S] (the
+    contracted K before S), values [B, H, S, K]. Returns (y_BxTxHxK, new_cache).
     """
     dt = self.cfg.dtype
     q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = self.decode_qkv(x_BxTxD)
-    k_BxHxKxS = jax.lax.dynamic_update_slice_in_dim(
-        cache["k"], jnp.einsum("bthk->bhkt", k_BxTxHxK).astype(cache["k"].dtype), pos, axis=3)
-    v_BxHxSxK = jax.lax.dynamic_update_slice_in_dim(
-        cache["v"], jnp.einsum("bthk->bhtk", v_BxTxHxK).astype(cache["v"].dtype), pos, axis=2)
-    t, s = x_BxTxD.shape[1], k_BxHxKxS.shape[3]
+    k_BxHxKxT = jnp.einsum("bthk->bhkt", k_BxTxHxK)
+    v_BxHxTxK = jnp.einsum("bthk->bhtk", v_BxTxHxK)
+    t, s = x_BxTxD.shape[1], cache["v"].shape[2]
     scale = 1.0 / float(self.cfg.head_dim) ** 0.5
-    scores_BxHxTxS = jnp.einsum("bthk,bhks->bhts", q_BxTxHxK, k_BxHxKxS.astype(dt),
+    cached_BxHxTxS = jnp.einsum("bthk,bhks->bhts", q_BxTxHxK, cache["k"].astype(dt),
                                 preferred_element_type=jnp.float32) * scale
-    visible_TxS = jnp.arange(s)[None, :] <= (pos + jnp.arange(t))[:, None]
-    scores_BxHxTxS = jnp.where(visible_TxS, scores_BxHxTxS, -jnp.inf)
-    probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(dt)
-    y_BxTxHxK = jnp.einsum("bhts,bhsk->bthk", probs_BxHxTxS, v_BxHxSxK.astype(dt))
-    return y_BxTxHxK, {"k": k_BxHxKxS, "v": v_BxHxSxK}
+    new_BxHxTxT = jnp.einsum("bthk,bhku->bhtu", q_BxTxHxK, k_BxHxKxT,
+                             preferred_element_type=jnp.float32) * scale
+    cached_BxHxTxS = jnp.where(jnp.arange(s) < pos, cached_BxHxTxS, -jnp.inf)
+    causal_TxT = jnp.arange(t)[None, :] <= jnp.arange(t)[:, None]
+    new_BxHxTxT = jnp.where(causal_TxT, new_BxHxTxT, -jnp.inf)
+    probs = jax.nn.softmax(jnp.concatenate([cached_BxHxTxS, new_BxHxTxT], axis=-1),
+                           axis=-1).astype(dt)
+    y_BxTxHxK = (jnp.einsum("bhts,bhsk->bthk", probs[..., :s], cache["v"].astype(dt))
+                 + jnp.einsum("bhtu,bhuk->bthk", probs[..., s:], v_BxHxTxK))
+    new_cache = {
+        "k": jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BxHxKxT.astype(cache["k"].dtype),
+                                                 pos, axis=3),
+        "v": jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BxHxTxK.astype(cache["v"].dtype),
+                                                 pos, axis=2)}
+    return y_BxTxHxK, new_cache
 
   def decode_qkv(self, x_BxTxD):
     """`project_qkv` for decoding. The plain projection is computed with the weight's own
