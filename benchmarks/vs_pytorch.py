@@ -20,9 +20,11 @@ Training, per repeat, in turn:
            one fixed device-resident batch, no loop around it.
   torch    `GPT2LMHeadModel` + `torch.optim.AdamW`, eager, loss by `F.cross_entropy` on
            the logits (no label-shift copy), `clip_grad_norm_`.
-Decoding: greedy, batch 1, 16-token prompt, 128 new tokens: `llmjax.generate.Generator`
-vs `GPT2LMHeadModel.generate(use_cache=True)`. Prefill = a 1-token generation; per-token
-cost = (t(128) - t(1)) / 127, measured the same way for both.
+Decoding (`benchmarks/decode_compare.py`): greedy, batch 1, 16-token prompt, 128 new
+tokens: the minimal KV-cache loop of `benchmarks/decode_reference.py`,
+`llmjax.generate.Generator` and `GPT2LMHeadModel.generate(use_cache=True)`, in float32,
+then Generator and HF with the parameters cast to bfloat16. Prefill = a 1-token
+generation; per-token cost = (t(128) - t(1)) / 127, measured the same way for all.
 
 Prints one JSON object (also written to --out): tokens/s per system (median over
 repeats), paired ratios, compile time, peak RSS per phase, achieved GFLOP/s and its share
@@ -59,6 +61,9 @@ _NEW = flags.DEFINE_integer("new_tokens", 128, "Decode new tokens.")
 _FMA_UNITS = flags.DEFINE_integer("fma_units", 0, "FMA units per core for the peak (0 = "
                                   "guess: 2 on AVX-512 server cores, else 2 with FMA).")
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
+_DTYPES = flags.DEFINE_list("decode_dtypes", ["float32", "bfloat16"],
+                            "Decode dtypes: float32 (reference, llmjax, torch) and bfloat16 "
+                            "(llmjax and torch with parameters cast).")
 
 
 # ----------------------------------------------------------------------------- machine
@@ -346,7 +351,7 @@ def bench_decode(result: dict) -> None:
   import torch  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from llmjax import generate  # pylint: disable=import-outside-toplevel
+  from benchmarks import decode_compare  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
 
   config = llmjax_config("")
@@ -355,63 +360,10 @@ def bench_decode(result: dict) -> None:
   torch.set_num_threads(len(os.sched_getaffinity(0)))
   hf = hf_model_from_llmjax(jax.device_get(nnx.to_pure_dict(nnx.state(model))), cfg).eval()
   prompt = np.random.default_rng(1).integers(0, 50257, _PROMPT.value).tolist()
-  n_new = _NEW.value
-  gen = generate.Generator(model)
-  greedy = generate.SamplingParams(temperature=0.0)
-
-  def jax_gen(n):
-    return gen.generate([prompt], n, params=greedy)[0]
-
-  ids = torch.tensor([prompt])
-
-  def hf_gen(n):
-    with torch.no_grad():
-      out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                        min_new_tokens=n, do_sample=False, use_cache=True, pad_token_id=0)
-    return out[0, len(prompt):].tolist()
-
-  with PeakRss() as rss_jax:
-    t0 = time.perf_counter()
-    jax_tokens = jax_gen(n_new)
-    compile_s = time.perf_counter() - t0
-    jax_gen(1)
-  compilations_after_warmup = gen.compilations
-  with PeakRss() as rss_hf:
-    hf_tokens = hf_gen(n_new)
-    hf_gen(1)
-
-  def timed(fn, n):
-    t0 = time.perf_counter()
-    fn(n)
-    return time.perf_counter() - t0
-
-  runs = {"llmjax": [], "torch": []}
-  for _ in range(_REPEATS.value):
-    for name, fn in (("llmjax", jax_gen), ("torch", hf_gen)):
-      one, full = timed(fn, 1), timed(fn, n_new)
-      runs[name].append({"prefill_s": one, "per_token_s": (full - one) / (n_new - 1),
-                         "total_s": full})
-  if gen.compilations != compilations_after_warmup or compilations_after_warmup != 2:
-    raise AssertionError(f"Generator compiled {gen.compilations} times (after warm-up "
-                         f"{compilations_after_warmup}); expected exactly 2: one prefill and "
-                         "one decode loop for (batch 1, one prompt bucket).")
-  out = {}
-  for name, rs in runs.items():
-    out[name] = {"tokens_per_s": round(n_new / median([x["total_s"] for x in rs]), 1),
-                 "prefill_ms": round(1e3 * median([x["prefill_s"] for x in rs]), 2),
-                 "per_token_ms": round(1e3 * median([x["per_token_s"] for x in rs]), 3),
-                 "decode_tokens_per_s": round(1 / median([x["per_token_s"] for x in rs]), 1)}
-  out["llmjax"]["first_call_s"] = round(compile_s, 2)
-  out["llmjax"]["compilations"] = gen.compilations
-  out["llmjax"]["peak_rss_mib"] = rss_jax.mib
-  out["torch"]["peak_rss_mib"] = rss_hf.mib
-  paired = [b["total_s"] / a["total_s"] for a, b in zip(runs["llmjax"], runs["torch"])]
-  paired_tok = [b["per_token_s"] / a["per_token_s"] for a, b in zip(runs["llmjax"], runs["torch"])]
-  out["ratios"] = {"llmjax_over_torch": round(median(paired), 3),
-                   "per_token_llmjax_over_torch": round(median(paired_tok), 3),
-                   "each_repeat": [round(x, 3) for x in paired]}
-  out["goals"] = {"decode>=2.5x": out["ratios"]["llmjax_over_torch"] >= 2.5}
-  out["same_greedy_tokens"] = sum(a == b for a, b in zip(jax_tokens, hf_tokens)) / n_new
+  with PeakRss() as rss:
+    out = decode_compare.run(model, cfg, hf, prompt, _NEW.value, _REPEATS.value,
+                             dtypes=_DTYPES.value)
+  out["peak_rss_mib_all_systems"] = rss.mib
   result["decode"] = out
 
 

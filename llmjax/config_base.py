@@ -165,7 +165,7 @@ def add_experiment(c: ml_collections.ConfigDict) -> None:
 
 def add_compare(c: ml_collections.ConfigDict) -> None:
   c.compare = ml_collections.ConfigDict()
-  c.compare.models = "gpt,conv_attention,progressive"  # Models to train, in this order.
+  c.compare.models = "gpt,conv_attention,progressive"  # Rows, in order: arch or arch(key=value ...) overriding n_embd, n_head, n_layer, block_size, fan_in or target_offset.
   c.compare.inference_tokens = 64  # New tokens generated to time inference per token.
 
 

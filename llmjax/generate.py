@@ -77,6 +77,45 @@ def sample_token(logits_BxV, key, temperature, top_k, top_p):
                       logits).astype(jnp.int32)
 
 
+INFERENCE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def inference_dtype(dtype):
+  """A dtype name or dtype -> the jnp dtype (a SamplingError names the choices)."""
+  if isinstance(dtype, str):
+    if dtype not in INFERENCE_DTYPES:
+      raise errors.SamplingError(f"dtype={dtype!r} is not an inference dtype; use one of "
+                                 f"{', '.join(INFERENCE_DTYPES)}.")
+    return INFERENCE_DTYPES[dtype]
+  if jnp.dtype(dtype) not in {jnp.dtype(d) for d in INFERENCE_DTYPES.values()}:
+    raise errors.SamplingError(f"dtype={dtype} is not an inference dtype; use one of "
+                               f"{', '.join(INFERENCE_DTYPES)}.")
+  return jnp.dtype(dtype).type
+
+
+def cast_params(params, dtype):
+  """The parameter tree (an nnx.State or a pure dict) with every floating array in `dtype`
+  (integer arrays, if any, are left as they are)."""
+  dtype = inference_dtype(dtype)
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+
+
+def cast_model(model: nnx.Module, dtype) -> nnx.Module:
+  """`model` rebuilt for inference in `dtype`: its parameters cast (`cast_params`) and its
+  config's `dtype` and `param_dtype` set to it, so the matmuls and the KV cache run in
+  `dtype` (LayerNorm statistics, attention softmax and the logits stay float32). A model
+  already in `dtype` is returned as it is; the argument is never changed."""
+  from llmjax import models  # pylint: disable=import-outside-toplevel
+  dtype = inference_dtype(dtype)
+  cfg = model.cfg
+  if cfg.dtype == dtype and cfg.param_dtype == dtype:
+    return model
+  new_cfg = dataclasses.replace(cfg, dtype=dtype, param_dtype=dtype)
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: models.build(new_cfg, 0)))
+  return nnx.merge(graphdef, cast_params(nnx.state(model), dtype))
+
+
 def bucket_length(n: int, limit: int) -> int:
   return min(limit, max(16, 1 << (max(n, 1) - 1).bit_length()))
 
@@ -103,26 +142,24 @@ class Generator:
 
   @functools.partial(jax.jit, static_argnums=0)
   def _decode_loop(self, state, cache, logits_BxV, pos, n_steps, key, temperature, top_k, top_p):
+    """Samples n_steps tokens: the first from the prefill's logits, each next one after a
+    cached decode step of the previous (n_steps - 1 decode steps in all)."""
     self.compilations += 1
     model = nnx.merge(self.graphdef, state)
-    batch = logits_BxV.shape[0]
-    out_BxN = jnp.zeros((batch, self.block_size), jnp.int32)
+    key, sub = jax.random.split(key)
+    first_B = sample_token(logits_BxV, sub, temperature, top_k, top_p)
+    out_BxN = jnp.zeros((logits_BxV.shape[0], self.block_size), jnp.int32).at[:, 0].set(first_B)
 
-    def body(carry):
-      i, cache, logits, out, key = carry
+    def body(i, carry):
+      cache, out_BxN, key = carry
+      token_Bx1 = jax.lax.dynamic_slice_in_dim(out_BxN, i - 1, 1, axis=1)
+      logits_Bx1xV, cache = model.decode(token_Bx1, cache, pos + i - 1)
       key, sub = jax.random.split(key)
-      token_B = sample_token(logits, sub, temperature, top_k, top_p)
-      out = out.at[:, i].set(token_B)
-      logits_next, cache = model.decode(token_B[:, None], cache, pos + i)
-      return i + 1, cache, logits_next[:, 0], out, key
+      token_B = sample_token(logits_Bx1xV[:, 0], sub, temperature, top_k, top_p)
+      return cache, jax.lax.dynamic_update_slice_in_dim(out_BxN, token_B[:, None], i, axis=1), key
 
-    def cond(carry):
-      i, _, _, _, _ = carry
-      # The last new token needs no decode step of its own once the cache is full.
-      return i < n_steps
-
-    _, _, _, out, _ = jax.lax.while_loop(cond, body, (0, cache, logits_BxV, out_BxN, key))
-    return out
+    _, out_BxN, _ = jax.lax.fori_loop(1, n_steps, body, (cache, out_BxN, key))
+    return out_BxN
 
   def generate(self, prompts: list[list[int]], max_new_tokens: int, *,
                params: SamplingParams = SamplingParams(), seed: int = 0) -> list[list[int]]:

@@ -2,6 +2,11 @@
 
   python -m llmjax.sample --workdir=runs/shakespeare --prompt="ROMEO:" --max_new_tokens=200 \
       --temperature=0.8 --top_k=200 --num_samples=2
+  python -m llmjax.sample --workdir=runs/shakespeare --prompt="ROMEO:" --dtype=bfloat16
+
+`--dtype=bfloat16` casts the restored parameters and runs the matmuls and the KV cache in
+bfloat16 (`llmjax.generate.cast_model`): half the memory traffic per token; docs/
+performance.md states what it costs in agreement with float32.
 """
 
 import sys
@@ -20,6 +25,8 @@ _TOP_K = flags.DEFINE_integer("top_k", 0, "Keep only the k most likely tokens (0
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _NUM = flags.DEFINE_integer("num_samples", 1, "Independent samples to draw.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"],
+                           "Inference dtype the restored parameters are cast to.")
 _WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"],
                            "Which checkpoint to load: the latest or the best validation loss.")
 
@@ -32,6 +39,10 @@ def main(argv):
   from llmjax import api  # pylint: disable=import-outside-toplevel
   with cli.user_errors():
     sampler = api.Sampler(_WORKDIR.value, seed=_SEED.value, which=_WHICH.value)
+    if _DTYPE.value != "float32":
+      from llmjax import generate  # pylint: disable=import-outside-toplevel
+      sampler.model = generate.cast_model(sampler.model, _DTYPE.value)
+      sampler.generator = generate.Generator(sampler.model, eot_id=sampler.tokenizer.eot_id)
     start = time.perf_counter()
     texts = sampler.generate_text(_PROMPT.value, _MAX_NEW.value, temperature=_TEMPERATURE.value,
                                   top_k=_TOP_K.value, top_p=_TOP_P.value, num_samples=_NUM.value)

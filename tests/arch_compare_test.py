@@ -1,10 +1,12 @@
 """The architecture comparison runs end to end (smoke variant) on local math files."""
 
 import json
+import re
 
 import pytest
 
 from llmjax import config_util
+from llmjax import errors
 from llmjax.experiments import arch_compare
 
 
@@ -20,22 +22,64 @@ def write_math_files(tmp_path):
 
 
 def test_table_formats_every_column():
-  row = {"model": "gpt", "heads": 2, "n_embd": 16, "micro_batch": 4, "block_size": 64,
-         "num_params": 12345, "train_batches": 6, "ms_per_batch": 12.34,
-         "final_train_loss": 3.21, "test_batches": 2, "ms_per_token": 0.5, "test_loss": None}
+  row = {"model": "gpt", "objective": "next token", "heads": 2, "n_embd": "16",
+         "micro_batch": 4, "block_size": 64, "num_params": 12345, "train_batches": 6,
+         "ms_per_batch": 12.34, "final_train_loss": 3.21, "test_batches": 2,
+         "ms_per_token": 0.5, "test_loss": None}
   table = arch_compare.results_table([row]).splitlines()
-  assert table[0].startswith("| model | heads | embedding size | micro batch |")
-  assert table[2] == "| gpt | 2 | 16 | 4 | 64 | 12,345 | 6 | 12.3 | 3.2100 | 2 | 0.50 | n/a |"
+  assert table[0].startswith("| model | objective | heads | embedding size | micro batch |")
+  assert table[2] == ("| gpt | next token | 2 | 16 | 4 | 64 | 12,345 | 6 | 12.3 | 3.2100 | 2 | "
+                      "0.50 | n/a |")
+
+
+def test_original_rows_have_the_original_settings_and_parameter_counts():
+  c = config_util.load_config("configs/arch_compare.py:original")
+  rows = arch_compare.parse_rows(c)
+  assert [r.name for r in rows] == ["gpt", "conv_attention-t64", "conv_attention", "progressive"]
+  got = []
+  for row in rows:
+    rc = arch_compare.run_config(c, row)
+    got.append((rc.model.arch, rc.model.n_head, arch_compare.embedding_size(rc),
+                rc.model.block_size, arch_compare.objective(rc), rc.train.batch_size,
+                arch_compare.count_parameters(rc)))
+  assert got == [
+      ("gpt", 6, "192", 256, "next token", 8, 15_046_272),
+      ("conv_attention", 6, "48 - 384", 1024, "token +64", 8, 9_074_304),
+      ("conv_attention", 6, "48 - 384", 1024, "next token", 8, 9_074_304),
+      ("progressive", 6, "192", 256, "next token", 8, 15_156_864),  # Stage 3, adapters in.
+  ]
+  assert arch_compare.model_names(config_util.load_config("configs/arch_compare.py:cpu")) == \
+      [r.name for r in rows]
+
+
+def test_matched_rows_are_within_ten_percent_in_parameters_at_one_context():
+  c = config_util.load_config("configs/arch_compare.py:matched")
+  configs = [arch_compare.run_config(c, r) for r in arch_compare.parse_rows(c)]
+  counts = [arch_compare.count_parameters(rc) for rc in configs]
+  assert [rc.model.arch for rc in configs] == ["gpt", "conv_attention", "progressive"]
+  assert {rc.model.block_size for rc in configs} == {256}
+  assert {arch_compare.objective(rc) for rc in configs} == {"next token"}
+  assert max(counts) <= 1.1 * min(counts), counts
+
+
+@pytest.mark.parametrize("models,match", [
+    ("gpt,rnn", "entry 'rnn'"),
+    ("conv_attention(width=3)", "override 'width=3'"),
+    ("gpt(n_embd=x)", "override 'n_embd=x'"),
+    ("gpt,gpt", "each row once"),
+    ("gpt(target_offset=4)", "conv_attention only"),
+])
+def test_bad_rows_are_config_errors_naming_the_entry(models, match):
   c = config_util.load_config("configs/arch_compare.py:smoke")
-  assert arch_compare.model_names(c) == ["gpt", "conv_attention", "progressive"]
   c.unlock()
-  c.compare.models = "gpt,rnn"
-  with pytest.raises(ValueError, match="compare.models"):
-    arch_compare.model_names(c)
+  c.compare.models = models
+  with pytest.raises(errors.ConfigError, match=re.escape(match)):
+    for row in arch_compare.parse_rows(c):
+      arch_compare.run_config(c, row)
 
 
 @pytest.mark.slow
-def test_smoke_variant_trains_three_models_and_writes_table_and_plot(tmp_path, monkeypatch):
+def test_smoke_variant_trains_every_row_and_writes_table_and_plot(tmp_path, monkeypatch):
   monkeypatch.setenv("LLMJAX_CACHE", str(tmp_path / "cache"))
   college, web = write_math_files(tmp_path)
   c = config_util.load_config("configs/arch_compare.py:smoke")
@@ -43,14 +87,18 @@ def test_smoke_variant_trains_three_models_and_writes_table_and_plot(tmp_path, m
   c.data.path, c.data.tokenizer, c.model.vocab_size = f"{college},{web}", "char", 257
   c.lock()
   rows = arch_compare.run(c, tmp_path / "arch")
-  assert [r["model"] for r in rows] == ["gpt", "conv_attention", "progressive"]
+  assert [r["model"] for r in rows] == ["gpt", "conv_attention-t8", "conv_attention",
+                                        "progressive"]
+  assert [r["block_size"] for r in rows] == [32, 64, 64, 32]
+  assert [r["n_embd"] for r in rows] == ["16", "8 - 64", "8 - 64", "16"]
+  assert [r["objective"] for r in rows] == ["next token", "token +8", "next token", "next token"]
   for row in rows:
-    assert row["train_batches"] == 6 and row["micro_batch"] == 8 and row["block_size"] == 64
+    assert row["train_batches"] == 6 and row["micro_batch"] == 8
     assert row["test_loss"] > 0 and row["final_train_loss"] > 0
     assert row["ms_per_batch"] > 0 and row["ms_per_token"] > 0
-  assert rows[2]["stage_steps"] == [0, 2, 4]
+  assert rows[3]["stage_steps"] == [0, 2, 4]
   table = (tmp_path / "arch/results.md").read_text().splitlines()
-  assert len(table) == 5 and "average test loss" in table[0]
+  assert len(table) == 6 and "average test loss" in table[0]
   assert json.loads((tmp_path / "arch/results.json").read_text()) == rows
   png = (tmp_path / "arch/loss_curves.png").read_bytes()
   assert png.startswith(b"\x89PNG") and len(png) > 10_000

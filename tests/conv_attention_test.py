@@ -107,19 +107,28 @@ def test_short_inputs_are_padded_with_a_mask_and_match_the_full_window():
     np.testing.assert_allclose(short, full[:, :t], atol=2e-5, rtol=0)
 
 
-@pytest.mark.slow
-def test_generation_with_the_token_window_cache_matches_naive_greedy():
-  model = make_model(block_size=16, fan_in=2, n_embd=32, seed=3)
-  prompt = [3, 14, 15, 9, 2]
-  out = generate.Generator(model).generate([prompt], 8, params=generate.SamplingParams(0.0))
-  # Whole-window recomputation, no cache: the window is right-padded to its full 16
-  # positions (one compiled shape); being causal, position n-1 never sees the padding.
-  forward = nnx.jit(lambda m, tokens: m(tokens))
-  seq = list(prompt)
-  for _ in range(8):
-    window = jnp.asarray([seq + [0] * (16 - len(seq))])
-    seq.append(int(jnp.argmax(forward(model, window)[0, len(seq) - 1])))
-  assert out[0] == seq[len(prompt):]
+def test_cached_decode_equals_full_window_greedy_for_64_tokens():
+  # fan_in 2, 3 levels: every level completes groups many times in 64 steps; an 11-token
+  # prompt leaves the prefill's padding inside unfinished groups at every level.
+  model = make_model(block_size=128, fan_in=2, n_embd=16, seed=3)
+  prompts = np.asarray(random_tokens(2, 11, seed=4))
+  generator = generate.Generator(model)
+  out = generator.generate(prompts.tolist(), 64, params=generate.SamplingParams(0.0))
+  assert generator.compilations == 2  # One prefill, one decode loop.
+
+  @nnx.jit  # No cache: the whole zero-padded window runs for every token (one compile).
+  def full_greedy(model, window_BxT):
+    def step(i, window_BxT):
+      logits_BxTxV = model(window_BxT)
+      next_B = jnp.argmax(logits_BxTxV[:, i - 1], axis=-1).astype(window_BxT.dtype)
+      return window_BxT.at[:, i].set(next_B)
+    return jax.lax.fori_loop(11, 11 + 64, step, window_BxT)
+
+  window = np.zeros((2, 128), np.int32)
+  window[:, :11] = prompts
+  want = np.asarray(full_greedy(model, jnp.asarray(window)))[:, 11:11 + 64]
+  np.testing.assert_array_equal(np.asarray(out), want)
+  assert len(set(want[0].tolist())) > 3  # Not a degenerate repetition of one token.
 
 
 def test_registry_builds_it_from_a_config_section():

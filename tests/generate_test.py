@@ -1,10 +1,14 @@
 """KV-cache decoding: equals full recomputation; compiles once per (batch, bucket)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from llmjax import errors
 from llmjax import generate
 from llmjax import models
 from llmjax.models import gpt
@@ -122,3 +126,82 @@ def test_prefill_projects_only_the_last_prompt_position(model):
   assert last.shape == (2, CFG.vocab_size)
   np.testing.assert_allclose(last, full[:, 5], rtol=1e-6, atol=1e-6)
   jax.tree.map(np.testing.assert_array_equal, cache_last, cache_full)
+
+
+def test_cast_model_runs_the_decode_in_bfloat16_and_leaves_the_original(model):
+  cast = generate.cast_model(model, "bfloat16")
+  assert cast.cfg.dtype == jnp.bfloat16 and cast.h[0].attn.cfg.dtype == jnp.bfloat16
+  assert {x.dtype for x in jax.tree.leaves(nnx.state(cast))} == {jnp.dtype(jnp.bfloat16)}
+  assert {x.dtype for x in jax.tree.leaves(nnx.state(model))} == {jnp.dtype(jnp.float32)}
+  assert generate.cast_model(model, "float32") is model
+  cache = cast.init_cache(1)
+  assert cache[0]["k"].dtype == jnp.bfloat16
+  prompt = [int(x) for x in np.random.default_rng(0).integers(0, 101, 7)]
+  out = generate.Generator(cast, eot_id=100).generate(
+      [prompt], 12, params=generate.SamplingParams(temperature=0.0))[0]
+  assert out == greedy_by_recomputation(cast, prompt, 12)
+
+
+def test_cast_params_casts_floating_leaves_only():
+  tree = {"w": jnp.ones((2,), jnp.float32), "ids": jnp.arange(3)}
+  cast = generate.cast_params(tree, jnp.bfloat16)
+  assert cast["w"].dtype == jnp.bfloat16 and cast["ids"].dtype == tree["ids"].dtype
+
+
+def test_unknown_inference_dtype_is_a_sampling_error(model):
+  with pytest.raises(errors.SamplingError, match=r"dtype='int8' is not an inference dtype; "
+                     r"use one of float32, bfloat16, float16\."):
+    generate.cast_model(model, "int8")
+
+
+def loop_copies(hlo_text: str, min_elements: int) -> list[str]:
+  """`copy` / `transpose` ops of at least `min_elements` elements that run inside a while
+  loop of a compiled HLO module (in the loop body or anything it calls)."""
+  comps, name = {}, None
+  for line in hlo_text.splitlines():
+    header = re.match(r"^(?:ENTRY )?%(\S+) ", line)
+    if header:
+      name = header.group(1)
+      comps[name] = []
+    elif name is not None:
+      comps[name].append(line)
+  todo = [b for lines in comps.values() for ln in lines for b in re.findall(r"body=%([\w.\-]+)", ln)]
+  seen = set()
+  while todo:
+    comp = todo.pop()
+    if comp in seen or comp not in comps:
+      continue
+    seen.add(comp)
+    todo += [r for ln in comps[comp] for r in re.findall(r"%([\w.\-]+)", ln) if r in comps]
+  found = []
+  for comp in seen:
+    for ln in comps[comp]:
+      op = re.search(r"= [a-z0-9]+\[([\d,]*)\]\S* (copy|transpose)\(", ln)
+      if op and int(np.prod([int(d) for d in op.group(1).split(",") if d])) >= min_elements:
+        found.append(ln.strip()[:100])
+  return found
+
+
+def test_decode_loop_transposes_no_weight():
+  """Each decoded token reads every weight once; a weight transposed per token costs as
+  much again (at batch 1, the decode loop's QKV einsum once did: see `decode_qkv`).
+
+  Only weight-sized copies are checked (the context is shorter than the width, so a
+  layer's cache is smaller than any weight): whether XLA:CPU copies a layer's cache per
+  token depends on the shape (none at the benchmark's 6 x 6 x 384, context 256; one per
+  layer at 2 heads of 16 or at 12 heads of 64 with context 1024).
+  """
+  cfg = gpt.GPTConfig(vocab_size=101, block_size=32, n_layer=1, n_head=2, n_embd=64)
+  gen = generate.Generator(models.build(cfg, seed=3), eot_id=100)
+  logits, cache = gen._prefill(gen.state, jnp.zeros((1, 16), jnp.int32), jnp.int32(4))
+  hlo = gen._decode_loop.lower(gen, gen.state, cache, logits, jnp.int32(4), jnp.int32(8),
+                               jax.random.key(0), jnp.float32(0.0), jnp.int32(0),
+                               jnp.float32(1.0)).compile().as_text()
+  smallest_weight = cfg.n_embd * cfg.n_embd
+  assert loop_copies(hlo, smallest_weight) == []
+  # The check does find such a copy: the training path's QKV einsum in a loop.
+  w = gen.state["h"][0]["attn"]["c_attn"][...]
+  transposing = jax.jit(lambda x, w: jax.lax.fori_loop(0, 3, lambda i, x: x + jnp.einsum(
+      "btd,dchk->cbthk", x, w)[0].reshape(x.shape[0], 1, -1), x))
+  assert loop_copies(transposing.lower(jnp.ones((1, 1, cfg.n_embd)), w).compile().as_text(),
+                     smallest_weight)

@@ -60,6 +60,27 @@ def test_join_rows_drops_empty_keeps_duplicates():
   assert text == " = A = \n\n = A = \n\n b \n"
 
 
+# Counted by hand from SPLIT_ROWS: rows, unique, empty (whitespace-only), most frequent
+# row and its count, repeats of an earlier non-empty row, and how many repeats are headers.
+HAND_COUNTED = {
+    "train": {"rows": 15, "unique": 7, "empty": 8, "most_frequent": "",
+              "most_frequent_count": 7, "duplicated": 2, "duplicated_headers": 1},
+    "validation": {"rows": 4, "unique": 3, "empty": 2, "most_frequent": "",
+                   "most_frequent_count": 2, "duplicated": 0, "duplicated_headers": 0},
+    "test": {"rows": 5, "unique": 3, "empty": 3, "most_frequent": "",
+             "most_frequent_count": 3, "duplicated": 0, "duplicated_headers": 0},
+}
+
+
+def test_row_statistics_match_a_hand_count():
+  for split, rows in SPLIT_ROWS.items():
+    assert wikitext.row_statistics(rows) == HAND_COUNTED[split], split
+  stats = wikitext.row_statistics([" = A = \n", " x = 1 \n", " x = 1 \n", " = A = \n", None,
+                                   " = = B = = \n", " = = B = = \n", " = = B = = \n"])
+  assert stats == {"rows": 8, "unique": 4, "empty": 1, "most_frequent": " = = B = = \n",
+                   "most_frequent_count": 3, "duplicated": 4, "duplicated_headers": 3}
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl", "disk"])
 def test_prepare_tokenizes_each_split(tmp_path, capsys, fmt):
   data = write_dataset(tmp_path / "wikitext", fmt)
@@ -78,6 +99,9 @@ def test_prepare_tokenizes_each_split(tmp_path, capsys, fmt):
   assert gpt2.decode(splits.train).count(" = = Gameplay = = \n") == 2
   out = capsys.readouterr().out
   assert "validation" in out and f"{len(splits.val):>11,}" in out
+  for name, hf_split in wikitext.SPLITS.items():
+    assert splits.manifest["splits"][name]["row_stats"] == HAND_COUNTED[hf_split]
+  assert '  train             15         7         8           2         1  "" (7)' in out
 
 
 def test_loader_dispatch_and_cache(tmp_path, monkeypatch):

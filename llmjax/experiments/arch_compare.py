@@ -1,6 +1,7 @@
 """Trains the GPT-2 baseline, the convolution-attention model and the progressive model
-with one config (same data, micro-batch, context and width), then writes a results table
-and one loss-curve plot (job `arch_compare`).
+with one config (same data, micro-batch and steps; each row may override its model's
+width, heads, context or objective), then writes a results table and one loss-curve plot
+(job `arch_compare`).
 
   python -m llmjax.main --config=configs/arch_compare.py:cpu --workdir=runs/arch
 
@@ -11,12 +12,17 @@ points, progressive stage switches as dotted lines). Re-running resumes unfinish
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
+import re
 import statistics
 import time
 
+import jax
 import ml_collections
+import numpy as np
+from flax import nnx
 
 from llmjax import config_util
 from llmjax import errors
@@ -24,8 +30,12 @@ from llmjax import markdown as md
 from llmjax.train import metrics as metrics_lib
 
 ARCHS = ("gpt", "conv_attention", "progressive")
+# Model keys a row of compare.models may override, and their types.
+ROW_KEYS = {"n_embd": int, "n_head": int, "n_layer": int, "block_size": int, "fan_in": int,
+            "target_offset": int}
 COLUMNS = (
     ("model", "model", "{}"),
+    ("objective", "objective", "{}"),
     ("heads", "heads", "{}"),
     ("embedding size", "n_embd", "{}"),
     ("micro batch", "micro_batch", "{}"),
@@ -40,25 +50,97 @@ COLUMNS = (
 )
 
 
-def model_names(config) -> list[str]:
-  names = [n.strip() for n in str(config.compare.models).split(",") if n.strip()]
-  unknown = [n for n in names if n not in ARCHS]
-  if unknown or not names:
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One model of the comparison: its run name, arch and model-section overrides."""
+  name: str
+  arch: str
+  overrides: tuple[tuple[str, int], ...] = ()
+
+
+_ROW = re.compile(r"^\s*([a-z_]+)\s*(?:\(([^)]*)\))?\s*$")
+
+
+def parse_rows(config) -> list[Row]:
+  """The rows of `compare.models`: comma-separated `arch` or `arch(key=value ...)`, keys
+  from ROW_KEYS overriding the shared `model` section for that row. A row's name is its
+  arch, with `-t<k>` appended when it is scored on the token k ahead (k > 1)."""
+  text = str(config.compare.models)
+  rows = []
+  for entry in text.split(","):
+    if not entry.strip():
+      continue
+    match = _ROW.match(entry)
+    if not match or match.group(1) not in ARCHS:
+      raise errors.ConfigError(
+          f"compare.models entry {entry.strip()!r} in {text!r}: use an arch from "
+          f"{', '.join(ARCHS)}, optionally with overrides as in "
+          "'conv_attention(n_embd=48 block_size=1024 target_offset=64)'.")
+    overrides = []
+    for item in (match.group(2) or "").split():
+      key, _, value = item.partition("=")
+      if key not in ROW_KEYS or not re.fullmatch(r"\d+", value):
+        raise errors.ConfigError(
+            f"compare.models override {item!r} in {entry.strip()!r}: use key=integer with a "
+            f"key from {', '.join(ROW_KEYS)}.")
+      overrides.append((key, ROW_KEYS[key](value)))
+    arch = match.group(1)
+    offset = dict(overrides).get("target_offset", config.model.get("target_offset", 1))
+    name = arch if offset == 1 else f"{arch}-t{offset}"
+    rows.append(Row(name, arch, tuple(overrides)))
+  names = [r.name for r in rows]
+  if not rows or len(set(names)) != len(names):
     raise errors.ConfigError(
-        f"compare.models={config.compare.models!r}: use a comma-separated subset "
-        f"of {', '.join(ARCHS)}.")
-  return names
+        f"compare.models={text!r} must name at least one model and each row once (rows "
+        f"named {names}); rows of one arch differ by target_offset.")
+  return rows
 
 
-def run_config(config: ml_collections.ConfigDict, arch: str) -> ml_collections.ConfigDict:
-  """The config of one model's run: the shared config with `model.arch` and the job set."""
+def model_names(config) -> list[str]:
+  return [r.name for r in parse_rows(config)]
+
+
+def run_config(config: ml_collections.ConfigDict, row: Row) -> ml_collections.ConfigDict:
+  """The config of one row's run: the shared config with the row's arch, job and model
+  overrides. Only conv_attention may train on a token further ahead than the next."""
   c = ml_collections.ConfigDict(config.to_dict())
-  c.name = f"{config.name}-{arch}"
-  c.model.arch = arch
-  c.job = "progressive" if arch == "progressive" else "train"
-  if arch == "conv_attention":
-    c.model.target_offset = 1  # Comparisons use next-token loss.
+  c.name = f"{config.name}-{row.name}"
+  c.model.arch = row.arch
+  c.job = "progressive" if row.arch == "progressive" else "train"
+  for key, value in row.overrides:
+    c.model[key] = value
+  if row.arch != "conv_attention" and c.model.target_offset != 1:
+    raise errors.ConfigError(f"compare.models row {row.name!r}: target_offset="
+                             f"{c.model.target_offset} is for conv_attention only; drop it.")
   return c
+
+
+def objective(c: ml_collections.ConfigDict) -> str:
+  offset = int(c.model.get("target_offset", 1))
+  return "next token" if offset == 1 else f"token +{offset}"
+
+
+def embedding_size(c: ml_collections.ConfigDict) -> str:
+  """The width; for conv_attention, the finest to the coarsest level's ("48 - 384")."""
+  d = int(c.model.n_embd)
+  if c.model.arch != "conv_attention":
+    return str(d)
+  return f"{d} - {d * 2 ** int(c.model.get('n_levels', 3))}"
+
+
+def count_parameters(c: ml_collections.ConfigDict) -> int:
+  """Parameters of the row's model as trained last (progressive: its final stage,
+  adapters included), counted from shapes without initialising anything."""
+  from llmjax import models  # pylint: disable=import-outside-toplevel
+  model_cfg = c.model
+  if c.model.arch == "progressive":
+    model_cfg = ml_collections.ConfigDict(c.model.to_dict())
+    model_cfg.stage = len(c.progressive.stage_groups)
+    model_cfg.stage_groups = tuple(c.progressive.stage_groups)
+    for key in ("rank", "alpha", "targets", "fused"):
+      model_cfg[f"lora_{key}"] = c.lora[key]
+  abstract = nnx.eval_shape(lambda: models.build(model_cfg, 0))
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
 
 
 def steady_ms_per_batch(records: list[dict], batch_tokens: int) -> float | None:
@@ -87,19 +169,17 @@ def inference_ms_per_token(workdir: pathlib.Path, n_tokens: int, seed: int) -> f
 
 
 def train_one(c: ml_collections.ConfigDict, workdir: pathlib.Path):
-  if c.job == "progressive":
-    from llmjax.train import progressive as progressive_train  # pylint: disable=import-outside-toplevel
-    return progressive_train.train(c, workdir)
-  from llmjax.train import lm  # pylint: disable=import-outside-toplevel
-  return lm.train(c, workdir)
+  from llmjax import jobs  # pylint: disable=import-outside-toplevel
+  return jobs.run(c, str(workdir))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[dict]:
   """Trains every model of `compare.models` and writes the table and the plot."""
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
-  names = model_names(config)
-  configs = {name: run_config(config, name) for name in names}
+  specs = parse_rows(config)
+  names = [r.name for r in specs]
+  configs = {r.name: run_config(config, r) for r in specs}
   for c in configs.values():
     config_util.validate(c)
   rows = []
@@ -114,7 +194,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
     records = metrics_lib.read_metrics(run_dir)
     tc = c.train
     rows.append({
-        "model": name, "heads": c.model.n_head, "n_embd": c.model.n_embd,
+        "model": name, "objective": objective(c), "heads": c.model.n_head,
+        "n_embd": embedding_size(c),
         "micro_batch": tc.batch_size // tc.grad_accum, "block_size": c.model.block_size,
         "num_params": result.num_params, "train_batches": result.step,
         "ms_per_batch": steady_ms_per_batch(records, tc.batch_size * c.model.block_size),
@@ -164,7 +245,7 @@ def plot_losses(workdir: pathlib.Path, names: list[str], out: pathlib.Path) -> N
       ax.annotate(f"stage {j + 2}", (step, 1.0), xycoords=("data", "axes fraction"),
                   xytext=(3, -12), textcoords="offset points", fontsize=8, color=color)
   ax.set_xlabel("training batch (step)")
-  ax.set_ylabel("next-token loss (nats)")
+  ax.set_ylabel("loss on the row's objective (nats)")
   ax.set_title("GPT-2 baseline vs convolution-attention vs progressive")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)

@@ -21,8 +21,10 @@ checks this with gradients: d logits[t] / d embedding[s] is exactly zero for eve
 
 Inputs shorter than a multiple of f^3 are right-padded with token 0 and the padded keys are
 masked out of attention; the model being causal, real positions never see the padding.
-`decode` (for `llmjax.generate.Generator`) keeps the token buffer as its cache and recomputes
-the whole window for each new token: simple and exact, but O(block_size) per token.
+`decode` (for `llmjax.generate.Generator`) is incremental: a KV cache per block and the
+streams of every level are kept, so a new token costs one step of the finest level's blocks,
+plus one step at level L only when it completes a group of fan_in**L tokens (a coarse
+position is never recomputed before its group is complete, so it is computed exactly once).
 """
 
 from __future__ import annotations
@@ -234,18 +236,163 @@ class ConvAttention(nnx.Module):
     return self.unembed(self.hidden(tokens_BxT, dropout_key=dropout_key))
 
   def init_cache(self, batch: int, length: int | None = None, dtype=None):
-    """The decode cache is the token window itself: {'tokens': int32 [B, block_size]}."""
-    del length, dtype
-    return {"tokens": jnp.zeros((batch, self.cfg.block_size), jnp.int32)}
+    """The decode cache, one entry per level L (length T/f^L, width D*2^L):
+    'kv': per block, {'k': BxHxKxS, 'v': BxHxSxK} (`layers.Attention.attend_cached`);
+    'down': per level below the top, the stream after its down blocks (what the next
+    compression reads and the matching expansion adds to); 'up': per level above the
+    finest, its output (top: after its blocks; others: after their up blocks), which the
+    expansion into the level below reads."""
+    del length
+    cfg = self.cfg
+    dtype = dtype or cfg.dtype
+
+    def stream(level):
+      return jnp.zeros((batch, cfg.block_size // cfg.fan_in ** level,
+                        cfg.n_embd * 2 ** level), dtype)
+
+    kv = []
+    for op, _, level in cfg.plan():
+      if op == "block":
+        s, d = cfg.block_size // cfg.fan_in ** level, cfg.n_embd * 2 ** level
+        h, k = cfg.n_head, d // cfg.n_head
+        kv.append({"k": jnp.zeros((batch, h, k, s), dtype),
+                   "v": jnp.zeros((batch, h, s, k), dtype)})
+    return {"kv": kv, "down": [stream(lv) for lv in range(cfg.n_levels)],
+            "up": [stream(lv) for lv in range(1, cfg.n_levels + 1)]}
 
   def decode(self, tokens_BxT, cache, pos):
-    """Writes tokens at positions pos.. into the window and recomputes it; returns
-    (logits_BxTxV for those positions, cache). Exact because the model is causal."""
-    window = jax.lax.dynamic_update_slice_in_dim(cache["tokens"], tokens_BxT.astype(jnp.int32),
-                                                 pos, axis=1)
-    logits_BxSxV = self(window)
-    logits = jax.lax.dynamic_slice_in_dim(logits_BxSxV, pos, tokens_BxT.shape[1], axis=1)
-    return logits, {"tokens": window}
+    """Runs tokens at positions pos.. against the cache; returns (logits_BxTxV, cache).
+
+    pos == 0 (a prompt's prefill): one forward over the whole window that fills every
+    level's cache. Otherwise one token at a time (`decode_step`): a new token costs one
+    block step per finest-level block, plus one step at level L only when it completes a
+    group of f^L tokens. Cache entries past the last written position hold whatever the
+    prefill's zero padding produced; each is rewritten before anything reads it."""
+    if isinstance(pos, int) and pos == 0:
+      return self.prefill(tokens_BxT, cache)
+    if tokens_BxT.shape[1] == 1:
+      return self.decode_step(tokens_BxT, cache, pos)
+
+    def step(i, carry):
+      cache, logits_BxTxV = carry
+      token_Bx1 = jax.lax.dynamic_slice_in_dim(tokens_BxT, i, 1, axis=1)
+      logits_Bx1xV, cache = self.decode_step(token_Bx1, cache, pos + i)
+      return cache, jax.lax.dynamic_update_slice_in_dim(logits_BxTxV, logits_Bx1xV, i, axis=1)
+
+    b, t = tokens_BxT.shape
+    logits = jnp.zeros((b, t, self.cfg.vocab_size), jnp.float32)
+    cache, logits = jax.lax.fori_loop(0, t, step, (cache, logits))
+    return logits, cache
+
+  def prefill(self, tokens_BxT, cache):
+    """`body` over the whole (zero-padded) window, every block through its cache at
+    position 0, keeping the streams the incremental steps read."""
+    cfg = self.cfg
+    t = tokens_BxT.shape[1]
+    if t > cfg.block_size:
+      raise ValueError(f"Sequence of {t} tokens exceeds model.block_size="
+                       f"{cfg.block_size}; crop the input or raise block_size.")
+    window_BxT = jnp.pad(tokens_BxT.astype(jnp.int32), ((0, 0), (0, cfg.block_size - t)))
+    x = self.embed(window_BxT)
+    kv, down, up = list(cache["kv"]), list(cache["down"]), list(cache["up"])
+    skips = []
+    for op, index, level in cfg.plan():
+      if op == "block":
+        x, kv[index] = self.blocks[index](x, cache=kv[index], pos=0)
+      elif op == "compress":
+        down[level - 1] = x.astype(down[level - 1].dtype)
+        skips.append(x)
+        x = self.compress[index](x)
+      else:
+        up[level] = x.astype(up[level].dtype)
+        x = self.expand[index](x, skips.pop())
+    logits = self.unembed(self.ln_f(x[:, :t]))
+    return logits, {"kv": kv, "down": down, "up": up}
+
+  def decode_step(self, token_Bx1, cache, pos):
+    """One new token at (traced) position pos; see `decode`."""
+    cfg = self.cfg
+    f = cfg.fan_in
+    kv, down, up = list(cache["kv"]), list(cache["down"]), list(cache["up"])
+    down_blocks, up_blocks = self.level_blocks()
+    x = (self.wte[...][token_Bx1]
+         + jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, 1, axis=0)[None]).astype(cfg.dtype)
+    for index in down_blocks[0]:
+      x, kv[index] = self.blocks[index](x, cache=kv[index], pos=pos)
+    down[0] = _write(down[0], x, pos)
+    fine_x = x
+
+    # Down the levels: level L gets a new position when pos completes a group of f^L.
+    for level in range(1, cfg.n_levels + 1):
+      def compress_into(state, level=level):
+        kv, down, up = state
+        p = (pos + 1) // f ** level - 1
+        group_BxFxD = jax.lax.dynamic_slice_in_dim(down[level - 1], p * f, f, axis=1)
+        y = self.compress[level - 1](group_BxFxD)
+        for index in down_blocks[level]:
+          y, kv[index] = self.blocks[index](y, cache=kv[index], pos=p)
+        if level < cfg.n_levels:
+          down[level] = _write(down[level], y, p)
+        else:
+          up[level - 1] = _write(up[level - 1], y, p)
+        return kv, down, up
+      kv, down, up = jax.lax.cond((pos + 1) % f ** level == 0, compress_into,
+                                  lambda state: state, (kv, down, up))
+
+    # Up the levels: the new position of level L (below the top) adds the expansion of
+    # the previous group's summary one level up, then runs its up blocks.
+    for level in range(cfg.n_levels - 1, 0, -1):
+      def expand_into(state, level=level):
+        kv, up = state
+        p = (pos + 1) // f ** level - 1
+        skip_Bx1xD = jax.lax.dynamic_slice_in_dim(down[level], p, 1, axis=1)
+        y = self.expand_one(level, up[level], p, skip_Bx1xD)
+        for index in up_blocks[level]:
+          y, kv[index] = self.blocks[index](y, cache=kv[index], pos=p)
+        up[level - 1] = _write(up[level - 1], y, p)
+        return kv, up
+      kv, up = jax.lax.cond((pos + 1) % f ** level == 0, expand_into,
+                            lambda state: state, (kv, up))
+
+    x = self.expand_one(0, up[0], pos, fine_x)
+    for index in up_blocks[0]:
+      x, kv[index] = self.blocks[index](x, cache=kv[index], pos=pos)
+    return self.unembed(self.ln_f(x)), {"kv": kv, "down": down, "up": up}
+
+  def expand_one(self, level, coarse_BxGxE, p, skip_Bx1xD):
+    """Position p of `level` after the expansion from level + 1: its skip stream plus the
+    expansion of coarse group p // f - 1 (none for the first group), as `Expand` does."""
+    f = self.cfg.fan_in
+    module = self.expand[self.cfg.n_levels - 1 - level]
+    g = p // f
+    y_Bx1xE = module.ln(jax.lax.dynamic_slice_in_dim(coarse_BxGxE, jnp.maximum(g - 1, 0), 1,
+                                                     axis=1))
+    y_Bx1xE = jnp.where(g > 0, y_Bx1xE, jnp.zeros_like(y_Bx1xE))
+    kernel_ExD = jax.lax.dynamic_index_in_dim(module.kernel[...], p % f, axis=1,
+                                              keepdims=False)
+    x_Bx1xD = jnp.einsum("bge,ed->bgd", y_Bx1xE, kernel_ExD.astype(module.dtype))
+    if module.bias is not None:
+      x_Bx1xD = x_Bx1xD + jax.lax.dynamic_index_in_dim(
+          module.bias[...], p % f, axis=0, keepdims=False).astype(module.dtype)
+    return skip_Bx1xD + x_Bx1xD
+
+  def level_blocks(self):
+    """(down, up): per level, the indices of its blocks before the compression out of it
+    (the top level's blocks count as down) and after the expansion into it."""
+    n = self.cfg.n_levels
+    down, up = [[] for _ in range(n + 1)], [[] for _ in range(n + 1)]
+    expanding = False
+    for op, index, level in self.cfg.plan():
+      if op == "expand":
+        expanding = True
+      elif op == "block":
+        (up if expanding else down)[level].append(index)
+    return down, up
+
+
+def _write(stream_BxTxD, x_Bx1xD, p):
+  return jax.lax.dynamic_update_slice_in_dim(stream_BxTxD, x_Bx1xD.astype(stream_BxTxD.dtype),
+                                             p, axis=1)
 
 
 def _padding_mask(n: int, n_real_tokens: int, tokens_per_position: int):

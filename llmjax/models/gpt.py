@@ -79,7 +79,8 @@ def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=
                  dropout_key=None, mask_BxTxS=None):
   """Runs a stack of `layers.Block`s (an nnx.List, or one vmapped Block when scanned).
 
-  `cache` holds stacked per-layer arrays {'k': LxBxSxHxK, 'v': ...}. Returns (x, cache).
+  `cache` (see `GPT.init_cache`) is a list of per-layer caches for the unrolled stack and
+  one stacked cache {'k': LxBxHxKxS, 'v': LxBxHxSxK} for the scanned one. Returns (x, cache).
   """
   n_layer = (jax.tree.leaves(nnx.state(blocks))[0].shape[0] if scanned else len(blocks))
   keys = None if dropout_key is None else jax.random.split(dropout_key, n_layer)
@@ -100,16 +101,15 @@ def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=
 
     return jax.lax.scan(body, x_BxTxD, (state, cache, keys))
 
+  # Separate per-layer arrays: each is updated in place in a decode loop's carry (slicing
+  # and re-stacking one [L, ...] array would copy the whole cache every token).
   new_caches = []
   for i, block in enumerate(blocks):
     graphdef, state = nnx.split(block)
-    layer_cache = None if cache is None else jax.tree.map(lambda c: c[i], cache)
-    x_BxTxD, new_cache = run_one(graphdef, state, x_BxTxD, layer_cache,
+    x_BxTxD, new_cache = run_one(graphdef, state, x_BxTxD, None if cache is None else cache[i],
                                  None if keys is None else keys[i])
     new_caches.append(new_cache)
-  if cache is None:
-    return x_BxTxD, None
-  return x_BxTxD, jax.tree.map(lambda *c: jnp.stack(c), *new_caches)
+  return x_BxTxD, None if cache is None else new_caches
 
 
 def make_blocks(cfg: layers.BlockConfig, n: int, scanned: bool, rngs: nnx.Rngs):
@@ -169,18 +169,24 @@ class GPT(nnx.Module):
     x, _ = self.hidden(tokens_BxT, dropout_key=dropout_key)
     return self.unembed(x)
 
-  def init_cache(self, batch: int, length: int | None = None, dtype=None) -> layers.KVCache:
+  def init_cache(self, batch: int, length: int | None = None, dtype=None):
+    """An empty KV cache (layouts: `layers.Attention.attend_cached`): a list of per-layer
+    {'k': BxHxKxS, 'v': BxHxSxK}, or one such dict stacked over layers when scanned."""
     cfg = self.cfg
-    shape = (cfg.n_layer, batch, length or cfg.block_size, cfg.n_head, cfg.n_embd // cfg.n_head)
+    h, k, s = cfg.n_head, cfg.n_embd // cfg.n_head, length or cfg.block_size
     dtype = dtype or cfg.dtype
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    if cfg.scan_layers:
+      return {"k": jnp.zeros((cfg.n_layer, batch, h, k, s), dtype),
+              "v": jnp.zeros((cfg.n_layer, batch, h, s, k), dtype)}
+    return [{"k": jnp.zeros((batch, h, k, s), dtype), "v": jnp.zeros((batch, h, s, k), dtype)}
+            for _ in range(cfg.n_layer)]
 
-  def decode(self, tokens_BxT, cache: layers.KVCache, pos):
+  def decode(self, tokens_BxT, cache, pos):
     """Runs tokens at positions pos.. against the cache; returns (logits_BxTxV, cache)."""
     x, cache = self.hidden(tokens_BxT, cache=cache, pos=pos)
     return self.unembed(x), cache
 
-  def decode_last(self, tokens_BxT, cache: layers.KVCache, pos, index):
+  def decode_last(self, tokens_BxT, cache, pos, index):
     """`decode`, but only the logits of position `index` ([B, V]): a prompt's prefill
     projects one position onto the vocabulary instead of all of them."""
     x, cache = self.hidden(tokens_BxT, cache=cache, pos=pos)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-KVCache = dict[str, jax.Array]  # {'k': BxSxHxK, 'v': BxSxHxK}
+KVCache = dict[str, jax.Array]  # One layer's: {'k': BxHxKxS, 'v': BxHxSxK}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,34 +111,71 @@ class Attention(nnx.Module):
                pos: jax.Array | None = None, dropout_key=None):
     """Without a cache: causal attention over x (mask_BxTxS replaces the causal mask if given).
 
-    With a cache: x holds the tokens at positions pos..pos+T-1; their keys and values are
-    written into the cache, and each query attends to cached positions <= its own.
-    Returns (y_BxTxD, new_cache).
+    With a cache: see `attend_cached`. Returns (y_BxTxD, new_cache or None).
     """
-    dt = self.cfg.dtype
+    if cache is not None:
+      y, new_cache = self.attend_cached(x_BxTxD, cache, pos)
+      return dropout(self.project_out(y), self.cfg.dropout, dropout_key), new_cache
     q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = self.project_qkv(x_BxTxD)
     impl = None if self.cfg.attention == "auto" else self.cfg.attention
     if jax.default_backend() != "gpu" and impl == "cudnn":
       impl = None
-    if cache is None:
-      if mask_BxTxS is None:
-        y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True,
-                                         implementation=impl)
-      else:
-        y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
-                                         mask=mask_BxTxS[:, None], implementation=impl)
-      new_cache = None
+    if mask_BxTxS is None:
+      y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True,
+                                       implementation=impl)
     else:
-      k_BxSxHxK = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BxTxHxK.astype(
-          cache["k"].dtype), pos, axis=1)
-      v_BxSxHxK = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BxTxHxK.astype(
-          cache["v"].dtype), pos, axis=1)
-      t, s = x_BxTxD.shape[1], k_BxSxHxK.shape[1]
-      mask_TxS = jnp.arange(s)[None, :] <= (pos + jnp.arange(t))[:, None]
-      y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxHxK.astype(dt), v_BxSxHxK.astype(dt),
-                                       mask=mask_TxS[None, None])
-      new_cache = {"k": k_BxSxHxK, "v": v_BxSxHxK}
-    return dropout(self.project_out(y), self.cfg.dropout, dropout_key), new_cache
+      y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
+                                       mask=mask_BxTxS[:, None], implementation=impl)
+    return dropout(self.project_out(y), self.cfg.dropout, dropout_key), None
+
+  def attend_cached(self, x_BxTxD, cache: KVCache, pos):
+    """Attention of the tokens at positions pos..pos+T-1 over a KV cache (decoding).
+
+    Each query attends to the cached positions before `pos` and to the new positions up
+    to its own; the new keys and values are then written into the cache. The scores
+    against the cache and against the new tokens are two dots under one softmax, so the
+    dots read the cache as it came in and the write can happen in place (reading the
+    updated cache makes XLA:CPU copy every layer's cache per token at some shapes).
+    Layouts are the ones XLA's dots read without a transpose: keys [B, H, K, S] (the
+    contracted K before S), values [B, H, S, K]. Returns (y_BxTxHxK, new_cache).
+    """
+    dt = self.cfg.dtype
+    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = self.decode_qkv(x_BxTxD)
+    k_BxHxKxT = jnp.einsum("bthk->bhkt", k_BxTxHxK)
+    v_BxHxTxK = jnp.einsum("bthk->bhtk", v_BxTxHxK)
+    t, s = x_BxTxD.shape[1], cache["v"].shape[2]
+    scale = 1.0 / float(self.cfg.head_dim) ** 0.5
+    cached_BxHxTxS = jnp.einsum("bthk,bhks->bhts", q_BxTxHxK, cache["k"].astype(dt),
+                                preferred_element_type=jnp.float32) * scale
+    new_BxHxTxT = jnp.einsum("bthk,bhku->bhtu", q_BxTxHxK, k_BxHxKxT,
+                             preferred_element_type=jnp.float32) * scale
+    cached_BxHxTxS = jnp.where(jnp.arange(s) < pos, cached_BxHxTxS, -jnp.inf)
+    causal_TxT = jnp.arange(t)[None, :] <= jnp.arange(t)[:, None]
+    new_BxHxTxT = jnp.where(causal_TxT, new_BxHxTxT, -jnp.inf)
+    probs = jax.nn.softmax(jnp.concatenate([cached_BxHxTxS, new_BxHxTxT], axis=-1),
+                           axis=-1).astype(dt)
+    y_BxTxHxK = (jnp.einsum("bhts,bhsk->bthk", probs[..., :s], cache["v"].astype(dt))
+                 + jnp.einsum("bhtu,bhuk->bthk", probs[..., s:], v_BxHxTxK))
+    new_cache = {
+        "k": jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BxHxKxT.astype(cache["k"].dtype),
+                                                 pos, axis=3),
+        "v": jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BxHxTxK.astype(cache["v"].dtype),
+                                                 pos, axis=2)}
+    return y_BxTxHxK, new_cache
+
+  def decode_qkv(self, x_BxTxD):
+    """`project_qkv` for decoding. The plain projection is computed with the weight's own
+    (D, 3, H, K) axis order kept in the result: asked for the q/k/v axis first, XLA:CPU
+    transposes the whole weight on every call, which at batch 1 costs as much as reading
+    it. (Training keeps `project_qkv` as it is, so its numerics do not move.) Subclasses
+    that override `project_qkv` (adapters) keep their own projection."""
+    if type(self).project_qkv is not Attention.project_qkv:
+      return self.project_qkv(x_BxTxD)
+    dt = self.cfg.dtype
+    qkv_BxTx3xHxK = jnp.einsum("btd,dchk->btchk", x_BxTxD, self.c_attn[...].astype(dt))
+    if self.c_attn_bias is not None:
+      qkv_BxTx3xHxK = qkv_BxTx3xHxK + self.c_attn_bias[...].astype(dt)
+    return jnp.moveaxis(qkv_BxTx3xHxK, 2, 0)
 
   def project_qkv(self, x_BxTxD):
     """Queries, keys and values: a [3, B, T, H, K] array (subclasses may add adapters)."""

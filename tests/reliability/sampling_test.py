@@ -5,10 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import reliability_harness as h
 from llmjax import api
 from llmjax import errors
+from llmjax import generate
 
 LONG_PROMPT = "the king shall speak of love and war"  # 36 tokens > context 16.
 
@@ -72,12 +74,13 @@ def test_invalid_sampling_arguments_are_sampling_errors(sampler, kwargs, message
 def cli(base, reference, tmp_path_factory):
   empty = tmp_path_factory.mktemp("not-a-run")
   common = [f"--workdir={reference}", "--temperature=0"]
-  names = ("long", "zero", "bad_temperature", "not_a_run")
+  names = ("long", "zero", "bad_temperature", "not_a_run", "bfloat16")
   results = h.run_many(base, [
       {"argv": common + [f"--prompt={LONG_PROMPT}", "--max_new_tokens=4"]},
       {"argv": common + ["--prompt=", "--max_new_tokens=0"]},
       {"argv": [f"--workdir={reference}", "--temperature=-1"]},
       {"argv": [f"--workdir={empty}"]},
+      {"argv": common + ["--prompt=the king ", "--max_new_tokens=6", "--dtype=bfloat16"]},
   ], module="llmjax.sample")
   return dict(zip(names, results)), empty
 
@@ -105,3 +108,16 @@ def test_cli_bad_arguments_are_one_line(cli):
   assert h.error_line(results["not_a_run"]) == (
       f"Error: {empty}/config.json does not exist: {empty} is not a llmjax run directory. "
       "Train first with python -m llmjax.main --config=... --workdir=...")
+
+
+def test_cli_bfloat16_samples_from_the_cast_model(cli, sampler):
+  result = cli[0]["bfloat16"]
+  assert result.returncode == 0, result.describe()
+  cast = generate.cast_model(sampler.model, "bfloat16")
+  assert jax.tree.leaves(nnx.state(cast))[0].dtype == jnp.bfloat16
+  prompt = sampler.tokenizer.encode("the king ")
+  want = generate.Generator(cast, eot_id=sampler.tokenizer.eot_id).generate(
+      [prompt], 6, params=generate.SamplingParams(temperature=0.0))[0]
+  assert want == greedy_by_recomputation(cast, prompt, 6)
+  assert result.stdout == (f"--- sample 0 (step {h.STEPS}) ---\n"
+                           f"the king {sampler.tokenizer.decode(want)}\n")

@@ -1,0 +1,152 @@
+"""Decoding side by side in one process: the minimal reference loop, `Generator`, and HF.
+
+Called by `python -m benchmarks.vs_pytorch --what=decode` (see there for the flags).
+Greedy, batch 1, one prompt; for every system and repeat, in turn: t(1 token) and
+t(n tokens), so prefill = t(1) and per-token = (t(n) - t(1)) / (n - 1), measured alike.
+
+Systems (float32 unless named):
+  reference     `benchmarks.decode_reference.ReferenceDecoder`: the least code that decodes
+                with a KV cache (what the bare step is for training)
+  llmjax        `llmjax.generate.Generator`
+  torch         `GPT2LMHeadModel.generate(use_cache=True)`
+  llmjax_bf16   `Generator` over `llmjax.generate.cast_model(model, "bfloat16")`
+  torch_bf16    the same HF model cast with `.to(torch.bfloat16)`
+
+Ratios are paired per repeat (both systems timed back to back), then the median.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+
+def _median(xs):
+  return statistics.median(xs) if xs else None
+
+
+def agreement(a: list[int], b: list[int]) -> float:
+  """Share of positions where two greedy continuations agree."""
+  return sum(x == y for x, y in zip(a, b)) / max(len(a), 1)
+
+
+def first_divergence(a: list[int], b: list[int]) -> int:
+  """Index of the first differing token (len(a) when equal): greedy decoding copies an
+  early difference into everything after it, so this says more than the agreement."""
+  return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+
+
+def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
+        dtypes=("float32", "bfloat16")) -> dict:
+  """Times every system; returns the `decode` section of vs_pytorch's JSON."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from benchmarks import decode_reference  # pylint: disable=import-outside-toplevel
+  from llmjax import generate  # pylint: disable=import-outside-toplevel
+
+  greedy = generate.SamplingParams(temperature=0.0)
+  ids = torch.tensor([prompt])
+  ref = decode_reference.ReferenceDecoder(jax.device_get(nnx.to_pure_dict(nnx.state(model))), cfg)
+  generators = {"llmjax": generate.Generator(model)}
+  hf_models = {"torch": hf}
+  if "bfloat16" in dtypes:
+    generators["llmjax_bf16"] = generate.Generator(generate.cast_model(model, "bfloat16"))
+    hf_models["torch_bf16"] = _hf_copy(hf).to(torch.bfloat16)
+
+  def jax_fn(gen):
+    return lambda n: gen.generate([prompt], n, params=greedy)[0]
+
+  def hf_fn(m):
+    def gen(n):
+      with torch.no_grad():
+        out = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                         min_new_tokens=n, do_sample=False, use_cache=True, pad_token_id=0)
+      return out[0, len(prompt):].tolist()
+    return gen
+
+  systems = {"reference": lambda n: ref.generate(prompt, n)}
+  systems.update({name: jax_fn(g) for name, g in generators.items()})
+  systems.update({name: hf_fn(m) for name, m in hf_models.items()})
+
+  tokens, first_call_s = {}, {}
+  for name, fn in systems.items():  # Warm-up: compiles, and the tokens to compare.
+    t0 = time.perf_counter()
+    tokens[name] = fn(n_new)
+    first_call_s[name] = round(time.perf_counter() - t0, 2)
+    fn(1)
+  compilations = {name: g.compilations for name, g in generators.items()}
+
+  def timed(fn, n):
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn(n)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+  runs = {name: [] for name in systems}
+  for _ in range(repeats):
+    for name, fn in systems.items():
+      (one, one_cpu), (full, full_cpu) = timed(fn, 1), timed(fn, n_new)
+      runs[name].append({"prefill_s": one, "per_token_s": (full - one) / (n_new - 1),
+                         "total_s": full, "cpu_per_token_s": (full_cpu - one_cpu) / (n_new - 1)})
+  for name, g in generators.items():
+    if g.compilations != compilations[name] or compilations[name] != 2:
+      raise AssertionError(f"{name}: Generator compiled {g.compilations} times (after warm-up "
+                           f"{compilations[name]}); expected exactly 2: one prefill and one "
+                           "decode loop for (batch 1, one prompt bucket).")
+
+  out = {}
+  for name, rs in runs.items():
+    out[name] = {
+        "tokens_per_s": round(n_new / _median([x["total_s"] for x in rs]), 1),
+        "prefill_ms": round(1e3 * _median([x["prefill_s"] for x in rs]), 2),
+        "per_token_ms": round(1e3 * _median([x["per_token_s"] for x in rs]), 3),
+        "per_token_ms_each": [round(1e3 * x["per_token_s"], 3) for x in rs],
+        "cpu_ms_per_token": round(1e3 * _median([x["cpu_per_token_s"] for x in rs]), 3),
+        "decode_tokens_per_s": round(1 / _median([x["per_token_s"] for x in rs]), 1),
+        "first_call_s": first_call_s[name]}
+  for name, g in generators.items():
+    out[name]["compilations"] = g.compilations
+
+  def paired(num, den, key):
+    """Per repeat: den's time / num's time (> 1: `num` is faster)."""
+    return [b[key] / a[key] for a, b in zip(runs[num], runs[den])]
+
+  ratios, each = {}, {}
+  pairs = {"generator_over_reference": ("llmjax", "reference", "per_token_s"),
+           "generator_over_reference_total": ("llmjax", "reference", "total_s"),
+           "generator_over_reference_cpu": ("llmjax", "reference", "cpu_per_token_s"),
+           "llmjax_over_torch": ("llmjax", "torch", "total_s"),
+           "per_token_llmjax_over_torch": ("llmjax", "torch", "per_token_s"),
+           "reference_over_torch": ("reference", "torch", "total_s"),
+           "llmjax_bf16_over_torch_bf16": ("llmjax_bf16", "torch_bf16", "total_s"),
+           "llmjax_bf16_over_llmjax": ("llmjax_bf16", "llmjax", "total_s"),
+           "llmjax_bf16_over_torch": ("llmjax_bf16", "torch", "total_s")}
+  for key, (num, den, field) in pairs.items():
+    if num in runs and den in runs:
+      xs = paired(num, den, field)
+      ratios[key], each[key] = round(_median(xs), 3), [round(x, 3) for x in xs]
+  ratios["each_repeat"] = each
+  out["ratios"] = ratios
+  out["goals"] = {"generator_over_reference>=0.9": ratios["generator_over_reference"] >= 0.9,
+                  "llmjax_over_torch>=2.5": ratios["llmjax_over_torch"] >= 2.5}
+  base = tokens["llmjax"]
+  out["greedy_tokens"] = {
+      "new_tokens": n_new,
+      "reference_vs_llmjax_agreement": agreement(tokens["reference"], base),
+      "torch_vs_llmjax_agreement": agreement(tokens["torch"], base)}
+  if "llmjax_bf16" in tokens:
+    out["greedy_tokens"].update({
+        "llmjax_bf16_vs_llmjax_agreement": agreement(tokens["llmjax_bf16"], base),
+        "llmjax_bf16_first_divergence": first_divergence(tokens["llmjax_bf16"], base),
+        "torch_bf16_vs_torch_agreement": agreement(tokens["torch_bf16"], tokens["torch"]),
+        "torch_bf16_first_divergence": first_divergence(tokens["torch_bf16"], tokens["torch"])})
+  out["torch_threads"] = torch.get_num_threads()
+  out["cores"] = len(os.sched_getaffinity(0))
+  return out
+
+
+def _hf_copy(hf):
+  import copy  # pylint: disable=import-outside-toplevel
+  return copy.deepcopy(hf)
