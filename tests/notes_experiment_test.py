@@ -134,13 +134,27 @@ def test_aggregate_and_verdict():
   assert (mean, n) == (pytest.approx(1.1), 2) and std == pytest.approx(0.1414214, rel=1e-6)
   assert agg["none"]["bits_per_byte"] == (2.0, None, 1)
   assert agg["pre"]["note_accuracy"] == (None, None, 0)
-  assert "one seed" in notes_report.verdict(agg["pre"]["bits_per_byte"],
-                                            agg["none"]["bits_per_byte"], "pre", "none")
-  two = notes_report.verdict((1.0, 0.01, 2), (1.1, 0.01, 2), "pre", "post")
-  assert "pre lower" in two and "beyond twice the seed spread" in two
-  close = notes_report.verdict((1.0, 0.1, 3), (1.1, 0.1, 3), "pre", "post")
-  assert "inconclusive" in close
+  assert "no verdict" in notes_report.verdict(agg["pre"]["bits_per_byte"],
+                                              agg["none"]["bits_per_byte"], "pre", "none")
   assert notes_report.fmt((0.5, 0.25, 2), "{:.1%}") == "50.0% ± 25.0%"
+
+
+def test_verdict_two_sigma_rule_on_synthetic_results():
+  def seeds(*values):
+    rows = [{"label": "x", "bits_per_byte": v} for v in values]
+    return notes_report.aggregate(rows, ["x"])["x"]["bits_per_byte"]
+
+  a = seeds(1.00, 1.02, 1.04)  # mean 1.02, sd 0.02
+  outside = seeds(1.06, 1.08, 1.10)  # difference 0.06 > 2 * sqrt(2) * 0.02 = 0.0566
+  assert notes_report.verdict_kind(a, outside) == notes_report.FINDING
+  closer = seeds(1.05, 1.07, 1.09)  # difference 0.05 < 0.0566
+  assert notes_report.verdict_kind(a, closer) == notes_report.NO_DIFFERENCE
+  assert notes_report.verdict_kind(closer, a) == notes_report.NO_DIFFERENCE
+  text = notes_report.verdict(a, closer, "post", "pre")
+  assert text.endswith("no difference.") and "finding" not in text
+  text = notes_report.verdict(outside, a, "post", "pre")
+  assert text.endswith("finding, pre lower.")
+  assert notes_report.verdict_kind((1.0, None, 1), (2.0, 0.1, 3)) == notes_report.ONE_SEED
 
 
 # ---------------------------------------------------------------- trainer wiring
@@ -223,7 +237,7 @@ def test_heldout_is_the_same_text_for_every_variant(cache, text_file):
 
 
 def test_notes_configs_share_one_base():
-  for size in (None, "large", "cpu", "smoke"):
+  for size in (None, "large", "cpu", "cpu_bpe", "smoke"):
     configs = {v: load(f"configs/{v}_notes.py" + (f":{size}" if size else ""))
                for v in ("pre", "post", "blank", "no")}
     flat = {v: config_util.flatten(c) for v, c in configs.items()}
@@ -282,8 +296,8 @@ def test_notes_experiment_smoke_end_to_end(cache, compile_cache, text_file, tmp_
   assert runs["none"]["words_per_window"] > runs["pre"]["words_per_window"]
   assert runs["pre"]["steps"] > runs["none"]["steps"]
   report = (tmp_path / "exp" / "report.md").read_text()
-  for needle in ("| pre |", "| none |", "word-token ppl (given gold notes)", "pre vs post",
-                 "post vs none", "Notes help"):
+  for needle in ("| pre |", "| none |", "word-token ppl given gold notes", "(post vs pre)",
+                 "(post vs none)", "Notes help", "Blank notes alone help", "upper bound"):
     assert needle in report
   for png in ("curves.png", "metrics.png"):
     assert (tmp_path / "exp" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -309,3 +323,38 @@ def test_notes_richness_smoke_end_to_end(tmp_path, cache, compile_cache):
   assert rows["tag+morph+dep"]["note_vocab"] > rows["upos"]["note_vocab"]
   assert (tmp_path / "rich" / "richness.png").is_file()
   assert "| tag+morph |" in (tmp_path / "rich" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_interrupted_experiment_resumes_only_what_is_missing(cache, compile_cache, text_file,
+                                                             tmp_path, monkeypatch):
+  from llmjax import jobs  # pylint: disable=g-import-not-at-top
+  config = load("configs/notes_experiment.py:smoke", **{
+      "data.source": "file", "data.path": str(text_file),
+      "experiment.variants": ("post", "none"), "experiment.seeds": (0, 1)})
+  real = exp_notes.train_and_score
+  trained = []
+
+  def train_and_score(run_cfg, splits, run_dir, exp):
+    trained.append(run_dir.name)
+    if fail_at is not None and len(trained) == fail_at:
+      raise KeyboardInterrupt
+    return real(run_cfg, splits, run_dir, exp)
+
+  monkeypatch.setattr(exp_notes, "train_and_score", train_and_score)
+  fail_at = 3
+  with pytest.raises(KeyboardInterrupt):
+    jobs.run(config, str(tmp_path / "resumed"))
+  assert trained == ["post-seed0", "none-seed0", "post-seed1"]
+  fail_at, trained[:] = None, []
+  resumed = jobs.run(config, str(tmp_path / "resumed"))
+  assert trained == ["post-seed1", "none-seed1"]
+  trained[:] = []
+  whole = jobs.run(config, str(tmp_path / "whole"))
+  assert len(trained) == 4
+  assert resumed["runs"] == whole["runs"]
+  assert ((tmp_path / "resumed" / "report.md").read_text()
+          == (tmp_path / "whole" / "report.md").read_text())
+  trained[:] = []
+  jobs.run(config, str(tmp_path / "whole"))  # Everything finished: nothing trains.
+  assert trained == []
