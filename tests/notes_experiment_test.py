@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -329,32 +330,33 @@ def test_notes_richness_smoke_end_to_end(tmp_path, cache, compile_cache):
 def test_interrupted_experiment_resumes_only_what_is_missing(cache, compile_cache, text_file,
                                                              tmp_path, monkeypatch):
   from llmjax import jobs  # pylint: disable=g-import-not-at-top
+  from llmjax.train import lm  # pylint: disable=g-import-not-at-top
   config = load("configs/notes_experiment.py:smoke", **{
       "data.source": "file", "data.path": str(text_file),
-      "experiment.variants": ("post", "none"), "experiment.seeds": (0, 1)})
-  real = exp_notes.train_and_score
-  trained = []
+      "experiment.variants": ("none",), "experiment.seeds": (0, 1)})
+  real_train = lm.train
+  trained, stop_run = [], []
 
-  def train_and_score(run_cfg, splits, run_dir, exp):
-    trained.append(run_dir.name)
-    if fail_at is not None and len(trained) == fail_at:
-      raise KeyboardInterrupt
-    return real(run_cfg, splits, run_dir, exp)
+  def train(run_cfg, run_dir, **kw):
+    trained.append(pathlib.Path(run_dir).name)
+    if trained[-1] in stop_run:
+      kw["stop_at_step"] = 2  # As if interrupted there: the checkpoint of step 2 is saved.
+    return real_train(run_cfg, run_dir, **kw)
 
-  monkeypatch.setattr(exp_notes, "train_and_score", train_and_score)
-  fail_at = 3
-  with pytest.raises(KeyboardInterrupt):
+  monkeypatch.setattr(lm, "train", train)
+  stop_run.append("none-seed1")
+  with pytest.raises(errors.TrainingError, match="none-seed1 was interrupted at step 2"):
     jobs.run(config, str(tmp_path / "resumed"))
-  assert trained == ["post-seed0", "none-seed0", "post-seed1"]
-  fail_at, trained[:] = None, []
+  assert trained == ["none-seed0", "none-seed1"]
+  assert not (tmp_path / "resumed" / "report.md").exists()
+  stop_run[:], trained[:] = [], []
   resumed = jobs.run(config, str(tmp_path / "resumed"))
-  assert trained == ["post-seed1", "none-seed1"]
+  assert trained == ["none-seed1"]  # none-seed0 finished earlier: reused, not trained.
+  summary = json.loads((tmp_path / "resumed" / "none-seed1" / "summary.json").read_text())
+  assert summary["resumed_from"] == 2 and summary["status"] == "finished"
   trained[:] = []
   whole = jobs.run(config, str(tmp_path / "whole"))
-  assert len(trained) == 4
+  assert trained == ["none-seed0", "none-seed1"]
   assert resumed["runs"] == whole["runs"]
   assert ((tmp_path / "resumed" / "report.md").read_text()
           == (tmp_path / "whole" / "report.md").read_text())
-  trained[:] = []
-  jobs.run(config, str(tmp_path / "whole"))  # Everything finished: nothing trains.
-  assert trained == []
