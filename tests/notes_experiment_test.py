@@ -274,7 +274,7 @@ def test_experiment_user_errors_are_one_line(cache, text_file, tmp_path):
   with pytest.raises(errors.LlmjaxError, match=r"experiment.levels has \['pos'\]"):
     jobs.run(config, str(tmp_path / "c"))
   config = load("configs/notes_experiment.py:smoke", **{"data.val_fraction": 0.0})
-  with pytest.raises(SystemExit, match=r"data.val_fraction=0 leaves no held-out text"):
+  with pytest.raises(errors.ConfigError, match=r"data.val_fraction=0 leaves no held-out text"):
     jobs.run(config, str(tmp_path / "d"))
 
 
