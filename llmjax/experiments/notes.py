@@ -8,17 +8,22 @@ it (post)? Experiment 2 (`'notes_richness'`, configs/notes_richness.py): post
 notes carrying more or less information (blank, upos, tag, tag+morph,
 tag+morph+dep), bits per byte against the notes' entropy.
 
-Every run trains with the same seed and the same budget of original words (or
+Every run trains with the same seeds and the same budget of original words (or
 tokens) seen, then is scored on the same held-out text (the val split of its
-corpus: the same words for every variant). The fair metrics (`fair_metrics`):
+corpus: the same words for every variant). The metrics (`fair_metrics`):
 
-  bits per byte   every emitted token counted, notes included, over the UTF-8
-                  bytes of the held-out text: an upper bound on the cost of the
-                  words alone, comparable across variants.
-  word-token ppl  perplexity of the word tokens given the gold notes (teacher
-                  forcing): not a fair language-model cost for pre/post, labelled.
-  note accuracy   pre/post: how often the top prediction at a note is the gold tag.
+  bits per byte   the headline: every emitted token paid at the model's own
+                  prediction, notes included, over the UTF-8 bytes of the held-out
+                  text; a valid code length of the text, so it cannot leak.
+  given gold notes  word bits/byte and word-token perplexity with the gold notes
+                  in context, and note accuracy: upper bounds that leak future
+                  context for pre and post alike (spaCy tags a word from both
+                  sides), reported apart, never used for a verdict.
   words/window    words of context a window of block_size tokens holds.
+
+Each run lives in WORKDIR/<label>-seed<N>; rerunning the same command reuses the
+scored row of every finished run (scored.json) and resumes the unfinished one from
+its checkpoint.
 """
 
 from __future__ import annotations

@@ -288,8 +288,8 @@ information of a level is the entropy of its notes on the corpus, in bits per wo
 
 {table(agg, COLUMNS_2, "level")}
 
-Mean ± standard deviation over seeds. {HEADLINE_NOTE} *note bits/word*: what the model
-pays for its notes.
+Mean ± standard deviation over seeds (no ± where one seed ran). {HEADLINE_NOTE}
+*note bits/word*: what the model pays for its notes.
 
 ![bits per byte vs note entropy](richness.png)
 
