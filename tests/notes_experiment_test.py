@@ -247,6 +247,11 @@ def test_notes_configs_share_one_base():
       diff = {k for k in flat[v] if flat[v][k] != flat["pre"][k]}
       assert diff <= {"name", "notes.variant"}, (v, size, diff)
   assert configs["no"].notes.variant == "none"
+  for spec in ("notes_experiment.py:cpu", "notes_experiment.py:cpu_bpe", "notes_richness.py:cpu"):
+    config = load(f"configs/{spec}")
+    config_util.validate(config)
+    assert tuple(config.experiment.seeds) == (0, 1, 2), spec
+  assert load("configs/notes_experiment.py:cpu_bpe").data.tokenizer == "gpt2"
   with pytest.raises(ValueError, match="Unknown variant 'gpu'"):
     load("configs/pre_notes.py:gpu")
 
