@@ -1,17 +1,18 @@
 """Notes corpora, experiment 2: how much information should a post note carry?
 
-  python -m llmjax.main --config=configs/notes_richness.py:czech --workdir=runs/richness_czech
   python -m llmjax.main --config=configs/notes_richness.py:cpu --workdir=runs/richness_cpu
-  python -m spacy download pl_core_news_sm   # Polish, the original study's language:
+  python -m spacy download pl_core_news_sm   # Polish, the target language:
   python -m llmjax.main --config=configs/notes_richness.py:polish --config.data.path=tekst.txt
 
 One post-notes model per tag-richness level (blank, upos, tag, tag+morph, tag+morph+dep),
 all with the same shape, seed and word budget; WORKDIR/report.md gives bits per byte
-against each level's note entropy (bits per word), with richness.png. The language is the
-spaCy pipeline (notes.spacy_model) plus the text (data section). Variants: default
-(English, Shakespeare, ~96M parameters, GPU), `cpu` (English, 2 CPU cores), `czech`
-(cs_core_news_sm on a generated Czech text: runs offline in minutes), `polish`
-(pl_core_news_sm on your text), `smoke` (Czech, seconds, for tests).
+against each level's note entropy (bits per word), with richness.png. The language is a
+config switch: the spaCy pipeline (notes.spacy_model) plus the text (data section); Polish
+is the target. Variants: default (English, Shakespeare, ~96M parameters, GPU), `cpu`
+(English, three seeds, 2 CPU cores), `polish` (pl_core_news_sm on your text, three seeds),
+`czech` (cs_core_news_sm on a generated template text: exercises the Czech pipeline only;
+no natural Czech text ships, so it gives no result), `smoke` (Czech template, seconds, for
+tests).
 """
 
 from llmjax import config_base
@@ -26,6 +27,7 @@ def get_config(arg=None):
   c.job = "notes_richness"  # llmjax.experiments.notes.run_richness.
   config_base.with_sections(c, "experiment")
   if arg == "cpu":
+    c.experiment.seeds = (0, 1, 2)
     c.experiment.budget = 100_000
     c.experiment.eval_words = 20_000
   elif arg in ("czech", "smoke"):
@@ -38,6 +40,7 @@ def get_config(arg=None):
     if arg == "smoke":
       c = _smoke(c)
   elif arg == "polish":
+    c.experiment.seeds = (0, 1, 2)
     c.notes.spacy_model = "pl_core_news_sm"  # python -m spacy download pl_core_news_sm
     c.data.source = "file"
     c.data.path = ""  # Your Polish text: --config.data.path=tekst.txt

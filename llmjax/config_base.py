@@ -153,13 +153,13 @@ def add_experiment(c: ml_collections.ConfigDict) -> None:
   c.experiment = ml_collections.ConfigDict()
   c.experiment.variants = ("pre", "post", "blank", "none")  # notes_experiment: corpus variants to train and compare.
   c.experiment.levels = ("blank", "upos", "tag", "tag+morph", "tag+morph+dep")  # notes_richness: richness levels.
-  c.experiment.seeds = (0,)  # Training seeds; with several, the report gives the seed-to-seed spread.
+  c.experiment.seeds = (0,)  # Training seeds; with several, every figure is mean ± sd and verdicts use the 2-sigma rule.
   c.experiment.budget_unit = "words"  # What the budget counts: original words or tokens (notes included).
   c.experiment.budget = 10_000_000  # Words (or tokens) of training text every run sees.
   c.experiment.evals = 10  # Validation points per run (the curves in the report).
   c.experiment.eval_words = 0  # Held-out words scored per run (0 = the whole val split).
   c.experiment.eval_batch_size = 8  # Windows per scoring batch.
-  c.experiment.text = ""  # '' = the data section's text; 'czech' = a generated Czech text.
+  c.experiment.text = ""  # "" = the data section's text; "czech" = a generated Czech template text (a pipeline check, not natural text).
   c.experiment.text_sentences = 0  # Sentences of the generated text.
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -134,13 +135,27 @@ def test_aggregate_and_verdict():
   assert (mean, n) == (pytest.approx(1.1), 2) and std == pytest.approx(0.1414214, rel=1e-6)
   assert agg["none"]["bits_per_byte"] == (2.0, None, 1)
   assert agg["pre"]["note_accuracy"] == (None, None, 0)
-  assert "one seed" in notes_report.verdict(agg["pre"]["bits_per_byte"],
-                                            agg["none"]["bits_per_byte"], "pre", "none")
-  two = notes_report.verdict((1.0, 0.01, 2), (1.1, 0.01, 2), "pre", "post")
-  assert "pre lower" in two and "beyond twice the seed spread" in two
-  close = notes_report.verdict((1.0, 0.1, 3), (1.1, 0.1, 3), "pre", "post")
-  assert "inconclusive" in close
+  assert "no verdict" in notes_report.verdict(agg["pre"]["bits_per_byte"],
+                                              agg["none"]["bits_per_byte"], "pre", "none")
   assert notes_report.fmt((0.5, 0.25, 2), "{:.1%}") == "50.0% ± 25.0%"
+
+
+def test_verdict_two_sigma_rule_on_synthetic_results():
+  def seeds(*values):
+    rows = [{"label": "x", "bits_per_byte": v} for v in values]
+    return notes_report.aggregate(rows, ["x"])["x"]["bits_per_byte"]
+
+  a = seeds(1.00, 1.02, 1.04)  # mean 1.02, sd 0.02
+  outside = seeds(1.06, 1.08, 1.10)  # difference 0.06 > 2 * sqrt(2) * 0.02 = 0.0566
+  assert notes_report.verdict_kind(a, outside) == notes_report.FINDING
+  closer = seeds(1.05, 1.07, 1.09)  # difference 0.05 < 0.0566
+  assert notes_report.verdict_kind(a, closer) == notes_report.NO_DIFFERENCE
+  assert notes_report.verdict_kind(closer, a) == notes_report.NO_DIFFERENCE
+  text = notes_report.verdict(a, closer, "post", "pre")
+  assert text.endswith("no difference.") and "finding" not in text
+  text = notes_report.verdict(outside, a, "post", "pre")
+  assert text.endswith("finding, pre lower.")
+  assert notes_report.verdict_kind((1.0, None, 1), (2.0, 0.1, 3)) == notes_report.ONE_SEED
 
 
 # ---------------------------------------------------------------- trainer wiring
@@ -223,7 +238,7 @@ def test_heldout_is_the_same_text_for_every_variant(cache, text_file):
 
 
 def test_notes_configs_share_one_base():
-  for size in (None, "large", "cpu", "smoke"):
+  for size in (None, "large", "cpu", "cpu_bpe", "smoke"):
     configs = {v: load(f"configs/{v}_notes.py" + (f":{size}" if size else ""))
                for v in ("pre", "post", "blank", "no")}
     flat = {v: config_util.flatten(c) for v, c in configs.items()}
@@ -232,6 +247,11 @@ def test_notes_configs_share_one_base():
       diff = {k for k in flat[v] if flat[v][k] != flat["pre"][k]}
       assert diff <= {"name", "notes.variant"}, (v, size, diff)
   assert configs["no"].notes.variant == "none"
+  for spec in ("notes_experiment.py:cpu", "notes_experiment.py:cpu_bpe", "notes_richness.py:cpu"):
+    config = load(f"configs/{spec}")
+    config_util.validate(config)
+    assert tuple(config.experiment.seeds) == (0, 1, 2), spec
+  assert load("configs/notes_experiment.py:cpu_bpe").data.tokenizer == "gpt2"
   with pytest.raises(ValueError, match="Unknown variant 'gpu'"):
     load("configs/pre_notes.py:gpu")
 
@@ -259,7 +279,7 @@ def test_experiment_user_errors_are_one_line(cache, text_file, tmp_path):
   with pytest.raises(errors.LlmjaxError, match=r"experiment.levels has \['pos'\]"):
     jobs.run(config, str(tmp_path / "c"))
   config = load("configs/notes_experiment.py:smoke", **{"data.val_fraction": 0.0})
-  with pytest.raises(SystemExit, match=r"data.val_fraction=0 leaves no held-out text"):
+  with pytest.raises(errors.ConfigError, match=r"data.val_fraction=0 leaves no held-out text"):
     jobs.run(config, str(tmp_path / "d"))
 
 
@@ -282,8 +302,8 @@ def test_notes_experiment_smoke_end_to_end(cache, compile_cache, text_file, tmp_
   assert runs["none"]["words_per_window"] > runs["pre"]["words_per_window"]
   assert runs["pre"]["steps"] > runs["none"]["steps"]
   report = (tmp_path / "exp" / "report.md").read_text()
-  for needle in ("| pre |", "| none |", "word-token ppl (given gold notes)", "pre vs post",
-                 "post vs none", "Notes help"):
+  for needle in ("| pre |", "| none |", "word-token ppl given gold notes", "(post vs pre)",
+                 "(post vs none)", "Notes help", "Blank notes alone help", "upper bound"):
     assert needle in report
   for png in ("curves.png", "metrics.png"):
     assert (tmp_path / "exp" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -309,3 +329,39 @@ def test_notes_richness_smoke_end_to_end(tmp_path, cache, compile_cache):
   assert rows["tag+morph+dep"]["note_vocab"] > rows["upos"]["note_vocab"]
   assert (tmp_path / "rich" / "richness.png").is_file()
   assert "| tag+morph |" in (tmp_path / "rich" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_interrupted_experiment_resumes_only_what_is_missing(cache, compile_cache, text_file,
+                                                             tmp_path, monkeypatch):
+  from llmjax import jobs  # pylint: disable=g-import-not-at-top
+  from llmjax.train import lm  # pylint: disable=g-import-not-at-top
+  config = load("configs/notes_experiment.py:smoke", **{
+      "data.source": "file", "data.path": str(text_file),
+      "experiment.variants": ("none",), "experiment.seeds": (0, 1)})
+  real_train = lm.train
+  trained, stop_run = [], []
+
+  def train(run_cfg, run_dir, **kw):
+    trained.append(pathlib.Path(run_dir).name)
+    if trained[-1] in stop_run:
+      kw["stop_at_step"] = 2  # As if interrupted there: the checkpoint of step 2 is saved.
+    return real_train(run_cfg, run_dir, **kw)
+
+  monkeypatch.setattr(lm, "train", train)
+  stop_run.append("none-seed1")
+  with pytest.raises(errors.TrainingError, match="none-seed1 was interrupted at step 2"):
+    jobs.run(config, str(tmp_path / "resumed"))
+  assert trained == ["none-seed0", "none-seed1"]
+  assert not (tmp_path / "resumed" / "report.md").exists()
+  stop_run[:], trained[:] = [], []
+  resumed = jobs.run(config, str(tmp_path / "resumed"))
+  assert trained == ["none-seed1"]  # none-seed0 finished earlier: reused, not trained.
+  summary = json.loads((tmp_path / "resumed" / "none-seed1" / "summary.json").read_text())
+  assert summary["resumed_from"] == 2 and summary["status"] == "finished"
+  trained[:] = []
+  whole = jobs.run(config, str(tmp_path / "whole"))
+  assert trained == ["none-seed0", "none-seed1"]
+  assert resumed["runs"] == whole["runs"]
+  assert ((tmp_path / "resumed" / "report.md").read_text()
+          == (tmp_path / "whole" / "report.md").read_text())

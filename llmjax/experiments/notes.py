@@ -8,17 +8,22 @@ it (post)? Experiment 2 (`'notes_richness'`, configs/notes_richness.py): post
 notes carrying more or less information (blank, upos, tag, tag+morph,
 tag+morph+dep), bits per byte against the notes' entropy.
 
-Every run trains with the same seed and the same budget of original words (or
+Every run trains with the same seeds and the same budget of original words (or
 tokens) seen, then is scored on the same held-out text (the val split of its
-corpus: the same words for every variant). The fair metrics (`fair_metrics`):
+corpus: the same words for every variant). The metrics (`fair_metrics`):
 
-  bits per byte   every emitted token counted, notes included, over the UTF-8
-                  bytes of the held-out text: an upper bound on the cost of the
-                  words alone, comparable across variants.
-  word-token ppl  perplexity of the word tokens given the gold notes (teacher
-                  forcing): not a fair language-model cost for pre/post, labelled.
-  note accuracy   pre/post: how often the top prediction at a note is the gold tag.
+  bits per byte   the headline: every emitted token paid at the model's own
+                  prediction, notes included, over the UTF-8 bytes of the held-out
+                  text; a valid code length of the text, so it cannot leak.
+  given gold notes  word bits/byte and word-token perplexity with the gold notes
+                  in context, and note accuracy: upper bounds that leak future
+                  context for pre and post alike (spaCy tags a word from both
+                  sides), reported apart, never used for a verdict.
   words/window    words of context a window of block_size tokens holds.
+
+Each run lives in WORKDIR/<label>-seed<N>; rerunning the same command reuses the
+scored row of every finished run (scored.json) and resumes the unfinished one from
+its checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from llmjax import errors
+from llmjax import fileio
 
 LN2 = math.log(2.0)
 EXPERIMENT_1_VARIANTS = ("pre", "post", "blank", "none")
@@ -241,6 +247,10 @@ def train_and_score(run_cfg: ml_collections.ConfigDict, splits, run_dir: pathlib
   tc.sample_tokens = 0
   tc.patience = 0
   result = lm.train(run_cfg, run_dir)
+  if result.interrupted:
+    raise errors.TrainingError(
+        f"{run_dir.name} was interrupted at step {result.step} of {tc.steps}; re-run the same "
+        "command to resume it (finished runs are kept).")
   model, _, _ = api.load_model(run_dir, "latest")
   ids, n_words, n_bytes = heldout(splits.dir, exp.eval_words)
   nll, top = score_tokens(model, ids, eot_id=splits.manifest["eot_id"],
@@ -316,19 +326,41 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
 
 def _train_every_seed(config, workdir: pathlib.Path, prepared: dict, labels) -> list[dict]:
   """Trains and scores each prepared run for every seed of `config.experiment`, in
-  DIR/<label>-seed<N> ('+' in a label becomes '_'); one row per run, texts checked equal."""
+  DIR/<label>-seed<N> ('+' in a label becomes '_'); one row per run, texts checked equal.
+
+  Rerunning the same command skips every finished run (its summary.json says finished and
+  its scored row is in DIR/<run>/scored.json, written atomically) and resumes the
+  unfinished one from its checkpoint."""
   rows = []
   for seed in _seeds(config.experiment):
     for label in labels:
-      run_cfg, splits = prepared[label]
-      run_cfg = ml_collections.ConfigDict(run_cfg.to_dict())
-      run_cfg.train.seed = seed
-      run_cfg.name = f"{config.name}-{label}-seed{seed}"
-      rows.append({"label": label, **train_and_score(
-          run_cfg, splits, workdir / f"{label.replace('+', '_')}-seed{seed}",
-          config.experiment)})
+      run_dir = workdir / f"{label.replace('+', '_')}-seed{seed}"
+      row = finished_row(run_dir)
+      if row is None:
+        run_cfg, splits = prepared[label]
+        run_cfg = ml_collections.ConfigDict(run_cfg.to_dict())
+        run_cfg.train.seed = seed
+        run_cfg.name = f"{config.name}-{label}-seed{seed}"
+        row = {"label": label, **train_and_score(run_cfg, splits, run_dir, config.experiment)}
+        fileio.atomic_write_json(run_dir / SCORED, row)
+      else:
+        print(f"{run_dir.name}: finished earlier; reusing {run_dir / SCORED}", flush=True)
+      rows.append(row)
   _check_same_text(rows)
   return rows
+
+
+SCORED = "scored.json"
+
+
+def finished_row(run_dir: pathlib.Path) -> dict | None:
+  """The scored row of a run that finished in an earlier invocation, else None."""
+  try:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    row = json.loads((run_dir / SCORED).read_text())
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+  return row if summary.get("status") == "finished" else None
 
 
 def run_richness(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:

@@ -13,6 +13,8 @@ optimiser, same data text, so the experiment compares like with like. Sizes:
   cpu      4 layers, width 128, byte tokens, the first 2 MB of Shakespeare: a
            few minutes on 2 CPU cores. Bytes instead of GPT-2 BPE keep the
            output layer small (a 50k-way softmax would dominate the compute).
+  cpu_bpe  the `cpu` model with GPT-2 BPE pieces (the original's tokens) and a
+           context of 128 tokens: the 50k-way output layer dominates its step.
   smoke    a tiny model on 20 kB of text: seconds, for tests.
 """
 
@@ -24,7 +26,7 @@ from llmjax import errors
 from llmjax import config_base
 
 VARIANTS = ("pre", "post", "blank", "none")
-SIZES = ("default", "large", "cpu", "smoke")
+SIZES = ("default", "large", "cpu", "cpu_bpe", "smoke")
 GPT2_VOCAB = 50257
 BYTE_VOCAB = 257
 ENGLISH_TAGS = 50  # Fine tags of the default English pipeline (the note vocabulary).
@@ -79,11 +81,11 @@ def notes_config(variant: str, size: str | None = None) -> ml_collections.Config
     c.train.checkpoint_every = 2000
     c.optim.learning_rate = 6e-4
     c.optim.warmup_steps = 1000
-  elif size == "cpu":
-    c.name = f"{variant}-notes-cpu"
-    c.data.tokenizer = "char"
+  elif size in ("cpu", "cpu_bpe"):
+    c.name = f"{variant}-notes-{size.replace('_', '-')}"
+    c.data.tokenizer = "char" if size == "cpu" else "gpt2"
     c.notes.limit_chars = 2_000_000
-    c.model.vocab_size = BYTE_VOCAB + ENGLISH_TAGS
+    c.model.vocab_size = (BYTE_VOCAB if size == "cpu" else GPT2_VOCAB) + ENGLISH_TAGS
     c.model.n_layer = 4
     c.model.n_head = 4
     c.model.n_embd = 128
@@ -96,6 +98,8 @@ def notes_config(variant: str, size: str | None = None) -> ml_collections.Config
     c.train.checkpoint_every = 100
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 30
+    if size == "cpu_bpe":
+      c.model.block_size = 128
   elif size == "smoke":
     c.name = f"{variant}-notes-smoke"
     c.data.tokenizer = "char"
