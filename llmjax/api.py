@@ -239,6 +239,11 @@ class Sampler:
     print(text)
     return text
 
+  def export(self, out_dir: str | pathlib.Path) -> pathlib.Path:
+    """Writes the model and its tokenizer as a Hugging Face GPT-2 directory."""
+    from llmjax.pretrained import hf_export  # pylint: disable=import-outside-toplevel
+    return hf_export.export(self.model, self.tokenizer, out_dir)
+
   def _seed(self, seed: int | None) -> int:
     if seed is not None:
       return seed
