@@ -35,8 +35,8 @@ def _models():
   yield "gpt", gpt.GPT(gpt.GPTConfig(**SHAPE), rngs=nnx.Rngs(0))
   yield "gpt_no_bias", gpt.GPT(gpt.GPTConfig(**SHAPE, bias=False), rngs=nnx.Rngs(1))
   yield "gpt_scanned", gpt.GPT(gpt.GPTConfig(**SHAPE, scan_layers=True), rngs=nnx.Rngs(2))
-  cfg = progressive.ProgressiveConfig(**{**SHAPE, "n_layer": 4}, stage=2, stage_groups=(1, 2, 4),
-                                      lora_rank=4)
+  cfg = progressive.ProgressiveConfig(**{**SHAPE, "n_layer": 4}, stage=2,
+                                      stage_groups=(1, 2, 4), lora_rank=4)
   model = progressive.ProgressiveGPT(cfg, rngs=nnx.Rngs(3))
   for block in model.h:
     for name in ("lora_qkv_b", "lora_proj_b"):

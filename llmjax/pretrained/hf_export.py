@@ -70,7 +70,7 @@ def tensors_from_params(params: dict[str, Any], cfg: gpt.GPTConfig) -> dict[str,
   out = {"wte.weight": f32(params["wte"])[:cfg.vocab_size], "wpe.weight": f32(params["wpe"]),
          "ln_f.weight": f32(params["ln_f"]["scale"]), "ln_f.bias": bias(params["ln_f"], "bias", d)}
   for i in range(cfg.n_layer):
-    block = jax_index(params["h"], i, cfg.scan_layers)
+    block = _block(params["h"], i, cfg.scan_layers)
     p, attn, mlp = f"h.{i}", block["attn"], block["mlp"]
     for norm in ("ln_1", "ln_2"):
       out[f"{p}.{norm}.weight"] = f32(block[norm]["scale"])
@@ -86,7 +86,7 @@ def tensors_from_params(params: dict[str, Any], cfg: gpt.GPTConfig) -> dict[str,
   return out
 
 
-def jax_index(h: dict[Any, Any], i: int, scanned: bool) -> dict[str, Any]:
+def _block(h: dict[Any, Any], i: int, scanned: bool) -> dict[str, Any]:
   """Block `i` of the `h` subtree: stacked along axis 0 when scanned, else keyed by i."""
   if not scanned:
     return h[i]
@@ -148,7 +148,8 @@ def hf_tokenizer(tokenizer):
   import tokenizers  # pylint: disable=import-outside-toplevel
   base = getattr(tokenizer, "base", tokenizer)  # A notes tokenizer extends a base one.
   if base.name == "gpt2":
-    tok = _byte_level_tokenizer(dict(base.encoding._mergeable_ranks), base.eot_id)  # pylint: disable=protected-access
+    from llmjax import assets  # pylint: disable=import-outside-toplevel
+    tok = _byte_level_tokenizer(assets.gpt2_bpe_ranks(), base.eot_id)
   elif base.name == "char":
     tok = _byte_level_tokenizer({bytes([b]): b for b in range(256)}, base.eot_id)
   elif base.name.startswith("bpe:"):
