@@ -5,8 +5,8 @@ r"""Input pipeline cost: share of the training step spent waiting for data; toke
 
 Data wait: the trainer's host work per step before it can dispatch the step is
 `next(train_iterator)` (Grain, windows cut from the memmapped token file) plus
-`loop.to_global_batch` (host array -> sharded device array). Both are timed over
---batches batches exactly as `llmjax.train.loop` calls them, and divided by the time of
+`lm.to_global_batch` (host array -> sharded device array). Both are timed over
+--batches batches exactly as `llmjax.train.lm` calls them, and divided by the time of
 one jitted train step of the same shape (timed in the same process, --steps steps after
 compilation). The loop dispatches step i+1 before it waits for step i, so this host
 time overlaps the device; the share is the upper bound on what the step waits.
@@ -54,7 +54,7 @@ def main(argv):
   from llmjax.data import sources  # pylint: disable=import-outside-toplevel
   from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   from llmjax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
-  from llmjax.train import loop  # pylint: disable=import-outside-toplevel
+  from llmjax.train import lm  # pylint: disable=import-outside-toplevel
   from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
@@ -93,7 +93,7 @@ def main(argv):
   waits = []
   for _ in range(_BATCHES.value):
     t0 = time.perf_counter()
-    batch = loop.to_global_batch(next(it), 1, sharding)
+    batch = lm.to_global_batch(next(it), 1, sharding)
     waits.append(time.perf_counter() - t0)
   jax.block_until_ready(batch)
 
@@ -101,7 +101,7 @@ def main(argv):
   graphdef, params = nnx.split(model)
   tx = optim_lib.make_optimizer(c.optim, c.train.steps)
   schedule = optim_lib.learning_rate_schedule(c.optim, c.train.steps)
-  step = jax.jit(step_lib.make_train_step(graphdef, tx, schedule, dropout=0.0, seed=0),
+  step = jax.jit(step_lib.make_train_step(step_lib.lm_loss(graphdef, 0.0), tx, schedule, seed=0),
                  donate_argnums=0)
   state = step_lib.init_state(nnx.to_pure_dict(params), tx)
   state, m = step(state, batch)

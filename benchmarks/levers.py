@@ -49,6 +49,7 @@ def main(argv):
   from llmjax import config_base  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
   from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
+  from llmjax.models import loss as loss_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
   c = config_base.base_config()
@@ -63,14 +64,14 @@ def main(argv):
   def plain_loss(graphdef, params, micro, step):
     del step
     model = nnx.merge(graphdef, params)
-    return step_lib.cross_entropy(model(micro["inputs"]), micro["targets"])[0]
+    return loss_lib.cross_entropy(model(micro["inputs"]), micro["targets"])[0]
 
   def chunk_loss(chunk, graphdef, params, micro, step):
     del step
     model = nnx.merge(graphdef, params)
     x, _ = model.hidden(micro["inputs"])
     table, vocab_size, dtype = model.output_head()
-    return step_lib.linear_cross_entropy(x, table, micro["targets"], vocab_size=vocab_size,
+    return loss_lib.linear_cross_entropy(x, table, micro["targets"], vocab_size=vocab_size,
                                          dtype=dtype, chunk_tokens=chunk)[0]
 
   steps, states = {}, {}
@@ -86,9 +87,9 @@ def main(argv):
     elif name != "default":
       raise app.UsageError(f"Unknown variant {name!r}; see --helpfull.")
     graphdef, params = nnx.split(models.build(mc, 0))
-    fn = None if loss_fn is None else functools.partial(loss_fn, graphdef)
-    steps[name] = jax.jit(step_lib.make_train_step(graphdef, tx, schedule, dropout=0.0, seed=0,
-                                                   loss_fn=fn), donate_argnums=0)
+    fn = (step_lib.lm_loss(graphdef, 0.0) if loss_fn is None else
+          lambda p, m, k, f=functools.partial(loss_fn, graphdef): (f(p, m, k), {}))
+    steps[name] = jax.jit(step_lib.make_train_step(fn, tx, schedule, seed=0), donate_argnums=0)
     states[name] = step_lib.init_state(nnx.to_pure_dict(params), tx)
     t0 = time.perf_counter()
     states[name], m = steps[name](states[name], batch)

@@ -25,7 +25,7 @@ from flax import nnx
 from llmjax import config_base
 from llmjax import models
 from llmjax.train import optimizer as optim_lib
-from llmjax.train import progressive_loop
+from llmjax.train import progressive as progressive_train
 from llmjax.train import step as step_lib
 
 # The cpu preset uses a small vocabulary: with GPT-2's 50257 entries the unembedding
@@ -55,7 +55,7 @@ def compiled_step(section, tx, config):
   graphdef, state = nnx.split(model)
   train_state = step_lib.init_state(nnx.to_pure_dict(state), tx)
   schedule = optim_lib.learning_rate_schedule(config.optim, config.train.steps)
-  step = jax.jit(step_lib.make_train_step(graphdef, tx, schedule, dropout=0.0, seed=0),
+  step = jax.jit(step_lib.make_train_step(step_lib.lm_loss(graphdef, 0.0), tx, schedule, seed=0),
                  donate_argnums=0)
   b, t = config.train.batch_size, config.model.block_size
   tokens = jax.random.randint(jax.random.key(0), (1, b, t + 1), 0, config.model.vocab_size)
@@ -87,11 +87,11 @@ def main():
   baseline.arch = "gpt"
   runners = {"gpt_baseline": compiled_step(
       baseline, optim_lib.make_optimizer(config.optim, config.train.steps), config)}
-  tx = progressive_loop.make_tx(config)
+  tx = optim_lib.make_optimizer(config.optim, config.train.steps, progressive_train.trainable)
   for name, stage, fused in (("stage1_shared", 1, True), ("stage2_lora", 2, True),
                              ("stage3_lora_fused", 3, True), ("stage3_lora_unfused", 3, False)):
     config.lora.fused = fused
-    runners[name] = compiled_step(progressive_loop.model_section(config, stage), tx, config)
+    runners[name] = compiled_step(progressive_train.model_section(config, stage), tx, config)
   # Variants take turns (A B C ... A B C ...) so a drifting machine affects all alike.
   times = {name: [] for name in runners}
   for _ in range(args.repeats):

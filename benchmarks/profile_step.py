@@ -45,6 +45,7 @@ def main(argv):
   from llmjax import config_base  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
   from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
+  from llmjax.models import loss as loss_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
   c = config_base.base_config()
@@ -56,12 +57,12 @@ def main(argv):
 
   def plain_loss(params, micro, step):
     del step
-    return step_lib.cross_entropy(nnx.merge(graphdef, params)(micro["inputs"]),
+    return loss_lib.cross_entropy(nnx.merge(graphdef, params)(micro["inputs"]),
                                   micro["targets"])[0]
 
-  loss_fn = plain_loss if _VARIANT.value == "plain_loss" else None
-  step = jax.jit(step_lib.make_train_step(graphdef, tx, schedule, dropout=0.0, seed=0,
-                                          loss_fn=loss_fn), donate_argnums=0)
+  loss_fn = (lambda p, m, k: (plain_loss(p, m, k), {})) if _VARIANT.value == "plain_loss" else (
+      step_lib.lm_loss(graphdef, 0.0))
+  step = jax.jit(step_lib.make_train_step(loss_fn, tx, schedule, seed=0), donate_argnums=0)
   state = step_lib.init_state(nnx.to_pure_dict(params), tx)
   b, t = _BATCH.value, _BLOCK.value
   window = np.random.default_rng(0).integers(0, _VOCAB.value, (1, b, t + 1)).astype(np.int32)

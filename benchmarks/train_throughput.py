@@ -1,6 +1,6 @@
 r"""Training throughput of the real train step: tokens/s, step time, MFU, compile time.
 
-Builds the trainer's own sharded init and jitted step (`loop.build_steps`) for a config,
+Builds the trainer's own sharded init and jitted step (`lm.build_steps`) for a config,
 feeds it random tokens, times `--steps` steps after `--warmup`, and prints ONE JSON object.
 
   python -m benchmarks.train_throughput --config=configs/shakespeare.py:cpu
@@ -42,7 +42,8 @@ from ml_collections import config_flags
 from llmjax import cli
 from llmjax import config_util
 from llmjax.parallel import mesh as mesh_lib
-from llmjax.train import loop
+from llmjax.train import lm
+from llmjax.train import metrics as metrics_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config: configs/NAME.py[:VARIANT].",
                                           lock_config=False)
@@ -110,11 +111,11 @@ def random_batch(config, sharding):
   local = tc.batch_size // jax.process_count()
   tokens = rng.integers(0, mc.vocab_size, (local, mc.block_size + 1), dtype=np.int32)
   host = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
-  return loop.to_global_batch(host, tc.grad_accum, sharding)
+  return lm.to_global_batch(host, tc.grad_accum, sharding)
 
 
 def compile_seconds(config, mesh) -> float:
-  steps = loop.build_steps(config, mesh)
+  steps = lm.build_steps(config, mesh)
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                        steps.abstract_state, steps.state_shardings)
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
@@ -133,7 +134,7 @@ def main(argv):
   config_util.validate(config)
   mesh_lib.maybe_initialize_distributed()
   mesh = mesh_lib.make_mesh(config.mesh)
-  steps = loop.build_steps(config, mesh)
+  steps = lm.build_steps(config, mesh)
 
   start = time.perf_counter()
   state = jax.block_until_ready(steps.init())
@@ -168,7 +169,7 @@ def main(argv):
       "n_layer": config.model.n_layer, "n_embd": config.model.n_embd,
       "block_size": config.model.block_size, "batch_size": config.train.batch_size,
       "grad_accum": config.train.grad_accum,
-      "params": loop.count_params(state["params"]), "params_for_flops": n_params,
+      "params": metrics_lib.count_params(state["params"]), "params_for_flops": n_params,
       "flops_per_token": fpt, "flops_formula": "6*N + 12*L*H*Q*T (N excludes wpe)",
       "tokens_per_s": tokens_per_s, "step_time_s": step_time,
       "process_cpu_s_per_step": cpu_per_step,  # Host CPU time: on a busy CPU, compare this.

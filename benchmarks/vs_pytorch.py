@@ -10,7 +10,7 @@ start from the same weights (llmjax's initialisation copied into `GPT2LMHeadMode
 their first losses agree and greedy decoding produces the same tokens.
 
 Training, per repeat, in turn:
-  trainer  `llmjax.train.loop.train` itself on the bundled Shakespeare corpus: Grain
+  trainer  `llmjax.train.lm.train` itself on the bundled Shakespeare corpus: Grain
            input, metrics fetched one step late, evaluation and checkpoint hooks on, a
            checkpoint saved at the end. Step times come from the run's metrics.jsonl
            (`elapsed_s` of consecutive steps; the first step of each run is left out).
@@ -200,7 +200,7 @@ def bench_train(result: dict) -> None:
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from llmjax import models  # pylint: disable=import-outside-toplevel
-  from llmjax.train import loop  # pylint: disable=import-outside-toplevel
+  from llmjax.train import lm  # pylint: disable=import-outside-toplevel
   from llmjax.train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
@@ -217,7 +217,7 @@ def bench_train(result: dict) -> None:
   params = nnx.to_pure_dict(params)
   tx = optim_lib.make_optimizer(config.optim, config.train.steps)
   schedule = optim_lib.learning_rate_schedule(config.optim, config.train.steps)
-  bare_step = jax.jit(step_lib.make_train_step(graphdef, tx, schedule, dropout=0.0,
+  bare_step = jax.jit(step_lib.make_train_step(step_lib.lm_loss(graphdef, 0.0), tx, schedule,
                                                seed=config.train.seed), donate_argnums=0)
   rng = np.random.default_rng(0)
   window = rng.integers(0, 50257, (b, t + 1)).astype(np.int32)
@@ -261,7 +261,7 @@ def bench_train(result: dict) -> None:
     workdir = pathlib.Path(root) / f"trainer-{r}"
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
-      res = loop.train(config, workdir)
+      res = lm.train(config, workdir)
     total = time.perf_counter() - t0
     recs = [x for x in metrics_lib.read_metrics(workdir) if "train_loss" in x]
     times = [x["elapsed_s"] for x in recs]

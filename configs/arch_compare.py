@@ -9,25 +9,12 @@ window and width, then writes results.md, results.json and loss_curves.png in th
 """
 
 from llmjax import config_base
-import ml_collections
 
 
 def get_config(arg=None):
-  c = config_base.base_config()
+  c = config_base.schema(("compare", "progressive", "lora"))
   c.name = "arch"  # Prefix of the three run names.
   c.job = "arch_compare"  # llmjax.experiments.arch_compare.
-  c.compare = ml_collections.ConfigDict()
-  c.compare.models = "gpt,conv_attention,progressive"  # Models to train, in this order.
-  c.compare.inference_tokens = 64  # New tokens generated to time inference per token.
-  c.progressive = ml_collections.ConfigDict()
-  c.progressive.stage_fractions = (1 / 3, 1 / 3, 1 / 3)  # Share of train.steps per stage.
-  c.progressive.stage_groups = (3, 6, 12)  # Distinct blocks per stage; each divides n_layer.
-  c.lora = ml_collections.ConfigDict()
-  c.lora.rank = 8  # Adapter rank r.
-  c.lora.alpha = 16.0  # Adapter scale numerator: the update is (alpha / rank) * A @ B.
-  c.lora.targets = "qkv,proj"  # Attention projections with adapters: qkv, proj or both.
-  c.lora.fused = True  # Merge adapters into the weight in each step (one matmul) vs x@A@B.
-
   c.model.n_layer = 12  # GPT and progressive depth (conv_attention has 12 blocks by layout).
   c.model.n_head = 12  # Heads in every attention block.
   c.model.n_embd = 768  # Width D (conv_attention widens to 2D, 4D, 8D when compressing).

@@ -11,8 +11,7 @@ writes WORKDIR/report.md (table, hypotheses), results.json and PNG plots. Varian
 cores), `smoke` (seconds, for tests).
 """
 
-import ml_collections
-
+from llmjax import config_base
 from llmjax.experiments import notes_config
 
 
@@ -20,16 +19,7 @@ def get_config(arg=None):
   c = notes_config.notes_config("pre", arg)
   c.name = "notes-experiment" + (f"-{arg}" if arg else "")  # Run name.
   c.job = "notes_experiment"  # llmjax.experiments.notes.run_experiment.
-  c.experiment = ml_collections.ConfigDict()
-  c.experiment.variants = ("pre", "post", "blank", "none")  # Corpus variants to train and compare.
-  c.experiment.seeds = (0,)  # Training seeds; with several, the report gives the seed-to-seed spread.
-  c.experiment.budget_unit = "words"  # What the budget counts: original words or tokens (notes included).
-  c.experiment.budget = 10_000_000  # Words (or tokens) of training text every run sees.
-  c.experiment.evals = 10  # Validation points per run (the curves in the report).
-  c.experiment.eval_words = 0  # Held-out words scored per run (0 = the whole val split).
-  c.experiment.eval_batch_size = 8  # Windows per scoring batch.
-  c.experiment.text = ""  # '' = the data section's text; 'czech' = a generated Czech text.
-  c.experiment.text_sentences = 0  # Sentences of the generated text.
+  config_base.with_sections(c, "experiment")
   if arg == "large":
     c.experiment.budget = 300_000_000
     c.experiment.eval_words = 1_000_000

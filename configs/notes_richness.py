@@ -14,8 +14,7 @@ spaCy pipeline (notes.spacy_model) plus the text (data section). Variants: defau
 (pl_core_news_sm on your text), `smoke` (Czech, seconds, for tests).
 """
 
-import ml_collections
-
+from llmjax import config_base
 from llmjax.experiments import notes_config
 
 
@@ -24,16 +23,7 @@ def get_config(arg=None):
   c = notes_config.notes_config("post", size)
   c.name = "notes-richness" + (f"-{arg}" if arg else "")  # Run name.
   c.job = "notes_richness"  # llmjax.experiments.notes.run_richness.
-  c.experiment = ml_collections.ConfigDict()
-  c.experiment.levels = ("blank", "upos", "tag", "tag+morph", "tag+morph+dep")  # Richness levels.
-  c.experiment.seeds = (0,)  # Training seeds; with several, the report gives the seed-to-seed spread.
-  c.experiment.budget_unit = "words"  # What the budget counts: original words or tokens (notes included).
-  c.experiment.budget = 10_000_000  # Words (or tokens) of training text every run sees.
-  c.experiment.evals = 10  # Validation points per run (the curves in the report).
-  c.experiment.eval_words = 0  # Held-out words scored per run (0 = the whole val split).
-  c.experiment.eval_batch_size = 8  # Windows per scoring batch.
-  c.experiment.text = ""  # '' = the data section's text; 'czech' = a generated Czech text.
-  c.experiment.text_sentences = 0  # Sentences of the generated text.
+  config_base.with_sections(c, "experiment")
   if arg == "cpu":
     c.experiment.budget = 100_000
     c.experiment.eval_words = 20_000

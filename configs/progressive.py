@@ -12,19 +12,6 @@ from llmjax import config_base
 import ml_collections
 
 
-def add_sections(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Adds the `progressive` and `lora` sections with their defaults."""
-  c.progressive = ml_collections.ConfigDict()
-  c.progressive.stage_fractions = (1 / 3, 1 / 3, 1 / 3)  # Share of train.steps (tokens) per stage.
-  c.progressive.stage_groups = (3, 6, 12)  # Distinct blocks per stage; each divides model.n_layer.
-  c.lora = ml_collections.ConfigDict()
-  c.lora.rank = 8  # Adapter rank r.
-  c.lora.alpha = 16.0  # Adapter scale numerator: the update is (alpha / rank) * A @ B.
-  c.lora.targets = "qkv,proj"  # Attention projections with adapters: qkv, proj or both.
-  c.lora.fused = True  # Merge adapters into the weight in each step (one matmul) vs x@A@B.
-  return c
-
-
 def math_data(c: ml_collections.ConfigDict, max_tokens: int) -> None:
   c.data.source = "math"  # Maths-College then open-web-math, streamed (data.path overrides).
   c.data.path = ""  # "" = llmjax.data.math_text.DEFAULT_DATASETS; comma-separated ids or files.
@@ -33,9 +20,9 @@ def math_data(c: ml_collections.ConfigDict, max_tokens: int) -> None:
 
 
 def get_config(arg=None):
-  c = add_sections(config_base.base_config())
+  c = config_base.schema(("progressive", "lora"))
   c.name = "progressive"  # Run name.
-  c.job = "progressive"  # Staged training loop (llmjax.train.progressive_loop).
+  c.job = "progressive"  # Staged training (llmjax.train.progressive).
   c.model.arch = "progressive"  # llmjax.models.progressive.
   c.model.n_layer = 12  # Layers of the final model (stage 3 has this many blocks).
   c.model.n_head = 12  # GPT-2 small heads.

@@ -81,6 +81,8 @@ class Trainer:
     if any(name in api_names.BY_NAME for name in kwargs):
       self._fit_mesh_to_batch()
     config_util.validate(self.config)
+    from llmjax import jobs  # pylint: disable=import-outside-toplevel
+    jobs.check_overrides(self.config, [*(overrides or {}), *names.overrides])
     self.workdir = pathlib.Path(workdir or names.workdir or f"runs/{self.config.name}")
     if names.resume and not (self.workdir / "config.json").is_file():
       raise errors.RunNotFoundError(

@@ -14,7 +14,7 @@ import importlib.util
 import json
 import pathlib
 import re
-from typing import Any, Iterator
+from typing import Any
 
 import ml_collections
 
@@ -81,26 +81,55 @@ def unknown_key_error(name: str, valid: list[str]) -> ConfigError:
                      "List every key with --config_help.")
 
 
+TOP_LEVEL_KEYS = ("name", "job")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for typos and impossible values before any work starts."""
-  base = flatten(config_base.base_config())
-  base_sections = {k.split(".")[0] for k in base}
+  """Raises ConfigError for typos and impossible values before any work starts.
+
+  The config must have exactly the keys of `config_base.schema()` plus those of the
+  optional sections it holds, each of the declared type; then every range is checked."""
+  sections = [k for k, v in config.items() if isinstance(v, ml_collections.ConfigDict)]
+  base_sections = {k for k, v in config_base.base_config().items()
+                   if isinstance(v, ml_collections.ConfigDict)}
+  for name in sections:
+    if name not in base_sections and name not in config_base.OPTIONAL_SECTIONS:
+      known = sorted(base_sections | set(config_base.OPTIONAL_SECTIONS))
+      raise ConfigError(f"Unknown config section {name!r}; the sections are "
+                        f"{', '.join(known)} (llmjax/config_base.py).")
+  schema = flatten(config_base.schema([s for s in sections if s not in base_sections]))
   flat = flatten(config)
   for name in flat:
-    section = name.split(".")[0]
-    if name not in base and (section in base_sections and "." in name):
-      raise unknown_key_error(name, list(base))
-  for name, default in base.items():
+    if name not in schema:
+      raise unknown_key_error(name, list(schema))
+  for name, default in schema.items():
     if name not in flat:
       raise ConfigError(f"Config is missing key {name!r}; start configs from "
-                        "llmjax.config_base.base_config().")
+                        "llmjax.config_base.schema().")
     value = flat[name]
     if isinstance(default, bool) != isinstance(value, bool) or (
         isinstance(default, (int, float)) and not isinstance(value, (int, float))) or (
-            isinstance(default, str) and not isinstance(value, str)):
+            isinstance(default, str) and not isinstance(value, str)) or (
+                isinstance(default, tuple) and not isinstance(value, (tuple, list))):
       raise ConfigError(f"Config key {name!r} must be {type(default).__name__}, "
                         f"got {value!r} ({type(value).__name__}).")
   _check_values(config)
+
+
+def check_keys_read(job: str, reads: tuple[str, ...], ignores: tuple[str, ...],
+                    keys) -> None:
+  """Refuses a key set by the user that job `job` never reads (so no setting is silently
+  ignored); `reads` are the sections it reads, `ignores` single keys inside them it does
+  not."""
+  for key in keys:
+    key = key.replace("__", ".")
+    if key in TOP_LEVEL_KEYS:
+      continue
+    if key.split(".")[0] not in reads or key in ignores:
+      raise ConfigError(
+          f"{key} is set but config.job={job!r} never reads it; drop it. That job reads "
+          f"the sections {', '.join(reads)}" + (f" (except {', '.join(ignores)})"
+                                                  if ignores else "") + ".")
 
 
 def _check_values(c: ml_collections.ConfigDict) -> None:
@@ -124,7 +153,8 @@ def _check_values(c: ml_collections.ConfigDict) -> None:
           "use none, full or dots_saveable.")
   require(c.model.attention in ("auto", "xla", "cudnn"), "model.attention",
           "use auto, xla or cudnn.")
-  require(0.0 < c.data.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1).")
+  require(0.0 <= c.data.val_fraction < 1.0, "data.val_fraction",
+          "must be in [0, 1) (0 = train on the whole text and evaluate on it).")
   require(c.data.source in ("shakespeare", "file", "url", "hf", "wikitext2", "notes", "math")
           or c.data.source.startswith("notes"), "data.source",
           "use shakespeare, file, url or hf.")
@@ -136,6 +166,31 @@ def _check_values(c: ml_collections.ConfigDict) -> None:
               "optim.warmup_steps", "train.log_every", "mesh.num_devices"):
     require(flatten(c)[key] >= 0, key, "must be >= 0.")
   require(c.optim.learning_rate > 0, "optim.learning_rate", "must be positive.")
+  require(c.train.memory_limit_gib >= 0, "train.memory_limit_gib", "must be >= 0.")
+  _check_optional_sections(c, require)
+
+
+def _check_optional_sections(c: ml_collections.ConfigDict, require) -> None:
+  if "progressive" in c:
+    fractions = [float(f) for f in c.progressive.stage_fractions]
+    require(bool(fractions) and min(fractions) > 0 and abs(sum(fractions) - 1.0) < 1e-6,
+            "progressive.stage_fractions", "must be positive and sum to 1, one per stage.")
+    require(len(c.progressive.stage_groups) == len(fractions), "progressive.stage_groups",
+            f"needs one entry per stage: progressive.stage_fractions has {len(fractions)}.")
+  if "lora" in c:
+    require(c.lora.rank > 0, "lora.rank", "must be positive.")
+  if "classifier" in c:
+    require(c.classifier.pooling in ("cls", "mean"), "classifier.pooling", "use cls or mean.")
+    require(c.classifier.frozen_layers >= 0, "classifier.frozen_layers", "must be >= 0.")
+  if "arena" in c:
+    require(0.0 < c.arena.val_fraction < 1.0, "arena.val_fraction", "must be in (0, 1).")
+    for key in ("arena.prompt_max_tokens", "arena.response_max_tokens"):
+      require(flatten(c)[key] > 0, key, "must be positive.")
+  if "experiment" in c:
+    require(c.experiment.budget_unit in ("words", "tokens"), "experiment.budget_unit",
+            "use 'words' or 'tokens'.")
+    require(c.experiment.budget > 0, "experiment.budget", "must be positive.")
+    require(len(c.experiment.seeds) > 0, "experiment.seeds", "needs at least one seed.")
 
 
 def comments(path: str | pathlib.Path) -> dict[str, str]:
@@ -204,9 +259,3 @@ def parse_value(text: str) -> Any:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
     return text
-
-
-def iter_sections(config: ml_collections.ConfigDict) -> Iterator[str]:
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      yield key

@@ -23,6 +23,7 @@ _COORDINATOR = flags.DEFINE_string("coordinator", "", "Multi-host: host:port of 
                                    "(else $LLMJAX_COORDINATOR; SLURM is detected).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes "
                                       "(else $LLMJAX_NUM_PROCESSES).")
+_OVERRIDDEN: list[str] = []  # The --config.KEY names given on the command line.
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index "
                                    "(else $LLMJAX_PROCESS_ID).")
 
@@ -38,8 +39,10 @@ def main(argv):
   if _CONFIG_HELP.value:
     print(config_util.help_text(config, flags.FLAGS["config"].config_filename))
     return
+  from llmjax import jobs  # pylint: disable=import-outside-toplevel
   try:
     config_util.validate(config)
+    jobs.check_overrides(config, _OVERRIDDEN)
   except config_util.ConfigError as e:
     sys.exit(f"Config error: {e}")
   workdir = _WORKDIR.value or f"runs/{config.name}"  # Default: runs/<config.name>.
@@ -51,8 +54,8 @@ def main(argv):
                                       _PROCESS_ID.value)
   except ValueError as e:
     sys.exit(f"Error: {e}")
-  from llmjax import jobs  # pylint: disable=import-outside-toplevel
-  jobs.run(config, workdir)
+  with cli.user_errors():
+    jobs.run(config, workdir)
 
 
 def parse_flags(argv):
@@ -86,6 +89,7 @@ def check_config_flags(args: list[str]) -> None:
     if not arg.startswith("--config."):
       continue
     name, _, text = arg[len("--config."):].partition("=")
+    _OVERRIDDEN.append(name)
     if name not in current:
       raise config_util.unknown_key_error(name, list(current))
     want = type(current[name])

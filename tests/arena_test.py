@@ -1,17 +1,18 @@
 """Arena data: LMSYS rows from CSV / parquet / jsonl / a dataset directory, bad-row
 reports, pair encoding, the synthetic planted rule, and the classification metrics."""
 
+import collections
 import csv
 import json
-import math
 
 import numpy as np
 import pytest
 import tokenizers
 
+from llmjax import config_util, errors
 from llmjax.data import arena
+from llmjax.experiments import arena_sets
 from llmjax.pretrained.tokenizer import wordpiece_from_vocab
-from llmjax.train import classify_metrics
 
 GOOD = {"prompt": '["Hi there", "And then?"]', "response_a": '["Hello!", null]',
         "response_b": '["Hey"]', "winner_model_a": 0, "winner_model_b": 1, "winner_tie": 0}
@@ -121,27 +122,155 @@ def test_encode_pairs_layout_and_truncation(tokenizer):
   np.testing.assert_array_equal(out["labels"], [0, 2])
 
 
-def test_split_indices():
-  train, val = arena.split_indices(10, 0.2, seed=0)
-  assert len(val) == 2 and sorted(np.concatenate([train, val])) == list(range(10))
-  np.testing.assert_array_equal(val, arena.split_indices(10, 0.2, seed=0)[1])
-  with pytest.raises(ValueError, match="1 examples cannot give"):
-    arena.split_indices(1, 0.5, 0)
+def _repeated_prompt_examples(seed: int, distinct: int) -> list:
+  """Rows in shuffled order whose prompts are each asked 1 to 6 times."""
+  rng = np.random.default_rng(seed)
+  prompts = rng.permutation(np.repeat(np.arange(distinct), rng.integers(1, 7, distinct)))
+  return [arena.Example(f"prompt {p}", f"a{i}", f"b{i}", int(rng.integers(3)))
+          for i, p in enumerate(prompts)]
 
 
-def test_metrics_and_baselines():
-  labels = np.array([0, 0, 1, 2])
-  probs = np.array([[.7, .2, .1], [.3, .6, .1], [.1, .8, .1], [.2, .2, .6]])
-  assert classify_metrics.accuracy(probs, labels) == 0.75
-  want = -np.mean(np.log([.7, .3, .8, .6]))
-  assert math.isclose(classify_metrics.log_loss(probs, labels), want, rel_tol=1e-9)
-  np.testing.assert_array_equal(classify_metrics.confusion_matrix(probs, labels),
-                                [[1, 1, 0], [0, 1, 0], [0, 0, 1]])
-  base = classify_metrics.baselines(np.array([1, 1, 1, 0]), labels)
-  assert base["majority"]["accuracy"] == 0.25
-  prior = np.array([.25, .75, 1e-7])
-  want_prior = -np.mean(np.log(prior[[0, 0, 1, 2]] / prior.sum()))
-  assert math.isclose(base["majority"]["log_loss"], want_prior, rel_tol=1e-6)
-  assert base["uniform"] == {"accuracy": 1 / 3, "log_loss": math.log(3)}
-  text = classify_metrics.format_report(classify_metrics.evaluate(probs, labels, labels))
-  assert "model         0.7500" in text and "\nmodel_a          1        1        0\n" in text
+@pytest.mark.parametrize("fractions", [(0.8, 0.1, 0.1), (0.6, 0.3, 0.1), (0.9, 0.1, 0.0)])
+def test_split_grouped_never_shares_a_prompt(fractions):
+  for seed in range(40):
+    examples = _repeated_prompt_examples(seed, distinct=30 + 7 * seed)
+    n = len(examples)
+    splits = arena.split_grouped(examples, fractions, seed=seed)
+    np.testing.assert_array_equal(np.sort(np.concatenate(splits)), np.arange(n))
+    prompts = [{examples[i].prompt for i in rows} for rows in splits]
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
+    # Each split is within one prompt group of its share (the group straddling a boundary).
+    largest = max(collections.Counter(e.prompt for e in examples).values())
+    for rows, share in zip(splits, fractions):
+      assert abs(len(rows) - share * n) <= largest
+      assert list(rows) == sorted(rows)
+    if fractions[2] == 0:
+      assert len(splits[2]) == 0
+    again = arena.split_grouped(examples, fractions, seed=seed)
+    assert all(np.array_equal(a, b) for a, b in zip(splits, again))
+
+
+def test_split_grouped_on_synthetic_rows_and_errors():
+  examples, _ = arena.parse_rows(arena.synthetic_rows(400, seed=0, distinct_prompts=60), "s")
+  assert len({e.prompt for e in examples}) == 60
+  train, val, test = arena.split_grouped(examples, seed=0)
+  assert (len(train), len(val), len(test)) == (317, 40, 43)
+  assert arena.split_fractions(0.1, 0.1) == pytest.approx((0.8, 0.1, 0.1))
+  with pytest.raises(errors.ConfigError, match="arena.val_fraction=0.5 and arena.test_fraction"
+                     "=0.5 must leave a training share"):
+    arena.split_fractions(0.5, 0.5)
+  with pytest.raises(errors.ConfigError, match="sum to 1"):
+    arena.split_grouped(examples, (0.8, 0.1, 0.2))
+  same_prompt = [arena.Example("p", "a", "b", 0)] * 5
+  with pytest.raises(errors.DataError, match="5 examples with 1 distinct prompts give no "
+                     "validation rows"):
+    arena.split_grouped(same_prompt)
+  # The default synthetic rows keep their old, unrepeated prompts.
+  assert arena.synthetic_rows(5, seed=3) == arena.synthetic_rows(5, seed=3, distinct_prompts=0)
+
+
+def test_encode_pairs_max_length_lets_the_prompt_go_first(tokenizer):
+  examples = [arena.Example("the cat dog runs", "blue red house tree water", "day", 0),
+              arena.Example("sun", "night", "good bad", 2)]
+  out = arena.encode_pairs(examples, tokenizer, prompt_max_tokens=50, response_max_tokens=50,
+                           pad_id=0, max_length=7)
+  v = tokenizer.token_to_id
+  cls, sep = v("[CLS]"), v("[SEP]")
+  assert out["ids_a"].shape == (2, 7)  # Not rounded up to 8 past max_length.
+  # Four prompt tokens leave no room for the response within 7 - 3 specials.
+  np.testing.assert_array_equal(out["ids_a"][0], [cls, v("the"), v("cat"), v("dog"), v("runs"),
+                                                  sep, sep])
+  np.testing.assert_array_equal(out["ids_b"][1], [cls, v("sun"), sep, v("good"), v("bad"), sep,
+                                                  0])
+  with pytest.raises(errors.ConfigError, match="arena.max_length=3 leaves no room"):
+    arena.encode_pairs(examples, tokenizer, prompt_max_tokens=5, response_max_tokens=5,
+                       pad_id=0, max_length=3)
+
+
+def test_prepare_splits_from_the_smoke_set_config():
+  c = config_util.load_config("configs/arena_classifier.py:set1,smoke")
+  splits = arena.prepare_splits(c.arena, arena.synthetic_tokenizer(), pad_id=0, seed=0)
+  n = {k: len(v) for k, v in splits.rows.items()}
+  assert sum(n.values()) == c.arena.synthetic_rows == 1200
+  assert abs(n["val"] - 120) <= 6 and abs(n["test"] - 120) <= 6
+  examples, _ = arena.load_examples("synthetic", "", synthetic_n=1200, seed=0,
+                                    synthetic_prompts=300, synthetic_max_words=8)
+  prompts = {k: {examples[i].prompt for i in rows} for k, rows in splits.rows.items()}
+  assert not (prompts["train"] & prompts["test"] or prompts["val"] & prompts["test"]
+              or prompts["train"] & prompts["val"])
+  assert splits.test["ids_a"].shape == (n["test"], 14)  # arena.max_length
+  np.testing.assert_array_equal(splits.test["labels"],
+                                [examples[i].label for i in splits.rows["test"]])
+  assert "no prompt in two splits" in splits.summary()
+  assert arena.epoch_steps(n["train"], 32, 3) == (3 * (n["train"] // 32), n["train"] // 32)
+  with pytest.raises(errors.ConfigError, match="20 training pairs do not fill one batch"):
+    arena.epoch_steps(20, 32, 3)
+
+
+def _result(model, mode, accuracy, confusion=None):
+  return {"model": model, "mode": mode, "params": 66_955_779, "trainable_params": 2_307,
+          "accuracy": accuracy, "accuracy_ci95": [accuracy - 0.013, accuracy + 0.012],
+          "log_loss": 1.0432, "seconds_per_epoch": 61.25, "confusion": confusion}
+
+
+def test_arena_set_table_and_confusion_png(tmp_path):
+  results = [_result("distilbert", "frozen", 0.4531, [[5, 2, 1], [1, 6, 0], [2, 2, 1]]),
+             _result("my-encoder", "full", 0.5, [[1, 0, 0], [0, 1, 0], [0, 0, 1]])]
+  table = arena_sets.format_table(results).splitlines()
+  assert table[0].startswith("| model | mode | parameters | trainable | test accuracy [95% ")
+  assert table[2] == ("| distilbert | frozen | 66.96M | 2.3K | 45.3% [44.0, 46.5] | 1.0432 "
+                      "| 61.2 | 45.3% |")
+  assert table[3].endswith("| 61.2 |  |")  # No original figure for this run.
+  paths = arena_sets.write_report(results, tmp_path / "out", title="set 1")
+  assert paths["markdown"].read_text().startswith("## set 1\n\n| model |")
+  assert json.loads(paths["json"].read_text())[0]["confusion"][0] == [5, 2, 1]
+  assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(ValueError, match=r"result 0 \(distilbert, frozen\) lacks \['log_loss'\]"):
+    arena_sets.format_table([{k: v for k, v in results[0].items() if k != "log_loss"}])
+  no_confusion = arena_sets.write_report([_result("a", "full", 0.4)], tmp_path / "plain")
+  assert "confusion" not in no_confusion
+
+
+def test_arena_set_configs_and_runs(tmp_path):
+  c = config_util.load_config("configs/arena_classifier.py:set1")
+  config_util.validate(c)
+  assert (c.classifier.pooling, c.classifier.diff_prod, c.arena.max_length) == ("cls", False, 128)
+  assert (c.train.batch_size, c.arena.epochs, c.optim.learning_rate) == (32, 3, 1e-5)
+  assert (c.arena.val_fraction, c.arena.test_fraction, c.optim.min_lr_ratio) == (0.1, 0.1, 1.0)
+  runs = arena_sets.run_configs(c)
+  assert [(r.label, r.checkpoint, r.mode) for r, _ in runs] == [
+      ("distilbert", "distilbert-base-uncased", "random"),
+      ("distilbert", "distilbert-base-uncased", "full"),
+      ("distilbert", "distilbert-base-uncased", "frozen"),
+      ("distilbert", "distilbert-base-uncased", "bottom_frozen")]
+  assert [rc.classifier.freeze for _, rc in runs] == ["random", "full", "frozen", "bottom_frozen"]
+  assert all(rc.arena.runs == "" and rc.optim.learning_rate == 1e-5 for _, rc in runs)
+  checkpoints = {name: [r.checkpoint for r, _ in arena_sets.run_configs(
+      config_util.load_config(f"configs/arena_classifier.py:{name}"))] for name in ("set2", "set3")}
+  assert checkpoints == {
+      "set2": ["distilbert-base-uncased", "bert-base-uncased", "bert-large-uncased"],
+      "set3": ["roberta-base", "google/electra-base-discriminator", "microsoft/deberta-base",
+               "albert-base-v2"]}
+  smoke = config_util.load_config("configs/arena_classifier.py:set3,smoke")
+  for run, rc in arena_sets.run_configs(smoke):
+    assert (arena_sets.GOLDENS / run.label.replace("-", "_")).samefile(rc.classifier.init_from)
+  with pytest.raises(errors.ConfigError, match="'gpt:full': unknown encoder 'gpt'"):
+    arena_sets.parse_runs("gpt:full")
+  with pytest.raises(errors.ConfigError, match="must read label\\[@checkpoint\\]:mode"):
+    arena_sets.parse_runs("bert:half")
+  with pytest.raises(ValueError, match="set1 fixes its own encoders"):
+    config_util.load_config("configs/arena_classifier.py:set1,bert")
+
+  seen = []
+
+  def fake_train(config, workdir):
+    seen.append((config.classifier.init_from, config.classifier.freeze, workdir.name))
+    return {k: v for k, v in _result("", "", 0.4).items() if k not in ("model", "mode")}
+
+  small = config_util.load_config("configs/arena_classifier.py:set2").unlock()
+  small.arena.runs = "distilbert:full,tiny@/nowhere:random"
+  paths = arena_sets.run_set(small, tmp_path, fake_train)
+  assert seen == [("distilbert-base-uncased", "full", "distilbert-full"),
+                  ("/nowhere", "random", "tiny-random")]
+  rows = json.loads(paths["json"].read_text())
+  assert [(r["model"], r["mode"]) for r in rows] == [("distilbert", "full"), ("tiny", "random")]

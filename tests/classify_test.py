@@ -14,7 +14,7 @@ from llmjax.data import arena
 from llmjax.pretrained import assets, from_hf
 from llmjax.train import checkpoint as ckpt_lib
 from llmjax.models import build_classifier
-from llmjax.train import classify_loop
+from llmjax.train import classify
 from llmjax.train import metrics as metrics_lib
 
 
@@ -37,7 +37,7 @@ def test_tiny_encoder_learns_longer_answer_wins(vocab_dir, tmp_path):
                 "classifier.intermediate_size": 32, "classifier.head_hidden": 32,
                 "arena.synthetic_rows": 600, "train.steps": 60, "train.eval_every": 30,
                 "train.checkpoint_every": 60, "train.log_every": 15})
-  result = classify_loop.train(c, tmp_path)
+  result = classify.train(c, tmp_path)
   report = result.report
   assert report["accuracy"] > 0.9, report
   assert report["log_loss"] < 0.5 < report["baselines"]["majority"]["log_loss"]
@@ -56,7 +56,7 @@ def test_minilm_frozen_trains_only_the_head(tmp_path):
       "arena.val_fraction": 0.2, "arena.prompt_max_tokens": 8, "arena.response_max_tokens": 24,
       "train.steps": 3, "train.batch_size": 8, "train.eval_every": 3, "train.log_every": 1,
       "train.checkpoint_every": 3})
-  result = classify_loop.train(c, tmp_path)
+  result = classify.train(c, tmp_path)
   assert result.step == 3 and np.isfinite(result.final_train_loss)
   assert result.num_params > 22e6 and result.num_trainable == 4 * 384 * 256 + 256 + 256 * 3 + 3
   model, _ = build_classifier.build_model(c.classifier, c.train.seed)
@@ -80,14 +80,14 @@ def test_resume_continues_from_checkpoint(vocab_dir, tmp_path):
                 "classifier.intermediate_size": 32, "arena.synthetic_rows": 200,
                 "train.steps": 8, "train.eval_every": 4, "train.checkpoint_every": 4,
                 "train.log_every": 1})
-  straight = classify_loop.train(c, tmp_path / "straight")
+  straight = classify.train(c, tmp_path / "straight")
   shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
   # As if the run had stopped after saving step 4.
   shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "8")
   shutil.rmtree(tmp_path / "resumed" / "best")
-  resumed = classify_loop.train(c, tmp_path / "resumed")
+  resumed = classify.train(c, tmp_path / "resumed")
   assert resumed.step == 8
-  without_speed = lambda d: [{k: v for k, v in r.items() if k != "pairs_per_s"}  # noqa: E731
+  without_speed = lambda d: [{k: v for k, v in r.items() if k not in ("pairs_per_s", "elapsed_s")}  # noqa: E731
                              for r in metrics_lib.read_metrics(d)]
   assert without_speed(tmp_path / "resumed") == without_speed(tmp_path / "straight")
   assert resumed.report == straight.report
@@ -95,9 +95,9 @@ def test_resume_continues_from_checkpoint(vocab_dir, tmp_path):
 
 def test_config_errors(vocab_dir, tmp_path):
   with pytest.raises(config_util.ConfigError, match="needs classifier.tokenizer"):
-    classify_loop.train(config(**{"classifier.tokenizer": ""}), tmp_path / "a")
+    classify.train(config(**{"classifier.tokenizer": ""}), tmp_path / "a")
   with pytest.raises(config_util.ConfigError, match="response_max_tokens=53 or less"):
-    classify_loop.train(config(**{"classifier.tokenizer": str(vocab_dir),
+    classify.train(config(**{"classifier.tokenizer": str(vocab_dir),
                                   "arena.response_max_tokens": 64}), tmp_path / "b")
   with pytest.raises(ValueError, match="Unknown variant part\\(s\\) \\['gpt'\\]"):
     config("gpt,frozen")

@@ -1,7 +1,7 @@
 """Sharded training: every mesh trains exactly like one device, and checkpoints move
 between meshes.
 
-Runs the real trainer (`loop.train`) on 8 fake CPU devices (see conftest.py) with a tiny
+Runs the real trainer (`lm.train`) on 8 fake CPU devices (see conftest.py) with a tiny
 GPT, a char tokenizer and a small text. Each configuration trains once per module and is
 shared by the tests that need it.
 """
@@ -23,7 +23,7 @@ from llmjax.data import pipeline
 from llmjax.data import shards
 from llmjax.parallel import mesh as mesh_lib
 from llmjax.train import checkpoint as ckpt_lib
-from llmjax.train import loop
+from llmjax.train import lm
 from llmjax.train import metrics as metrics_lib
 
 TEXT = "".join(f"{i:03d} the quick brown fox jumps over the lazy dog; {i * 7 % 13} hens\n"
@@ -63,7 +63,7 @@ def trained(tmp_path_factory, text_file):
     if key not in runs:
       workdir = tmp_path_factory.mktemp("run")
       config = tiny_config(text_file, mesh, num_devices, **overrides)
-      runs[key] = workdir, loop.train(config, workdir)
+      runs[key] = workdir, lm.train(config, workdir)
     return runs[key]
 
   return run
@@ -101,7 +101,7 @@ def ml_mesh(data, fsdp, tensor, num_devices=0):
 
 
 def abstract_state_on(config, mesh):
-  steps = loop.build_steps(config, mesh)
+  steps = lm.build_steps(config, mesh)
   return steps, ckpt_lib.abstract_like(steps.abstract_state, steps.state_shardings)
 
 
@@ -162,7 +162,7 @@ def test_checkpoint_saved_on_8_devices_resumes_on_one_device(trained, one_device
   shutil.copytree(source_dir, workdir)
   shutil.rmtree(workdir / "checkpoints" / str(STEPS))  # Keep step 2 of 4.
   shutil.rmtree(workdir / "best")
-  result = loop.train(tiny_config(text_file, (1, 1, 1), num_devices=1), workdir)
+  result = lm.train(tiny_config(text_file, (1, 1, 1), num_devices=1), workdir)
   assert result.step == STEPS
   np.testing.assert_allclose(train_losses(workdir), train_losses(ref_dir), rtol=0, atol=1e-5)
 
@@ -206,4 +206,4 @@ def test_mesh_sizes_are_checked():
 def test_batch_not_divisible_by_mesh_fails_clearly(text_file, tmp_path):
   config = tiny_config(text_file, (8, 1, 1), **{"train.batch_size": 4})
   with pytest.raises(config_util.ConfigError, match="divisible by the 8 devices"):
-    loop.train(config, tmp_path)
+    lm.train(config, tmp_path)

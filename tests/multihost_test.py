@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from llmjax import config_util
-from llmjax.train import loop
+from llmjax.train import lm
 from llmjax.train import metrics as metrics_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_two_processes_train_in_lockstep_like_one(tmp_path):
   # One process over the same 4 devices (a subset of this process's 8).
   config = config_util.load_config("configs/shakespeare.py:smoke").unlock()
   config_util.apply_overrides(config, {**overrides(text), "mesh.num_devices": 4})
-  reference = loop.train(config, tmp_path / "one")
+  reference = lm.train(config, tmp_path / "one")
   np.testing.assert_allclose(train_losses(workdir), train_losses(tmp_path / "one"),
                              rtol=0, atol=1e-5)
   val = [r["val_loss"] for r in metrics_lib.read_metrics(workdir) if "val_loss" in r]

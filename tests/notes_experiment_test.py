@@ -9,6 +9,7 @@ import pytest
 
 from llmjax import assets
 from llmjax import config_util
+from llmjax import errors
 from llmjax import data as data_lib
 from llmjax.data import notes
 from llmjax.data import tokenizer as tokenizer_lib
@@ -249,13 +250,13 @@ def test_experiment_user_errors_are_one_line(cache, text_file, tmp_path):
   config = load("configs/notes_experiment.py:smoke", **{
       "data.source": "file", "data.path": str(text_file),
       "notes.spacy_model": "xx_no_such_pipeline"})
-  with pytest.raises(SystemExit, match="pip install xx-no-such-pipeline"):
+  with pytest.raises(errors.LlmjaxError, match="pip install xx-no-such-pipeline"):
     jobs.run(config, str(tmp_path / "a"))
   config = load("configs/notes_experiment.py:smoke", **{"experiment.budget_unit": "bytes"})
-  with pytest.raises(SystemExit, match="budget_unit='bytes': use 'words' or 'tokens'"):
+  with pytest.raises(errors.LlmjaxError, match="budget_unit='bytes': use 'words' or 'tokens'"):
     jobs.run(config, str(tmp_path / "b"))
   config = load("configs/notes_richness.py:smoke", **{"experiment.levels": ("tag", "pos")})
-  with pytest.raises(SystemExit, match=r"experiment.levels has \['pos'\]"):
+  with pytest.raises(errors.LlmjaxError, match=r"experiment.levels has \['pos'\]"):
     jobs.run(config, str(tmp_path / "c"))
 
 

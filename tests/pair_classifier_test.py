@@ -1,5 +1,8 @@
 """Pair classifier module: pooling, order symmetry, freezing masks and bit-exact frozen params."""
 
+import dataclasses
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,9 +11,14 @@ import pytest
 from flax import nnx
 from ml_collections import ConfigDict
 
+from llmjax import config_util, errors
+from llmjax.models import build_classifier
 from llmjax.models import pair_classifier as pc
+from llmjax.pretrained import from_hf, hf_import, random_init, weights
 from llmjax.models.encoder import Encoder, EncoderConfig
-from llmjax.train import classify_loop
+from llmjax.train import classify
+from llmjax.train import optimizer as optim_lib
+from llmjax.train import step as step_lib
 
 B, T = 4, 12
 
@@ -46,7 +54,7 @@ def test_pooling_ignores_padding():
 
 def test_both_orders_prediction_is_order_symmetric():
   model = tiny_model()
-  a, b = classify_loop._sides(batch())  # pylint: disable=protected-access
+  a, b = classify.sides(batch())
   predict = nnx.jit(pc.predict_probs, static_argnames="both_orders")
   ab = predict(model, a, b, both_orders=True)
   ba = predict(model, b, a, both_orders=True)
@@ -59,7 +67,7 @@ def test_both_orders_prediction_is_order_symmetric():
 def test_swap_sides_relabels():
   data = batch()
   swap = np.array([True, False, True, False])
-  out = classify_loop.swap_sides(data, swap)
+  out = classify.swap_sides(data, swap)
   np.testing.assert_array_equal(out["ids_a"][0], data["ids_b"][0])
   np.testing.assert_array_equal(out["mask_b"][2], data["mask_a"][2])
   np.testing.assert_array_equal(out["ids_a"][1], data["ids_a"][1])
@@ -96,14 +104,14 @@ def test_frozen_parameters_stay_bit_identical(mode, k):
   mask = pc.trainable_mask(params, mode, k)
   optim = ConfigDict(dict(learning_rate=1e-2, min_lr_ratio=0.1, beta1=0.9, beta2=0.99, eps=1e-8,
                           weight_decay=0.1, warmup_steps=0, grad_clip=1.0))
-  tx = classify_loop.make_optimizer(optim, 10, mask)
+  tx = optim_lib.make_optimizer(optim, 10, mask)
   schedule = optax.constant_schedule(1e-2)
-  step = jax.jit(classify_loop.make_train_step(graphdef, tx, mask, schedule, dropout=False,
-                                               seed=0))
+  step = jax.jit(step_lib.make_train_step(classify.classify_loss(graphdef, mask, dropout=False),
+                                          tx, schedule, seed=0, trainable=mask))
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
   before = jax.tree.map(np.asarray, params)
   for i in range(3):
-    state, metrics = step(state, batch(i))
+    state, metrics = step(state, jax.tree.map(lambda x: x[None], batch(i)))
   assert np.isfinite(float(metrics["train_loss"]))
   after = jax.tree.map(np.asarray, state["params"])
   paths = jax.tree_util.tree_flatten_with_path(before)[0]
@@ -120,3 +128,45 @@ def test_frozen_parameters_stay_bit_identical(mode, k):
   n_state = sum(x.size for x in jax.tree.leaves(state["opt_state"]) if x.ndim)
   n_trainable = sum(p.size for p, t in zip(jax.tree.leaves(before), jax.tree.leaves(mask)) if t)
   assert n_state == 2 * n_trainable
+
+
+def test_random_mode_loads_no_pretrained_weights(monkeypatch):
+  """freeze='random': the checkpoint's shapes, a seeded transformers-style init, nothing
+  read from the weight file, every parameter trainable."""
+  golden = pathlib.Path(__file__).parent / "goldens" / "deberta"
+  cc = config_util.load_config("configs/arena_classifier.py:smoke").classifier.unlock()
+  cc.update(init_from=str(golden), tokenizer="synthetic", freeze="random")
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("random mode read pretrained weights")
+
+  for module, name in ((weights, "load_tensors"), (weights, "load_torch_bin"),
+                       (weights, "checkpoint_files"), (hf_import, "load_encoder_weights")):
+    monkeypatch.setattr(module, name, refuse)
+  model, _ = build_classifier.build_model(cc, seed=5)
+  again, _ = build_classifier.build_model(cc, seed=5)
+  other, _ = build_classifier.build_model(cc, seed=6)
+  monkeypatch.undo()
+  pretrained, cfg = from_hf(golden)
+  assert model.encoder.cfg == dataclasses.replace(cfg, hidden_dropout=0.0, attention_dropout=0.0)
+
+  flat = lambda m: dict(nnx.to_flat_state(nnx.state(m)))  # noqa: E731
+  ours, same, different, theirs = (flat(m) for m in (model.encoder, again.encoder,
+                                                     other.encoder, pretrained))
+  assert ours.keys() == theirs.keys()
+  for path, var in ours.items():
+    value = np.asarray(var.get_value())
+    assert value.shape == theirs[path].get_value().shape, path
+    np.testing.assert_array_equal(value, same[path].get_value())
+    assert not np.array_equal(value, theirs[path].get_value()), path
+    leaf = str(path[-1])
+    if leaf in ("kernel", "embedding"):
+      assert abs(value.std() - 0.02) < 0.004, path  # initializer_range
+      assert not np.array_equal(value, different[path].get_value()), path
+    else:
+      np.testing.assert_array_equal(value, 1.0 if leaf == "scale" else 0.0)
+  np.testing.assert_array_equal(model.encoder.embed.word.embedding[...][cfg.pad_token_id], 0.0)
+  params = nnx.to_pure_dict(nnx.state(model))
+  assert all(jax.tree.leaves(pc.trainable_mask(params, "random")))
+  with pytest.raises(errors.ConfigError, match="is a GPT-2 checkpoint, not an encoder"):
+    random_init.random_from_hf(golden.parent / "gpt2", seed=0)

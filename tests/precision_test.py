@@ -9,7 +9,7 @@ import pytest
 
 from llmjax import config_util
 from llmjax.parallel import mesh as mesh_lib
-from llmjax.train import loop
+from llmjax.train import lm
 
 
 def train_losses(n_steps=4, **overrides):
@@ -21,7 +21,7 @@ def train_losses(n_steps=4, **overrides):
       "optim.learning_rate": 1e-2, "optim.warmup_steps": 0, **overrides})
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(
       {"data": 1, "fsdp": 1, "tensor": 1}), devices=jax.devices()[:1])
-  steps = loop.build_steps(config, mesh)
+  steps = lm.build_steps(config, mesh)
   state = steps.init()
   # A learnable stream: each row counts up from its own offset.
   tokens = (np.arange(17)[None, :] + 5 * np.arange(4)[:, None]) % 64

@@ -8,13 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tokenizers
 from flax import nnx
 
 from llmjax.models import encoder
-from llmjax.pretrained import from_hf, hf_import
+from llmjax.pretrained import from_hf, hf_import, load_tokenizer
 
 GOLDENS = pathlib.Path(__file__).parent / "goldens"
-FAMILY_DIRS = ("bert", "distilbert", "roberta", "electra", "albert", "deberta_v3", "deberta_v2")
+FAMILY_DIRS = ("bert", "distilbert", "roberta", "electra", "albert", "deberta_v3", "deberta_v2",
+               "deberta")
 
 
 @functools.partial(nnx.jit, static_argnames=("output_hidden_states",))
@@ -62,6 +64,45 @@ def test_expected_config_features():
   assert (v2.rel_span, v2.conv_kernel_size, v2.conv_groups) == (6, 3, 2)
   assert set(v2.pos_att_type) == {"c2p", "p2c"} and not v2.share_att_key
   assert cfgs["roberta"].pad_token_id == 1
+  v1 = cfgs["deberta"]
+  assert (v1.family, v1.num_heads, v1.qk_dim, v1.vocab_size, v1.embed_dim) == (
+      "deberta", 3, 11, 97, 26)
+  assert v1.rel_span == 10 and not v1.absolute_positions and v1.position_buckets <= 0
+
+
+def test_deberta_v1_within_and_beyond_its_relative_span():
+  """The 17 tokens of the main batch (checked above) reach past the relative span of 10
+  (distances clipped); the short batch of 7 stays inside it (the reference then slices
+  its table to the sequence length instead)."""
+  model, _ = from_hf(GOLDENS / "deberta")
+  golden = np.load(GOLDENS / "deberta" / "golden.npz")
+  assert golden["input_ids"].shape == (3, 17) and golden["short_input_ids"].shape == (2, 7)
+  _, hidden = _forward(model, golden["short_input_ids"], golden["short_attention_mask"],
+                       output_hidden_states=True)
+  real = golden["short_attention_mask"].astype(bool)
+  for i, (got, ref) in enumerate(zip(hidden, golden["short_hidden_states"])):
+    np.testing.assert_allclose(np.asarray(got)[real], ref[real], atol=1e-4, rtol=0,
+                               err_msg=f"state {i}")
+  attn = model.layers[0].attn
+  assert attn.key.bias is None and attn.pos_key.bias is None and attn.query.bias is not None
+
+
+def test_deberta_v1_fused_attention_is_split_per_head():
+  d, k, heads = 2, 3, 2
+  fused = np.arange(3 * heads * k * d, dtype=np.float32).reshape(3 * heads * k, d)
+  stem = "deberta.encoder.layer.0.attention.self."
+  out = hf_import.split_deberta_in_proj(
+      {stem + "in_proj.weight": fused, stem + "q_bias": np.ones(6), stem + "v_bias": np.zeros(6)},
+      num_heads=heads)
+  # Rows per head: 3 query, 3 key, 3 value.
+  np.testing.assert_array_equal(out[stem + "key_proj.weight"], fused[[3, 4, 5, 12, 13, 14]])
+  np.testing.assert_array_equal(out[stem + "query_proj.bias"], np.ones(6))
+  assert sorted(out) == sorted(stem + n for n in (
+      "query_proj.weight", "query_proj.bias", "key_proj.weight", "value_proj.weight",
+      "value_proj.bias"))
+  with pytest.raises(ValueError, match=r"has 18 rows, not a multiple of 3 x "
+                     r"num_attention_heads=4"):
+    hf_import.split_deberta_in_proj({stem + "in_proj.weight": fused}, num_heads=4)
 
 
 def test_roberta_positions_skip_padding():
@@ -237,3 +278,18 @@ def test_unreachable_hub_gives_a_clear_error(monkeypatch):
   with pytest.raises(FileNotFoundError, match=r"'bert-base-uncased' is neither a local directory"
                      r" nor a downloadable hub repository \(no network\)"):
     from_hf("bert-base-uncased")
+
+
+def test_deberta_v1_bpe_tokenizer_uses_cls_and_sep(tmp_path):
+  """microsoft/deberta-base ships GPT-2 BPE files whose specials are [CLS] / [SEP]."""
+  trainer = tokenizers.ByteLevelBPETokenizer()
+  trainer.train_from_iterator(["hello world, hello there"] * 20, vocab_size=300,
+                              special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"])
+  trainer.save_model(str(tmp_path))
+  tok = load_tokenizer(tmp_path)
+  enc = tok.encode("hello world", "there")
+  assert enc.tokens[0] == "[CLS]" and enc.tokens.count("[SEP]") == 2
+  assert enc.tokens[-1] == "[SEP]" and "<s>" not in enc.tokens
+  first = enc.tokens.index("[SEP]") + 1
+  assert enc.type_ids == [0] * first + [1] * (len(enc.ids) - first)
+  assert tok.token_to_id("[PAD]") == 0

@@ -16,7 +16,7 @@ from llmjax import generate
 from llmjax import models
 from llmjax.models import gpt
 from llmjax.models import progressive as pg
-from llmjax.train import progressive_loop
+from llmjax.train import progressive as progressive_train
 
 VOCAB = 64
 
@@ -129,12 +129,12 @@ def test_registry_reads_stage_and_adapter_settings_from_the_model_section():
 
 
 def test_stage_boundaries():
-  assert progressive_loop.stage_boundaries(12, (1 / 3, 1 / 3, 1 / 3)) == [4, 8, 12]
-  assert progressive_loop.stage_boundaries(10, (0.5, 0.25, 0.25)) == [5, 8, 10]
-  assert [progressive_loop.stage_at(s, [4, 8, 12]) for s in (0, 3, 4, 7, 8, 12)] == \
+  assert progressive_train.stage_boundaries(12, (1 / 3, 1 / 3, 1 / 3)) == [4, 8, 12]
+  assert progressive_train.stage_boundaries(10, (0.5, 0.25, 0.25)) == [5, 8, 10]
+  assert [progressive_train.stage_at(s, [4, 8, 12]) for s in (0, 3, 4, 7, 8, 12)] == \
       [1, 1, 2, 2, 3, 3]
   with pytest.raises(ValueError, match="stage_fractions"):
-    progressive_loop.stage_boundaries(12, (0.5, 0.6))
+    progressive_train.stage_boundaries(12, (0.5, 0.6))
 
 
 def smoke_config(tmp_path) -> ml_collections.ConfigDict:
@@ -157,7 +157,8 @@ def smoke_config(tmp_path) -> ml_collections.ConfigDict:
 def read_records(workdir):
   """metrics.jsonl without the wall-clock throughput."""
   records = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
-  return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
+  return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")}
+          for r in records]
 
 
 def final_params(workdir):
@@ -170,7 +171,7 @@ def final_params(workdir):
 def test_training_job_switches_stages_and_resumes_across_a_boundary(tmp_path, monkeypatch):
   monkeypatch.setenv("LLMJAX_CACHE", str(tmp_path / "cache"))
   config = smoke_config(tmp_path)
-  full = progressive_loop.train(config, tmp_path / "full")
+  full = progressive_train.train(config, tmp_path / "full")
   assert full.step == 9 and full.stage_steps == [0, 3, 6]
   records = read_records(tmp_path / "full")
   switches = [(r["step"], r["stage"]) for r in records if set(r) == {"step", "stage", "tokens"}]
@@ -178,9 +179,9 @@ def test_training_job_switches_stages_and_resumes_across_a_boundary(tmp_path, mo
 
   # Stop at step 2 (stage 1) and at step 4 (stage 2), resuming each time.
   split = tmp_path / "split"
-  first = progressive_loop.train(config, split, stop_at_step=2)
+  first = progressive_train.train(config, split, stop_at_step=2)
   assert first.interrupted and first.step == 2
-  second = progressive_loop.train(config, split, stop_at_step=4)
+  second = progressive_train.train(config, split, stop_at_step=4)
   assert second.step == 4 and second.resumed_from == 2
   # A copy whose newest checkpoint (step 4, stage 2) is unreadable falls back to step 2,
   # a stage-1 state, and trains on through the stage switch.
@@ -189,10 +190,10 @@ def test_training_job_switches_stages_and_resumes_across_a_boundary(tmp_path, mo
   for path in (fallback / "checkpoints" / "4" / "state").rglob("*"):
     if path.is_file() and path.parent.name == "d":
       path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
-  fell_back = progressive_loop.train(config, fallback)
+  fell_back = progressive_train.train(config, fallback)
   assert fell_back.resumed_from == 2 and fell_back.step == 9
   assert (fallback / "checkpoints" / "4.corrupt").is_dir()
-  third = progressive_loop.train(config, split)
+  third = progressive_train.train(config, split)
   assert third.resumed_from == 4 and third.step == 9
 
   want, want_cfg, _ = final_params(tmp_path / "full")

@@ -179,21 +179,21 @@ def tiny_config(text_path, steps):
 @pytest.mark.slow
 def test_training_with_server_down_then_backfill_then_resume(tmp_path, monkeypatch, store_uri,
                                                              mlflow_client):
-  from llmjax.train import loop
+  from llmjax.train import lm
   from llmjax.train import metrics as metrics_lib
   text = tmp_path / "text.txt"
   text.write_text("".join(f"line {i}: the quick brown fox jumps.\n" for i in range(200)))
   workdir = tmp_path / "tiny"
   monkeypatch.setenv("MLFLOW_TRACKING_URI", DOWN)
   with pytest.warns(track.TrackingWarning):
-    result = loop.train(tiny_config(text, 4), workdir)
+    result = lm.train(tiny_config(text, 4), workdir)
   assert result.step == 4 and not (workdir / track.RUN_FILE).exists()
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["bytes_per_token"] == pytest.approx(1.0)
   # Back online: send the finished part, then resume training into the same MLflow run.
   monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
   run_id = track.log_finished_run(workdir, "tiny")
-  loop.train(tiny_config(text, 6), workdir)
+  lm.train(tiny_config(text, 6), workdir)
   assert track.run_id_for(workdir) == run_id
   records = metrics_lib.read_metrics(workdir)
   want = [(r["step"], pytest.approx(r["train_loss"])) for r in records if "train_loss" in r]

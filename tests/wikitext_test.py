@@ -112,7 +112,7 @@ def test_expected_counts_check():
 def test_wikitext2_config_trains_and_reports_test_perplexity(tmp_path):
   from llmjax import config_util
   from llmjax import report
-  from llmjax.train import loop
+  from llmjax.train import lm
   root = tmp_path / "wikitext" / "wikitext-2-raw-v1"
   root.mkdir(parents=True)
   sentence = " The game plays like its predecessors , with a few changes . \n"
@@ -122,7 +122,7 @@ def test_wikitext2_config_trains_and_reports_test_perplexity(tmp_path):
   config = config_util.load_config("configs/wikitext2.py:smoke").unlock()
   config_util.apply_overrides(config, {"data.path": str(root.parent), "train.steps": 2,
                                        "train.eval_every": 2, "train.sample_tokens": 0})
-  result = loop.train(config, tmp_path / "run")
+  result = lm.train(config, tmp_path / "run")
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["test_loss"] == result.test_loss
   assert summary["test_perplexity"] == pytest.approx(np.exp(result.test_loss))

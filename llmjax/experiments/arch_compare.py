@@ -85,10 +85,10 @@ def inference_ms_per_token(workdir: pathlib.Path, n_tokens: int, seed: int) -> f
 
 def train_one(c: ml_collections.ConfigDict, workdir: pathlib.Path):
   if c.job == "progressive":
-    from llmjax.train import progressive_loop  # pylint: disable=import-outside-toplevel
-    return progressive_loop.train(c, workdir)
-  from llmjax.train import loop  # pylint: disable=import-outside-toplevel
-  return loop.train(c, workdir)
+    from llmjax.train import progressive as progressive_train  # pylint: disable=import-outside-toplevel
+    return progressive_train.train(c, workdir)
+  from llmjax.train import lm  # pylint: disable=import-outside-toplevel
+  return lm.train(c, workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[dict]:

@@ -227,7 +227,7 @@ def train_and_score(run_cfg: ml_collections.ConfigDict, splits, run_dir: pathlib
                     exp: ml_collections.ConfigDict) -> dict[str, Any]:
   """Trains one run for the experiment's budget, then scores it on held-out text."""
   from llmjax import api  # pylint: disable=g-import-not-at-top
-  from llmjax.train import loop  # pylint: disable=g-import-not-at-top
+  from llmjax.train import lm  # pylint: disable=g-import-not-at-top
 
   tc, mc = run_cfg.train, run_cfg.model
   tokens_per_step = tc.batch_size * mc.block_size
@@ -236,7 +236,7 @@ def train_and_score(run_cfg: ml_collections.ConfigDict, splits, run_dir: pathlib
   tc.checkpoint_every = tc.steps
   tc.sample_tokens = 0
   tc.patience = 0
-  result = loop.train(run_cfg, run_dir)
+  result = lm.train(run_cfg, run_dir)
   model, _, _ = api.load_model(run_dir, "latest")
   ids, n_words, n_bytes = heldout(splits.dir, exp.eval_words)
   nll, top = score_tokens(model, ids, eot_id=splits.manifest["eot_id"],

@@ -1,6 +1,7 @@
-"""Bidirectional Transformer encoders: BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, DeBERTa-v2/v3.
+"""Bidirectional Transformer encoders: BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, DeBERTa
+(v1, v2 and v3).
 
-All six families share one post-LayerNorm block (attention, add & norm, feed-forward,
+All seven families share one post-LayerNorm block (attention, add & norm, feed-forward,
 add & norm); they differ in how tokens are embedded, whether layers share weights,
 and how attention scores are formed:
 
@@ -12,6 +13,10 @@ and how attention scores are formed:
   deberta-v2  disentangled attention: content-to-position and position-to-content
               scores against relative-position embeddings (optionally log-bucketed),
               an optional convolution after the first layer, pairwise padding masks.
+  deberta     DeBERTa v1 (microsoft/deberta-base): the same disentangled attention
+              without log buckets, convolution or shared keys; the key projection and
+              the position-key projection have no bias (v1 stores query, key and value
+              as one `in_proj` matrix plus separate query and value biases).
 
 `llmjax.pretrained.from_hf` builds an `Encoder` from a Hugging Face checkpoint; the
 outputs equal the `transformers` implementations (eager attention) within 1e-4 in fp32.
@@ -28,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-FAMILIES = ("bert", "distilbert", "roberta", "electra", "albert", "deberta-v2")
+FAMILIES = ("bert", "distilbert", "roberta", "electra", "albert", "deberta", "deberta-v2")
+DEBERTA_FAMILIES = ("deberta", "deberta-v2")
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
@@ -102,6 +108,11 @@ class EncoderConfig:
       raise ValueError(f"pos_att_type {self.pos_att_type} has unknown entries {sorted(unknown)};"
                        " use 'c2p' and/or 'p2c'")
     activation_fn(self.activation)
+
+  @property
+  def is_deberta(self) -> bool:
+    """DeBERTa v1, v2 or v3: pairwise padding masks, project-then-normalise embeddings."""
+    return self.family in DEBERTA_FAMILIES
 
   @property
   def qk_dim(self) -> int:
@@ -193,12 +204,14 @@ class Attention(nnx.Module):
   def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     d, hk = cfg.hidden_size, cfg.num_heads * cfg.qk_dim
+    v1 = cfg.family == "deberta"  # DeBERTa v1 has no key or position-key bias.
     self.query = _linear(d, hk, cfg, rngs)
-    self.key = _linear(d, hk, cfg, rngs)
+    self.key = _linear(d, hk, cfg, rngs, use_bias=not v1)
     self.value = _linear(d, hk, cfg, rngs)
     self.out = _linear(hk, d, cfg, rngs)
     separate = cfg.relative_attention and not cfg.share_att_key
-    self.pos_key = _linear(d, hk, cfg, rngs) if separate and "c2p" in cfg.pos_att_type else None
+    self.pos_key = (_linear(d, hk, cfg, rngs, use_bias=not v1)
+                    if separate and "c2p" in cfg.pos_att_type else None)
     self.pos_query = _linear(d, hk, cfg, rngs) if separate and "p2c" in cfg.pos_att_type else None
 
   def _heads(self, x_BxTxHK: jax.Array) -> jax.Array:
@@ -212,7 +225,7 @@ class Attention(nnx.Module):
     k_BxSxHxK = self._heads(self.key(x_BxTxD))
     v_BxSxHxK = self._heads(self.value(x_BxTxD))
 
-    if cfg.family == "deberta-v2":
+    if cfg.is_deberta:
       # Content and position scores share one temperature: sqrt(K * number of terms).
       scale = float(np.sqrt(np.float32(cfg.qk_dim * (1 + len(cfg.pos_att_type)))))
     else:
@@ -283,7 +296,7 @@ class Embeddings(nnx.Module):
     self.token_type = (_embed(cfg.type_vocab_size, e, cfg, rngs)
                        if cfg.type_vocab_size > 0 else None)
     # DeBERTa projects before normalising (no bias); ELECTRA and ALBERT normalise first.
-    self.project_first = cfg.family == "deberta-v2"
+    self.project_first = cfg.is_deberta
     self.norm = _layer_norm(d if self.project_first else e, cfg, rngs)
     self.proj = _linear(e, d, cfg, rngs, use_bias=not self.project_first) if e != d else None
 
@@ -379,7 +392,7 @@ class Encoder(nnx.Module):
     mask_BxT = attention_mask_BxT.astype(jnp.bool_)
 
     x_BxTxD = self.embed(input_ids_BxT, token_type_ids_BxT, rngs)
-    if cfg.family == "deberta-v2":
+    if cfg.is_deberta:
       # DeBERTa zeroes padded embeddings and masks padded queries as well as keys.
       x_BxTxD = x_BxTxD * mask_BxT[..., None].astype(x_BxTxD.dtype)
       mask_BxHxTxS = (mask_BxT[:, None, :, None] & mask_BxT[:, None, None, :])

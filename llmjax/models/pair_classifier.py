@@ -9,7 +9,9 @@ the head sees `[a, b]`, or `[a, b, |a-b|, a*b]` with `diff_prod`:
 
 Freezing (which parameters train) is decided outside the module, by
 `trainable_mask(params, mode, k)`: `frozen` (head only), `bottom_frozen` (embeddings and
-the bottom k encoder layers fixed) or `full`.
+the bottom k encoder layers fixed), `full`, or `random` (everything trains, as in `full`;
+the encoder starts from random weights instead of the checkpoint's, see
+`llmjax.models.build_classifier`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ A_WINS, B_WINS, TIE = 0, 1, 2
 # Relabelling when A and B trade places.
 SWAP_CLASSES = (B_WINS, A_WINS, TIE)
 POOLINGS = ("cls", "mean")
-FREEZE_MODES = ("frozen", "bottom_frozen", "full")
+FREEZE_MODES = ("frozen", "bottom_frozen", "full", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +134,8 @@ def trainable_mask(params: dict, mode: str, frozen_layers: int = 0,
   """A tree of Python bools (True = trains) matching a PairClassifier's pure-dict params.
 
   frozen: only the head trains. bottom_frozen: the embeddings and encoder layers
-  0..k-1 stay fixed (k = frozen_layers; for ALBERT, stored layers). full: all train.
+  0..k-1 stay fixed (k = frozen_layers; for ALBERT, stored layers). full and random:
+  all train.
   """
   if mode not in FREEZE_MODES:
     raise ValueError(f"freeze mode {mode!r}; use one of {FREEZE_MODES}")
@@ -143,7 +146,7 @@ def trainable_mask(params: dict, mode: str, frozen_layers: int = 0,
 
   def one(path, _):
     keys = tuple(getattr(p, "key", getattr(p, "idx", p)) for p in path)
-    if keys[0] != "encoder" or mode == "full":
+    if keys[0] != "encoder" or mode in ("full", "random"):
       return True
     if mode == "frozen":
       return False

@@ -5,7 +5,7 @@
     model, cfg = from_hf(path, dtype=jnp.bfloat16)          # EncoderConfig overrides
     model, cfg = from_hf("gpt2-xl", scan_layers=True)       # GPT-2: an llmjax GPT
 
-Encoders (BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, DeBERTa-v2/v3) become
+Encoders (BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, DeBERTa v1/v2/v3) become
 `llmjax.models.encoder.Encoder`s; GPT-2 checkpoints become `llmjax.models.gpt.GPT`s
 (see `llmjax.pretrained.gpt2`).
 
@@ -88,6 +88,34 @@ def _distilbert(c):
       hidden_dropout=c.get("dropout", 0.1), attention_dropout=c.get("attention_dropout", 0.1))
 
 
+def _deberta(c):
+  """DeBERTa v1 (`model_type` deberta): plain relative distances, no convolution."""
+  if c.get("talking_head", False):
+    raise ValueError("talking_head=true in config.json is not supported (DeBERTa v1 "
+                     "checkpoints on the hub use talking_head=false)")
+  pos_att_type = c.get("pos_att_type") or []
+  if isinstance(pos_att_type, str):
+    pos_att_type = [x.strip() for x in pos_att_type.lower().split("|")]
+  unsupported = sorted(set(pos_att_type) - {"c2p", "p2c", ""})
+  if unsupported:
+    raise ValueError(f"pos_att_type {unsupported} in config.json is not supported; only "
+                     "'c2p' and 'p2c' are")
+  return EncoderConfig(
+      family="deberta", vocab_size=c.get("vocab_size", 50265),
+      hidden_size=c.get("hidden_size", 768), num_layers=c.get("num_hidden_layers", 12),
+      num_heads=c.get("num_attention_heads", 12),
+      intermediate_size=c.get("intermediate_size", 3072), activation=c.get("hidden_act", "gelu"),
+      layer_norm_eps=c.get("layer_norm_eps", 1e-7), embedding_size=c.get("embedding_size"),
+      max_position_embeddings=c.get("max_position_embeddings", 512),
+      absolute_positions=c.get("position_biased_input", True),
+      type_vocab_size=c.get("type_vocab_size", 0), pad_token_id=c.get("pad_token_id", 0),
+      relative_attention=c.get("relative_attention", False),
+      pos_att_type=tuple(t for t in pos_att_type if t),
+      max_relative_positions=c.get("max_relative_positions", -1),
+      hidden_dropout=c.get("hidden_dropout_prob", 0.1),
+      attention_dropout=c.get("attention_probs_dropout_prob", 0.1))
+
+
 def _deberta_v2(c):
   pos_att_type = c.get("pos_att_type") or []
   if isinstance(pos_att_type, str):
@@ -119,6 +147,7 @@ CONFIG_CONVERTERS: dict[str, Callable[[dict[str, Any]], EncoderConfig]] = {
     "electra": _electra,
     "albert": _albert,
     "distilbert": _distilbert,
+    "deberta": _deberta,
     "deberta-v2": _deberta_v2,
 }
 
@@ -146,6 +175,7 @@ def hf_module_names(cfg: EncoderConfig) -> dict[str, str]:
            "embed.norm": "embeddings.LayerNorm",
            "embed.proj": {"electra": "embeddings_project",
                           "albert": "encoder.embedding_hidden_mapping_in",
+                          "deberta": "embeddings.embed_proj",
                           "deberta-v2": "embeddings.embed_proj"}.get(f, "")}
   if f == "distilbert":
     sub = {"attn.query": "attention.q_lin", "attn.key": "attention.k_lin",
@@ -158,13 +188,15 @@ def hf_module_names(cfg: EncoderConfig) -> dict[str, str]:
            "attn_norm": "attention.LayerNorm", "ffn_in": "ffn", "ffn_out": "ffn_output",
            "ffn_norm": "full_layer_layer_norm"}
   else:
-    proj = "_proj" if f == "deberta-v2" else ""
+    # DeBERTa v1's fused in_proj is split into query_proj / key_proj / value_proj on load.
+    proj = "_proj" if cfg.is_deberta else ""
+    v1 = f == "deberta"
     sub = {"attn.query": f"attention.self.query{proj}", "attn.key": f"attention.self.key{proj}",
            "attn.value": f"attention.self.value{proj}", "attn.out": "attention.output.dense",
            "attn_norm": "attention.output.LayerNorm", "ffn_in": "intermediate.dense",
            "ffn_out": "output.dense", "ffn_norm": "output.LayerNorm",
-           "attn.pos_key": "attention.self.pos_key_proj",
-           "attn.pos_query": "attention.self.pos_query_proj"}
+           "attn.pos_key": "attention.self." + ("pos_proj" if v1 else "pos_key_proj"),
+           "attn.pos_query": "attention.self." + ("pos_q_proj" if v1 else "pos_query_proj")}
   for i in range(cfg.num_stored_layers):
     if f == "albert":
       group, inner = divmod(i, cfg.inner_group_size)
@@ -209,6 +241,36 @@ def _normalise_names(tensors: dict[str, np.ndarray],
   return out, outside
 
 
+_IN_PROJ = "attention.self.in_proj.weight"
+
+
+def split_deberta_in_proj(tensors: dict[str, np.ndarray], num_heads: int,
+                          source: str = "checkpoint") -> dict[str, np.ndarray]:
+  """DeBERTa v1's fused attention weights as separate query / key / value tensors.
+
+  `in_proj.weight` ((3 H K) x D) holds, for each head in turn, K query rows, K key rows
+  and K value rows; `q_bias` and `v_bias` are the query and value biases (the key has
+  none). Returns a copy of `tensors` with these replaced by `query_proj.{weight,bias}`,
+  `key_proj.weight` and `value_proj.{weight,bias}`.
+  """
+  out = dict(tensors)
+  for name in [k for k in tensors if k.endswith(_IN_PROJ)]:
+    stem = name[:-len("in_proj.weight")]
+    fused = out.pop(name)
+    rows, width = fused.shape
+    if rows % (3 * num_heads):
+      raise ValueError(f"tensor {name!r} in {source} has {rows} rows, not a multiple of 3 x "
+                       f"num_attention_heads={num_heads}; does config.json belong to these "
+                       "weights?")
+    per_head_HxQKVxKxD = fused.reshape(num_heads, 3, rows // (3 * num_heads), width)
+    for j, part in enumerate(("query_proj", "key_proj", "value_proj")):
+      out[f"{stem}{part}.weight"] = per_head_HxQKVxKxD[:, j].reshape(-1, width)
+    for bias, part in (("q_bias", "query_proj"), ("v_bias", "value_proj")):
+      if stem + bias in out:
+        out[f"{stem}{part}.bias"] = out.pop(stem + bias)
+  return out
+
+
 def _convert(leaf: str, value: np.ndarray, target_ndim: int) -> np.ndarray:
   if leaf == "kernel" and value.ndim == 2:  # torch Linear: out x in
     return value.T
@@ -222,6 +284,8 @@ def load_encoder_weights(model: Encoder, tensors: dict[str, np.ndarray],
   """Returns `model` with every parameter replaced by the matching checkpoint tensor."""
   cfg = model.cfg
   tensors, outside = _normalise_names(tensors, source)
+  if cfg.family == "deberta":
+    tensors = split_deberta_in_proj(tensors, cfg.num_heads, source)
   module_names = hf_module_names(cfg)
   graphdef, state = nnx.split(model)
   used, leaves = set(), []

@@ -4,7 +4,9 @@
   tokenizer.json            any fast tokenizer, exactly as saved;
   vocab.txt                 BERT WordPiece ([CLS] a [SEP] b [SEP]), lower-casing as
                             tokenizer_config.json says (default: lower-case);
-  vocab.json + merges.txt   RoBERTa byte-level BPE (<s> a </s></s> b </s>).
+  vocab.json + merges.txt   byte-level BPE: RoBERTa's (<s> a </s></s> b </s>), or, when
+                            the vocabulary has [CLS] and [SEP] and no <s>, DeBERTa v1's
+                            ([CLS] a [SEP] b [SEP], b with token type 1).
 Padding and truncation saved in tokenizer.json are switched off so that every loader
 behaves alike; pass `max_length` to truncate, and pad when batching.
 """
@@ -37,15 +39,22 @@ def _special(vocab: dict[str, int], token: str, path: pathlib.Path) -> tuple[str
 
 def wordpiece_from_vocab(vocab_path: pathlib.Path, lowercase: bool = True) -> tokenizers.Tokenizer:
   """A BERT WordPiece tokenizer built from a vocab.txt file."""
+  return wordpiece_from_tokens(vocab_path.read_text(encoding="utf-8").splitlines(), lowercase,
+                               source=vocab_path)
+
+
+def wordpiece_from_tokens(tokens: list[str], lowercase: bool = True,
+                          source: str | os.PathLike = "vocabulary") -> tokenizers.Tokenizer:
+  """A BERT WordPiece tokenizer whose token i is `tokens[i]` (needs [CLS] and [SEP])."""
   vocab = {}
-  for i, line in enumerate(vocab_path.read_text(encoding="utf-8").splitlines()):
-    vocab.setdefault(line.rstrip("\n"), i)
+  for i, token in enumerate(tokens):
+    vocab.setdefault(token.rstrip("\n"), i)
   tok = tokenizers.Tokenizer(
       models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
   tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                               strip_accents=None, lowercase=lowercase)
   tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  cls, sep = _special(vocab, "[CLS]", vocab_path), _special(vocab, "[SEP]", vocab_path)
+  cls, sep = _special(vocab, "[CLS]", source), _special(vocab, "[SEP]", source)
   tok.post_processor = processors.TemplateProcessing(
       single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep])
   tok.decoder = decoders.WordPiece(prefix="##")
@@ -55,15 +64,23 @@ def wordpiece_from_vocab(vocab_path: pathlib.Path, lowercase: bool = True) -> to
 
 def bytelevel_bpe_from_files(vocab_path: pathlib.Path, merges_path: pathlib.Path,
                              add_prefix_space: bool = False) -> tokenizers.Tokenizer:
-  """A RoBERTa byte-level BPE tokenizer built from vocab.json and merges.txt."""
+  """A byte-level BPE tokenizer built from vocab.json and merges.txt: RoBERTa's special
+  tokens and pair layout, or DeBERTa v1's when the vocabulary has [CLS] but no <s>."""
   vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
   tok = tokenizers.Tokenizer(models.BPE.from_file(str(vocab_path), str(merges_path)))
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
   tok.decoder = decoders.ByteLevel()
-  tok.post_processor = processors.RobertaProcessing(
-      _special(vocab, "</s>", vocab_path), _special(vocab, "<s>", vocab_path),
-      add_prefix_space=add_prefix_space)
-  tok.add_special_tokens([t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t in vocab])
+  if "<s>" not in vocab and "[CLS]" in vocab:
+    cls, sep = _special(vocab, "[CLS]", vocab_path), _special(vocab, "[SEP]", vocab_path)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep])
+    specials = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+  else:
+    tok.post_processor = processors.RobertaProcessing(
+        _special(vocab, "</s>", vocab_path), _special(vocab, "<s>", vocab_path),
+        add_prefix_space=add_prefix_space)
+    specials = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+  tok.add_special_tokens([t for t in specials if t in vocab])
   return tok
 
 

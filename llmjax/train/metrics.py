@@ -1,13 +1,19 @@
-"""metrics.jsonl writing (one JSON object per logged step) and small statistics."""
+"""metrics.jsonl writing (one JSON object per logged step), train metrics fetched one
+step late with the NaN check, summary.json, and small statistics."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
+import time
+from typing import Callable
 
+import jax
 import numpy as np
+
+from llmjax import errors
+from llmjax import fileio
 
 
 class MetricsWriter:
@@ -27,9 +33,7 @@ class MetricsWriter:
     if resume_step is not None and self.path.exists():
       kept = [line for line in self.path.read_text().splitlines()
               if _parses(line) and json.loads(line).get("step", 0) <= resume_step]
-    tmp = self.path.with_name(self.path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, self.path)
+    fileio.atomic_write_text(self.path, "".join(line + "\n" for line in kept))
     self._file = self.path.open("a")
 
   def write(self, record: dict) -> None:
@@ -84,8 +88,64 @@ def bits_per_byte(loss: float, bytes_per_tok: float) -> float:
 
 def write_summary(workdir: str | pathlib.Path, summary: dict) -> pathlib.Path:
   """Writes DIR/summary.json atomically (what the report reads for each run)."""
-  path = pathlib.Path(workdir) / "summary.json"
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-  tmp.replace(path)
-  return path
+  return fileio.atomic_write_json(pathlib.Path(workdir) / "summary.json", summary)
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+class LaggedMetrics:
+  """Train-step metrics fetched one step late, so the host never waits on the step it has
+  just dispatched: checks every step's loss and gradient norm for NaN/inf, logs every
+  `log_every` steps through `write`, and keeps the throughput and the progress bar current.
+
+  `unit` names what `per_step` counts (tokens, pairs): records carry `<unit>_per_s` and
+  `<unit>` (the running total).
+  """
+
+  def __init__(self, *, total_steps: int, log_every: int, per_step: int, unit: str,
+               last_good_step: Callable[[], int | None], bar, write):
+    self.total_steps, self.log_every = total_steps, max(log_every, 1)
+    self.per_step, self.unit, self.last_good_step = per_step, unit, last_good_step
+    self.bar, self.write = bar, write
+    self.pending = None  # (step, device metrics) not fetched yet.
+    self.last = None  # Host metrics of the newest fetched step.
+    self.throughput = 0.0  # Units/s over the last second or so.
+    self.restart_clock()
+
+  def restart_clock(self) -> None:
+    """Starts a new throughput window (e.g. after a pause that was not training)."""
+    self._t_last, self._since = time.perf_counter(), 0
+
+  def dispatched(self, step: int, device_metrics: dict) -> None:
+    """Step `step` was dispatched: fetches the previous step's metrics, queues these."""
+    self.flush()
+    self.pending = (step, device_metrics)
+    self._since += 1
+    now = time.perf_counter()
+    if now - self._t_last > 1.0 or step == self.total_steps:
+      self.throughput = self._since * self.per_step / (now - self._t_last)
+      self.restart_clock()
+      if self.last:
+        self.bar.set_postfix(loss=f"{self.last['train_loss']:.3f}",
+                             **{("tok_s" if self.unit == "tokens" else f"{self.unit}_s"): f"{self.throughput:,.0f}"}, refresh=False)
+    self.bar.update(1)
+
+  def flush(self) -> None:
+    """Waits for the queued step's metrics; raises TrainingError if they are not finite."""
+    if self.pending is None:
+      return
+    step, device_metrics = self.pending
+    self.pending = None
+    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    loss, norm = host["train_loss"], host.get("grad_norm", 0.0)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+      raise errors.TrainingError(
+          f"Loss became {loss} (grad norm {norm}) at step {step}. Stopping; the last good "
+          f"checkpoint (step {self.last_good_step()}) is intact. Lower optim.learning_rate "
+          "or raise optim.warmup_steps, then re-run to resume from it.")
+    self.last = host
+    if step % self.log_every == 0 or step == self.total_steps:
+      self.write({"step": step, **host, f"{self.unit}_per_s": self.throughput,
+                  self.unit: step * self.per_step})

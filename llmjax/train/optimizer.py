@@ -1,4 +1,5 @@
-"""AdamW with warmup + cosine decay, global-norm clipping, and a weight-decay mask."""
+"""AdamW with warmup + cosine decay, global-norm clipping, a weight-decay mask, and an
+optional trainable mask (frozen parameters get no update and no optimizer state)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,15 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(lambda path, _: decays(path), params)
 
 
-def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(optim_cfg, total_steps: int, trainable=None) -> optax.GradientTransformation:
+  """AdamW for `optim_cfg`; `trainable` (a tree of bools like the params, or a function of
+  the params giving one) confines it, clipping included, to the True leaves: the others
+  get zero updates and carry no moments."""
+  if trainable is not None:
+    labels = lambda params: jax.tree.map(lambda t: "train" if t else "frozen",
+                                         trainable(params) if callable(trainable) else trainable)
+    return optax.multi_transform({"train": make_optimizer(optim_cfg, total_steps),
+                                  "frozen": optax.set_to_zero()}, labels)
   schedule = learning_rate_schedule(optim_cfg, total_steps)
   parts = []
   if optim_cfg.grad_clip > 0:

@@ -8,7 +8,6 @@ A micro-batches whose gradients are averaged (gradient accumulation).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import jax
@@ -16,152 +15,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from llmjax.models import layers
+from llmjax.models import loss as loss_lib
 
 TrainState = dict[str, Any]
-
-
-def cross_entropy(logits_BxTxV, targets_BxT, weights_BxT=None):
-  """Mean next-token cross-entropy in float32 (targets < 0 are ignored)."""
-  logits = logits_BxTxV.astype(jnp.float32)
-  valid = targets_BxT >= 0
-  if weights_BxT is not None:
-    valid = valid & (weights_BxT > 0)
-  safe_targets = jnp.where(valid, targets_BxT, 0)
-  logz = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, safe_targets[..., None], axis=-1)[..., 0]
-  nll = jnp.where(valid, logz - target_logit, 0.0)
-  count = jnp.maximum(valid.sum(), 1)
-  return nll.sum() / count, (nll.sum(), valid.sum())
-
-
-def linear_cross_entropy(x_BxTxD, table_VxD, targets_BxT, weights_BxT=None, *,
-                         vocab_size: int | None = None, dtype=jnp.float32,
-                         chunk_tokens: int = 8192):
-  """`cross_entropy(x @ table[:vocab_size].T, targets)` without storing the logits.
-
-  The output projection and the loss are one operation with a hand-written gradient.
-  Its forward pass forms each chunk's logits, loss and gradient (softmax minus one-hot,
-  by comparison with an iota: no scatter) and folds the gradient straight into d`x` and
-  d`table`; nothing of size [B, T, V] is kept for the backward pass and no logits are
-  recomputed. The three matmuls are written in the forms the CPU and GPU kernels take
-  without transposing a [B*T, V] operand: logits = x @ table.T, dx = g @ table and
-  d`table`.T = x.T @ g (transposed once at the end, a [D, V] array).
-
-  Args:
-    x_BxTxD: final hidden states.
-    table_VxD: output projection / tied embedding, rows >= `vocab_size` are padding.
-    targets_BxT: target ids (< 0 = ignored).
-    weights_BxT: optional; positions with weight <= 0 are ignored.
-    vocab_size: real vocabulary (padding rows get no probability); None = all rows.
-    dtype: matmul input dtype (the model's compute dtype); logits and loss are float32.
-    chunk_tokens: positions (batch x time) per chunk; whole batch rows by slices of time,
-      so a batch sharded over devices stays where it is. Bounds the [chunk, V] working set.
-
-  Returns:
-    (mean loss over valid positions, (sum of losses, number of valid positions)), as
-    `cross_entropy`.
-  """
-  valid_BxT = targets_BxT >= 0
-  if weights_BxT is not None:
-    valid_BxT = valid_BxT & (weights_BxT > 0)
-  b, t = targets_BxT.shape
-  chunk = max(1, min(t, chunk_tokens // b))
-  pad = -t % chunk
-  if pad:
-    x_BxTxD = jnp.pad(x_BxTxD, ((0, 0), (0, pad), (0, 0)))
-    targets_BxT = jnp.pad(targets_BxT, ((0, 0), (0, pad)))
-    valid_BxT = jnp.pad(valid_BxT, ((0, 0), (0, pad)))
-  targets_BxT = jnp.where(valid_BxT, targets_BxT, 0)
-  vocab = table_VxD.shape[0] if vocab_size is None else vocab_size
-  total = _linear_nll_sum(vocab, jnp.dtype(dtype), chunk, x_BxTxD, table_VxD, targets_BxT,
-                          valid_BxT)
-  count = valid_BxT.sum()
-  return total / jnp.maximum(count, 1), (total, count)
-
-
-def _to_chunks(chunk, a_BxT):
-  """[B, T, ...] -> [T / chunk, B, chunk, ...] (time slices first, for a scan)."""
-  b, t = a_BxT.shape[:2]
-  return jnp.moveaxis(a_BxT.reshape((b, t // chunk, chunk) + a_BxT.shape[2:]), 1, 0)
-
-
-def _chunk_loss(vocab, dtype, table_VxD, x_BxCxD, targets_BxC, valid_BxC, *, grads: bool):
-  """One chunk's summed loss; with `grads`, also (d loss / d x [B, C, D],
-  (d loss / d table).T [D, V])."""
-  w_VxD = table_VxD.astype(dtype)
-  x_BxCxD = x_BxCxD.astype(dtype)
-  # Low-precision matmuls return their own dtype (as the model's `unembed` does; XLA:CPU
-  # has no bfloat16 x bfloat16 -> float32 dot); the loss itself is float32.
-  logits = jnp.einsum("bcd,vd->bcv", x_BxCxD, w_VxD).astype(jnp.float32)
-  logits = layers.constrain(logits, ("batch", None, "vocab"))
-  ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2)
-  if vocab < table_VxD.shape[0]:
-    logits = jnp.where(ids < vocab, logits, -jnp.inf)
-  logz_BxC = jax.nn.logsumexp(logits, axis=-1)
-  is_target = ids == targets_BxC[..., None]
-  target_BxC = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
-  nll = jnp.where(valid_BxC, logz_BxC - target_BxC, 0.0).sum()
-  if not grads:
-    return nll
-  g = jnp.exp(logits - logz_BxC[..., None]) - is_target
-  g = jnp.where(valid_BxC[..., None], g, 0.0).astype(dtype)
-  d_x = jnp.einsum("bcv,vd->bcd", g, w_VxD).astype(jnp.float32)
-  d_table_DxV = jnp.einsum("bcd,bcv->dv", x_BxCxD, g).astype(jnp.float32)
-  return nll, d_x, d_table_DxV
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _linear_nll_sum(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
-  """Summed loss only (evaluation): no gradient matmuls."""
-  loss = functools.partial(_chunk_loss, vocab, dtype, table_VxD, grads=False)
-  if x_BxTxD.shape[1] == chunk:
-    return loss(x_BxTxD, targets_BxT, valid_BxT)
-  chunks = [_to_chunks(chunk, a) for a in (x_BxTxD, targets_BxT, valid_BxT)]
-  return jax.lax.map(lambda xs: loss(*xs), chunks).sum()
-
-
-def _linear_nll_sum_fwd(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT):
-  """Summed loss, and as residuals the gradients it has w.r.t. x and the table."""
-  terms = functools.partial(_chunk_loss, vocab, dtype, table_VxD, grads=True)
-  if x_BxTxD.shape[1] == chunk:
-    nll, d_x, d_table_DxV = terms(x_BxTxD, targets_BxT, valid_BxT)
-  else:
-    def one(d_table_DxV, xs):
-      nll, d_x, d_table_chunk = terms(*xs)
-      return d_table_DxV + d_table_chunk, (nll, d_x)
-
-    chunks = [_to_chunks(chunk, a) for a in (x_BxTxD, targets_BxT, valid_BxT)]
-    zeros = jnp.zeros(table_VxD.shape[::-1], jnp.float32)
-    d_table_DxV, (nll_N, d_x_NxBxCxD) = jax.lax.scan(one, zeros, chunks)
-    nll = nll_N.sum()
-    d_x = jnp.moveaxis(d_x_NxBxCxD, 0, 1).reshape(x_BxTxD.shape)
-  return nll, (d_x.astype(x_BxTxD.dtype), d_table_DxV.T.astype(table_VxD.dtype))
-
-
-def _linear_nll_sum_bwd(vocab, dtype, chunk, residuals, g):
-  del vocab, dtype, chunk
-  d_x, d_table = residuals
-  return (g * d_x).astype(d_x.dtype), (g * d_table).astype(d_table.dtype), None, None
-
-
-_linear_nll_sum.defvjp(_linear_nll_sum_fwd, _linear_nll_sum_bwd)
-
-
-def model_loss(model, inputs_BxT, targets_BxT, weights_BxT=None, dropout_key=None):
-  """Next-token loss of `model`; (mean, (sum, count)) as `cross_entropy`.
-
-  A model with `hidden()` and `output_head()` (returning `(table_VxD, vocab_size, dtype)`
-  such that `model.unembed(x)` is `x @ table[:vocab_size].T` computed in `dtype`) gets
-  `linear_cross_entropy`; any other model is called for its full logits.
-  """
-  if hasattr(model, "output_head") and hasattr(model, "hidden"):
-    x_BxTxD, _ = model.hidden(inputs_BxT, dropout_key=dropout_key)
-    table, vocab_size, dtype = model.output_head()
-    return linear_cross_entropy(x_BxTxD, table, targets_BxT, weights_BxT,
-                                vocab_size=vocab_size, dtype=dtype)
-  logits = model(inputs_BxT, dropout_key=dropout_key)
-  return cross_entropy(logits, targets_BxT, weights_BxT)
 
 
 def offset_targets(batch: dict, offset: int) -> dict:
@@ -182,45 +38,66 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
 
-def make_loss_fn(graphdef, dropout: float, base_key) -> Callable:
-  def loss_fn(params, micro, step):
+def lm_loss(graphdef, dropout: float) -> Callable:
+  """Language-model loss(params, micro-batch, dropout key) -> (mean loss, no aux metrics)."""
+  def loss_fn(params, micro, key):
     model = nnx.merge(graphdef, params)
     micro = offset_targets(micro, getattr(model.cfg, "target_offset", 1))
-    key = None if dropout == 0.0 else jax.random.fold_in(base_key, step)
-    loss, _ = model_loss(model, micro["inputs"], micro["targets"], micro.get("weights"), key)
-    return loss
+    loss, _ = loss_lib.model_loss(model, micro["inputs"], micro["targets"], micro.get("weights"),
+                         None if dropout == 0.0 else key)
+    return loss, {}
   return loss_fn
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                    dropout: float, seed: int, loss_fn: Callable | None = None):
-  """Returns step(state, batch) -> (state, metrics); batch leaves are [A, b, ...]."""
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, *, seed: int, trainable=None):
+  """Returns step(state, batch) -> (state, metrics) for any job.
+
+  `loss_fn(params, micro_batch, dropout_key) -> (loss, aux)`, aux a dict of scalar
+  metrics. Batch leaves are [A, b, ...]: A micro-batches whose gradients (and aux
+  metrics) are averaged. Micro-batch i of step s gets the dropout key of index s * A + i.
+  `trainable` (as in `optimizer.make_optimizer`) leaves the False leaves untouched, bit
+  for bit (not even `p + 0.0`, which would turn -0.0 into 0.0).
+  """
   base_key = jax.random.key(seed + 1)
-  loss_fn = loss_fn or make_loss_fn(graphdef, dropout, base_key)
-  grad_fn = jax.value_and_grad(loss_fn)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def grads_of(params, micro, index):
+    return grad_fn(params, micro, jax.random.fold_in(base_key, index))
 
   def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     params = state["params"]
     n_micro = jax.tree.leaves(batch)[0].shape[0]
     if n_micro == 1:
-      loss, grads = grad_fn(params, jax.tree.map(lambda x: x[0], batch), state["step"])
+      (loss, aux), grads = grads_of(params, jax.tree.map(lambda x: x[0], batch), state["step"])
     else:
       def accumulate(carry, micro_and_index):
-        loss_sum, grad_sum = carry
+        loss_sum, aux_sum, grad_sum = carry
         micro, i = micro_and_index
-        loss, grads = grad_fn(params, micro, state["step"] * n_micro + i)
-        return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+        (loss, aux), grads = grads_of(params, micro, state["step"] * n_micro + i)
+        return (loss_sum + loss, jax.tree.map(jnp.add, aux_sum, aux),
+                jax.tree.map(jnp.add, grad_sum, grads)), None
 
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-      (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros(()), zeros),
-                                      (batch, jnp.arange(n_micro)))
+      aux_shape = jax.eval_shape(lambda: grads_of(
+          params, jax.tree.map(lambda x: x[0], batch), 0)[0][1])
+      aux_zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape)
+      (loss, aux, grads), _ = jax.lax.scan(accumulate, (jnp.zeros(()), aux_zeros, zeros),
+                                           (batch, jnp.arange(n_micro)))
       loss = loss / n_micro
+      aux = jax.tree.map(lambda a: a / n_micro, aux)
       grads = jax.tree.map(lambda g, p: (g / n_micro).astype(p.dtype), grads, params)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
+    if trainable is None:
+      new_params = optax.apply_updates(params, updates)
+    else:
+      mask = trainable(params) if callable(trainable) else trainable
+      new_params = jax.tree.map(lambda p, u, t: (p + u).astype(p.dtype) if t else p,
+                                params, updates, mask)
+    new_state = {"params": new_params, "opt_state": opt_state,
                  "step": state["step"] + 1}
     metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads),
-               "lr": schedule(state["step"])}
+               "lr": schedule(state["step"]), **aux}
     return new_state, metrics
 
   return train_step
@@ -231,7 +108,7 @@ def make_eval_step(graphdef):
   def eval_step(params, batch):
     model = nnx.merge(graphdef, params)
     batch = offset_targets(batch, getattr(model.cfg, "target_offset", 1))
-    _, (total, count) = model_loss(model, batch["inputs"], batch["targets"],
+    _, (total, count) = loss_lib.model_loss(model, batch["inputs"], batch["targets"],
                                    batch.get("weights"))
     return total, count
   return eval_step

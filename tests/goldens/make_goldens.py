@@ -7,7 +7,9 @@
 For each family, a tiny randomly initialised Hugging Face model is saved as
 `<family>/config.json` + `model.safetensors` (DistilBERT: `pytorch_model.bin`, to cover
 the torch-free .bin reader) with `golden.npz`: padded inputs and every hidden state of
-the eager-attention reference. Every weight comes from a seeded generator: HF's own
+the eager-attention reference. DeBERTa v1 (`deberta/`) reads 17 tokens, past its
+relative span of 10, and also stores a 7-token batch (`short_*`) inside the span; its
+weights carry the hub's `deberta.` prefix and fused `in_proj` attention. Every weight comes from a seeded generator: HF's own
 init (zero biases, unit norms) would hide a swapped bias or LayerNorm. Also writes
 `deberta_buckets.npz` (DeBERTa's log-bucket table) and `minilm.json` (a few numbers
 from the real all-MiniLM-L6-v2 weights).
@@ -36,6 +38,9 @@ sys.path.insert(0, str(ROOT.parents[1]))
 
 BATCH, LENGTH = 3, 13
 REAL_LENGTHS = (13, 9, 5)  # rows 1 and 2 are right-padded
+# name -> [(length, real lengths)]: the first batch is `golden.npz`'s main one, the others
+# are stored as `short_*` (one extra batch at most).
+SHAPES = {"deberta": [(17, (17, 11, 4)), (7, (7, 5))]}
 
 FAMILIES = {
     # head_dim 9; saved with a `bert.` prefix, legacy gamma/beta names and an MLM bias.
@@ -76,6 +81,14 @@ FAMILIES = {
         relative_attention=True, max_relative_positions=6, pos_att_type="c2p|p2c",
         share_att_key=False, position_biased_input=True, type_vocab_size=2,
         conv_kernel_size=3, conv_groups=2, conv_act="gelu", hidden_act="relu"),
+    # DeBERTa v1 (microsoft/deberta-base layout: no absolute positions or token types):
+    # 3 heads of 11, vocabulary 97, relative span 10 (shorter than the 17 tokens read),
+    # embedding_size 26 != hidden_size 33 (an unbiased projection).
+    "deberta": transformers.DebertaConfig(
+        vocab_size=97, hidden_size=33, num_hidden_layers=2, num_attention_heads=3,
+        intermediate_size=50, max_position_embeddings=24, relative_attention=True,
+        max_relative_positions=10, pos_att_type="c2p|p2c", position_biased_input=False,
+        type_vocab_size=0, embedding_size=26, layer_norm_eps=1e-7),
 }
 
 
@@ -97,17 +110,19 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
       p.copy_(torch.as_tensor(value, dtype=p.dtype))
 
 
-def inputs(cfg, seed: int) -> dict[str, np.ndarray]:
+def inputs(cfg, seed: int, length: int = LENGTH,
+           real_lengths: tuple[int, ...] = REAL_LENGTHS) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   pad = cfg.pad_token_id
-  ids = rng.integers(pad + 1, cfg.vocab_size, size=(BATCH, LENGTH))
-  mask = np.zeros((BATCH, LENGTH), np.int64)
-  for row, n in enumerate(REAL_LENGTHS):
+  batch = len(real_lengths)
+  ids = rng.integers(pad + 1, cfg.vocab_size, size=(batch, length))
+  mask = np.zeros((batch, length), np.int64)
+  for row, n in enumerate(real_lengths):
     mask[row, :n] = 1
   ids = np.where(mask == 1, ids, pad)
   out = {"input_ids": ids, "attention_mask": mask}
   if getattr(cfg, "type_vocab_size", 0) > 1:
-    out["token_type_ids"] = rng.integers(0, cfg.type_vocab_size, size=(BATCH, LENGTH)) * mask
+    out["token_type_ids"] = rng.integers(0, cfg.type_vocab_size, size=(batch, length)) * mask
   return out
 
 
@@ -120,11 +135,17 @@ def make_family(name: str, cfg, seed: int) -> None:
     model.pooler = None
   model.eval()
   randomise(model, seed)
-  feed = inputs(cfg, seed + 1)
-  with torch.no_grad():
-    result = model(**{k: torch.as_tensor(v) for k, v in feed.items()}, output_hidden_states=True)
-  hidden = np.stack([h.numpy() for h in result.hidden_states]).astype(np.float32)
-  np.testing.assert_array_equal(hidden[-1], result.last_hidden_state.numpy())
+  arrays = {}
+  for i, (length, real_lengths) in enumerate(SHAPES.get(name, [(LENGTH, REAL_LENGTHS)])):
+    feed = inputs(cfg, seed + 1 + i, length, real_lengths)
+    with torch.no_grad():
+      result = model(**{k: torch.as_tensor(v) for k, v in feed.items()},
+                     output_hidden_states=True)
+    hidden = np.stack([h.numpy() for h in result.hidden_states]).astype(np.float32)
+    np.testing.assert_array_equal(hidden[-1], result.last_hidden_state.numpy())
+    prefix = "short_" if i else ""
+    arrays[prefix + "hidden_states"] = hidden
+    arrays.update({prefix + k: v.astype(np.int32) for k, v in feed.items()})
 
   model.save_pretrained(out_dir)
   weights_path = out_dir / "model.safetensors"
@@ -138,6 +159,10 @@ def make_family(name: str, cfg, seed: int) -> None:
       renamed[key] = value
     renamed["cls.predictions.bias"] = torch.zeros(cfg.vocab_size)
     save_file(renamed, weights_path, metadata={"format": "pt"})
+  elif name == "deberta":  # The hub's layout: a `deberta.` prefix and an MLM head beside it.
+    renamed = {"deberta." + key: value for key, value in tensors.items()}
+    renamed["lm_predictions.lm_head.bias"] = torch.zeros(cfg.vocab_size)
+    save_file(renamed, weights_path, metadata={"format": "pt"})
   elif name == "distilbert":
     weights_path.unlink()
     torch.save({k: v.clone().contiguous() for k, v in tensors.items()},
@@ -145,8 +170,7 @@ def make_family(name: str, cfg, seed: int) -> None:
   for extra in out_dir.iterdir():
     if extra.name not in ("config.json", "model.safetensors", "pytorch_model.bin"):
       extra.unlink()
-  np.savez_compressed(out_dir / "golden.npz", hidden_states=hidden,
-                      **{k: v.astype(np.int32) for k, v in feed.items()})
+  np.savez_compressed(out_dir / "golden.npz", **arrays)
   size = sum(p.stat().st_size for p in out_dir.iterdir())
   print(f"{name:12s} {len(result.hidden_states)} hidden states, {size / 1024:.0f} KiB")
 

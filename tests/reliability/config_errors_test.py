@@ -11,7 +11,8 @@ import reliability_harness as h
 from llmjax import api
 from llmjax import config_util
 from llmjax import errors
-from llmjax.train import loop
+from llmjax.train import lm
+from llmjax.train import workdir as workdir_lib
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def refused(base, corpus, reference, tmp_path_factory):
   shutil.copytree(reference, work["shape"])
   (root / "a-file").write_text("")
   before = {name: sorted(p.name for p in work[name].iterdir()) for name in ("shape",)}
-  with loop.workdir_lock(work["locked"]):  # Held like a running job would.
+  with workdir_lib.workdir_lock(work["locked"]):  # Held like a running job would.
     results = h.run_many(base, [
         {"argv": h.train_argv(corpus, work["shape"], model__n_embd=32)},
         {"argv": h.train_argv(corpus, work["locked"])},
@@ -68,7 +69,7 @@ def test_resume_with_changed_parameter_shapes_names_the_first_parameter(
   shutil.copytree(reference, workdir)
   (workdir / "config.json").unlink()
   with pytest.raises(errors.CheckpointError) as e:
-    loop.train(tiny_config(corpus, **overrides), workdir)
+    lm.train(tiny_config(corpus, **overrides), workdir)
   assert str(e.value) == (
       f"Checkpoint {workdir}/checkpoints/{h.STEPS} {first}: the model changed since it was "
       "written. Use a new --workdir, or restore the model config of that run.")
@@ -170,4 +171,4 @@ def test_workdir_not_writable_is_refused(refused):
 def test_read_only_workdir_is_refused(corpus, tmp_path):
   tmp_path.joinpath("ro").mkdir(mode=0o555)
   with pytest.raises(errors.TrainingError, match=r"is not writable \(\[Errno 13\] Permission"):
-    loop.train(tiny_config(corpus), tmp_path / "ro")
+    lm.train(tiny_config(corpus), tmp_path / "ro")

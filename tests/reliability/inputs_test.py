@@ -8,7 +8,7 @@ from llmjax import config_util
 from llmjax import errors
 from llmjax.data import shards
 from llmjax.data import sources
-from llmjax.train import loop
+from llmjax.train import lm
 
 
 def tiny_config(path, **overrides):
@@ -69,7 +69,7 @@ def test_unusable_corpus_is_a_clear_error(cache, tmp_path, content, error, messa
   elif content != "missing":
     path.write_bytes(content)
   with pytest.raises(error, match=message):
-    loop.train(tiny_config(path), tmp_path / "run")
+    lm.train(tiny_config(path), tmp_path / "run")
   assert h.steps_on_disk(tmp_path / "run") == []
 
 

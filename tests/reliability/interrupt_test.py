@@ -13,7 +13,6 @@ import signal
 import pytest
 
 import reliability_harness as h
-from llmjax.train import metrics as metrics_lib
 
 pytestmark = pytest.mark.slow
 
@@ -84,15 +83,3 @@ def test_batch_log_shows_no_batch_repeated_or_skipped_across_resumes(chain, refe
     assert steps == list(range(1, len(steps) + 1)), (segment["signal"], steps)
     assert all(want[step] == digest for step, digest in segment["hashes"]), segment["signal"]
   assert h.batch_hashes(chain[0]) == h.batch_hashes(reference)
-
-
-def test_resume_drops_a_metrics_line_torn_by_a_kill(tmp_path):
-  (tmp_path / "metrics.jsonl").write_text(
-      json.dumps({"step": 1, "train_loss": 2.0}) + "\n"
-      + json.dumps({"step": 2, "train_loss": 1.5}) + "\n" + '{"step": 3, "train_lo')
-  writer = metrics_lib.MetricsWriter(tmp_path, resume_step=2)
-  writer.write({"step": 3, "train_loss": 1.25})
-  writer.close()
-  assert metrics_lib.read_metrics(tmp_path) == [
-      {"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.5},
-      {"step": 3, "train_loss": 1.25}]

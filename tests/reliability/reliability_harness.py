@@ -79,7 +79,12 @@ def train_argv(corpus: pathlib.Path, workdir: pathlib.Path, **overrides) -> list
   """`python -m llmjax.main` arguments of the tiny run (`section__key=value` overrides)."""
   values = {**TINY, "data.path": str(corpus),
             **{k.replace("__", "."): v for k, v in overrides.items()}}
-  return ["--config=configs/shakespeare.py:smoke", f"--workdir={workdir}"] + [
+  return config_argv("configs/shakespeare.py:smoke", workdir, values)
+
+
+def config_argv(spec: str, workdir: pathlib.Path, values: dict) -> list[str]:
+  """`python -m llmjax.main` arguments of config `spec` with dotted-key `values`."""
+  return [f"--config={spec}", f"--workdir={workdir}"] + [
       f"--config.{k}={v}" for k, v in values.items()]
 
 
@@ -234,15 +239,15 @@ def _step_of(directory) -> tuple[str, int]:
 
 def _install_faults(faults: dict) -> None:
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  from llmjax.train import loop  # pylint: disable=import-outside-toplevel
+  from llmjax.train import runner  # pylint: disable=import-outside-toplevel
 
-  if "step_delay" in faults:
-    to_global_batch = loop.to_global_batch
+  if "step_delay" in faults:  # Every job's step goes through the runner's step_fn.
+    step_fn = runner._Run.step_fn  # pylint: disable=protected-access
 
-    def slow_to_global_batch(*args, **kwargs):
+    def slow_step_fn(*args, **kwargs):
       time.sleep(faults["step_delay"])
-      return to_global_batch(*args, **kwargs)
-    loop.to_global_batch = slow_to_global_batch
+      return step_fn(*args, **kwargs)
+    runner._Run.step_fn = slow_step_fn  # pylint: disable=protected-access
 
   save = ocp.StandardCheckpointHandler.async_save
 

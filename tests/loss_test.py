@@ -1,4 +1,4 @@
-"""Speed levers keep the maths: the fused linear cross-entropy equals the plain one."""
+"""Losses keep the maths: the fused linear cross-entropy equals the plain one."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +8,7 @@ from flax import nnx
 
 from llmjax import models
 from llmjax.models import gpt
+from llmjax.models import loss as loss_lib
 from llmjax.train import step as step_lib
 
 TINY = dict(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -15,11 +16,11 @@ TINY = dict(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
 def plain_loss(x, table, targets, weights, vocab):
   logits = gpt.tied_logits(x, table, gpt.GPTConfig(**{**TINY, "vocab_size": vocab}))
-  return step_lib.cross_entropy(logits, targets, weights)
+  return loss_lib.cross_entropy(logits, targets, weights)
 
 
 def chunked_loss(x, table, targets, weights, vocab, chunk_tokens):
-  return step_lib.linear_cross_entropy(x, table, targets, weights, vocab_size=vocab,
+  return loss_lib.linear_cross_entropy(x, table, targets, weights, vocab_size=vocab,
                                        chunk_tokens=chunk_tokens)
 
 
@@ -115,10 +116,10 @@ def test_model_loss_equals_cross_entropy_of_the_full_logits(scan):
   inputs, targets = tokens[:, :-1], tokens[:, 1:]
 
   def fused(params):
-    return step_lib.model_loss(nnx.merge(graphdef, params), inputs, targets)[0]
+    return loss_lib.model_loss(nnx.merge(graphdef, params), inputs, targets)[0]
 
   def plain(params):
-    return step_lib.cross_entropy(nnx.merge(graphdef, params)(inputs), targets)[0]
+    return loss_lib.cross_entropy(nnx.merge(graphdef, params)(inputs), targets)[0]
 
   (l1, g1) = jax.jit(jax.value_and_grad(fused))(params)
   (l2, g2) = jax.jit(jax.value_and_grad(plain))(params)
@@ -135,7 +136,7 @@ def test_eval_step_uses_the_same_loss():
   tokens = jax.random.randint(jax.random.key(2), (4, 17), 0, 97)
   batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
   total, count = jax.jit(step_lib.make_eval_step(graphdef))(params, batch)
-  _, (want_total, want_count) = jax.jit(lambda p: step_lib.cross_entropy(
+  _, (want_total, want_count) = jax.jit(lambda p: loss_lib.cross_entropy(
       nnx.merge(graphdef, p)(batch["inputs"]), batch["targets"]))(params)
   np.testing.assert_allclose(total, want_total, rtol=1e-6)
   assert int(count) == int(want_count) == 64
@@ -145,8 +146,8 @@ def test_bfloat16_compute_matches_plain_loss_closely():
   model = models.build(gpt.GPTConfig(**TINY, dtype=jnp.bfloat16), seed=0)
   tokens = jax.random.randint(jax.random.key(3), (2, 17), 0, 97)
   graphdef, params = nnx.split(model)
-  fused, _ = jax.jit(lambda p: step_lib.model_loss(nnx.merge(graphdef, p), tokens[:, :-1],
+  fused, _ = jax.jit(lambda p: loss_lib.model_loss(nnx.merge(graphdef, p), tokens[:, :-1],
                                                    tokens[:, 1:]))(params)
-  plain, _ = jax.jit(lambda p: step_lib.cross_entropy(nnx.merge(graphdef, p)(tokens[:, :-1]),
+  plain, _ = jax.jit(lambda p: loss_lib.cross_entropy(nnx.merge(graphdef, p)(tokens[:, :-1]),
                                                       tokens[:, 1:]))(params)
   np.testing.assert_allclose(fused, plain, rtol=1e-6)

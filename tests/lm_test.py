@@ -8,7 +8,7 @@ import pytest
 
 from llmjax import api
 from llmjax import config_util
-from llmjax.train import loop
+from llmjax.train import lm
 from llmjax.train import metrics as metrics_lib
 
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good "
@@ -37,7 +37,7 @@ def text_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, text_file):
   workdir = tmp_path_factory.mktemp("run")
-  result = loop.train(tiny_config(text_file), workdir)
+  result = lm.train(tiny_config(text_file), workdir)
   return workdir, result
 
 
@@ -76,7 +76,7 @@ def test_resume_after_a_crash_between_saves_is_bitwise_identical(finished_run, t
                                                                   tmp_path, monkeypatch):
   reference_dir, _ = finished_run
   calls = {"n": 0}
-  real = loop.to_global_batch
+  real = lm.to_global_batch
 
   def crash_after_six_steps(*args, **kw):
     calls["n"] += 1
@@ -84,12 +84,12 @@ def test_resume_after_a_crash_between_saves_is_bitwise_identical(finished_run, t
       raise KeyboardInterrupt("simulated crash")
     return real(*args, **kw)
 
-  monkeypatch.setattr(loop, "to_global_batch", crash_after_six_steps)
+  monkeypatch.setattr(lm, "to_global_batch", crash_after_six_steps)
   with pytest.raises(KeyboardInterrupt):
-    loop.train(tiny_config(text_file), tmp_path)
-  monkeypatch.setattr(loop, "to_global_batch", real)
+    lm.train(tiny_config(text_file), tmp_path)
+  monkeypatch.setattr(lm, "to_global_batch", real)
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [4]
-  result = loop.train(tiny_config(text_file), tmp_path)  # Resumes from step 4.
+  result = lm.train(tiny_config(text_file), tmp_path)  # Resumes from step 4.
   assert result.step == 12
   assert train_losses(tmp_path) == train_losses(reference_dir)
   a, _, _ = api.load_model(tmp_path)
@@ -102,8 +102,8 @@ def test_resume_after_a_crash_between_saves_is_bitwise_identical(finished_run, t
 def test_gradient_accumulation_matches_the_full_batch(text_file, tmp_path):
   short = {"train.steps": 3, "train.eval_every": 0, "train.checkpoint_every": 0,
            "train.batch_size": 16}
-  full = loop.train(tiny_config(text_file, **short), tmp_path / "a")
-  accum = loop.train(tiny_config(text_file, **short, **{"train.grad_accum": 2}), tmp_path / "b")
+  full = lm.train(tiny_config(text_file, **short), tmp_path / "a")
+  accum = lm.train(tiny_config(text_file, **short, **{"train.grad_accum": 2}), tmp_path / "b")
   np.testing.assert_allclose(train_losses(tmp_path / "a"), train_losses(tmp_path / "b"),
                              rtol=1e-5)
   assert full.step == accum.step == 3
@@ -112,7 +112,7 @@ def test_gradient_accumulation_matches_the_full_batch(text_file, tmp_path):
 def test_changed_model_shape_on_resume_is_refused(finished_run, text_file):
   workdir, _ = finished_run
   with pytest.raises(config_util.ConfigError, match="model.n_embd"):
-    loop.train(tiny_config(text_file, **{"model.n_embd": 64}), workdir)
+    lm.train(tiny_config(text_file, **{"model.n_embd": 64}), workdir)
 
 
 def test_trainer_and_sampler_api(text_file, tmp_path):

@@ -1,0 +1,267 @@
+"""The language-model job (`config.job = 'train'`): GPT and conv-attention on a token
+stream (plain text or a notes corpus), run by `llmjax.train.runner`.
+
+`train(config, workdir)` is what `python -m llmjax.main` and `llmjax.Trainer` run.
+Running it again on the same workdir resumes from the newest checkpoint, bit for bit.
+`build_steps` (the sharded init and the jitted steps) is shared with `benchmarks/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from llmjax import config_util
+from llmjax import data as data_lib
+from llmjax import fileio
+from llmjax import models
+from llmjax.data import pipeline
+from llmjax.data import shards
+from llmjax.data import tokenizer as tokenizer_lib
+from llmjax.parallel import mesh as mesh_lib
+from llmjax.pretrained import init_from
+from llmjax.train import checkpoint as ckpt_lib
+from llmjax.train import metrics as metrics_lib
+from llmjax.train import optimizer as optim_lib
+from llmjax.train import runner
+from llmjax.train import step as step_lib
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw) -> runner.RunResult:
+  return runner.run(config, workdir, LMTask, **kw)
+
+
+def training_mesh(config):
+  """(mesh, devices on the batch axes, sequences per micro-batch), checked against each other."""
+  try:
+    mesh = mesh_lib.make_mesh(config.mesh)
+  except ValueError as e:
+    raise config_util.ConfigError(str(e)) from e
+  batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
+  micro = config.train.batch_size // config.train.grad_accum
+  if micro % batch_axes:
+    raise config_util.ConfigError(
+        f"train.batch_size / train.grad_accum = {micro} sequences per micro-batch must be "
+        f"divisible by the {batch_axes} devices on the data x fsdp mesh axes.")
+  return mesh, batch_axes, micro
+
+
+def to_global_batch(batch: dict, grad_accum: int, sharding: NamedSharding) -> dict:
+  """[b_local, T] host arrays -> global [A, B/A, T] arrays sharded over the batch axes."""
+  def one(x):
+    x = np.asarray(x)
+    x = x.reshape((grad_accum, x.shape[0] // grad_accum) + x.shape[1:])
+    return jax.make_array_from_process_local_data(sharding, x)
+  return jax.tree.map(one, batch)
+
+
+def evaluate(eval_step, params, batches, sharding) -> float:
+  """Mean token loss over `batches` (this process's rows of each)."""
+  total, count = 0.0, 0
+  for batch in batches:
+    batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    t, c = eval_step(params, batch)
+    total += float(t)
+    count += int(c)
+  return total / max(count, 1)
+
+
+def state_shardings_for(abstract_state, param_shardings, mesh):
+  """Shardings of the whole train state: optimizer leaves that mirror a parameter (Adam's
+  moments) take that parameter's sharding; everything else (counts, step) is replicated."""
+  by_path = {tuple(str(k) for k in path): s for path, s in
+             jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+
+  def one(path, leaf):
+    keys = tuple(str(k) for k in path)
+    for start in range(len(keys)):
+      match = by_path.get(keys[start:])
+      if match is not None and len(match.spec) <= len(leaf.shape):
+        return match
+    return NamedSharding(mesh, P())
+
+  shardings = jax.tree_util.tree_map_with_path(one, abstract_state)
+  shardings["params"] = param_shardings
+  return shardings
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """Everything needed to train a model section on a mesh; shared with `benchmarks/`."""
+  mesh: jax.sharding.Mesh
+  graphdef: Any  # The model's nnx.GraphDef (rebuilt inside the steps).
+  abstract_state: Any  # Train state of ShapeDtypeStructs (no sharding).
+  state_shardings: Any  # NamedShardings matching the train state.
+  init: Any  # () -> train state, initialised directly into its shardings.
+  train_step: Any  # (state, batch [A, B/A, T]) -> (state, metrics); donates the state.
+  eval_step: Any  # (params, batch [B, T]) -> (sum of token losses, token count).
+  batch_sharding: NamedSharding  # Train batches [A, B/A, T]: B over data x fsdp.
+  eval_sharding: NamedSharding  # Eval batches [B, T].
+  param_shardings: Any = None
+  tx: Any = None
+
+
+def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
+                model_cfg: ml_collections.ConfigDict | None = None, seed: int | None = None,
+                trainable=None, pretrained: bool = True) -> Steps:
+  """The sharded init and the jitted train/eval steps of `model_cfg` (default
+  `config.model`) on `mesh`; `trainable` masks the optimizer (frozen leaves never move)."""
+  tc, mc = config.train, model_cfg or config.model
+  seed = tc.seed if seed is None else seed
+  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: models.build(mc, seed)))
+  param_shardings = mesh_lib.param_shardings(abstract_params, mesh)
+  schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
+  tx = optim_lib.make_optimizer(config.optim, tc.steps, trainable)
+
+  def init_fn(params=None):  # params: pretrained weights, or None for a random init.
+    if params is None:
+      params = nnx.to_pure_dict(nnx.state(models.build(mc, seed)))
+    params = jax.tree.map(jax.lax.with_sharding_constraint, params, param_shardings)
+    return step_lib.init_state(params, tx)
+
+  def init():  # model.init_from: start from a checkpoint's weights (None = scratch).
+    jitted = jax.jit(init_fn, out_shardings=state_shardings, donate_argnums=0)
+    return jitted(init_from.pretrained_params(mc, param_shardings) if pretrained else None)
+
+  abstract_state = jax.eval_shape(init_fn)
+  state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
+  batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
+  eval_sharding = mesh_lib.batch_sharding(mesh)
+  loss_fn = step_lib.lm_loss(graphdef, float(mc.get("dropout", 0.0)))
+  step_fn = step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed, trainable=trainable)
+  train_step = jax.jit(mesh_lib.traced_under(mesh, step_fn),
+                       in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+                       donate_argnums=0)
+  eval_step = jax.jit(mesh_lib.traced_under(mesh, step_lib.make_eval_step(graphdef)),
+                      in_shardings=(state_shardings["params"], eval_sharding))
+  return Steps(mesh=mesh, graphdef=graphdef, abstract_state=abstract_state,
+               state_shardings=state_shardings, init=init, train_step=train_step,
+               eval_step=eval_step, batch_sharding=batch_sharding, eval_sharding=eval_sharding,
+               param_shardings=param_shardings, tx=tx)
+
+
+def sample_after_training(graphdef, params, tok, tc) -> list[str]:
+  """Samples on the mesh the params live on; multi-host: gathered, sampled on process 0."""
+  from llmjax import generate  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1:  # Every process takes part in the gather.
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() != 0:
+      return []
+  model = nnx.merge(graphdef, params)
+  if not hasattr(model, "decode"):
+    return []
+  gen = generate.Generator(model, eot_id=tok.eot_id)
+  prompt = tok.encode(tc.sample_prompt) if tc.sample_prompt else []
+  out = gen.generate([prompt], tc.sample_tokens, params=generate.SamplingParams(
+      temperature=0.8, top_k=200), seed=tc.seed)
+  text = tc.sample_prompt + tok.decode(out[0])
+  print("\n--- sample ---\n" + text + "\n--------------", flush=True)
+  return [text]
+
+
+class LMTask(runner.Task):
+  """Next-token (or `model.target_offset`-ahead) training on `data_splits(config)`."""
+
+  def __init__(self, config, workdir, latest_step):
+    # model.init_from fixes the architecture before anything is written or built.
+    super().__init__(init_from.resolve_model_config(config), workdir, latest_step)
+
+  def load_data(self):
+    config, tc, mc = self.config, self.config.train, self.config.model
+    tok = tokenizer_lib.get_tokenizer(config.data.tokenizer)
+    if tok.vocab_size > mc.vocab_size:
+      raise config_util.ConfigError(
+          f"model.vocab_size={mc.vocab_size} is smaller than the tokenizer's vocabulary "
+          f"({tok.vocab_size}); set --config.model.vocab_size={tok.vocab_size}.")
+    chief = jax.process_index() == 0
+    self.splits, self.tok = data_lib.data_splits(config, self.workdir if chief else None)
+    self.mesh, batch_axes, micro = training_mesh(config)
+    n_proc, proc = jax.process_count(), jax.process_index()
+    self.train_iter = pipeline.train_iterator(self.splits.train, mc.block_size, tc.batch_size,
+                                              tc.seed, shard_index=proc, shard_count=n_proc)
+    self.eval_batch_size = max(batch_axes, micro)
+    self.eval_data = self.local_eval_data(self.splits.val, tc.eval_batches)
+    self.per_step = tc.batch_size * mc.block_size
+    entropy = metrics_lib.unigram_entropy(self.splits.val)
+    self.reference = f"unigram entropy {entropy:.3f}"
+    return {"unigram_entropy": entropy, "n_train_tokens": len(self.splits.train),
+            "n_val_tokens": len(self.splits.val),
+            "bytes_per_token": metrics_lib.bytes_per_token(self.splits.val, self.tok)}
+
+  def local_eval_data(self, tokens, n_batches):
+    n_proc, proc = jax.process_count(), jax.process_index()
+    data = pipeline.eval_batches(tokens, self.config.model.block_size, self.eval_batch_size,
+                                 n_batches)
+    return [{k: np.split(np.asarray(v), n_proc)[proc] for k, v in b.items()} for b in data]
+
+  def setup(self):
+    facts = self.load_data()
+    self.steps = build_steps(self.config, self.mesh)
+    return facts
+
+  def startup_line(self, num_params, start_step):
+    return (f"llmjax: {self.config.name} | {num_params / 1e6:.2f}M parameters | mesh "
+            f"{dict(self.mesh.shape)} | {len(self.splits.train):,} train / "
+            f"{len(self.splits.val):,} val tokens | {self.reference} nats")
+
+  def abstract_state(self, step):
+    return ckpt_lib.abstract_like(self.steps.abstract_state, self.steps.state_shardings)
+
+  def init_state(self):
+    return self.steps.init()
+
+  def restored(self, step, state):
+    check_restored_shapes(state, self.steps.abstract_state)
+
+  def device_batch(self, host_batch, step):
+    return to_global_batch(host_batch, self.config.train.grad_accum, self.steps.batch_sharding)
+
+  def train_step(self, step):
+    return self.steps.train_step
+
+  def evaluate(self, params):
+    loss = evaluate(self.steps.eval_step, params, self.eval_data, self.steps.eval_sharding)
+    return {"val_loss": loss, "val_perplexity": metrics_lib.perplexity(loss)}
+
+  def test(self, params):
+    test_tokens = shards.optional_split(self.splits, "test")
+    if test_tokens is None:
+      return None
+    n_batches = -(-len(test_tokens) // (self.eval_batch_size * self.config.model.block_size))
+    loss = evaluate(self.steps.eval_step, params, self.local_eval_data(test_tokens, n_batches),
+                    self.steps.eval_sharding)
+    return {"test_loss": loss, "test_perplexity": metrics_lib.perplexity(loss),
+            "test_bits_per_byte": metrics_lib.bits_per_byte(
+                loss, metrics_lib.bytes_per_token(test_tokens, self.tok)),
+            "test_tokens": len(test_tokens)}
+
+  def graphdef(self):
+    return self.steps.graphdef
+
+  def finish(self, state, interrupted, best_eval, test):
+    tc = self.config.train
+    if tc.sample_tokens <= 0 or interrupted:
+      return {"samples": []}
+    samples = sample_after_training(self.graphdef(), state["params"], self.tok, tc)
+    if jax.process_index() == 0:
+      fileio.atomic_write_text(self.workdir / "samples.txt", "\n\n".join(samples) + "\n")
+    return {"samples": samples, "artifacts": ["samples.txt"]}
+
+
+def check_restored_shapes(state, abstract_state):
+  flat_now = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+  flat_got = jax.tree_util.tree_flatten_with_path(state)[0]
+  for (path, want), (_, got) in zip(flat_now, flat_got):
+    if want.shape != got.shape:
+      raise config_util.ConfigError(
+          f"Checkpoint parameter {jax.tree_util.keystr(path)} has shape {got.shape} but the "
+          f"model expects {want.shape}. The config changed the model; use a new --workdir.")
