@@ -131,8 +131,7 @@ def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   if not path.exists():
     raise errors.RunNotFoundError(
         f"{path} does not exist: {workdir} is not a llmjax run directory. Train first with "
-        "python -m llmjax.main --config=... --workdir=... (or use init_from='online' for a "
-        "pretrained GPT-2).")
+        "python -m llmjax.main --config=... --workdir=...")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
