@@ -5,6 +5,10 @@
   python -m llmjax.compare_samples --before=gpt2-xl --after=runs/book-xl \
       --prompt="It was a bright cold day in April"
 
+From Python, `Trainer(out_dir="runs/book-xl", init_from="gpt2-xl", dataset="book.txt")`
+starts from this config (the variant named by init_from; a local directory gets the
+default and the checkpoint fixes the architecture).
+
 Variants: default = gpt2-xl; `gpt2`, `gpt2-medium`, `gpt2-large` for the smaller
 checkpoints; `smoke` = the tiny GPT-2 golden in tests/goldens/gpt2 (257-token byte
 vocabulary, so data.tokenizer=char) on the bundled Shakespeare, seconds on a CPU.

@@ -7,6 +7,7 @@
 `--dtype=bfloat16` casts the restored parameters and runs the matmuls and the KV cache in
 bfloat16 (`llmjax.generate.cast_model`): half the memory traffic per token; docs/
 performance.md states what it costs in agreement with float32.
+  python -m llmjax.sample --init_from=online --model=gpt2 --prompt="Today I decided to"
 """
 
 import sys
@@ -18,6 +19,11 @@ from absl import flags
 from llmjax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by llmjax.main.")
+_INIT_FROM = flags.DEFINE_enum("init_from", "resume", ["resume", "online"],
+                               "resume: a trained --workdir; online: a pretrained --model.")
+_MODEL = flags.DEFINE_string("model", None, "With --init_from=online: gpt2, gpt2-medium, "
+                             "gpt2-large, gpt2-xl (downloaded once, cached) or a local "
+                             "Hugging Face GPT-2 directory.")
 _PROMPT = flags.DEFINE_string("prompt", "", "Prompt text (empty = start from <|endoftext|>).")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate per sample.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Sampling temperature (0 = greedy).")
@@ -34,23 +40,32 @@ _WHICH = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"],
 def main(argv):
   del argv
   cli.quiet_logs()
-  if not _WORKDIR.value:
-    raise app.UsageError("--workdir=DIR is required.")
+  online = _INIT_FROM.value == "online"
+  if online and not _MODEL.value:
+    raise app.UsageError("--init_from=online needs --model=gpt2 (or another GPT-2 name or "
+                         "directory).")
+  if not online and not _WORKDIR.value:
+    raise app.UsageError("--workdir=DIR is required (or --init_from=online --model=gpt2).")
   from llmjax import api  # pylint: disable=import-outside-toplevel
   with cli.user_errors():
-    sampler = api.Sampler(_WORKDIR.value, seed=_SEED.value, which=_WHICH.value)
+    if online:
+      sampler = api.Sampler(out_dir=_MODEL.value, init_from="online", seed=_SEED.value)
+    else:
+      sampler = api.Sampler(_WORKDIR.value, seed=_SEED.value, which=_WHICH.value)
     if _DTYPE.value != "float32":
       from llmjax import generate  # pylint: disable=import-outside-toplevel
       sampler.model = generate.cast_model(sampler.model, _DTYPE.value)
       sampler.generator = generate.Generator(sampler.model, eot_id=sampler.tokenizer.eot_id)
     start = time.perf_counter()
     texts = sampler.generate_text(_PROMPT.value, _MAX_NEW.value, temperature=_TEMPERATURE.value,
-                                  top_k=_TOP_K.value, top_p=_TOP_P.value, num_samples=_NUM.value)
+                                  top_k=_TOP_K.value, top_p=_TOP_P.value, num_samples=_NUM.value,
+                                  include_prompt=True)
   elapsed = time.perf_counter() - start
   texts = [texts] if isinstance(texts, str) else texts
+  source = _MODEL.value if online else f"step {sampler.step}"
   for i, text in enumerate(texts):
-    print(f"--- sample {i} (step {sampler.step}) ---")
-    print(_PROMPT.value + text)
+    print(f"--- sample {i} ({source}) ---")
+    print(text)
   total = _MAX_NEW.value * len(texts)
   print(f"--- {total} tokens in {elapsed:.2f}s ({total / max(elapsed, 1e-9):,.0f} tokens/s, "
         "compilation included) ---", file=sys.stderr)

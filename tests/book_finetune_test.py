@@ -9,9 +9,9 @@ import pytest
 from llmjax import api
 from llmjax import compare_samples
 from llmjax import config_util
+from llmjax import errors
 from llmjax.pretrained import from_hf
 from llmjax.pretrained import init_from
-from llmjax.train import lm
 
 GOLDEN = "tests/goldens/gpt2"
 TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 30
@@ -36,12 +36,18 @@ def text_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def frozen_run(tmp_path_factory, text_file):
-  """Two steps at a learning rate of 1e-12: the run's weights are the checkpoint's."""
+  """Two steps at a learning rate of 1e-12, started as the book library's users write it:
+  the run's weights are the checkpoint's."""
   workdir = tmp_path_factory.mktemp("run")
-  config = smoke_config(text_file, **{"optim.learning_rate": 1e-12, "model.n_layer": 6,
-                                      "model.mlp_hidden": 0})
-  result = lm.train(config, workdir)
-  return workdir, result
+  trainer = api.Trainer(
+      out_dir=workdir, init_from=GOLDEN, dataset=str(text_file), max_iters=2, eval_interval=2,
+      learning_rate=1e-12, n_layer=6, block_size=24, batch_size=8, dtype="float32",
+      gradient_accumulation_steps=1, model__mlp_hidden=0, model__scan_layers=False,
+      model__remat="none", train__checkpoint_every=2, train__sample_tokens=0)
+  # A local GPT-2 directory starts from configs/book_finetune.py; its 257-token
+  # vocabulary picks the byte tokenizer.
+  assert trainer.config.name == "book-finetune-gpt2-xl" and trainer.config.data.tokenizer == "char"
+  return workdir, trainer.run()
 
 
 @pytest.mark.slow
@@ -95,7 +101,7 @@ def test_config_resolution_errors(text_file):
   with pytest.raises(ValueError, match="is a 'bert' checkpoint"):
     init_from.resolve_model_config(smoke_config(text_file, **{"model.init_from":
                                                               "tests/goldens/bert"}))
-  with pytest.raises(FileNotFoundError, match="does not exist"):
+  with pytest.raises(errors.AssetError, match="'./nowhere'.* does not exist"):
     init_from.resolve_model_config(smoke_config(text_file, **{"model.init_from": "./nowhere"}))
   scratch = smoke_config(text_file, **{"model.init_from": "scratch"})
   assert init_from.resolve_model_config(scratch) is scratch
@@ -125,10 +131,18 @@ def test_unreachable_hub_checkpoint_is_one_line(text_file, monkeypatch, capsys):
 
   monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
   config = smoke_config(text_file, **{"model.init_from": "gpt2-xl"})
-  with pytest.raises(errors.PretrainedNotFoundError, match=r"model.init_from='gpt2-xl': "
-                     r"'gpt2-xl' is neither a local directory nor a downloadable hub"):
+  with pytest.raises(errors.DownloadError, match=r"could not fetch 'gpt2-xl' from the "
+                     r"Hugging Face hub \(LocalEntryNotFoundError"):
     init_from.resolve_model_config(config)
   with pytest.raises(SystemExit) as exit_info, cli.user_errors():
     init_from.resolve_model_config(config)
   message = str(exit_info.value.code)
-  assert message.startswith("Error: model.init_from='gpt2-xl'") and "\n" not in message
+  assert message.startswith("Error: could not fetch 'gpt2-xl'") and "\n" not in message
+
+
+def test_trainer_picks_the_finetune_config_for_a_hub_checkpoint(text_file):
+  trainer = api.Trainer(out_dir="runs/x", init_from="gpt2-medium", dataset=str(text_file))
+  c = trainer.config  # Nothing is downloaded before run().
+  assert (c.name, c.model.init_from, c.model.n_layer, c.data.tokenizer) == (
+      "book-finetune-gpt2-medium", "gpt2-medium", 24, "gpt2")
+  assert (c.data.source, c.data.path, c.train.patience) == ("file", str(text_file), 4)

@@ -186,7 +186,7 @@ def test_sampling_from_sharded_checkpoint(trained, text_file):
   assert len(devices) == 1
   assert sampler.generate_tokens(prompt, 6, temperature=0.0) == want
   text = sampler.generate_text("012 the", 6, temperature=0.0)
-  assert text == sampler.tokenizer.decode(want[0])
+  assert text == "012 the" + sampler.tokenizer.decode(want[0])  # The prompt, then the new text.
 
 
 def test_mesh_sizes_are_checked():

@@ -11,9 +11,11 @@ import pytest
 from flax import nnx
 from safetensors import numpy as safetensors_numpy
 
+from llmjax import errors
 from llmjax.models import gpt
 from llmjax.pretrained import from_hf
 from llmjax.pretrained import gpt2 as gpt2_lib
+from llmjax.pretrained import init_from
 from llmjax.pretrained import weights
 
 GOLDEN_DIR = pathlib.Path(__file__).parent / "goldens" / "gpt2"
@@ -115,3 +117,23 @@ def test_scanned_and_unscanned_params_hold_the_same_values():
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b[i]), flat["h"][i], stacked["h"])
   np.testing.assert_array_equal(flat["h"][1]["attn"]["c_attn"].reshape(36, 108),
                                 tensors["h.1.attn.c_attn.weight"])
+
+
+def test_tokenizer_of_a_checkpoint(tmp_path):
+  assert gpt2_lib.tokenizer_name(tmp_path, {"vocab_size": 50257}) == "gpt2"
+  assert gpt2_lib.tokenizer_name(tmp_path, {"vocab_size": 257}) == "char"
+  with pytest.raises(errors.DataError, match="vocabulary of 300 tokens and no tokenizer.json"):
+    gpt2_lib.tokenizer_name(tmp_path, {"vocab_size": 300})
+  (tmp_path / "tokenizer.json").write_text("{}")
+  assert gpt2_lib.tokenizer_name(tmp_path, {"vocab_size": 300}) == f"bpe:{tmp_path}/tokenizer.json"
+  # Named without downloading anything: hub ids by name, local directories by config.json.
+  assert init_from.tokenizer_for("gpt2-xl") == "gpt2"
+  assert init_from.tokenizer_for(str(GOLDEN_DIR)) == "char"
+  assert init_from.tokenizer_for("someone/gpt2-variant") is None
+
+
+def test_load_pretrained_refuses_other_checkpoints(tmp_path):
+  with pytest.raises(errors.AssetError, match="is a 'bert' checkpoint, not GPT-2"):
+    init_from.load_pretrained(str(GOLDEN_DIR.parent / "bert"))
+  with pytest.raises(errors.AssetError, match="does not exist"):
+    init_from.load_pretrained(str(tmp_path / "missing"))

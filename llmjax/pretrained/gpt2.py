@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
 from typing import Any
 
 import jax
@@ -23,6 +24,8 @@ from flax import nnx
 from llmjax import errors
 from llmjax.models import gpt
 
+GPT2_VOCAB_SIZE = 50257
+BYTE_VOCAB_SIZE = 257  # llmjax's `char` tokenizer: UTF-8 bytes and an end-of-text id.
 # Activations that are GPT-2's tanh-approximated GELU under another name.
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 # Causal-mask buffers saved by old checkpoints; not parameters.
@@ -185,3 +188,19 @@ def load(model_dir, hf: dict[str, Any], tensors: dict[str, np.ndarray], source: 
   params = params_from_tensors(tensors, cfg, source)
   logging.info("GPT-2 from %s: %d layers, width %d", model_dir, cfg.n_layer, cfg.n_embd)
   return build(params, cfg), cfg
+
+
+def tokenizer_name(model_dir: pathlib.Path, hf: dict[str, Any]) -> str:
+  """The llmjax tokenizer name (`llmjax.data.tokenizer.get_tokenizer`) for a checkpoint:
+  GPT-2's BPE for its 50257-token vocabulary, else the directory's tokenizer.json, else
+  the byte tokenizer for a 257-token vocabulary."""
+  vocab = hf.get("vocab_size", GPT2_VOCAB_SIZE)
+  if vocab == GPT2_VOCAB_SIZE:
+    return "gpt2"
+  if (model_dir / "tokenizer.json").is_file():
+    return f"bpe:{model_dir / 'tokenizer.json'}"
+  if vocab == BYTE_VOCAB_SIZE:
+    return "char"
+  raise errors.DataError(
+      f"{model_dir} has a vocabulary of {vocab} tokens and no tokenizer.json; put the "
+      "tokenizer.json the model was trained with beside config.json")

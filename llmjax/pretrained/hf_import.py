@@ -325,8 +325,9 @@ def resolve_model_dir(path_or_repo_id: str | os.PathLike,
   text = str(path_or_repo_id)
   looks_local = path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
   if looks_local:
-    raise errors.PretrainedNotFoundError(f"checkpoint directory {text!r} does not exist (or is not a"
-                            " directory); pass a directory holding config.json and weights")
+    raise errors.PretrainedNotFoundError(
+        f"checkpoint directory {text!r} does not exist (or is not a directory); pass a "
+        "directory holding config.json and weights")
   import huggingface_hub  # pylint: disable=import-outside-toplevel
   try:
     return pathlib.Path(huggingface_hub.snapshot_download(text, allow_patterns=allow_patterns))

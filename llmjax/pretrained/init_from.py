@@ -6,9 +6,15 @@ config.json fixes the architecture: `resolve_model_config` copies n_layer, n_hea
 n_embd, vocab_size, bias and mlp_hidden into the run config (reporting every value it
 changes), so the saved config.json of the run rebuilds the same model for sampling.
 `model.block_size` may be smaller than the checkpoint's context (positions are cropped).
+
+`checkpoint_dir` is the one way to a local GPT-2 directory: a hub id is downloaded once
+through `huggingface_hub` (with its progress bars, into its cache, `HF_HOME`), and a hub
+that cannot be reached is one `DownloadError` line that says what to do.
 """
 
 from __future__ import annotations
+
+import pathlib
 
 import jax
 import ml_collections
@@ -20,19 +26,34 @@ from llmjax.pretrained import hf_import
 from llmjax.pretrained import weights
 
 SCRATCH = "scratch"
+# Hub ids of the four OpenAI GPT-2 checkpoints: (n_layer, n_head, n_embd, parameters).
+GPT2_SIZES = {
+    "gpt2": (12, 12, 768, "124M"),
+    "gpt2-medium": (24, 16, 1024, "355M"),
+    "gpt2-large": (36, 20, 1280, "774M"),
+    "gpt2-xl": (48, 25, 1600, "1558M"),
+}
 
 
 def is_pretrained(model_cfg) -> bool:
   return str(model_cfg.get("init_from", SCRATCH) or SCRATCH) != SCRATCH
 
 
-def _checkpoint_dir(init_from: str):
+def checkpoint_dir(init_from: str) -> pathlib.Path:
+  """The local directory of a GPT-2 checkpoint: `init_from` itself, or its hub download."""
   try:
     return hf_import.resolve_model_dir(init_from, hf_import.download_patterns())
-  except errors.LlmjaxError:
-    raise
-  except FileNotFoundError as e:  # Not found locally, hub unreachable or no such repo.
-    raise errors.PretrainedNotFoundError(f"model.init_from={init_from!r}: {e}") from e
+  except FileNotFoundError as e:
+    if e.__cause__ is None:  # A local path that is not there.
+      raise errors.AssetError(f"model {init_from!r}: {e}") from None
+    cause = e.__cause__
+    reason = (str(cause).strip().splitlines() or [""])[0].rstrip(".")
+    known = "" if init_from in GPT2_SIZES else f" (GPT-2 hub ids: {', '.join(GPT2_SIZES)})"
+    raise errors.DownloadError(
+        f"could not fetch {init_from!r}{known} from the Hugging Face hub "
+        f"({type(cause).__name__}: {reason}). Connect to the network (or set HF_ENDPOINT to "
+        "a mirror) and retry: the download is cached, so this happens once. Or pass a local "
+        "directory holding config.json and model.safetensors.") from None
 
 
 def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -43,7 +64,7 @@ def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.Co
   if config.model.get("arch", "gpt") != "gpt":
     raise errors.ConfigError(f"model.init_from={init_from!r} needs model.arch='gpt', got "
                              f"{config.model.arch!r}")
-  hf = hf_import.read_config(_checkpoint_dir(init_from))
+  hf = hf_import.read_config(checkpoint_dir(init_from))
   if hf.get("model_type") != "gpt2":
     raise errors.ConfigError(f"model.init_from={init_from!r} is a {hf.get('model_type')!r} "
                              "checkpoint; GPT runs start from GPT-2 checkpoints (model_type "
@@ -72,7 +93,7 @@ def pretrained_params(model_cfg, shardings):
   if not is_pretrained(model_cfg):
     return None
   cfg = gpt.GPTConfig.from_config(model_cfg)
-  model_dir = _checkpoint_dir(model_cfg.init_from)
+  model_dir = checkpoint_dir(model_cfg.init_from)
   hf_config = hf_import.read_config(model_dir)
   gpt2.config_from_hf(hf_config, block_size=cfg.block_size)  # Unsupported options fail here.
   files = ", ".join(str(f) for f in weights.checkpoint_files(model_dir))
@@ -80,3 +101,29 @@ def pretrained_params(model_cfg, shardings):
   return jax.tree.map(
       lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]),
       host, shardings)
+
+
+def load_pretrained(spec: str, **overrides) -> tuple[gpt.GPT, gpt.GPTConfig, str]:
+  """A GPT-2 checkpoint (hub id or local directory) as a GPT, with its GPTConfig and the
+  name of its tokenizer (`llmjax.data.tokenizer.get_tokenizer`). `overrides` as `from_hf`."""
+  model_dir = checkpoint_dir(spec)
+  try:
+    hf = hf_import.read_config(model_dir)
+    if hf.get("model_type") != "gpt2":
+      raise ValueError(f"it is a {hf.get('model_type')!r} checkpoint, not GPT-2 (model_type "
+                       "'gpt2')")
+    model, cfg = hf_import.from_hf(model_dir, **overrides)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise errors.AssetError(f"model {spec!r} ({model_dir}): {e}") from e
+  return model, cfg, gpt2.tokenizer_name(model_dir, hf)
+
+
+def tokenizer_for(init_from: str) -> str | None:
+  """The tokenizer of a checkpoint named by `init_from`, without downloading anything:
+  known for the four GPT-2 hub ids and for local directories; None otherwise."""
+  if init_from in GPT2_SIZES:
+    return "gpt2"
+  path = pathlib.Path(init_from).expanduser()
+  if (path / hf_import.CONFIG).is_file():
+    return gpt2.tokenizer_name(path, hf_import.read_config(path))
+  return None

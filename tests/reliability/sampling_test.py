@@ -56,8 +56,9 @@ def test_empty_prompt_starts_from_end_of_text(sampler):
 
 
 def test_zero_new_tokens_gives_nothing(sampler):
-  assert sampler.generate_text("the king", 0) == ""
-  assert sampler.generate_text(LONG_PROMPT, 0, num_samples=2) == ["", ""]
+  assert sampler.generate_text("the king", 0) == "the king"  # The prompt, then nothing.
+  assert sampler.generate_text("the king", 0, include_prompt=False) == ""
+  assert sampler.generate_text(LONG_PROMPT, 0, num_samples=2, include_prompt=False) == ["", ""]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -90,7 +91,7 @@ def test_cli_long_prompt_temperature_zero_matches_the_api(cli, sampler):
   result = results["long"]
   assert result.returncode == 0, result.describe()
   assert "is longer than the context (16); generating from its last 12 tokens" in result.stderr
-  want = sampler.generate_text(LONG_PROMPT, 4, temperature=0.0)
+  want = sampler.generate_text(LONG_PROMPT, 4, temperature=0.0, include_prompt=False)
   assert result.stdout == f"--- sample 0 (step {h.STEPS}) ---\n{LONG_PROMPT}{want}\n"
 
 

@@ -1,0 +1,86 @@
+"""Export to a Hugging Face GPT-2 directory: round trip through from_hf, tokenizer files."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tokenizers
+from flax import nnx
+
+from llmjax import errors
+from llmjax.data import notes as notes_lib
+from llmjax.data import tokenizer as tokenizer_lib
+from llmjax.models import conv_attention
+from llmjax.models import gpt
+from llmjax.models import progressive
+from llmjax.pretrained import from_hf
+from llmjax.pretrained import hf_export
+
+TINY = dict(vocab_size=257, block_size=16, n_layer=2, n_head=2, n_embd=16)
+_forward = nnx.jit(lambda m, x: m(x))
+TOKENS = np.arange(2 * 16, dtype=np.int32).reshape(2, 16) * 7 % 257
+
+
+def _params(model):
+  return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_round_trip_is_bit_identical(tmp_path, scan_layers):
+  model = gpt.GPT(gpt.GPTConfig(**TINY, scan_layers=scan_layers), rngs=nnx.Rngs(1))
+  out = hf_export.export(model, tokenizer_lib.get_tokenizer("char"), tmp_path)
+  hf = json.loads((out / "config.json").read_text())
+  assert (hf["model_type"], hf["vocab_size"], hf["n_positions"], hf["n_inner"]) == (
+      "gpt2", 257, 16, 64)
+  back, cfg = from_hf(out, scan_layers=scan_layers)
+  want, got = _params(model), _params(back)
+  # The padding rows (never used: logits stop at vocab_size) are trimmed, read back as 0.
+  assert cfg.padded_vocab_size == 320 and not got["wte"][257:].any()
+  want["wte"], got["wte"] = want["wte"][:257], got["wte"][:257]
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def test_no_bias_model_exports_zero_biases_with_the_same_logits(tmp_path):
+  model = gpt.GPT(gpt.GPTConfig(**TINY, bias=False), rngs=nnx.Rngs(2))
+  back, _ = from_hf(hf_export.export(model, tokenizer_lib.get_tokenizer("char"), tmp_path))
+  assert not np.asarray(back.h[0].attn.c_attn_bias[...]).any()
+  np.testing.assert_allclose(np.asarray(_forward(back, TOKENS)),
+                             np.asarray(_forward(model, TOKENS)), atol=1e-5)
+
+
+def test_progressive_exports_its_merged_gpt_and_conv_attention_is_refused(tmp_path):
+  cfg = progressive.ProgressiveConfig(**{**TINY, "n_layer": 4}, stage=2, stage_groups=(1, 2, 4),
+                                      lora_rank=2)
+  model = progressive.ProgressiveGPT(cfg, rngs=nnx.Rngs(3))
+  for block in model.h:  # Non-zero adapters, so merging them matters.
+    for name in ("lora_qkv_b", "lora_proj_b"):
+      var = getattr(block.attn, name)
+      var[...] = jnp.full(var[...].shape, 0.05, var[...].dtype)
+  back, _ = from_hf(hf_export.export(model, tokenizer_lib.get_tokenizer("char"), tmp_path))
+  np.testing.assert_allclose(np.asarray(_forward(back, TOKENS)),
+                             np.asarray(_forward(model, TOKENS)), atol=1e-5)
+  conv = conv_attention.ConvAttention(conv_attention.ConvAttentionConfig(
+      vocab_size=257, block_size=16, n_head=2, n_embd=16, fan_in=2, n_levels=2),
+      rngs=nnx.Rngs(0))
+  with pytest.raises(errors.ConfigError, match="conv-attention.*no GPT-2 counterpart"):
+    hf_export.export(conv, tokenizer_lib.get_tokenizer("char"), tmp_path / "conv")
+
+
+def test_tokenizer_files_give_the_same_ids(tmp_path):
+  text = "It's a  test,\n\n  of   GPT-2 BPE: ünïcödé 東京 1234567.\t"
+  gpt2 = tokenizer_lib.get_tokenizer("gpt2")
+  hf_export.write_tokenizer(gpt2, tmp_path, 1024)
+  tok = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+  assert tok.encode(text).ids == gpt2.encode(text)
+  assert tok.token_to_id("<|endoftext|>") == 50256
+  assert {"vocab.json", "merges.txt", "tokenizer_config.json"} <= {
+      p.name for p in tmp_path.iterdir()}
+  notes = notes_lib.NotesTokenizer(tokenizer_lib.get_tokenizer("char"), ["[NN]", "[VB]"])
+  (tmp_path / "notes").mkdir()
+  hf_export.write_tokenizer(notes, tmp_path / "notes", 16)
+  tok = tokenizers.Tokenizer.from_file(str(tmp_path / "notes" / "tokenizer.json"))
+  noted = "dog [NN] runs [VB]"
+  assert tok.encode(noted).ids == notes.encode(noted) and notes.encode(noted)[4] == 257
+  assert tok.decode(notes.encode(noted)) == noted
