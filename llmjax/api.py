@@ -161,6 +161,8 @@ MODEL_ARGS = {
                "and cached) or a local Hugging Face GPT-2 directory.",
     "init_from": "'resume' (a trained run in out_dir) or 'online' (a pretrained GPT-2).",
     "checkpoint_name": "Same as which ('last' is accepted for 'latest').",
+    "dtype": "Inference dtype: float32, or bfloat16 (parameters cast, matmuls and KV cache "
+             "in bfloat16; see docs/performance.md for what it costs).",
 }
 TEXT_ARGS = {
     "prompt": "Prompt to start generation; '<|endoftext|>' is the end-of-text token; "
@@ -192,7 +194,8 @@ class Sampler:
 
   def __init__(self, workdir: str | pathlib.Path | None = None, seed: int | None = 0,
                which: str | None = None, *, out_dir: str | pathlib.Path | None = None,
-               init_from: str = "resume", checkpoint_name: str | None = None):
+               init_from: str = "resume", checkpoint_name: str | None = None,
+               dtype: str = "float32"):
     if workdir is not None and out_dir is not None:
       raise errors.ConfigError("Pass workdir= or out_dir=, not both.")
     if which is not None and checkpoint_name is not None:
@@ -223,6 +226,8 @@ class Sampler:
     else:
       raise errors.ConfigError(f"init_from={init_from!r}: use 'resume' (a trained run) or "
                                "'online' (a pretrained GPT-2).")
+    if dtype != "float32":
+      self.model = generate.cast_model(self.model, dtype)
     self.generator = generate.Generator(self.model, eot_id=self.tokenizer.eot_id)
 
   @classmethod

@@ -6,7 +6,9 @@
 
 `--dtype=bfloat16` casts the restored parameters and runs the matmuls and the KV cache in
 bfloat16 (`llmjax.generate.cast_model`): half the memory traffic per token; docs/
-performance.md states what it costs in agreement with float32.
+performance.md states what it costs in agreement with float32 (`Sampler(..., dtype=...)`
+in Python).
+
   python -m llmjax.sample --init_from=online --model=gpt2 --prompt="Today I decided to"
 """
 
@@ -49,13 +51,11 @@ def main(argv):
   from llmjax import api  # pylint: disable=import-outside-toplevel
   with cli.user_errors():
     if online:
-      sampler = api.Sampler(out_dir=_MODEL.value, init_from="online", seed=_SEED.value)
+      sampler = api.Sampler(out_dir=_MODEL.value, init_from="online", seed=_SEED.value,
+                            dtype=_DTYPE.value)
     else:
-      sampler = api.Sampler(_WORKDIR.value, seed=_SEED.value, which=_WHICH.value)
-    if _DTYPE.value != "float32":
-      from llmjax import generate  # pylint: disable=import-outside-toplevel
-      sampler.model = generate.cast_model(sampler.model, _DTYPE.value)
-      sampler.generator = generate.Generator(sampler.model, eot_id=sampler.tokenizer.eot_id)
+      sampler = api.Sampler(_WORKDIR.value, seed=_SEED.value, which=_WHICH.value,
+                            dtype=_DTYPE.value)
     start = time.perf_counter()
     texts = sampler.generate_text(_PROMPT.value, _MAX_NEW.value, temperature=_TEMPERATURE.value,
                                   top_k=_TOP_K.value, top_p=_TOP_P.value, num_samples=_NUM.value,
