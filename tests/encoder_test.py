@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llmjax.models.encoder import Encoder, EncoderConfig, relative_positions
+from llmjax.models.encoder import Encoder, EncoderConfig
+from llmjax.models.relative_positions import relative_positions
 
 TINY = dict(vocab_size=50, hidden_size=12, num_layers=2, num_heads=2, intermediate_size=20,
             max_position_embeddings=16)

@@ -210,7 +210,7 @@ class ConvAttention(nnx.Module):
     n_real = t_pad if n_real is None else n_real
     masks = None
     if n_real != t_pad:
-      masks = [_padding_mask(t_pad // cfg.fan_in ** level, n_real, cfg.fan_in ** level)
+      masks = [layers.padding_causal_mask(t_pad // cfg.fan_in ** level, n_real, cfg.fan_in ** level)
                for level in range(cfg.n_levels + 1)]
     keys = layers.split_key(dropout_key, cfg.n_blocks)
     x = x_BxTxD
@@ -393,13 +393,6 @@ class ConvAttention(nnx.Module):
 def _write(stream_BxTxD, x_Bx1xD, p):
   return jax.lax.dynamic_update_slice_in_dim(stream_BxTxD, x_Bx1xD.astype(stream_BxTxD.dtype),
                                              p, axis=1)
-
-
-def _padding_mask(n: int, n_real_tokens: int, tokens_per_position: int):
-  """[1, n, n] causal mask that also hides positions holding only padding."""
-  valid_S = jnp.arange(n) * tokens_per_position < n_real_tokens
-  causal_TxS = jnp.arange(n)[None, :] <= jnp.arange(n)[:, None]
-  return (causal_TxS & valid_S[None, :])[None]
 
 
 def _record(trace, op, x):

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llmjax.models.relative_positions import relative_positions
+
 FAMILIES = ("bert", "distilbert", "roberta", "electra", "albert", "deberta", "deberta-v2")
 DEBERTA_FAMILIES = ("deberta", "deberta-v2")
 
@@ -171,31 +173,6 @@ def _linear(din: int, dout: int, cfg: EncoderConfig, rngs: nnx.Rngs,
 
 def _embed(num: int, dim: int, cfg: EncoderConfig, rngs: nnx.Rngs) -> nnx.Embed:
   return nnx.Embed(num, dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
-
-
-def log_bucket_positions(rel_pos: np.ndarray, bucket_size: int, max_position: int) -> np.ndarray:
-  """DeBERTa's log buckets: distances beyond bucket_size // 2 grow logarithmically.
-
-  Computed in float32 exactly as the reference does, so the bucket edges agree.
-  """
-  rel_pos = np.asarray(rel_pos, np.int64)
-  mid = bucket_size // 2
-  inside = (rel_pos < mid) & (rel_pos > -mid)
-  abs_pos = np.where(inside, mid - 1, np.abs(rel_pos))
-  ratio = abs_pos.astype(np.float32) / np.float32(mid)
-  denom = np.log(np.float32((max_position - 1) / mid))
-  log_pos = np.ceil(np.log(ratio) / denom * np.float32(mid - 1)) + np.float32(mid)
-  bucket = np.where(abs_pos <= mid, rel_pos.astype(np.float32), log_pos * np.sign(rel_pos))
-  return bucket.astype(np.int64)
-
-
-def relative_positions(length: int, bucket_size: int, max_position: int) -> np.ndarray:
-  """TxT matrix of (query position - key position), log-bucketed when bucket_size > 0."""
-  ids = np.arange(length)
-  rel_TxT = ids[:, None] - ids[None, :]
-  if bucket_size > 0 and max_position > 0:
-    rel_TxT = log_bucket_positions(rel_TxT, bucket_size, max_position)
-  return rel_TxT
 
 
 class Attention(nnx.Module):

@@ -241,3 +241,10 @@ REMAT_POLICIES = {
     "full": None,
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+
+
+def padding_causal_mask(n: int, n_real_tokens: int, tokens_per_position: int):
+  """[1, n, n] causal mask that also hides positions holding only padding."""
+  valid_S = jnp.arange(n) * tokens_per_position < n_real_tokens
+  causal_TxS = jnp.arange(n)[None, :] <= jnp.arange(n)[:, None]
+  return (causal_TxS & valid_S[None, :])[None]
