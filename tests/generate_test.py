@@ -165,7 +165,8 @@ def loop_copies(hlo_text: str, min_elements: int) -> list[str]:
       comps[name] = []
     elif name is not None:
       comps[name].append(line)
-  todo = [b for lines in comps.values() for ln in lines for b in re.findall(r"body=%([\w.\-]+)", ln)]
+  todo = [body for lines in comps.values() for ln in lines
+          for body in re.findall(r"body=%([\w.\-]+)", ln)]
   seen = set()
   while todo:
     comp = todo.pop()
