@@ -57,6 +57,8 @@ def get_config(arg=None):
     c.name = "progressive-smoke"
     c.model.n_head = 2
     c.model.n_embd = 32
+    c.model.n_layer = 4  # Quick to compile: stages of 1, 2 and 4 blocks.
+    c.progressive.stage_groups = (1, 2, 4)
     c.model.block_size = 64
     math_data(c, 40_000, "generated")
     c.train.steps = 9
