@@ -12,6 +12,7 @@ import tokenizers
 from flax import nnx
 
 from llmjax.models import encoder
+from llmjax.models import relative_positions
 from llmjax.pretrained import from_hf, hf_import, load_tokenizer
 
 GOLDENS = pathlib.Path(__file__).parent / "goldens"
@@ -117,7 +118,7 @@ def test_deberta_log_buckets_match_reference():
   rel = tables["relative"].astype(np.int64)
   for key in ("b256_m512", "b8_m24", "b64_m1024"):
     bucket, max_position = (int(x[1:]) for x in key.split("_"))
-    np.testing.assert_array_equal(encoder.log_bucket_positions(rel, bucket, max_position),
+    np.testing.assert_array_equal(relative_positions.log_bucket_positions(rel, bucket, max_position),
                                   tables[key], err_msg=key)
 
 

@@ -64,7 +64,9 @@ def subprocess_env(base: pathlib.Path, devices: int = 1, faults: dict | None = N
   env.update({
       "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
       "LLMJAX_CACHE": str(base / "llmjax-cache"), "LLMJAX_NO_FETCH": "1",
-      "JAX_COMPILATION_CACHE_DIR": str(base / "jax-cache"),
+      # The session's cache when the test run has one: every file's runs share it.
+      "JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR",
+                                                  str(base / "jax-cache")),
       "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
       "TQDM_DISABLE": "1",
