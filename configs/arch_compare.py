@@ -70,7 +70,7 @@ def get_config(arg=None):
     c.compare.inference_tokens = 32
   elif arg == "smoke":
     c.name = "arch-smoke"
-    c.compare.models = "gpt, conv_attention(n_embd=8 block_size=64 target_offset=8), progressive"
+    c.compare.models = "gpt, conv_attention(n_embd=8 block_size=64 target_offset=8)"
     c.model.n_layer = 4
     c.model.n_head = 2
     c.model.n_embd = 16

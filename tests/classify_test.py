@@ -2,7 +2,6 @@
 weights through the frozen path, resume, and config errors."""
 
 import json
-import shutil
 
 import jax
 import numpy as np
@@ -72,25 +71,6 @@ def test_minilm_frozen_trains_only_the_head(tmp_path):
   initial_head = nnx.to_pure_dict(state)["head_in"]["kernel"]
   assert not np.array_equal(np.asarray(trained["head_in"]["kernel"]), np.asarray(initial_head))
   del graphdef
-
-
-@pytest.mark.slow
-def test_resume_continues_from_checkpoint(vocab_dir, tmp_path):
-  c = config(**{"classifier.tokenizer": str(vocab_dir), "classifier.hidden_size": 16,
-                "classifier.intermediate_size": 32, "arena.synthetic_rows": 200,
-                "train.steps": 8, "train.eval_every": 4, "train.checkpoint_every": 4,
-                "train.log_every": 1})
-  straight = classify.train(c, tmp_path / "straight")
-  shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
-  # As if the run had stopped after saving step 4.
-  shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "8")
-  shutil.rmtree(tmp_path / "resumed" / "best")
-  resumed = classify.train(c, tmp_path / "resumed")
-  assert resumed.step == 8
-  without_speed = lambda d: [{k: v for k, v in r.items() if k not in ("pairs_per_s", "elapsed_s")}  # noqa: E731
-                             for r in metrics_lib.read_metrics(d)]
-  assert without_speed(tmp_path / "resumed") == without_speed(tmp_path / "straight")
-  assert resumed.report == straight.report
 
 
 def test_config_errors(vocab_dir, tmp_path):
