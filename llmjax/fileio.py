@@ -20,20 +20,27 @@ PathLike = str | os.PathLike[str]
 
 
 @contextlib.contextmanager
-def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
-  """A binary file to write that replaces `path` when the block ends without error."""
-  path = pathlib.Path(path)
+def _replacing(path: pathlib.Path, prefix: str, suffix: str) -> Iterator[tuple[int, str]]:
+  """(fd, name) of a temporary sibling of `path`, moved onto `path` (mode 0o644) when the
+  block ends without error and removed when it raises."""
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
   try:
-    with os.fdopen(fd, "wb") as f:
-      yield f
+    yield fd, tmp
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):
       os.unlink(tmp)
     raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike) -> Iterator[BinaryIO]:
+  """A binary file to write that replaces `path` when the block ends without error."""
+  path = pathlib.Path(path)
+  with _replacing(path, f".{path.name}.", ".tmp") as (fd, _), os.fdopen(fd, "wb") as f:
+    yield f
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
@@ -57,17 +64,9 @@ def atomic_write_with(path: PathLike, write: Callable[[pathlib.Path], None]) -> 
   """Calls `write(tmp_path)` (for writers that want a path, e.g. `np.savez`), then
   moves the result to `path` atomically. `tmp_path` keeps `path`'s suffix."""
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-  os.close(fd)
-  try:
+  with _replacing(path, f".{path.stem}.", path.suffix) as (fd, tmp):
+    os.close(fd)
     write(pathlib.Path(tmp))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
 
 
 @contextlib.contextmanager
