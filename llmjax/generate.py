@@ -209,3 +209,39 @@ class Generator:
     room = min(remaining, self.block_size // 2) if n_tokens + remaining > self.block_size \
         else remaining
     return max(1, min(room, self.block_size - 1))
+
+
+class WindowGreedy:
+  """Greedy decoding without a cache: the whole zero-padded window runs for every new token.
+
+  The slow, obviously right decoder that cached decoding is checked and timed against
+  (`tests/conv_attention_test.py`, `benchmarks/decode_conv.py`); prompt plus new tokens
+  must fit the context. Compiled once per batch size.
+  """
+
+  def __init__(self, model: nnx.Module):
+    self.graphdef, self.state = nnx.split(model)
+    self.block_size = model.cfg.block_size
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _loop(self, state, window_BxT, start, stop):
+    model = nnx.merge(self.graphdef, state)
+
+    def step(i, window_BxT):
+      logits_BxTxV = model(window_BxT)
+      next_B = jnp.argmax(jnp.take(logits_BxTxV, i - 1, axis=1), axis=-1)
+      return window_BxT.at[:, i].set(next_B.astype(window_BxT.dtype))
+
+    return jax.lax.fori_loop(start, stop, step, window_BxT)
+
+  def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    n = len(prompts[0])
+    if any(len(p) != n for p in prompts) or not 0 < n + max_new_tokens <= self.block_size:
+      raise errors.SamplingError(
+          f"WindowGreedy needs equal, non-empty prompts with prompt + max_new_tokens <= "
+          f"block_size={self.block_size}; got lengths {sorted({len(p) for p in prompts})} "
+          f"and max_new_tokens={max_new_tokens}.")
+    window = np.zeros((len(prompts), self.block_size), np.int32)
+    window[:, :n] = np.asarray(prompts, np.int32)
+    out = self._loop(self.state, jnp.asarray(window), jnp.int32(n), jnp.int32(n + max_new_tokens))
+    return np.asarray(out)[:, n:n + max_new_tokens].tolist()

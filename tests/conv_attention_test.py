@@ -116,17 +116,7 @@ def test_cached_decode_equals_full_window_greedy_for_64_tokens():
   out = generator.generate(prompts.tolist(), 64, params=generate.SamplingParams(0.0))
   assert generator.compilations == 2  # One prefill, one decode loop.
 
-  @nnx.jit  # No cache: the whole zero-padded window runs for every token (one compile).
-  def full_greedy(model, window_BxT):
-    def step(i, window_BxT):
-      logits_BxTxV = model(window_BxT)
-      next_B = jnp.argmax(logits_BxTxV[:, i - 1], axis=-1).astype(window_BxT.dtype)
-      return window_BxT.at[:, i].set(next_B)
-    return jax.lax.fori_loop(11, 11 + 64, step, window_BxT)
-
-  window = np.zeros((2, 128), np.int32)
-  window[:, :11] = prompts
-  want = np.asarray(full_greedy(model, jnp.asarray(window)))[:, 11:11 + 64]
+  want = np.asarray(generate.WindowGreedy(model).generate(prompts.tolist(), 64))
   np.testing.assert_array_equal(np.asarray(out), want)
   assert len(set(want[0].tolist())) > 3  # Not a degenerate repetition of one token.
 
