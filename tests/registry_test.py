@@ -35,12 +35,19 @@ def test_every_source_has_a_builder_and_text_sources_match_the_readers():
     (dict(source="file"), r"data.source='file' needs data.path"),
     (dict(source="hf", path=""), r"data.source='hf' needs data.path"),
     (dict(val_fraction=1.0), r"data.val_fraction=1.0 must be a number in \[0, 1\)"),
+    (dict(source="wikitext2", val_fraction=0.2),
+     r"data.val_fraction=0.2 is not read by data.source='wikitext2', which has fixed"),
 ])
 def test_check_data_rejects_what_no_builder_takes(data, match):
   with pytest.raises(errors.ConfigError, match=match):
     registry.check_data(cfg(**data))
   with pytest.raises(errors.ConfigError, match=match):
     registry.prepare_tokens(cfg(**data))
+
+
+def test_fixed_split_sources_accept_the_default_val_fraction():
+  assert registry.DEFAULT_VAL_FRACTION == config_base.base_config().data.val_fraction
+  registry.check_data(cfg(source="wikitext2"))
 
 
 def test_prepare_tokens_dispatches_by_source(tmp_path):

@@ -36,13 +36,18 @@ class Source:
     needs_path: whether `data.path` must be set.
     has_text: whether `sources.read_source` reads its whole text (notes corpora
       are made from text).
+    fixed_splits: whether the source has its own validation split (then
+      `data.val_fraction` is not read and may not be changed from its default).
   """
   name: str
   summary: str
   build: Callable[..., shards.TokenSplits]
   needs_path: bool = False
   has_text: bool = False
+  fixed_splits: bool = False
 
+
+DEFAULT_VAL_FRACTION = 0.1  # config_base's data.val_fraction.
 
 SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("shakespeare", "the bundled Shakespeare plays and poems (offline)",
@@ -55,7 +60,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
            shards.prepare_tokens, needs_path=True, has_text=True),
     Source("wikitext2", "WikiText-2's train/validation/test splits (data.path '' = the "
            "hub, a local copy, or 'shakespeare' for an offline stand-in)",
-           wikitext.prepare_wikitext),
+           wikitext.prepare_wikitext, fixed_splits=True),
     Source("math", "math text streamed from HF datasets (data.path '' = the hub "
            "defaults, or 'generated' for generated exercises, offline)",
            math_text.prepare_math_tokens),
@@ -84,7 +89,12 @@ def check_data(data_cfg) -> None:
   if source.needs_path and not data_cfg.get("path"):
     raise errors.ConfigError(f"data.source={source.name!r} needs data.path: "
                              f"{source.summary}; e.g. --config.data.path=book.txt")
-  shards.check_val_fraction(data_cfg.get("val_fraction", 0.1))
+  val_fraction = shards.check_val_fraction(data_cfg.get("val_fraction", DEFAULT_VAL_FRACTION))
+  if source.fixed_splits and val_fraction != DEFAULT_VAL_FRACTION:
+    raise errors.ConfigError(
+        f"data.val_fraction={val_fraction} is not read by data.source={source.name!r}, which has "
+        "fixed train/validation/test splits; remove the override (or use data.source=file "
+        "with data.path to split a text of your own).")
 
 
 def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *,
