@@ -19,13 +19,14 @@ Prints one JSON object (also written to --out).
 
 from __future__ import annotations
 
-import json
 import pathlib
 import statistics
 import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import machine
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained run directory.")
 _TEXT = flags.DEFINE_string("text", "", "Held-out text file (default: the tail of the run's "
@@ -116,10 +117,7 @@ def main(argv):
                    "mean_difference": round(float(lp16.mean() - lp32.mean()), 5),
                    "mean_abs_token_difference": round(float(np.abs(lp16 - lp32).mean()), 5)},
       "seconds": round(time.perf_counter() - t0, 1)}
-  text = json.dumps(result, indent=1)
-  print(text)
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(text + "\n")
+  machine.emit(result, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,14 @@ goal `conv_cached_over_gpt <= 2.5` and whether cached and window decoding agree.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import machine
 
 _N_EMBD = flags.DEFINE_integer("n_embd", 128, "GPT width = conv-attention base width.")
 _N_HEAD = flags.DEFINE_integer("n_head", 4, "Heads in every block.")
@@ -38,15 +38,6 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (systems take turns
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 PROMPT_LEN = 8
-
-
-def cpu_model() -> str:
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  return platform.processor() or platform.machine()
 
 
 def build(arch: str):
@@ -101,7 +92,7 @@ def main(argv):
             "conv_attention": sum(x.size for x in jax.tree.leaves(
                 jax.device_get(conv_gen.state)))}
   result = {
-      "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu_model(),
+      "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": machine.cpu_model(),
       "cores": len(os.sched_getaffinity(0)), "load_average_start": os.getloadavg(),
       "jax": jax.__version__, "device": str(jax.devices()[0].device_kind),
       "shape": {"n_embd": _N_EMBD.value, "n_head": _N_HEAD.value, "blocks": 12,
@@ -116,11 +107,7 @@ def main(argv):
       "cached_equals_window": tokens["conv_cached"] == tokens["conv_window"],
   }
   result["goals"] = {"conv_cached_over_gpt<=2.5": result["ratios"]["conv_cached_over_gpt"] <= 2.5}
-  text = json.dumps(result, indent=1)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      f.write(text + "\n")
+  machine.emit(result, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from benchmarks import machine
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PARTS = ("xl_step", "train_124m", "decode", "notes")
 
@@ -297,10 +299,7 @@ def main(argv):
   finally:
     if not _WORKDIR.value:
       shutil.rmtree(root, ignore_errors=True)
-  text = json.dumps(result, indent=1)
-  print(text)
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(text + "\n")
+  machine.emit(result, _OUT.value)
   if any("error" in p for p in result["parts"].values()):
     sys.exit(1)
 

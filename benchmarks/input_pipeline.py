@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import machine
 
 _BATCHES = flags.DEFINE_integer("batches", 300, "Batches drawn from the train iterator.")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed train steps for the step time.")
@@ -63,9 +64,7 @@ def main(argv):
   c.model.n_layer, c.model.n_embd, c.model.n_head = _N_LAYER.value, _N_EMBD.value, _N_HEAD.value
   c.model.block_size, c.train.batch_size = _BLOCK.value, _BATCH.value
   c.model.vocab_size = 50304
-  cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-              if line.startswith("model name")), platform.processor()) \
-      if os.path.exists("/proc/cpuinfo") else platform.processor()
+  cpu = machine.cpu_model()
   result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": len(os.sched_getaffinity(0)),
             "cpu": cpu, "load_average_start": os.getloadavg()}
 

@@ -26,9 +26,7 @@ avx2, else 4) x 2 FLOPs per FMA x clock.
 """
 
 import json
-import os
 import platform
-import re
 import resource
 import time
 
@@ -39,6 +37,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
+from benchmarks import machine
 from llmjax import cli
 from llmjax import config_util
 from llmjax.parallel import mesh as mesh_lib
@@ -63,21 +62,11 @@ GPU_PEAK_FLOPS = {
 
 
 def cpu_peak_flops() -> tuple[float, str]:
-  """cores x 2 FMA units x fp32 SIMD lanes x 2 x clock, from /proc/cpuinfo."""
-  try:
-    info = open("/proc/cpuinfo").read()
-  except OSError:
+  """The CPU's fp32 peak (`benchmarks.machine.cpu_peak`) and how it was reckoned."""
+  peak = machine.cpu_peak()
+  if not peak["peak_gflops"]:
     return 0.0, "unknown CPU (pass --peak_flops)"
-  flags_line = re.search(r"^flags\s*:(.*)$", info, re.M)
-  cpu_flags = set(flags_line.group(1).split()) if flags_line else set()
-  lanes = 16 if "avx512f" in cpu_flags else 8 if "avx2" in cpu_flags else 4
-  mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
-  clock = float(mhz.group(1)) * 1e6 if mhz else 2e9
-  cores = len(os.sched_getaffinity(0))
-  name = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
-  how = (f"{cores} cores x 2 FMA x {lanes} fp32 lanes x 2 x {clock / 1e9:.2f} GHz "
-         f"({name.group(1) if name else 'CPU'})")
-  return cores * 2 * lanes * 2 * clock, how
+  return peak["peak_gflops"] * 1e9, f"{peak['peak_formula']} ({peak['cpu']})"
 
 
 def peak_flops_per_device(dtype: str) -> tuple[float, str]:

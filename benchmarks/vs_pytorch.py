@@ -28,13 +28,12 @@ generation; per-token cost = (t(128) - t(1)) / 127, measured the same way for al
 
 Prints one JSON object (also written to --out): tokens/s per system (median over
 repeats), paired ratios, compile time, peak RSS per phase, achieved GFLOP/s and its share
-of the CPU's peak (cores x FMA units x SIMD lanes x 2 x clock; see `cpu_peak`).
+of the CPU's peak (cores x FMA units x SIMD lanes x 2 x clock; see `benchmarks.machine.cpu_peak`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pathlib
 import platform
@@ -46,6 +45,8 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+
+from benchmarks import machine
 
 _WHAT = flags.DEFINE_list("what", ["train", "decode"], "Benchmarks to run: train, decode.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repeats of each system.")
@@ -67,32 +68,6 @@ _DTYPES = flags.DEFINE_list("decode_dtypes", ["float32", "bfloat16"],
 
 
 # ----------------------------------------------------------------------------- machine
-
-
-def cpu_peak(fma_units: int = 0) -> dict:
-  """Single-precision FLOP/s peak: cores x FMA units x SIMD lanes x 2 x clock.
-
-  Read from /proc/cpuinfo and the affinity mask: lanes = 16 with avx512f, 8 with avx2/fma,
-  4 otherwise; clock = the reported 'cpu MHz' (the base clock on most VMs; turbo would
-  raise the real peak); FMA units per core are not visible in cpuinfo: assumed 2 (Intel
-  Xeon Skylake-SP and later, AMD Zen 2 and later) unless given.
-  """
-  info = pathlib.Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo") else ""
-  fields = {}
-  for line in info.splitlines():
-    key, _, value = line.partition(":")
-    fields.setdefault(key.strip(), value.strip())
-  flags_ = set(fields.get("flags", "").split())
-  lanes = 16 if "avx512f" in flags_ else 8 if ("avx2" in flags_ or "fma" in flags_) else 4
-  cores = len(os.sched_getaffinity(0))
-  mhz = float(fields.get("cpu MHz", "0") or 0)
-  units = fma_units or 2
-  peak = cores * units * lanes * 2 * mhz * 1e6
-  return {"cpu": fields.get("model name", platform.processor()), "cores": cores,
-          "simd_fp32_lanes": lanes, "fma_units_per_core": units, "clock_mhz": mhz,
-          "peak_gflops": round(peak / 1e9, 1),
-          "peak_formula": f"{cores} cores x {units} FMA x {lanes} lanes x 2 x {mhz:.0f} MHz",
-          "fma_units_assumed": not fma_units}
 
 
 def train_flops_per_token(n_layer, n_embd, block, vocab) -> float:
@@ -306,7 +281,7 @@ def bench_train(result: dict) -> None:
             file=sys.stderr, flush=True)
 
   flops_per_token = train_flops_per_token(_N_LAYER.value, _N_EMBD.value, t, v)
-  peak = cpu_peak(_FMA_UNITS.value)
+  peak = machine.cpu_peak(_FMA_UNITS.value)
   out = {}
   for name, rs in runs.items():
     tps = [tokens_per_step / x["step_s"] for x in rs]
@@ -378,7 +353,7 @@ def main(argv):
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv),
-            "machine": cpu_peak(_FMA_UNITS.value), "load_average_start": os.getloadavg(),
+            "machine": machine.cpu_peak(_FMA_UNITS.value), "load_average_start": os.getloadavg(),
             "versions": {"python": platform.python_version(), "jax": jax.__version__,
                          "torch": torch.__version__, "transformers": transformers.__version__},
             "shape": {"n_layer": _N_LAYER.value, "n_head": _N_HEAD.value,
@@ -391,10 +366,7 @@ def main(argv):
   if "decode" in _WHAT.value:
     bench_decode(result)
   result["load_average_end"] = os.getloadavg()
-  text = json.dumps(result, indent=1)
-  print(text)
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(text + "\n")
+  machine.emit(result, _OUT.value)
 
 
 if __name__ == "__main__":
