@@ -89,11 +89,8 @@ def _distilbert(c):
       hidden_dropout=c.get("dropout", 0.1), attention_dropout=c.get("attention_dropout", 0.1))
 
 
-def _deberta(c):
-  """DeBERTa v1 (`model_type` deberta): plain relative distances, no convolution."""
-  if c.get("talking_head", False):
-    raise ValueError("talking_head=true in config.json is not supported (DeBERTa v1 "
-                     "checkpoints on the hub use talking_head=false)")
+def _deberta_fields(c, *, vocab, hidden, layers, heads, intermediate) -> dict[str, Any]:
+  """The EncoderConfig fields DeBERTa v1 and v2 read alike (defaults differ per version)."""
   pos_att_type = c.get("pos_att_type") or []
   if isinstance(pos_att_type, str):
     pos_att_type = [x.strip() for x in pos_att_type.lower().split("|")]
@@ -101,12 +98,13 @@ def _deberta(c):
   if unsupported:
     raise ValueError(f"pos_att_type {unsupported} in config.json is not supported; only "
                      "'c2p' and 'p2c' are")
-  return EncoderConfig(
-      family="deberta", vocab_size=c.get("vocab_size", 50265),
-      hidden_size=c.get("hidden_size", 768), num_layers=c.get("num_hidden_layers", 12),
-      num_heads=c.get("num_attention_heads", 12),
-      intermediate_size=c.get("intermediate_size", 3072), activation=c.get("hidden_act", "gelu"),
-      layer_norm_eps=c.get("layer_norm_eps", 1e-7), embedding_size=c.get("embedding_size"),
+  return dict(
+      vocab_size=c.get("vocab_size", vocab), hidden_size=c.get("hidden_size", hidden),
+      num_layers=c.get("num_hidden_layers", layers),
+      num_heads=c.get("num_attention_heads", heads),
+      intermediate_size=c.get("intermediate_size", intermediate),
+      activation=c.get("hidden_act", "gelu"), layer_norm_eps=c.get("layer_norm_eps", 1e-7),
+      embedding_size=c.get("embedding_size"),
       max_position_embeddings=c.get("max_position_embeddings", 512),
       absolute_positions=c.get("position_biased_input", True),
       type_vocab_size=c.get("type_vocab_size", 0), pad_token_id=c.get("pad_token_id", 0),
@@ -115,31 +113,26 @@ def _deberta(c):
       max_relative_positions=c.get("max_relative_positions", -1),
       hidden_dropout=c.get("hidden_dropout_prob", 0.1),
       attention_dropout=c.get("attention_probs_dropout_prob", 0.1))
+
+
+def _deberta(c):
+  """DeBERTa v1 (`model_type` deberta): plain relative distances, no convolution."""
+  if c.get("talking_head", False):
+    raise ValueError("talking_head=true in config.json is not supported (DeBERTa v1 "
+                     "checkpoints on the hub use talking_head=false)")
+  return EncoderConfig(family="deberta", **_deberta_fields(
+      c, vocab=50265, hidden=768, layers=12, heads=12, intermediate=3072))
 
 
 def _deberta_v2(c):
-  pos_att_type = c.get("pos_att_type") or []
-  if isinstance(pos_att_type, str):
-    pos_att_type = [x.strip() for x in pos_att_type.lower().split("|")]
-  hidden, heads = c.get("hidden_size", 1536), c.get("num_attention_heads", 24)
   norm_rel = [x.strip() for x in c.get("norm_rel_ebd", "none").lower().split("|")]
   return EncoderConfig(
-      family="deberta-v2", vocab_size=c.get("vocab_size", 128100), hidden_size=hidden,
-      num_layers=c.get("num_hidden_layers", 24), num_heads=heads,
-      intermediate_size=c.get("intermediate_size", 6144), activation=c.get("hidden_act", "gelu"),
-      layer_norm_eps=c.get("layer_norm_eps", 1e-7), embedding_size=c.get("embedding_size"),
-      max_position_embeddings=c.get("max_position_embeddings", 512),
-      absolute_positions=c.get("position_biased_input", True),
-      type_vocab_size=c.get("type_vocab_size", 0), pad_token_id=c.get("pad_token_id", 0),
-      relative_attention=c.get("relative_attention", False),
-      pos_att_type=tuple(t for t in pos_att_type if t),
+      family="deberta-v2", **_deberta_fields(c, vocab=128100, hidden=1536, layers=24, heads=24,
+                                             intermediate=6144),
       position_buckets=c.get("position_buckets", -1),
-      max_relative_positions=c.get("max_relative_positions", -1),
       share_att_key=c.get("share_att_key", False), norm_rel_embeddings="layer_norm" in norm_rel,
       conv_kernel_size=c.get("conv_kernel_size", 0), conv_groups=c.get("conv_groups", 1),
-      conv_activation=c.get("conv_act", "tanh"),
-      hidden_dropout=c.get("hidden_dropout_prob", 0.1),
-      attention_dropout=c.get("attention_probs_dropout_prob", 0.1))
+      conv_activation=c.get("conv_act", "tanh"))
 
 
 CONFIG_CONVERTERS: dict[str, Callable[[dict[str, Any]], EncoderConfig]] = {
