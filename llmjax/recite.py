@@ -1,0 +1,97 @@
+"""How much of a book a trained model recites: prompt with a line, check the next one.
+
+  python -m llmjax.recite --workdir=runs/book --text=book.txt            # the last 5%
+  python -m llmjax.recite --workdir=runs/book --text=book.txt --tail=1   # every line
+
+Every non-empty line in the last `--tail` of the text that is followed by another
+non-empty line is a prompt; the model continues it greedily and passes when it ends the
+prompt's line and writes the book's next line (leading and trailing spaces ignored). Prints a
+table of the prompts and the share recited, and writes it as JSON with `--out`.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from absl import app
+from absl import flags
+
+from llmjax import errors
+
+
+def tail_pairs(text: str, tail: float) -> list[tuple[str, str]]:
+  """(line, next line) for every non-empty line starting in the last `tail` of `text`
+  whose next line is non-empty."""
+  if not 0 < tail <= 1:
+    raise errors.ConfigError(f"tail={tail} must be in (0, 1]: the share of the text, from "
+                             "its end, whose lines are prompts.")
+  start = len(text) - int(round(tail * len(text)))
+  pairs, offset = [], 0
+  lines = text.split("\n")
+  for line, following in zip(lines, lines[1:]):
+    if offset >= start and line.strip() and following.strip():
+      pairs.append((line, following))
+    offset += len(line) + 1
+  return pairs
+
+
+def next_line(prompt: str, continuation: str) -> tuple[str, bool]:
+  """(the line the model wrote after the prompt, whether it ended the prompt's line first);
+  when it went on with the prompt's line, that whole line instead."""
+  same_line, _, rest = continuation.partition("\n")
+  if same_line.strip():
+    return prompt.strip() + same_line.rstrip(), False
+  return rest.split("\n", 1)[0], True
+
+
+def recite(sampler, text: str, tail: float = 0.05) -> dict:
+  """Greedy continuation of every line pair of `tail_pairs`; returns the rows and the share
+  whose next line is recited exactly."""
+  rows = []
+  for line, following in tail_pairs(text, tail):
+    budget = len(sampler.tokenizer.encode("\n" + following)) + 4
+    got, ended = next_line(line, sampler.generate_text(line, max_tokens=budget, temperature=0.0,
+                                                        include_prompt=False))
+    rows.append({"prompt": line.strip(), "expected": following.strip(), "got": got.strip(),
+                 "recited": ended and got.strip() == following.strip()})
+  recited = sum(r["recited"] for r in rows)
+  return {"tail": tail, "prompts": len(rows), "recited": recited,
+          "share": recited / len(rows) if rows else 0.0, "rows": rows}
+
+
+def table(result: dict) -> str:
+  from llmjax import markdown  # pylint: disable=import-outside-toplevel
+  body = markdown.table(["prompt", "next line of the book", "recited"],
+                        [[r["prompt"], r["expected"], "yes" if r["recited"] else r["got"]]
+                         for r in result["rows"]])
+  return (f"{body}\n\n{result['recited']} of {result['prompts']} lines of the last "
+          f"{result['tail']:.0%} continued exactly.")
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run.")
+_TEXT = flags.DEFINE_string("text", None, "The book it was trained on (a UTF-8 file).")
+_TAIL = flags.DEFINE_float("tail", 0.05, "Share of the text, from its end, whose lines are "
+                           "prompts.")
+_OUT = flags.DEFINE_string("out", "", "Also write the result as JSON here.")
+
+
+def main(argv):
+  del argv
+  from llmjax import api  # pylint: disable=import-outside-toplevel
+  from llmjax import cli  # pylint: disable=import-outside-toplevel
+  with cli.user_errors():
+    path = pathlib.Path(_TEXT.value).expanduser()
+    if not path.is_file():
+      raise errors.DataError(f"--text={_TEXT.value}: no such file; give the book the run "
+                             "was trained on.")
+    result = recite(api.Sampler(_WORKDIR.value, seed=0), path.read_text(encoding="utf-8"),
+                    _TAIL.value)
+    print(table(result))
+    if _OUT.value:
+      pathlib.Path(_OUT.value).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir", "text"])
+  app.run(main)

@@ -1,0 +1,43 @@
+"""Tests for llmjax.recite: which lines are prompts, and what counts as recited."""
+
+import pytest
+
+from llmjax import errors
+from llmjax import recite
+
+TEXT = "Title\n\nOne line\nTwo line\n  Three line\n\nFour\nFive\n"
+
+
+def test_tail_pairs_take_lines_starting_in_the_tail_followed_by_a_line():
+  assert recite.tail_pairs(TEXT, 1.0) == [("One line", "Two line"), ("Two line", "  Three line"),
+                                          ("Four", "Five")]
+  # "Four" starts 10 characters before the end; "Five" is followed by no line.
+  assert recite.tail_pairs(TEXT, 10 / len(TEXT)) == [("Four", "Five")]
+  assert recite.tail_pairs(TEXT, 9 / len(TEXT)) == []
+  with pytest.raises(errors.ConfigError, match=r"tail=0 must be in \(0, 1\]"):
+    recite.tail_pairs(TEXT, 0)
+
+
+class FakeSampler:
+  """Continues each prompt with a fixed text."""
+
+  class tokenizer:  # pylint: disable=invalid-name
+    encode = staticmethod(list)
+
+  def __init__(self, answers):
+    self.answers, self.calls = answers, []
+
+  def generate_text(self, prompt, max_tokens, temperature, include_prompt):
+    self.calls.append((prompt, max_tokens, temperature, include_prompt))
+    return self.answers[prompt]
+
+
+def test_recite_counts_exact_next_lines_only():
+  sampler = FakeSampler({"One line": "\nTwo line\nmore", "Two line": "\nThree line",
+                         "Four": " Five\nFive"})
+  result = recite.recite(sampler, TEXT, 1.0)
+  assert [r["recited"] for r in result["rows"]] == [True, True, False]
+  assert result["rows"][2]["got"] == "Four Five"  # The prompt's own line went on.
+  assert (result["prompts"], result["recited"]) == (3, 2)
+  assert sampler.calls[0] == ("One line", len("\nTwo line") + 4, 0.0, False)
+  assert "2 of 3 lines of the last 100% continued exactly." in recite.table(result)
