@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import time
 from typing import Any, Sequence
 
 import ml_collections
@@ -251,6 +252,7 @@ def train_and_score(run_cfg: ml_collections.ConfigDict, splits, run_dir: pathlib
     raise errors.TrainingError(
         f"{run_dir.name} was interrupted at step {result.step} of {tc.steps}; re-run the same "
         "command to resume it (finished runs are kept).")
+  score_start = time.perf_counter()
   model, _, _ = api.load_model(run_dir, "latest")
   ids, n_words, n_bytes = heldout(splits.dir, exp.eval_words)
   nll, top = score_tokens(model, ids, eot_id=splits.manifest["eot_id"],
@@ -278,6 +280,7 @@ def train_and_score(run_cfg: ml_collections.ConfigDict, splits, run_dir: pathlib
       "tokens_seen": result.step * tokens_per_step,
       "words_seen": result.step * tokens_per_step / tokens_per_word,
       "eval_bytes": n_bytes, "eval_words": n_words, "val_loss": result.final_val_loss,
+      "train_s": result.elapsed_s, "score_s": time.perf_counter() - score_start,
       "curve": curve,
   }
 
@@ -360,7 +363,10 @@ def finished_row(run_dir: pathlib.Path) -> dict | None:
     row = json.loads((run_dir / SCORED).read_text())
   except (FileNotFoundError, json.JSONDecodeError):
     return None
-  return row if summary.get("status") == "finished" else None
+  if summary.get("status") != "finished":
+    return None
+  row.setdefault("train_s", summary.get("elapsed_s", 0.0))  # Rows scored before it was kept.
+  return row
 
 
 def run_richness(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:

@@ -175,7 +175,14 @@ def _setup(config: ml_collections.ConfigDict, rows: Sequence[dict]) -> str:
           f"{config.train.batch_size} x {config.model.block_size}; seeds "
           f"{', '.join(str(s) for s in exp.seeds)}\n"
           f"- held-out text: {r['eval_words']:,} words, {r['eval_bytes']:,} bytes, the same for "
-          f"every run (the start of each corpus's val split)\n")
+          f"every run (the start of each corpus's val split)\n"
+          f"- compute: {_minutes(sum(x.get('train_s', 0.0) for x in rows))} of training "
+          f"(evaluations included) and {_minutes(sum(x.get('score_s', 0.0) for x in rows))} of "
+          f"scoring over {len(rows)} runs; tagging the corpora is not included\n")
+
+
+def _minutes(seconds: float) -> str:
+  return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def _write(workdir: pathlib.Path, config, rows, agg, text: str) -> dict:
