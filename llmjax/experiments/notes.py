@@ -310,21 +310,26 @@ def _seeds(exp) -> list[int]:
 
 def run_experiment(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Experiment 1: trains each of `experiment.variants` per seed, writes report.md."""
+  return _run(config, workdir, "variants", EXPERIMENT_1_VARIANTS,
+              lambda scheme, v: (v, v, scheme), "write_experiment_report")
+
+
+def _run(config, workdir, key: str, known: Sequence[str], run_of, report: str) -> dict:
+  """Prepares the corpus of every label in `experiment.<key>` (`run_of(scheme, label)` gives
+  (label, variant, scheme)), trains and scores each per seed, writes the report."""
   workdir = pathlib.Path(workdir).absolute()
   config = ml_collections.ConfigDict(config.to_dict())
   exp = config.experiment
   _check_experiment(exp)
   _prepare_text(config, workdir)
-  variants = list(exp.variants)
-  unknown = sorted(set(variants) - set(EXPERIMENT_1_VARIANTS))
+  labels = list(exp[key])
+  unknown = sorted(set(labels) - set(known))
   if unknown:
-    raise errors.ConfigError(
-        f"experiment.variants has {unknown}; use some of "
-        f"{', '.join(EXPERIMENT_1_VARIANTS)}.")
-  prepared = _run_configs(config, workdir, [(v, v, config.notes.scheme) for v in variants])
-  rows = _train_every_seed(config, workdir, prepared, variants)
+    raise errors.ConfigError(f"experiment.{key} has {unknown}; use some of {', '.join(known)}.")
+  prepared = _run_configs(config, workdir, [run_of(config.notes.scheme, x) for x in labels])
+  rows = _train_every_seed(config, workdir, prepared, labels)
   from llmjax.experiments import notes_report  # pylint: disable=g-import-not-at-top
-  return notes_report.write_experiment_report(workdir, config, rows)
+  return getattr(notes_report, report)(workdir, config, rows)
 
 
 def _train_every_seed(config, workdir: pathlib.Path, prepared: dict, labels) -> list[dict]:
@@ -371,18 +376,6 @@ def finished_row(run_dir: pathlib.Path) -> dict | None:
 
 def run_richness(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Experiment 2: one post-notes model per tag-richness level, writes report.md."""
-  workdir = pathlib.Path(workdir).absolute()
-  config = ml_collections.ConfigDict(config.to_dict())
-  exp = config.experiment
-  _check_experiment(exp)
-  _prepare_text(config, workdir)
-  levels = list(exp.levels)
-  unknown = sorted(set(levels) - set(LEVELS))
-  if unknown:
-    raise errors.ConfigError(
-        f"experiment.levels has {unknown}; use some of {', '.join(LEVELS)}.")
-  runs = [(level, "blank" if level == "blank" else "post", level) for level in levels]
-  prepared = _run_configs(config, workdir, runs)
-  rows = _train_every_seed(config, workdir, prepared, levels)
-  from llmjax.experiments import notes_report  # pylint: disable=g-import-not-at-top
-  return notes_report.write_richness_report(workdir, config, rows)
+  return _run(config, workdir, "levels", LEVELS,
+              lambda _, level: (level, "blank" if level == "blank" else "post", level),
+              "write_richness_report")
