@@ -131,10 +131,16 @@ def _plot(path: pathlib.Path, draw) -> None:
 def _curves(rows: Sequence[dict], title: str):
   def draw(plt):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for row in rows:
+    colors = {label: f"C{i}" for i, label in enumerate(dict.fromkeys(r["label"] for r in rows))}
+    labelled = set()
+    for row in rows:  # One colour per variant; its seeds share it.
       if row["curve"]:
+        first = row["label"] not in labelled
+        labelled.add(row["label"])
         ax.plot([p["words"] for p in row["curve"]], [p["bits_per_byte"] for p in row["curve"]],
-                marker="o", ms=3, label=f"{row['label']} (seed {row['seed']})")
+                marker="o", ms=3, alpha=0.8, color=colors[row["label"]],
+                label=f"{row['label']} (seeds {', '.join(str(r['seed']) for r in rows if r['label'] == row['label'])})"
+                if first else None)
     ax.set_xlabel("original words seen")
     ax.set_ylabel("validation bits/byte (trainer's eval windows)")
     ax.set_title(title)
@@ -176,9 +182,16 @@ def _setup(config: ml_collections.ConfigDict, rows: Sequence[dict]) -> str:
           f"{', '.join(str(s) for s in exp.seeds)}\n"
           f"- held-out text: {r['eval_words']:,} words, {r['eval_bytes']:,} bytes, the same for "
           f"every run (the start of each corpus's val split)\n"
-          f"- compute: {_minutes(sum(x.get('train_s', 0.0) for x in rows))} of training "
-          f"(evaluations included) and {_minutes(sum(x.get('score_s', 0.0) for x in rows))} of "
-          f"scoring over {len(rows)} runs; tagging the corpora is not included\n")
+          + _compute(rows))
+
+
+def _compute(rows: Sequence[dict]) -> str:
+  """The time the runs took, from what each recorded."""
+  text = (f"- compute: {_minutes(sum(x.get('train_s', 0.0) for x in rows))} of training "
+          "(evaluations included)")
+  if all("score_s" in x for x in rows):
+    text += f" and {_minutes(sum(x['score_s'] for x in rows))} of scoring"
+  return text + f" over {len(rows)} runs; tagging the corpora is not included\n"
 
 
 def _minutes(seconds: float) -> str:
