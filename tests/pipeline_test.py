@@ -31,29 +31,46 @@ def memmap_tokens(tmp_path):
 
 
 def test_batch_shapes_and_windows():
-  tokens = np.arange(41, dtype=np.uint16)  # T=4: 9 windows at 4k + shift, shift in [0, 3].
+  tokens = np.arange(41, dtype=np.uint16)  # T=4: 11 windows per epoch, grid shift in [0, 3].
   it = pipeline.train_iterator(tokens, block_size=4, batch_size=5, seed=0)
   batch = next(it)
   assert batch["inputs"].shape == batch["targets"].shape == (5, 4)
   assert batch["inputs"].dtype == batch["targets"].dtype == np.int32
   np.testing.assert_array_equal(batch["targets"], batch["inputs"] + 1)
   starts = batch["inputs"][:, 0]
-  assert len({int(s) % 4 for s in starts}) == 1  # One grid per epoch.
   np.testing.assert_array_equal(batch["inputs"], starts[:, None] + np.arange(4))
+  assert pipeline.n_train_windows(41, 4) == 11
 
 
-def test_epochs_cover_every_window_in_a_new_order():
+def epoch_starts(source, epoch, n_windows):
+  """The sorted window starts of one epoch, computed from the documented rule."""
+  shift, t, last = source.shift(epoch), source.loader.block_size, source.last_start
+  return sorted(min(max(shift + (k - 1) * t, 0), last) for k in range(n_windows))
+
+
+def test_every_epoch_covers_every_target_on_a_moving_grid():
   tokens = np.arange(41, dtype=np.uint16)
+  source = pipeline.TrainBatches(tokens, 4, 5, seed=0, shard_index=0, shard_count=1)
   it = pipeline.train_iterator(tokens, block_size=4, batch_size=5, seed=0)
-  batches = take(it, 9)  # 45 windows = 5 epochs of 9.
+  batches = take(it, 11)  # 55 windows = 5 epochs of 11.
   starts = np.concatenate([b["inputs"][:, 0] for b in batches])
-  epochs = [starts[i * 9:(i + 1) * 9] for i in range(5)]
-  for epoch in epochs:
-    shift = int(epoch.min())
-    assert 0 <= shift <= 3
-    assert sorted(epoch.tolist()) == list(range(shift, shift + 36, 4))
+  targets = np.concatenate([b["targets"] for b in batches])
+  epochs = [starts[i * 11:(i + 1) * 11] for i in range(5)]
+  for e, epoch in enumerate(epochs):
+    assert sorted(epoch.tolist()) == epoch_starts(source, e, 11)
+    # Every id but the first is a target in every epoch: the ends of the text too.
+    assert set(targets[e * 11:(e + 1) * 11].ravel().tolist()) == set(range(1, 41))
   assert epochs[0].tolist() != epochs[1].tolist() != epochs[2].tolist()
-  assert len({int(e.min()) for e in epochs}) > 1  # The grid moves between epochs.
+  assert len({source.shift(e) for e in range(5)}) > 1  # The grid moves between epochs.
+
+
+def test_a_book_s_last_tokens_are_trained_on():
+  """A short text whose length leaves a remainder: its tail is in every epoch."""
+  tokens = np.arange(2738, dtype=np.uint16)
+  n_windows = pipeline.n_train_windows(2738, 64)
+  it = pipeline.train_iterator(tokens, block_size=64, batch_size=n_windows, seed=3)
+  for _ in range(4):  # One batch = one epoch.
+    assert set(next(it)["targets"].ravel().tolist()) == set(range(1, 2738))
 
 
 def test_seeds():
@@ -90,12 +107,12 @@ def test_state_across_epoch_boundary_matches_uninterrupted():
   resumed = pipeline.train_iterator(tokens, 4, 4, seed=3)
   resumed.set_state(state)
   assert_same(first + take(resumed, 3), straight)
-  # 9 windows per epoch: batch 2 holds elements 8..11, the last of epoch 0 and the
-  # first three of epoch 1.
+  # 11 windows per epoch: batch 2 holds elements 8..11, the last three of epoch 0 and
+  # the first of epoch 1.
   epoch0 = np.concatenate([b["inputs"][:, 0] for b in straight[:2]] +
-                          [straight[2]["inputs"][:1, 0]])
-  shift = int(epoch0.min())
-  assert sorted(epoch0.tolist()) == list(range(shift, shift + 36, 4))
+                          [straight[2]["inputs"][:3, 0]])
+  source = pipeline.TrainBatches(tokens, 4, 4, seed=3, shard_index=0, shard_count=1)
+  assert sorted(epoch0.tolist()) == epoch_starts(source, 0, 11)
 
 
 @pytest.mark.parametrize("shard_count", [2, 4])

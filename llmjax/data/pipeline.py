@@ -1,8 +1,10 @@
 """Batches of token windows for training (Grain, checkpointable) and evaluation.
 
-Training reads windows of `block_size + 1` ids starting at multiples of `block_size`
-(every id is a target once per epoch). Each epoch visits all windows in a fresh
-seeded order, epochs repeat forever. Global batch `b` is the same set of windows for
+Training reads windows of `block_size + 1` ids on a grid of stride `block_size`, shifted
+by a seeded offset in [0, block_size) per epoch, so the text is cut at new places every
+epoch; the grid's first and last windows are clamped to the text, so every id is a target
+at least once per epoch, the first and last ones included (a book's last page is learned
+too). Each epoch visits its windows in a fresh seeded order, epochs repeat forever. Global batch `b` is the same set of windows for
 any number of processes; process `shard_index` of `shard_count` loads only its
 `batch_size // shard_count` rows of it: rows `r * shard_count + shard_index` of the
 global batch.
@@ -97,25 +99,21 @@ class WindowLoader:
 
 
 def n_train_windows(n_tokens: int, block_size: int) -> int:
-  """Windows per epoch: starts s, T + s, 2T + s, ... (T + 1 ids each) for a per-epoch shift
-  s in [0, max_shift]; room is left so that any shift up to T - 1 fits when possible."""
-  return max(1, (n_tokens - block_size) // block_size)
-
-
-def max_shift(n_tokens: int, block_size: int) -> int:
-  """Largest per-epoch shift of the window grid that keeps every window in range."""
-  return max(0, min(block_size - 1,
-                    n_tokens - 1 - n_train_windows(n_tokens, block_size) * block_size))
+  """Windows per epoch: enough grid windows to cover targets 1 .. n_tokens - 1 from any
+  shift in [0, block_size), plus the one the shift pushes before the start."""
+  return -(-(n_tokens - 1) // block_size) + 1
 
 
 class TrainBatches:
   """Random access to this process's training batches (a Grain data source).
 
   Global element g (g = 0, 1, ...) is window `perm_e[g % W]` of epoch e = g // W, where
-  `perm_e` is a seeded permutation of the W windows, and the grid of window starts of
-  epoch e is shifted by a seeded offset (so each epoch cuts the text at new places); global batch b holds elements
-  b*B .. b*B + B - 1, of which this process takes every `shard_count`-th from
-  `shard_index`. Indices are computed vectorised per batch.
+  `perm_e` is a seeded permutation of the W windows. Window k of epoch e starts at
+  `shift_e + (k - 1) * T`, clamped to [0, n_tokens - T - 1], with a seeded `shift_e` in
+  [0, T): the clamped first and last windows overlap their neighbours, and every id is a
+  target in every epoch. Global batch b holds elements b*B .. b*B + B - 1, of which this
+  process takes every `shard_count`-th from `shard_index`. Indices are computed vectorised
+  per batch.
   """
 
   def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int,
@@ -126,7 +124,7 @@ class TrainBatches:
       raise errors.DataError(f"seed={seed} must be in [0, 2**32)")
     self.loader = WindowLoader(tokens, block_size)
     self.n_windows = n_train_windows(len(tokens), block_size)
-    self.max_shift = max_shift(len(tokens), block_size)
+    self.last_start = len(tokens) - block_size - 1
     self.seed, self.batch_size = seed, batch_size
     self.shard_index, self.shard_count = shard_index, shard_count
     self._perms: dict[int, np.ndarray] = {}
@@ -139,7 +137,7 @@ class TrainBatches:
 
   def shift(self, epoch: int) -> int:
     """The offset of epoch `epoch`'s window grid."""
-    return int(np.random.default_rng([self.seed, epoch, 1]).integers(0, self.max_shift + 1))
+    return int(np.random.default_rng([self.seed, epoch, 1]).integers(0, self.loader.block_size))
 
   def permutation(self, epoch: int) -> np.ndarray:
     """The window order of `epoch`."""
@@ -160,7 +158,8 @@ class TrainBatches:
     out = np.empty_like(g_B)
     for epoch in range(first, last + 1):  # A batch may straddle epoch boundaries.
       sel = epoch_B == epoch
-      out[sel] = self.permutation(epoch)[pos_B[sel]] * self.loader.block_size + self.shift(epoch)
+      grid = self.shift(epoch) + (self.permutation(epoch)[pos_B[sel]] - 1) * self.loader.block_size
+      out[sel] = np.clip(grid, 0, self.last_start)
     return out
 
   def __getitem__(self, index: int) -> Batch:
