@@ -22,14 +22,15 @@ from llmjax import errors
 
 def tail_pairs(text: str, tail: float) -> list[tuple[str, str]]:
   """(line, next line) for every non-empty line starting in the last `tail` of `text`
-  whose next line is non-empty."""
+  whose next line is non-empty and ends with a line break (a text cut mid-line has no
+  complete last line to recite)."""
   if not 0 < tail <= 1:
     raise errors.ConfigError(f"tail={tail} must be in (0, 1]: the share of the text, from "
                              "its end, whose lines are prompts.")
   start = len(text) - int(round(tail * len(text)))
   pairs, offset = [], 0
   lines = text.split("\n")
-  for line, following in zip(lines, lines[1:]):
+  for line, following in zip(lines, lines[1:-1]):  # The last piece has no line end.
     if offset >= start and line.strip() and following.strip():
       pairs.append((line, following))
     offset += len(line) + 1

@@ -14,6 +14,7 @@ def test_tail_pairs_take_lines_starting_in_the_tail_followed_by_a_line():
   # "Four" starts 10 characters before the end; "Five" is followed by no line.
   assert recite.tail_pairs(TEXT, 10 / len(TEXT)) == [("Four", "Five")]
   assert recite.tail_pairs(TEXT, 9 / len(TEXT)) == []
+  assert recite.tail_pairs(TEXT + "Six, cut sh", 1.0)[-1] == ("Four", "Five")
   with pytest.raises(errors.ConfigError, match=r"tail=0 must be in \(0, 1\]"):
     recite.tail_pairs(TEXT, 0)
 
