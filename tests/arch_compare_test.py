@@ -91,6 +91,9 @@ def test_smoke_variant_trains_every_row_and_writes_table_and_plot(tmp_path, monk
   assert [r["block_size"] for r in rows] == [32, 64]
   assert [r["n_embd"] for r in rows] == ["16", "8 - 64"]
   assert [r["objective"] for r in rows] == ["next token", "token +8"]
+  assert [r["num_params"] for r in rows] == [  # The model as trained last.
+      arch_compare.count_parameters(arch_compare.run_config(c, row))
+      for row in arch_compare.parse_rows(c)]
   for row in rows:
     assert row["train_batches"] == 6 and row["micro_batch"] == 8
     assert row["test_loss"] > 0 and row["final_train_loss"] > 0

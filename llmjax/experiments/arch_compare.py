@@ -197,7 +197,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
         "model": name, "objective": objective(c), "heads": c.model.n_head,
         "n_embd": embedding_size(c),
         "micro_batch": tc.batch_size // tc.grad_accum, "block_size": c.model.block_size,
-        "num_params": result.num_params, "train_batches": result.step,
+        "num_params": count_parameters(c), "train_batches": result.step,
         "ms_per_batch": steady_ms_per_batch(records, tc.batch_size * c.model.block_size),
         "final_train_loss": result.final_train_loss, "test_batches": tc.eval_batches,
         "ms_per_token": inference_ms_per_token(run_dir, int(config.compare.inference_tokens),
