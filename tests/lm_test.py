@@ -65,6 +65,18 @@ def test_run_writes_config_metrics_and_checkpoints(finished_run):
   assert result.num_params > 0
 
 
+def test_rerunning_a_finished_run_keeps_its_figures(finished_run, text_file):
+  workdir, result = finished_run
+  before = json.loads((workdir / "summary.json").read_text())
+  again = lm.train(tiny_config(text_file), workdir)
+  after = json.loads((workdir / "summary.json").read_text())
+  assert again.step == 12 and after["resumed_from"] == 12
+  assert (again.final_train_loss, again.final_val_loss, again.best_val_loss) == (
+      result.final_train_loss, result.final_val_loss, result.best_val_loss)
+  for key in ("final_train_loss", "final_val_loss", "best_val_loss", "status", "steps"):
+    assert after[key] == before[key], key
+
+
 def test_learning_rate_warms_up_then_decays(finished_run):
   workdir, _ = finished_run
   lrs = [r["lr"] for r in metrics_lib.read_metrics(workdir) if "lr" in r]
