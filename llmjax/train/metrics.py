@@ -93,14 +93,6 @@ def write_summary(workdir: str | pathlib.Path, summary: dict) -> pathlib.Path:
   return path
 
 
-def read_summary(workdir: str | pathlib.Path) -> dict:
-  """DIR/summary.json, or {} when there is none (or it cannot be read)."""
-  try:
-    return json.loads((pathlib.Path(workdir) / "summary.json").read_text())
-  except (OSError, ValueError):
-    return {}
-
-
 def count_params(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 

@@ -240,7 +240,6 @@ class _Run:
     self.evals_without_improvement = meta.get("evals_without_improvement", 0)
     self.last_val = None
     num_params = metrics_lib.count_params(state["params"])
-    previous = metrics_lib.read_summary(self.workdir) if resuming else {}
     summary = {"name": self.config.name, "job": self.config.job, "status": "running",
                "num_params": num_params, "resumed_from": start_step if resuming else None,
                **summary_facts}
@@ -339,9 +338,11 @@ class _Run:
       artifacts = finished.pop("artifacts", ())
       summary.update(finished)
       final_train = lagged.last and lagged.last["train_loss"]
-      if resuming and step == start_step:  # Nothing left to train: the run's figures stand.
-        final_train = previous.get("final_train_loss")
-        self.last_val = previous.get("final_val_loss")
+      if resuming and step == start_step:  # Nothing left to train: the logged figures stand.
+        records = metrics_lib.read_metrics(self.workdir)
+        final_train = next((r["train_loss"] for r in reversed(records) if "train_loss" in r),
+                           None)
+        self.last_val = next((r["val_loss"] for r in reversed(records) if "val_loss" in r), None)
       summary.update(
           status=("interrupted" if interrupted else "stopped_early" if stopped_early else
                   "finished"), steps=step, final_train_loss=final_train,
