@@ -70,29 +70,33 @@ def table(result: dict) -> str:
           f"{result['tail']:.0%} continued exactly.")
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run.")
-_TEXT = flags.DEFINE_string("text", None, "The book it was trained on (a UTF-8 file).")
-_TAIL = flags.DEFINE_float("tail", 0.05, "Share of the text, from its end, whose lines are "
-                           "prompts.")
-_OUT = flags.DEFINE_string("out", "", "Also write the result as JSON here.")
+def define_flags() -> None:
+  """The command line's flags (defined only when run as a program, so importing this module
+  beside other command-line modules does not redefine their flags)."""
+  flags.DEFINE_string("workdir", None, "The trained run.")
+  flags.DEFINE_string("text", None, "The book it was trained on (a UTF-8 file).")
+  flags.DEFINE_float("tail", 0.05, "Share of the text, from its end, whose lines are prompts.")
+  flags.DEFINE_string("out", "", "Also write the result as JSON here.")
+  flags.mark_flags_as_required(["workdir", "text"])
 
 
 def main(argv):
   del argv
+  args = flags.FLAGS
   from llmjax import api  # pylint: disable=import-outside-toplevel
   from llmjax import cli  # pylint: disable=import-outside-toplevel
   with cli.user_errors():
-    path = pathlib.Path(_TEXT.value).expanduser()
+    path = pathlib.Path(args.text).expanduser()
     if not path.is_file():
-      raise errors.DataError(f"--text={_TEXT.value}: no such file; give the book the run "
+      raise errors.DataError(f"--text={args.text}: no such file; give the book the run "
                              "was trained on.")
-    result = recite(api.Sampler(_WORKDIR.value, seed=0), path.read_text(encoding="utf-8"),
-                    _TAIL.value)
+    result = recite(api.Sampler(args.workdir, seed=0), path.read_text(encoding="utf-8"),
+                    args.tail)
     print(table(result))
-    if _OUT.value:
-      pathlib.Path(_OUT.value).write_text(json.dumps(result, indent=1) + "\n")
+    if args.out:
+      pathlib.Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "text"])
+  define_flags()
   app.run(main)

@@ -42,3 +42,18 @@ def test_recite_counts_exact_next_lines_only():
   assert (result["prompts"], result["recited"]) == (3, 2)
   assert sampler.calls[0] == ("One line", len("\nTwo line") + 4, 0.0, False)
   assert "2 of 3 lines of the last 100% continued exactly." in recite.table(result)
+
+
+def test_importable_beside_other_command_line_modules():
+  from llmjax import sample  # pylint: disable=import-outside-toplevel,unused-import
+  assert callable(recite.main)
+
+
+def test_command_line_names_a_missing_text(tmp_path):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  out = subprocess.run([sys.executable, "-m", "llmjax.recite", f"--workdir={tmp_path}",
+                        f"--text={tmp_path / 'book.txt'}"], capture_output=True, text=True,
+                       check=False)
+  assert out.returncode != 0
+  assert f"--text={tmp_path / 'book.txt'}: no such file" in out.stderr + out.stdout
