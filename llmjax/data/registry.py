@@ -18,6 +18,7 @@ import dataclasses
 import os
 from typing import Callable
 
+from llmjax import config_base
 from llmjax import errors
 from llmjax.data import math_text
 from llmjax.data import shards
@@ -47,7 +48,7 @@ class Source:
   fixed_splits: bool = False
 
 
-DEFAULT_VAL_FRACTION = 0.1  # config_base's data.val_fraction.
+DEFAULT_VAL_FRACTION = config_base.base_config().data.val_fraction
 
 SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("shakespeare", "the bundled Shakespeare plays and poems (offline)",

@@ -39,6 +39,7 @@ import numpy as np
 
 from llmjax import errors
 from llmjax import fileio
+from llmjax.experiments import notes_report
 
 LN2 = math.log(2.0)
 EXPERIMENT_1_VARIANTS = ("pre", "post", "blank", "none")
@@ -311,10 +312,10 @@ def _seeds(exp) -> list[int]:
 def run_experiment(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Experiment 1: trains each of `experiment.variants` per seed, writes report.md."""
   return _run(config, workdir, "variants", EXPERIMENT_1_VARIANTS,
-              lambda scheme, v: (v, v, scheme), "write_experiment_report")
+              lambda scheme, v: (v, v, scheme), notes_report.write_experiment_report)
 
 
-def _run(config, workdir, key: str, known: Sequence[str], run_of, report: str) -> dict:
+def _run(config, workdir, key: str, known: Sequence[str], run_of, write_report) -> dict:
   """Prepares the corpus of every label in `experiment.<key>` (`run_of(scheme, label)` gives
   (label, variant, scheme)), trains and scores each per seed, writes the report."""
   workdir = pathlib.Path(workdir).absolute()
@@ -328,8 +329,7 @@ def _run(config, workdir, key: str, known: Sequence[str], run_of, report: str) -
     raise errors.ConfigError(f"experiment.{key} has {unknown}; use some of {', '.join(known)}.")
   prepared = _run_configs(config, workdir, [run_of(config.notes.scheme, x) for x in labels])
   rows = _train_every_seed(config, workdir, prepared, labels)
-  from llmjax.experiments import notes_report  # pylint: disable=g-import-not-at-top
-  return getattr(notes_report, report)(workdir, config, rows)
+  return write_report(workdir, config, rows)
 
 
 def _train_every_seed(config, workdir: pathlib.Path, prepared: dict, labels) -> list[dict]:
@@ -378,4 +378,4 @@ def run_richness(config: ml_collections.ConfigDict, workdir: str | pathlib.Path)
   """Experiment 2: one post-notes model per tag-richness level, writes report.md."""
   return _run(config, workdir, "levels", LEVELS,
               lambda _, level: (level, "blank" if level == "blank" else "post", level),
-              "write_richness_report")
+              notes_report.write_richness_report)

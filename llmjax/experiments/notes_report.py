@@ -131,16 +131,18 @@ def _plot(path: pathlib.Path, draw) -> None:
 def _curves(rows: Sequence[dict], title: str):
   def draw(plt):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    colors = {label: f"C{i}" for i, label in enumerate(dict.fromkeys(r["label"] for r in rows))}
+    seeds: dict[str, list[str]] = {}
+    for row in rows:
+      seeds.setdefault(row["label"], []).append(str(row["seed"]))
+    colors = {label: f"C{i}" for i, label in enumerate(seeds)}
     labelled = set()
-    for row in rows:  # One colour per variant; its seeds share it.
+    for row in rows:  # One colour per variant; its seeds share it and one legend entry.
       if row["curve"]:
-        first = row["label"] not in labelled
-        labelled.add(row["label"])
+        label = row["label"]
         ax.plot([p["words"] for p in row["curve"]], [p["bits_per_byte"] for p in row["curve"]],
-                marker="o", ms=3, alpha=0.8, color=colors[row["label"]],
-                label=f"{row['label']} (seeds {', '.join(str(r['seed']) for r in rows if r['label'] == row['label'])})"
-                if first else None)
+                marker="o", ms=3, alpha=0.8, color=colors[label],
+                label=None if label in labelled else f"{label} (seeds {', '.join(seeds[label])})")
+        labelled.add(label)
     ax.set_xlabel("original words seen")
     ax.set_ylabel("validation bits/byte (trainer's eval windows)")
     ax.set_title(title)
