@@ -10,8 +10,10 @@ parameter arrays (no modules, no sampling branch, no segmenting), so any time th
 
 One jitted prefill (the prompt right-padded to a power-of-two bucket, like the Generator),
 then one jitted `fori_loop` over the new tokens (n - 1 decode steps for n tokens). The cache is
-one array per layer and per key/value, updated in place in the loop carry; attention runs
-over the whole cache with a position mask; the logits are `x @ wte[:vocab].T`, then argmax.
+one array per layer and per key/value, batch and heads merged into one leading axis (keys
+[B*H, K, S], values [B*H, S, K]: the layouts XLA's dots read as they lie, which also lets the
+loop update them in place without copies), written first and then attended over with a
+position mask; the logits are `x @ wte[:vocab].T`, then `jnp.argmax`.
 """
 
 from __future__ import annotations
@@ -49,20 +51,22 @@ def _flatten_layers(params, cfg):
 def _block(x_BxTxD, p, k_cache, v_cache, pos, n_head):
   """One block on T new positions starting at `pos`; returns (x, k_cache, v_cache).
 
-  Caches: keys [B, H, K, S], values [B, H, S, K] (the layouts XLA's dots read as they lie).
+  Caches: keys [N, K, S], values [N, S, K], N = B*H.
   """
   b, t, d = x_BxTxD.shape
   hd = d // n_head
+  n = b * n_head
   h = _layer_norm(x_BxTxD, p["ln_1"])
   qkv = (h @ p["qkv_w"] + p["qkv_b"]).reshape(b, t, 3, n_head, hd)
-  q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-  k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.transpose(0, 2, 3, 1), pos, axis=3)
-  v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.transpose(0, 2, 1, 3), pos, axis=2)
-  s = v_cache.shape[2]
-  scores_BxHxTxS = jnp.einsum("bthk,bhks->bhts", q, k_cache) / np.sqrt(hd)
+  q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3).reshape(n, t, hd) for i in range(3))
+  k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.transpose(0, 2, 1), pos, axis=2)
+  v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v, pos, axis=1)
+  s = v_cache.shape[1]
+  scores_NxTxS = jnp.einsum("ntk,nks->nts", q, k_cache) / np.sqrt(hd)
   visible_TxS = jnp.arange(s)[None, :] <= (pos + jnp.arange(t))[:, None]
-  probs = jax.nn.softmax(jnp.where(visible_TxS, scores_BxHxTxS, -jnp.inf), axis=-1)
-  y = jnp.einsum("bhts,bhsk->bthk", probs, v_cache).reshape(b, t, d)
+  probs = jax.nn.softmax(jnp.where(visible_TxS, scores_NxTxS, -jnp.inf), axis=-1)
+  y = jnp.einsum("nts,nsk->ntk", probs, v_cache).reshape(b, n_head, t, hd)
+  y = y.transpose(0, 2, 1, 3).reshape(b, t, d)
   x_BxTxD = x_BxTxD + y @ p["proj_w"] + p["proj_b"]
   h = _layer_norm(x_BxTxD, p["ln_2"])
   h = jax.nn.gelu(h @ p["fc_w"] + p["fc_b"], approximate=True)
@@ -98,7 +102,7 @@ class ReferenceDecoder:
     cfg = self.cfg
     b = tokens_BxT.shape[0]
     h, k, s = cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
-    caches = [(jnp.zeros((b, h, k, s)), jnp.zeros((b, h, s, k))) for _ in range(cfg.n_layer)]
+    caches = [(jnp.zeros((b * h, k, s)), jnp.zeros((b * h, s, k))) for _ in range(cfg.n_layer)]
     x_BxTxD, caches = _forward(params, layers, tokens_BxT, caches, 0, cfg.n_head)
     x_BxD = jnp.take(x_BxTxD, length - 1, axis=1)
     first_B = jnp.argmax(_logits(x_BxD, params["wte"], cfg.vocab_size), axis=-1)

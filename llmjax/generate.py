@@ -54,6 +54,17 @@ def largest_threshold(lg_BxV, keeps_enough, iters: int = 40):
   return lo
 
 
+def greedy_token(logits_BxV):
+  """`jnp.argmax` over the last axis, as int32 (the first NaN, if any, else the first
+  maximum), computed as a max and then the first index holding it: two plain reductions,
+  which XLA:CPU runs about 2.5x faster than its index-and-value argmax reduction (a
+  quarter of a millisecond per token at a 50k vocabulary)."""
+  top_Bx1 = jnp.max(logits_BxV, axis=-1, keepdims=True)
+  hit_BxV = (logits_BxV == top_Bx1) | jnp.isnan(logits_BxV)
+  index_V = jnp.arange(logits_BxV.shape[-1], dtype=jnp.int32)
+  return jnp.min(jnp.where(hit_BxV, index_V, logits_BxV.shape[-1]), axis=-1)
+
+
 def sample_token(logits_BxV, key, temperature, top_k, top_p):
   """Samples one token per row; all three controls are traced values."""
   logits = logits_BxV.astype(jnp.float32)
@@ -73,8 +84,7 @@ def sample_token(logits_BxV, key, temperature, top_k, top_p):
     return jax.random.categorical(key, lg / jnp.maximum(temperature, 1e-6), axis=-1)
 
   # Greedy skips the filters (they always keep the top token) and the random draw.
-  return jax.lax.cond(temperature > 0, draw, lambda lg: jnp.argmax(lg, axis=-1),
-                      logits).astype(jnp.int32)
+  return jax.lax.cond(temperature > 0, draw, greedy_token, logits).astype(jnp.int32)
 
 
 INFERENCE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -140,10 +150,11 @@ class Generator:
     logits_BxTxV, cache = model.decode(tokens_BxT, cache, 0)
     return jnp.take(logits_BxTxV, length - 1, axis=1), cache
 
-  @functools.partial(jax.jit, static_argnums=0)
+  @functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
   def _decode_loop(self, state, cache, logits_BxV, pos, n_steps, key, temperature, top_k, top_p):
     """Samples n_steps tokens: the first from the prefill's logits, each next one after a
-    cached decode step of the previous (n_steps - 1 decode steps in all)."""
+    cached decode step of the previous (n_steps - 1 decode steps in all). Returns (tokens,
+    cache): the cache is donated and returned so the loop updates it where it lies."""
     self.compilations += 1
     model = nnx.merge(self.graphdef, state)
     key, sub = jax.random.split(key)
@@ -158,8 +169,8 @@ class Generator:
       token_B = sample_token(logits_Bx1xV[:, 0], sub, temperature, top_k, top_p)
       return cache, jax.lax.dynamic_update_slice_in_dim(out_BxN, token_B[:, None], i, axis=1), key
 
-    _, out_BxN, _ = jax.lax.fori_loop(1, n_steps, body, (cache, out_BxN, key))
-    return out_BxN
+    cache, out_BxN, _ = jax.lax.fori_loop(1, n_steps, body, (cache, out_BxN, key))
+    return out_BxN, cache
 
   def generate(self, prompts: list[list[int]], max_new_tokens: int, *,
                params: SamplingParams = SamplingParams(), seed: int = 0) -> list[list[int]]:
@@ -194,9 +205,9 @@ class Generator:
       tokens[:, :n] = np.asarray(context, np.int32)
       logits, cache = self._prefill(self.state, jnp.asarray(tokens), jnp.int32(n))
       key, sub = jax.random.split(key)
-      out = self._decode_loop(self.state, cache, logits, jnp.int32(n), jnp.int32(room), sub,
-                              jnp.float32(params.temperature), jnp.int32(params.top_k),
-                              jnp.float32(params.top_p))
+      out, _ = self._decode_loop(self.state, cache, logits, jnp.int32(n), jnp.int32(room),
+                                 sub, jnp.float32(params.temperature),
+                                 jnp.int32(params.top_k), jnp.float32(params.top_p))
       out = np.asarray(out)[:, :room].tolist()
       for i, toks in enumerate(out):
         seqs[i].extend(toks)

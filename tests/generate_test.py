@@ -187,10 +187,8 @@ def test_decode_loop_transposes_no_weight():
   """Each decoded token reads every weight once; a weight transposed per token costs as
   much again (at batch 1, the decode loop's QKV einsum once did: see `decode_qkv`).
 
-  Only weight-sized copies are checked (the context is shorter than the width, so a
-  layer's cache is smaller than any weight): whether XLA:CPU copies a layer's cache per
-  token depends on the shape (none at the benchmark's 6 x 6 x 384, context 256; one per
-  layer at 2 heads of 16 or at 12 heads of 64 with context 1024).
+  Only weight-sized copies are checked here (the context is shorter than the width, so a
+  layer's cache is smaller than any weight); caches are checked below.
   """
   cfg = gpt.GPTConfig(vocab_size=101, block_size=32, n_layer=1, n_head=2, n_embd=64)
   gen = generate.Generator(models.build(cfg, seed=3), eot_id=100)
@@ -206,3 +204,42 @@ def test_decode_loop_transposes_no_weight():
       "btd,dchk->cbthk", x, w)[0].reshape(x.shape[0], 1, -1), x))
   assert loop_copies(transposing.lower(jnp.ones((1, 1, cfg.n_embd)), w).compile().as_text(),
                      smallest_weight)
+
+
+def _decode_loop_hlo(cfg, batch):
+  gen = generate.Generator(models.build(cfg, seed=3))
+  logits, cache = gen._prefill(gen.state, jnp.zeros((batch, 16), jnp.int32), jnp.int32(4))
+  return gen._decode_loop.lower(gen, gen.state, cache, logits, jnp.int32(4), jnp.int32(8),
+                                jax.random.key(0), jnp.float32(0.0), jnp.int32(0),
+                                jnp.float32(1.0)).compile().as_text()
+
+
+@pytest.mark.parametrize("n_head,n_embd,batch", [(2, 32, 1), (4, 64, 3)])
+def test_decode_loop_writes_each_cache_in_place(n_head, n_embd, batch):
+  """No copy of a layer's cache per token (with a separate batch axis in the cache, or
+  with the scores read from the cache before the write, XLA:CPU copied every layer's keys
+  and values once or twice per token: 48 copies of 3 MB per token at GPT-2 small's shape
+  with context 1024)."""
+  cfg = gpt.GPTConfig(vocab_size=101, block_size=64, n_layer=2, n_head=n_head, n_embd=n_embd)
+  assert loop_copies(_decode_loop_hlo(cfg, batch), batch * n_embd * cfg.block_size) == []
+
+
+def test_scanned_decode_loop_copies_no_stacked_cache():
+  """A scanned stack carries its stacked cache through the layer scan and writes each
+  layer's slice back where it lies: at most layer-sized copies, none of the whole stack."""
+  cfg = gpt.GPTConfig(vocab_size=101, block_size=64, n_layer=4, n_head=4, n_embd=64,
+                      scan_layers=True)
+  layer_elements = cfg.n_embd * cfg.block_size
+  hlo = _decode_loop_hlo(cfg, 1)
+  assert loop_copies(hlo, 2 * layer_elements) == []
+
+
+def test_greedy_token_is_argmax_with_its_ties_and_nans():
+  nan, inf = float("nan"), float("inf")
+  logits = jnp.asarray([[0.5, 2.0, 2.0, -1.0],      # a tie: the first maximum
+                        [-inf, -inf, -inf, -inf],   # nothing finite: index 0
+                        [1.0, nan, 3.0, nan],       # a NaN wins, as in jnp.argmax
+                        [-3.0, -2.0, -7.0, -2.5]])
+  np.testing.assert_array_equal(generate.greedy_token(logits), [1, 0, 1, 1])
+  np.testing.assert_array_equal(generate.greedy_token(logits), jnp.argmax(logits, axis=-1))
+  assert generate.greedy_token(logits).dtype == jnp.int32

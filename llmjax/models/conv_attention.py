@@ -237,7 +237,7 @@ class ConvAttention(nnx.Module):
 
   def init_cache(self, batch: int, length: int | None = None, dtype=None):
     """The decode cache, one entry per level L (length T/f^L, width D*2^L):
-    'kv': per block, {'k': BxHxKxS, 'v': BxHxSxK} (`layers.Attention.attend_cached`);
+    'kv': per block, its `layers.empty_kv_cache`;
     'down': per level below the top, the stream after its down blocks (what the next
     compression reads and the matching expansion adds to); 'up': per level above the
     finest, its output (top: after its blocks; others: after their up blocks), which the
@@ -255,8 +255,7 @@ class ConvAttention(nnx.Module):
       if op == "block":
         s, d = cfg.block_size // cfg.fan_in ** level, cfg.n_embd * 2 ** level
         h, k = cfg.n_head, d // cfg.n_head
-        kv.append({"k": jnp.zeros((batch, h, k, s), dtype),
-                   "v": jnp.zeros((batch, h, s, k), dtype)})
+        kv.append(layers.empty_kv_cache(batch, h, k, s, dtype))
     return {"kv": kv, "down": [stream(lv) for lv in range(cfg.n_levels)],
             "up": [stream(lv) for lv in range(1, cfg.n_levels + 1)]}
 

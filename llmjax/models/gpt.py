@@ -80,7 +80,8 @@ def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=
   """Runs a stack of `layers.Block`s (an nnx.List, or one vmapped Block when scanned).
 
   `cache` (see `GPT.init_cache`) is a list of per-layer caches for the unrolled stack and
-  one stacked cache {'k': LxBxHxKxS, 'v': LxBxHxSxK} for the scanned one. Returns (x, cache).
+  one cache stacked over layers ({'k': LxNxKxS, 'v': LxNxSxK}) for the scanned one.
+  Returns (x, cache).
   """
   n_layer = (jax.tree.leaves(nnx.state(blocks))[0].shape[0] if scanned else len(blocks))
   keys = None if dropout_key is None else jax.random.split(dropout_key, n_layer)
@@ -94,12 +95,24 @@ def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=
 
   if scanned:
     graphdef, state = nnx.split(blocks)
+    if cache is None:
+      return jax.lax.scan(lambda x, xs: run_one(graphdef, xs[0], x, None, xs[1]),
+                          x_BxTxD, (state, keys))
 
-    def body(x, xs):
-      layer_state, layer_cache, key = xs
-      return run_one(graphdef, layer_state, x, layer_cache, key)
+    # The stacked cache rides in the carry and each layer's slice is written back where it
+    # lies (as scan outputs, the whole cache would be copied several times per token).
+    def body(carry, xs):
+      x, cache = carry
+      layer_state, key, i = xs
+      layer_cache = jax.tree.map(lambda c: c[i], cache)
+      x, layer_cache = run_one(graphdef, layer_state, x, layer_cache, key)
+      cache = jax.tree.map(lambda c, new: jax.lax.dynamic_update_index_in_dim(c, new, i, 0),
+                           cache, layer_cache)
+      return (x, cache), None
 
-    return jax.lax.scan(body, x_BxTxD, (state, cache, keys))
+    (x_BxTxD, cache), _ = jax.lax.scan(body, (x_BxTxD, cache),
+                                       (state, keys, jnp.arange(n_layer)))
+    return x_BxTxD, cache
 
   # Separate per-layer arrays: each is updated in place in a decode loop's carry (slicing
   # and re-stacking one [L, ...] array would copy the whole cache every token).
@@ -171,15 +184,13 @@ class GPT(nnx.Module):
 
   def init_cache(self, batch: int, length: int | None = None, dtype=None):
     """An empty KV cache (layouts: `layers.Attention.attend_cached`): a list of per-layer
-    {'k': BxHxKxS, 'v': BxHxSxK}, or one such dict stacked over layers when scanned."""
+    `layers.empty_kv_cache`, or one such dict stacked over layers when scanned."""
     cfg = self.cfg
     h, k, s = cfg.n_head, cfg.n_embd // cfg.n_head, length or cfg.block_size
     dtype = dtype or cfg.dtype
     if cfg.scan_layers:
-      return {"k": jnp.zeros((cfg.n_layer, batch, h, k, s), dtype),
-              "v": jnp.zeros((cfg.n_layer, batch, h, s, k), dtype)}
-    return [{"k": jnp.zeros((batch, h, k, s), dtype), "v": jnp.zeros((batch, h, s, k), dtype)}
-            for _ in range(cfg.n_layer)]
+      return layers.empty_kv_cache(batch, h, k, s, dtype, leading=(cfg.n_layer,))
+    return [layers.empty_kv_cache(batch, h, k, s, dtype) for _ in range(cfg.n_layer)]
 
   def decode(self, tokens_BxT, cache, pos):
     """Runs tokens at positions pos.. against the cache; returns (logits_BxTxV, cache)."""

@@ -16,7 +16,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-KVCache = dict[str, jax.Array]  # One layer's: {'k': BxHxKxS, 'v': BxHxSxK}
+KVCache = dict[str, jax.Array]  # One layer's: {'k': NxKxS, 'v': NxSxK}, N = batch x heads.
+
+
+def empty_kv_cache(batch: int, n_head: int, head_dim: int, length: int, dtype,
+                   leading: tuple[int, ...] = ()) -> KVCache:
+  """A zero KV cache in `Attention.attend_cached`'s layout, with optional leading axes
+  (the layer axis of a scanned stack)."""
+  n = batch * n_head
+  return {"k": jnp.zeros((*leading, n, head_dim, length), dtype),
+          "v": jnp.zeros((*leading, n, length, head_dim), dtype)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,37 +140,33 @@ class Attention(nnx.Module):
   def attend_cached(self, x_BxTxD, cache: KVCache, pos):
     """Attention of the tokens at positions pos..pos+T-1 over a KV cache (decoding).
 
-    Each query attends to the cached positions before `pos` and to the new positions up
-    to its own; the new keys and values are then written into the cache. The scores
-    against the cache and against the new tokens are two dots under one softmax, so the
-    dots read the cache as it came in and the write can happen in place (reading the
-    updated cache makes XLA:CPU copy every layer's cache per token at some shapes).
-    Layouts are the ones XLA's dots read without a transpose: keys [B, H, K, S] (the
-    contracted K before S), values [B, H, S, K]. Returns (y_BxTxHxK, new_cache).
+    The new keys and values are written into the cache first; each query then attends to
+    the cache up to its own position. Layouts (`empty_kv_cache`) are the ones XLA's dots
+    read as they lie, with batch and heads merged into one leading axis N = B*H: keys
+    [N, K, S] (the contracted K before S), values [N, S, K]. With a separate batch axis,
+    or with the dots reading the cache as it came in, XLA:CPU copies every layer's cache
+    once or twice per token to make the in-place write safe. Returns (y_BxTxHxK, new_cache).
     """
     dt = self.cfg.dtype
+    b, t = x_BxTxD.shape[:2]
+    h, k = self.cfg.n_head, self.cfg.head_dim
     q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = self.decode_qkv(x_BxTxD)
-    k_BxHxKxT = jnp.einsum("bthk->bhkt", k_BxTxHxK)
-    v_BxHxTxK = jnp.einsum("bthk->bhtk", v_BxTxHxK)
-    t, s = x_BxTxD.shape[1], cache["v"].shape[2]
-    scale = 1.0 / float(self.cfg.head_dim) ** 0.5
-    cached_BxHxTxS = jnp.einsum("bthk,bhks->bhts", q_BxTxHxK, cache["k"].astype(dt),
-                                preferred_element_type=jnp.float32) * scale
-    new_BxHxTxT = jnp.einsum("bthk,bhku->bhtu", q_BxTxHxK, k_BxHxKxT,
-                             preferred_element_type=jnp.float32) * scale
-    cached_BxHxTxS = jnp.where(jnp.arange(s) < pos, cached_BxHxTxS, -jnp.inf)
-    causal_TxT = jnp.arange(t)[None, :] <= jnp.arange(t)[:, None]
-    new_BxHxTxT = jnp.where(causal_TxT, new_BxHxTxT, -jnp.inf)
-    probs = jax.nn.softmax(jnp.concatenate([cached_BxHxTxS, new_BxHxTxT], axis=-1),
-                           axis=-1).astype(dt)
-    y_BxTxHxK = (jnp.einsum("bhts,bhsk->bthk", probs[..., :s], cache["v"].astype(dt))
-                 + jnp.einsum("bhtu,bhuk->bthk", probs[..., s:], v_BxHxTxK))
+    k_NxKxT = jnp.einsum("bthk->bhkt", k_BxTxHxK).reshape(b * h, k, t)
+    v_NxTxK = jnp.einsum("bthk->bhtk", v_BxTxHxK).reshape(b * h, t, k)
     new_cache = {
-        "k": jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BxHxKxT.astype(cache["k"].dtype),
-                                                 pos, axis=3),
-        "v": jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BxHxTxK.astype(cache["v"].dtype),
-                                                 pos, axis=2)}
-    return y_BxTxHxK, new_cache
+        "k": jax.lax.dynamic_update_slice_in_dim(cache["k"], k_NxKxT.astype(cache["k"].dtype),
+                                                 pos, axis=2),
+        "v": jax.lax.dynamic_update_slice_in_dim(cache["v"], v_NxTxK.astype(cache["v"].dtype),
+                                                 pos, axis=1)}
+    s = cache["v"].shape[1]
+    q_NxTxK = jnp.einsum("bthk->bhtk", q_BxTxHxK).reshape(b * h, t, k)
+    scores_NxTxS = jnp.einsum("ntk,nks->nts", q_NxTxK, new_cache["k"].astype(dt),
+                              preferred_element_type=jnp.float32) / float(k) ** 0.5
+    visible_TxS = jnp.arange(s)[None, :] <= pos + jnp.arange(t)[:, None]
+    probs_NxTxS = jax.nn.softmax(jnp.where(visible_TxS, scores_NxTxS, -jnp.inf),
+                                 axis=-1).astype(dt)
+    y_NxTxK = jnp.einsum("nts,nsk->ntk", probs_NxTxS, new_cache["v"].astype(dt))
+    return jnp.einsum("bhtk->bthk", y_NxTxK.reshape(b, h, t, k)), new_cache
 
   def decode_qkv(self, x_BxTxD):
     """`project_qkv` for decoding. The plain projection is computed with the weight's own
