@@ -5,6 +5,8 @@ Greedy, batch 1, one prompt; for every system and repeat, in turn: t(1 token) an
 t(n tokens), so prefill = t(1) and per-token = (t(n) - t(1)) / (n - 1), measured alike.
 
 Systems (float32 unless named):
+  floor         `benchmarks.decode_reference.WeightsFloor`: the weights' matrix-vector
+                products alone, no attention or norms (what moving the weights costs)
   reference     `benchmarks.decode_reference.ReferenceDecoder`: the least code that decodes
                 with a KV cache (what the bare step is for training)
   llmjax        `llmjax.generate.Generator`
@@ -49,7 +51,9 @@ def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
 
   greedy = generate.SamplingParams(temperature=0.0)
   ids = torch.tensor([prompt])
-  ref = decode_reference.ReferenceDecoder(jax.device_get(nnx.to_pure_dict(nnx.state(model))), cfg)
+  pure_params = jax.device_get(nnx.to_pure_dict(nnx.state(model)))
+  ref = decode_reference.ReferenceDecoder(pure_params, cfg)
+  floor = decode_reference.WeightsFloor(pure_params, cfg)
   generators = {"llmjax": generate.Generator(model)}
   hf_models = {"torch": hf}
   if "bfloat16" in dtypes:
@@ -67,7 +71,8 @@ def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
       return out[0, len(prompt):].tolist()
     return gen
 
-  systems = {"reference": lambda n: ref.generate(prompt, n)}
+  systems = {"floor": lambda n: floor.generate(prompt, n),
+             "reference": lambda n: ref.generate(prompt, n)}
   systems.update({name: jax_fn(g) for name, g in generators.items()})
   systems.update({name: hf_fn(m) for name, m in hf_models.items()})
 
@@ -117,6 +122,8 @@ def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
   pairs = {"generator_over_reference": ("llmjax", "reference", "per_token_s"),
            "generator_over_reference_total": ("llmjax", "reference", "total_s"),
            "generator_over_reference_cpu": ("llmjax", "reference", "cpu_per_token_s"),
+           "floor_over_generator": ("floor", "llmjax", "per_token_s"),
+           "floor_over_reference": ("floor", "reference", "per_token_s"),
            "llmjax_over_torch": ("llmjax", "torch", "total_s"),
            "per_token_llmjax_over_torch": ("llmjax", "torch", "per_token_s"),
            "reference_over_torch": ("reference", "torch", "total_s"),

@@ -135,3 +135,38 @@ class ReferenceDecoder:
     first, caches = self._prefill(self.params, self.layers, jnp.asarray(tokens), jnp.int32(n))
     out = self._decode(self.params, self.layers, caches, first, jnp.int32(n), jnp.int32(n_new))
     return np.asarray(out)[0, :n_new].tolist()
+
+
+class WeightsFloor:
+  """What reading the weights costs: per token, only the model's matrix-vector products (every
+  block weight and the output table, once each, in the decode loop's order) and the argmax
+  that feeds the next token back; no attention, cache, norms or prompt. Its tokens are not a
+  continuation of anything. At batch 1 a decoder's per-token time over this one is what it
+  spends beyond moving the weights through the CPU's dot kernels."""
+
+  def __init__(self, params, cfg):
+    self.cfg = cfg
+    self.wte = jnp.asarray(params["wte"])
+    self.layers = jax.tree.map(jnp.asarray, _flatten_layers(params, cfg))
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _loop(self, wte, layers, first_B, n_new):
+    cfg, d = self.cfg, self.cfg.n_embd
+
+    def step(i, out_BxN):
+      x_BxD = wte[jax.lax.dynamic_index_in_dim(out_BxN, i - 1, axis=1, keepdims=False)]
+      for p in layers:
+        qkv = x_BxD @ p["qkv_w"]
+        x_BxD = x_BxD + (qkv[:, :d] * qkv[:, d:2 * d] + qkv[:, 2 * d:]) @ p["proj_w"]
+        x_BxD = x_BxD + jax.nn.gelu(x_BxD @ p["fc_w"]) @ p["out_w"]
+      next_B = jnp.argmax(_logits(x_BxD, wte, cfg.vocab_size), axis=-1).astype(jnp.int32)
+      return jax.lax.dynamic_update_slice_in_dim(out_BxN, next_B[:, None], i, axis=1)
+
+    out_BxN = jnp.zeros((first_B.shape[0], cfg.block_size), jnp.int32).at[:, 0].set(first_B)
+    return jax.lax.fori_loop(1, n_new, step, out_BxN)
+
+  def generate(self, prompt: list[int], n_new: int) -> list[int]:
+    """n_new tokens, the first being the prompt's last (same call shape as the decoders)."""
+    out = self._loop(self.wte, self.layers, jnp.asarray([prompt[-1]], jnp.int32),
+                     jnp.int32(n_new))
+    return np.asarray(out)[0, :n_new].tolist()

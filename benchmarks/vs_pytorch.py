@@ -21,8 +21,8 @@ Training, per repeat, in turn:
   torch    `GPT2LMHeadModel` + `torch.optim.AdamW`, eager, loss by `F.cross_entropy` on
            the logits (no label-shift copy), `clip_grad_norm_`.
 Decoding (`benchmarks/decode_compare.py`): greedy, batch 1, 16-token prompt, 128 new
-tokens: the minimal KV-cache loop of `benchmarks/decode_reference.py`,
-`llmjax.generate.Generator` and `GPT2LMHeadModel.generate(use_cache=True)`, in float32,
+tokens: the weights-only floor and the minimal KV-cache loop of
+`benchmarks/decode_reference.py`, `llmjax.generate.Generator` and `GPT2LMHeadModel.generate(use_cache=True)`, in float32,
 then Generator and HF with the parameters cast to bfloat16. Prefill = a 1-token
 generation; per-token cost = (t(128) - t(1)) / 127, measured the same way for all.
 
@@ -63,7 +63,7 @@ _FMA_UNITS = flags.DEFINE_integer("fma_units", 0, "FMA units per core for the pe
                                   "guess: 2 on AVX-512 server cores, else 2 with FMA).")
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 _DTYPES = flags.DEFINE_list("decode_dtypes", ["float32", "bfloat16"],
-                            "Decode dtypes: float32 (reference, llmjax, torch) and bfloat16 "
+                            "Decode dtypes: float32 (floor, reference, llmjax, torch) and bfloat16 "
                             "(llmjax and torch with parameters cast).")
 
 
