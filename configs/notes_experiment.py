@@ -17,10 +17,10 @@ from llmjax import config_base
 from llmjax.experiments import notes_config
 
 
-# Words per run of `cpu_bpe`: about 380 step-equivalents for 4 variants x 3 seeds at 2.34
-# (pre, post, blank) and 1.34 (none) tokens per word and 2,048 tokens per step; see
-# docs/notes.md for the measured step time behind it.
-CPU_BPE_BUDGET_WORDS = 25_000
+# Words per run of `cpu_bpe` (as many as `cpu`): 114 steps per notes run and 65 for none at
+# 2.34 and 1.34 tokens per word and 2,048 tokens per step; docs/notes.md has the measured
+# run of 25,000 words (17 minutes) this size was scaled from.
+CPU_BPE_BUDGET_WORDS = 100_000
 
 
 def get_config(arg=None):
