@@ -183,6 +183,14 @@ def loop_copies(hlo_text: str, min_elements: int) -> list[str]:
   return found
 
 
+def decode_loop_hlo(gen: generate.Generator, batch: int) -> str:
+  """The compiled HLO of `gen`'s greedy decode loop after a 4-token prompt at `batch`."""
+  logits, cache = gen._prefill(gen.state, jnp.zeros((batch, 16), jnp.int32), jnp.int32(4))
+  return gen._decode_loop.lower(gen, gen.state, cache, logits, jnp.int32(4), jnp.int32(8),
+                                jax.random.key(0), jnp.float32(0.0), jnp.int32(0),
+                                jnp.float32(1.0)).compile().as_text()
+
+
 def test_decode_loop_transposes_no_weight():
   """Each decoded token reads every weight once; a weight transposed per token costs as
   much again (at batch 1, the decode loop's QKV einsum once did: see `decode_qkv`).
@@ -192,10 +200,7 @@ def test_decode_loop_transposes_no_weight():
   """
   cfg = gpt.GPTConfig(vocab_size=101, block_size=32, n_layer=1, n_head=2, n_embd=64)
   gen = generate.Generator(models.build(cfg, seed=3), eot_id=100)
-  logits, cache = gen._prefill(gen.state, jnp.zeros((1, 16), jnp.int32), jnp.int32(4))
-  hlo = gen._decode_loop.lower(gen, gen.state, cache, logits, jnp.int32(4), jnp.int32(8),
-                               jax.random.key(0), jnp.float32(0.0), jnp.int32(0),
-                               jnp.float32(1.0)).compile().as_text()
+  hlo = decode_loop_hlo(gen, 1)
   smallest_weight = cfg.n_embd * cfg.n_embd
   assert loop_copies(hlo, smallest_weight) == []
   # The check does find such a copy: the training path's QKV einsum in a loop.
@@ -206,14 +211,6 @@ def test_decode_loop_transposes_no_weight():
                      smallest_weight)
 
 
-def _decode_loop_hlo(cfg, batch):
-  gen = generate.Generator(models.build(cfg, seed=3))
-  logits, cache = gen._prefill(gen.state, jnp.zeros((batch, 16), jnp.int32), jnp.int32(4))
-  return gen._decode_loop.lower(gen, gen.state, cache, logits, jnp.int32(4), jnp.int32(8),
-                                jax.random.key(0), jnp.float32(0.0), jnp.int32(0),
-                                jnp.float32(1.0)).compile().as_text()
-
-
 @pytest.mark.parametrize("n_head,n_embd,batch", [(2, 32, 1), (4, 64, 3)])
 def test_decode_loop_writes_each_cache_in_place(n_head, n_embd, batch):
   """No copy of a layer's cache per token (with a separate batch axis in the cache, or
@@ -221,7 +218,8 @@ def test_decode_loop_writes_each_cache_in_place(n_head, n_embd, batch):
   and values once or twice per token: 48 copies of 3 MB per token at GPT-2 small's shape
   with context 1024)."""
   cfg = gpt.GPTConfig(vocab_size=101, block_size=64, n_layer=2, n_head=n_head, n_embd=n_embd)
-  assert loop_copies(_decode_loop_hlo(cfg, batch), batch * n_embd * cfg.block_size) == []
+  hlo = decode_loop_hlo(generate.Generator(models.build(cfg, seed=3)), batch)
+  assert loop_copies(hlo, batch * n_embd * cfg.block_size) == []
 
 
 def test_scanned_decode_loop_copies_no_stacked_cache():
@@ -230,7 +228,7 @@ def test_scanned_decode_loop_copies_no_stacked_cache():
   cfg = gpt.GPTConfig(vocab_size=101, block_size=64, n_layer=4, n_head=4, n_embd=64,
                       scan_layers=True)
   layer_elements = cfg.n_embd * cfg.block_size
-  hlo = _decode_loop_hlo(cfg, 1)
+  hlo = decode_loop_hlo(generate.Generator(models.build(cfg, seed=3)), 1)
   assert loop_copies(hlo, 2 * layer_elements) == []
 
 
