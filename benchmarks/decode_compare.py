@@ -39,15 +39,16 @@ def first_divergence(a: list[int], b: list[int]) -> int:
   return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
 
 
-def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
-        dtypes=("float32", "bfloat16")) -> dict:
+def run(
+  model, cfg, hf, prompt: list[int], n_new: int, repeats: int, dtypes=("float32", "bfloat16")
+) -> dict:
   """Times every system; returns the `decode` section of vs_pytorch's JSON."""
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from benchmarks import decode_reference  # pylint: disable=import-outside-toplevel
-  from llmjax import generate  # pylint: disable=import-outside-toplevel
+  from llmjax.inference import generate  # pylint: disable=import-outside-toplevel
 
   greedy = generate.SamplingParams(temperature=0.0)
   ids = torch.tensor([prompt])
@@ -66,13 +67,23 @@ def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
   def hf_fn(m):
     def gen(n):
       with torch.no_grad():
-        out = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                         min_new_tokens=n, do_sample=False, use_cache=True, pad_token_id=0)
-      return out[0, len(prompt):].tolist()
+        out = m.generate(
+          ids,
+          attention_mask=torch.ones_like(ids),
+          max_new_tokens=n,
+          min_new_tokens=n,
+          do_sample=False,
+          use_cache=True,
+          pad_token_id=0,
+        )
+      return out[0, len(prompt) :].tolist()
+
     return gen
 
-  systems = {"floor": lambda n: floor.generate(prompt, n),
-             "reference": lambda n: ref.generate(prompt, n)}
+  systems = {
+    "floor": lambda n: floor.generate(prompt, n),
+    "reference": lambda n: ref.generate(prompt, n),
+  }
   systems.update({name: jax_fn(g) for name, g in generators.items()})
   systems.update({name: hf_fn(m) for name, m in hf_models.items()})
 
@@ -93,24 +104,33 @@ def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
   for _ in range(repeats):
     for name, fn in systems.items():
       (one, one_cpu), (full, full_cpu) = timed(fn, 1), timed(fn, n_new)
-      runs[name].append({"prefill_s": one, "per_token_s": (full - one) / (n_new - 1),
-                         "total_s": full, "cpu_per_token_s": (full_cpu - one_cpu) / (n_new - 1)})
+      runs[name].append(
+        {
+          "prefill_s": one,
+          "per_token_s": (full - one) / (n_new - 1),
+          "total_s": full,
+          "cpu_per_token_s": (full_cpu - one_cpu) / (n_new - 1),
+        }
+      )
   for name, g in generators.items():
     if g.compilations != compilations[name] or compilations[name] != 2:
-      raise AssertionError(f"{name}: Generator compiled {g.compilations} times (after warm-up "
-                           f"{compilations[name]}); expected exactly 2: one prefill and one "
-                           "decode loop for (batch 1, one prompt bucket).")
+      raise AssertionError(
+        f"{name}: Generator compiled {g.compilations} times (after warm-up "
+        f"{compilations[name]}); expected exactly 2: one prefill and one "
+        "decode loop for (batch 1, one prompt bucket)."
+      )
 
   out = {}
   for name, rs in runs.items():
     out[name] = {
-        "tokens_per_s": round(n_new / _median([x["total_s"] for x in rs]), 1),
-        "prefill_ms": round(1e3 * _median([x["prefill_s"] for x in rs]), 2),
-        "per_token_ms": round(1e3 * _median([x["per_token_s"] for x in rs]), 3),
-        "per_token_ms_each": [round(1e3 * x["per_token_s"], 3) for x in rs],
-        "cpu_ms_per_token": round(1e3 * _median([x["cpu_per_token_s"] for x in rs]), 3),
-        "decode_tokens_per_s": round(1 / _median([x["per_token_s"] for x in rs]), 1),
-        "first_call_s": first_call_s[name]}
+      "tokens_per_s": round(n_new / _median([x["total_s"] for x in rs]), 1),
+      "prefill_ms": round(1e3 * _median([x["prefill_s"] for x in rs]), 2),
+      "per_token_ms": round(1e3 * _median([x["per_token_s"] for x in rs]), 3),
+      "per_token_ms_each": [round(1e3 * x["per_token_s"], 3) for x in rs],
+      "cpu_ms_per_token": round(1e3 * _median([x["cpu_per_token_s"] for x in rs]), 3),
+      "decode_tokens_per_s": round(1 / _median([x["per_token_s"] for x in rs]), 1),
+      "first_call_s": first_call_s[name],
+    }
   for name, g in generators.items():
     out[name]["compilations"] = g.compilations
 
@@ -119,36 +139,44 @@ def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
     return [b[key] / a[key] for a, b in zip(runs[num], runs[den])]
 
   ratios, each = {}, {}
-  pairs = {"generator_over_reference": ("llmjax", "reference", "per_token_s"),
-           "generator_over_reference_total": ("llmjax", "reference", "total_s"),
-           "generator_over_reference_cpu": ("llmjax", "reference", "cpu_per_token_s"),
-           "floor_over_generator": ("floor", "llmjax", "per_token_s"),
-           "floor_over_reference": ("floor", "reference", "per_token_s"),
-           "llmjax_over_torch": ("llmjax", "torch", "total_s"),
-           "per_token_llmjax_over_torch": ("llmjax", "torch", "per_token_s"),
-           "reference_over_torch": ("reference", "torch", "total_s"),
-           "llmjax_bf16_over_torch_bf16": ("llmjax_bf16", "torch_bf16", "total_s"),
-           "llmjax_bf16_over_llmjax": ("llmjax_bf16", "llmjax", "total_s"),
-           "llmjax_bf16_over_torch": ("llmjax_bf16", "torch", "total_s")}
+  pairs = {
+    "generator_over_reference": ("llmjax", "reference", "per_token_s"),
+    "generator_over_reference_total": ("llmjax", "reference", "total_s"),
+    "generator_over_reference_cpu": ("llmjax", "reference", "cpu_per_token_s"),
+    "floor_over_generator": ("floor", "llmjax", "per_token_s"),
+    "floor_over_reference": ("floor", "reference", "per_token_s"),
+    "llmjax_over_torch": ("llmjax", "torch", "total_s"),
+    "per_token_llmjax_over_torch": ("llmjax", "torch", "per_token_s"),
+    "reference_over_torch": ("reference", "torch", "total_s"),
+    "llmjax_bf16_over_torch_bf16": ("llmjax_bf16", "torch_bf16", "total_s"),
+    "llmjax_bf16_over_llmjax": ("llmjax_bf16", "llmjax", "total_s"),
+    "llmjax_bf16_over_torch": ("llmjax_bf16", "torch", "total_s"),
+  }
   for key, (num, den, field) in pairs.items():
     if num in runs and den in runs:
       xs = paired(num, den, field)
       ratios[key], each[key] = round(_median(xs), 3), [round(x, 3) for x in xs]
   ratios["each_repeat"] = each
   out["ratios"] = ratios
-  out["goals"] = {"generator_over_reference>=0.9": ratios["generator_over_reference"] >= 0.9,
-                  "llmjax_over_torch>=2.5": ratios["llmjax_over_torch"] >= 2.5}
+  out["goals"] = {
+    "generator_over_reference>=0.9": ratios["generator_over_reference"] >= 0.9,
+    "llmjax_over_torch>=2.5": ratios["llmjax_over_torch"] >= 2.5,
+  }
   base = tokens["llmjax"]
   out["greedy_tokens"] = {
-      "new_tokens": n_new,
-      "reference_vs_llmjax_agreement": agreement(tokens["reference"], base),
-      "torch_vs_llmjax_agreement": agreement(tokens["torch"], base)}
+    "new_tokens": n_new,
+    "reference_vs_llmjax_agreement": agreement(tokens["reference"], base),
+    "torch_vs_llmjax_agreement": agreement(tokens["torch"], base),
+  }
   if "llmjax_bf16" in tokens:
-    out["greedy_tokens"].update({
+    out["greedy_tokens"].update(
+      {
         "llmjax_bf16_vs_llmjax_agreement": agreement(tokens["llmjax_bf16"], base),
         "llmjax_bf16_first_divergence": first_divergence(tokens["llmjax_bf16"], base),
         "torch_bf16_vs_torch_agreement": agreement(tokens["torch_bf16"], tokens["torch"]),
-        "torch_bf16_first_divergence": first_divergence(tokens["torch_bf16"], tokens["torch"])})
+        "torch_bf16_first_divergence": first_divergence(tokens["torch_bf16"], tokens["torch"]),
+      }
+    )
   out["torch_threads"] = torch.get_num_threads()
   out["cores"] = len(os.sched_getaffinity(0))
   return out
@@ -156,4 +184,5 @@ def run(model, cfg, hf, prompt: list[int], n_new: int, repeats: int,
 
 def _hf_copy(hf):
   import copy  # pylint: disable=import-outside-toplevel
+
   return copy.deepcopy(hf)

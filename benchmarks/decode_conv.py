@@ -23,8 +23,7 @@ import os
 import statistics
 import time
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from benchmarks import machine
 
@@ -41,13 +40,17 @@ PROMPT_LEN = 8
 
 
 def build(arch: str):
-  from llmjax import config_base  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
+  from llmjax.config import schema as config_base  # pylint: disable=import-outside-toplevel
+
   c = config_base.base_config()
   c.model.arch = arch
   c.model.n_layer, c.model.n_head, c.model.n_embd = 12, _N_HEAD.value, _N_EMBD.value
   c.model.block_size, c.model.vocab_size, c.model.fan_in = (
-      _BLOCK.value, _VOCAB.value, _FAN_IN.value)
+    _BLOCK.value,
+    _VOCAB.value,
+    _FAN_IN.value,
+  )
   return models.build(c.model, 0)
 
 
@@ -56,7 +59,7 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from llmjax import generate  # pylint: disable=import-outside-toplevel
+  from llmjax.inference import generate  # pylint: disable=import-outside-toplevel
 
   greedy = generate.SamplingParams(temperature=0.0)
   prompt = np.random.default_rng(0).integers(0, _VOCAB.value, PROMPT_LEN).tolist()
@@ -64,9 +67,9 @@ def main(argv):
   gpt_gen, conv_gen = generate.Generator(gpt), generate.Generator(conv)
   window = generate.WindowGreedy(conv)
   systems = {
-      "gpt": lambda n: gpt_gen.generate([prompt], n, params=greedy)[0],
-      "conv_cached": lambda n: conv_gen.generate([prompt], n, params=greedy)[0],
-      "conv_window": lambda n: window.generate([prompt], n)[0],
+    "gpt": lambda n: gpt_gen.generate([prompt], n, params=greedy)[0],
+    "conv_cached": lambda n: conv_gen.generate([prompt], n, params=greedy)[0],
+    "conv_window": lambda n: window.generate([prompt], n)[0],
   }
   n = _NEW.value
   tokens = {}
@@ -88,23 +91,37 @@ def main(argv):
   def paired(num, den):
     return statistics.median(a / b for a, b in zip(per_token[num], per_token[den]))
 
-  params = {"gpt": sum(x.size for x in jax.tree.leaves(jax.device_get(gpt_gen.state))),
-            "conv_attention": sum(x.size for x in jax.tree.leaves(
-                jax.device_get(conv_gen.state)))}
+  params = {
+    "gpt": sum(x.size for x in jax.tree.leaves(jax.device_get(gpt_gen.state))),
+    "conv_attention": sum(x.size for x in jax.tree.leaves(jax.device_get(conv_gen.state))),
+  }
   result = {
-      "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": machine.cpu_model(),
-      "cores": len(os.sched_getaffinity(0)), "load_average_start": os.getloadavg(),
-      "jax": jax.__version__, "device": str(jax.devices()[0].device_kind),
-      "shape": {"n_embd": _N_EMBD.value, "n_head": _N_HEAD.value, "blocks": 12,
-                "block_size": _BLOCK.value, "fan_in": _FAN_IN.value,
-                "vocab_size": _VOCAB.value, "prompt": PROMPT_LEN, "new_tokens": n,
-                "batch": 1, "repeats": _REPEATS.value},
-      "parameters": params,
-      "per_token_ms": {k: round(1e3 * statistics.median(v), 3) for k, v in per_token.items()},
-      "per_token_ms_each": {k: [round(1e3 * x, 3) for x in v] for k, v in per_token.items()},
-      "ratios": {"conv_cached_over_gpt": round(paired("conv_cached", "gpt"), 3),
-                 "conv_window_over_conv_cached": round(paired("conv_window", "conv_cached"), 2)},
-      "cached_equals_window": tokens["conv_cached"] == tokens["conv_window"],
+    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    "cpu": machine.cpu_model(),
+    "cores": len(os.sched_getaffinity(0)),
+    "load_average_start": os.getloadavg(),
+    "jax": jax.__version__,
+    "device": str(jax.devices()[0].device_kind),
+    "shape": {
+      "n_embd": _N_EMBD.value,
+      "n_head": _N_HEAD.value,
+      "blocks": 12,
+      "block_size": _BLOCK.value,
+      "fan_in": _FAN_IN.value,
+      "vocab_size": _VOCAB.value,
+      "prompt": PROMPT_LEN,
+      "new_tokens": n,
+      "batch": 1,
+      "repeats": _REPEATS.value,
+    },
+    "parameters": params,
+    "per_token_ms": {k: round(1e3 * statistics.median(v), 3) for k, v in per_token.items()},
+    "per_token_ms_each": {k: [round(1e3 * x, 3) for x in v] for k, v in per_token.items()},
+    "ratios": {
+      "conv_cached_over_gpt": round(paired("conv_cached", "gpt"), 3),
+      "conv_window_over_conv_cached": round(paired("conv_window", "conv_cached"), 2),
+    },
+    "cached_equals_window": tokens["conv_cached"] == tokens["conv_window"],
   }
   result["goals"] = {"conv_cached_over_gpt<=2.5": result["ratios"]["conv_cached_over_gpt"] <= 2.5}
   machine.emit(result, _OUT.value)

@@ -38,13 +38,20 @@ def _flatten_layers(params, cfg):
   layers = []
   for i in range(cfg.n_layer):
     p = params["h"][i]
-    layers.append({
-        "ln_1": p["ln_1"], "ln_2": p["ln_2"],
+    layers.append(
+      {
+        "ln_1": p["ln_1"],
+        "ln_2": p["ln_2"],
         "qkv_w": p["attn"]["c_attn"].reshape(d, 3 * d),
         "qkv_b": p["attn"]["c_attn_bias"].reshape(3 * d),
-        "proj_w": p["attn"]["c_proj"].reshape(d, d), "proj_b": p["attn"]["c_proj_bias"],
-        "fc_w": p["mlp"]["c_fc"], "fc_b": p["mlp"]["c_fc_bias"],
-        "out_w": p["mlp"]["c_proj"], "out_b": p["mlp"]["c_proj_bias"]})
+        "proj_w": p["attn"]["c_proj"].reshape(d, d),
+        "proj_b": p["attn"]["c_proj_bias"],
+        "fc_w": p["mlp"]["c_fc"],
+        "fc_b": p["mlp"]["c_fc_bias"],
+        "out_w": p["mlp"]["c_proj"],
+        "out_b": p["mlp"]["c_proj_bias"],
+      }
+    )
   return layers
 
 
@@ -80,8 +87,10 @@ def _logits(x_BxD, wte_VxD, vocab_size):
 
 
 def _forward(params, layers, tokens_BxT, caches, pos, n_head):
-  x = params["wte"][tokens_BxT] + jax.lax.dynamic_slice_in_dim(
-      params["wpe"], pos, tokens_BxT.shape[1], axis=0)[None]
+  x = (
+    params["wte"][tokens_BxT]
+    + jax.lax.dynamic_slice_in_dim(params["wpe"], pos, tokens_BxT.shape[1], axis=0)[None]
+  )
   new_caches = []
   for p, (k_cache, v_cache) in zip(layers, caches):
     x, k_cache, v_cache = _block(x, p, k_cache, v_cache, pos, n_head)
@@ -157,7 +166,7 @@ class WeightsFloor:
       x_BxD = wte[jax.lax.dynamic_index_in_dim(out_BxN, i - 1, axis=1, keepdims=False)]
       for p in layers:
         qkv = x_BxD @ p["qkv_w"]
-        x_BxD = x_BxD + (qkv[:, :d] * qkv[:, d:2 * d] + qkv[:, 2 * d:]) @ p["proj_w"]
+        x_BxD = x_BxD + (qkv[:, :d] * qkv[:, d : 2 * d] + qkv[:, 2 * d :]) @ p["proj_w"]
         x_BxD = x_BxD + jax.nn.gelu(x_BxD @ p["fc_w"]) @ p["out_w"]
       next_B = jnp.argmax(_logits(x_BxD, wte, cfg.vocab_size), axis=-1).astype(jnp.int32)
       return jax.lax.dynamic_update_slice_in_dim(out_BxN, next_B[:, None], i, axis=1)
@@ -167,6 +176,5 @@ class WeightsFloor:
 
   def generate(self, prompt: list[int], n_new: int) -> list[int]:
     """n_new tokens, the first being the prompt's last (same call shape as the decoders)."""
-    out = self._loop(self.wte, self.layers, jnp.asarray([prompt[-1]], jnp.int32),
-                     jnp.int32(n_new))
+    out = self._loop(self.wte, self.layers, jnp.asarray([prompt[-1]], jnp.int32), jnp.int32(n_new))
     return np.asarray(out)[0, :n_new].tolist()

@@ -22,8 +22,7 @@ import numpy as np
 from flax import nnx
 
 from llmjax.data import tokenizer as tokenizer_lib
-from llmjax.models import gpt
-from llmjax.models import progressive
+from llmjax.models import gpt, progressive
 from llmjax.pretrained import hf_export
 
 TOLERANCE = 1e-4
@@ -35,8 +34,9 @@ def _models():
   yield "gpt", gpt.GPT(gpt.GPTConfig(**SHAPE), rngs=nnx.Rngs(0))
   yield "gpt_no_bias", gpt.GPT(gpt.GPTConfig(**SHAPE, bias=False), rngs=nnx.Rngs(1))
   yield "gpt_scanned", gpt.GPT(gpt.GPTConfig(**SHAPE, scan_layers=True), rngs=nnx.Rngs(2))
-  cfg = progressive.ProgressiveConfig(**{**SHAPE, "n_layer": 4}, stage=2,
-                                      stage_groups=(1, 2, 4), lora_rank=4)
+  cfg = progressive.ProgressiveConfig(
+    **{**SHAPE, "n_layer": 4}, stage=2, stage_groups=(1, 2, 4), lora_rank=4
+  )
   model = progressive.ProgressiveGPT(cfg, rngs=nnx.Rngs(3))
   for block in model.h:
     for name in ("lora_qkv_b", "lora_proj_b"):
@@ -48,16 +48,22 @@ def _models():
 def main() -> int:
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
+
   tok = tokenizer_lib.get_tokenizer("gpt2")
   tokens = np.random.default_rng(0).integers(0, SHAPE["vocab_size"], (2, 32)).astype(np.int32)
-  results = {"transformers": transformers.__version__, "torch": torch.__version__,
-             "tolerance": TOLERANCE, "models": {}}
+  results = {
+    "transformers": transformers.__version__,
+    "torch": torch.__version__,
+    "tolerance": TOLERANCE,
+    "models": {},
+  }
   ok = True
   with tempfile.TemporaryDirectory() as tmp:
     for name, model in _models():
       out = hf_export.export(model, tok, f"{tmp}/{name}")
-      hf = transformers.GPT2LMHeadModel.from_pretrained(out, attn_implementation="eager",
-                                                        torch_dtype=torch.float32).eval()
+      hf = transformers.GPT2LMHeadModel.from_pretrained(
+        out, attn_implementation="eager", torch_dtype=torch.float32
+      ).eval()
       with torch.no_grad():
         theirs = hf(torch.from_numpy(tokens.astype(np.int64))).logits.numpy()
       ours = np.asarray(model(jnp.asarray(tokens)))

@@ -44,9 +44,7 @@ import tempfile
 import time
 import traceback
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 from benchmarks import machine
 
@@ -56,12 +54,20 @@ PARTS = ("xl_step", "train_124m", "decode", "notes")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny shapes and few steps (CPU, tests).")
 _PARTS = flags.DEFINE_list("parts", list(PARTS), f"Parts to run: {', '.join(PARTS)}.")
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
-_WORKDIR = flags.DEFINE_string("workdir", "", "Where runs are written (default: a temporary "
-                               "directory, removed at the end).")
+_WORKDIR = flags.DEFINE_string(
+  "workdir", "", "Where runs are written (default: a temporary directory, removed at the end)."
+)
 
 # Dense bfloat16 peak FLOP/s by device kind (vendor datasheets, without sparsity).
-PEAK_BF16 = (("H200", 989.4e12), ("H100 PCIe", 756.0e12), ("H100", 989.4e12),
-             ("A100", 312.0e12), ("L40S", 362.0e12), ("L4", 121.0e12), ("A10G", 70.0e12))
+PEAK_BF16 = (
+  ("H200", 989.4e12),
+  ("H100 PCIe", 756.0e12),
+  ("H100", 989.4e12),
+  ("A100", 312.0e12),
+  ("L40S", 362.0e12),
+  ("L4", 121.0e12),
+  ("A10G", 70.0e12),
+)
 
 
 def device_peak(kind: str) -> float | None:
@@ -75,14 +81,16 @@ def flops_per_token(n_layer: int, n_embd: int, block: int, vocab: int) -> float:
 
 
 def load_config(spec: str):
-  from llmjax import config_util  # pylint: disable=import-outside-toplevel
+  from llmjax.config import load as config_load  # pylint: disable=import-outside-toplevel
+
   path, _, arg = spec.partition(":")
-  return config_util.load_config(str(ROOT / path) + (f":{arg}" if arg else ""))
+  return config_load.load_config(str(ROOT / path) + (f":{arg}" if arg else ""))
 
 
 def quiet_run(config, workdir: pathlib.Path) -> tuple[float, object]:
   """`llmjax.jobs.run` with its console output sent to stderr; returns (wall s, result)."""
   from llmjax import jobs  # pylint: disable=import-outside-toplevel
+
   t0 = time.perf_counter()
   with contextlib.redirect_stdout(sys.stderr):
     result = jobs.run(config, str(workdir))
@@ -104,8 +112,11 @@ def step_times(workdir: pathlib.Path, skip: int = 2) -> list[float]:
 
 def last_train_loss(workdir: pathlib.Path) -> float | None:
   path = workdir / "metrics.jsonl"
-  losses = [json.loads(x).get("train_loss") for x in path.read_text().splitlines()] \
-      if path.exists() else []
+  losses = (
+    [json.loads(x).get("train_loss") for x in path.read_text().splitlines()]
+    if path.exists()
+    else []
+  )
   losses = [x for x in losses if x is not None]
   return losses[-1] if losses else None
 
@@ -131,55 +142,94 @@ def training_config(spec: str, *, smoke: bool, steps: int, **model):
 
 def attention_kernel() -> str:
   import jax  # pylint: disable=import-outside-toplevel
+
   return "cudnn" if jax.default_backend() == "gpu" else "auto"
 
 
 def part_xl_step(smoke: bool, workdir: pathlib.Path) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
+
   n = jax.device_count()
-  shape = (dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=257) if smoke else
-           dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257))
-  c = training_config("configs/shakespeare.py", smoke=smoke, steps=4 if smoke else 8,
-                      dtype="bfloat16", param_dtype="float32", remat="full", scan_layers=True,
-                      dropout=0.0, attention=attention_kernel(), **shape)
+  shape = (
+    dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=257)
+    if smoke
+    else dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257)
+  )
+  c = training_config(
+    "configs/shakespeare.py",
+    smoke=smoke,
+    steps=4 if smoke else 8,
+    dtype="bfloat16",
+    param_dtype="float32",
+    remat="full",
+    scan_layers=True,
+    dropout=0.0,
+    attention=attention_kernel(),
+    **shape,
+  )
   c.train.batch_size = n if smoke else 8 * n
   c.mesh.fsdp, c.mesh.data = n, 1
   wall, _ = quiet_run(c, workdir)
   times = step_times(workdir)
   stats = jax.local_devices()[0].memory_stats() or {}
   peak = stats.get("peak_bytes_in_use")
-  return {"shape": shape, "batch_size": c.train.batch_size, "fsdp": n,
-          "step_s": round(statistics.median(times), 4) if times else None,
-          "tokens_per_s": round(c.train.batch_size * shape["block_size"]
-                                / statistics.median(times), 1) if times else None,
-          "peak_device_memory_gib": None if peak is None else round(peak / 2**30, 2),
-          "peak_memory_note": None if peak is not None else
-                              "this backend reports no device memory statistics",
-          "run_wall_s": round(wall, 1)}
+  return {
+    "shape": shape,
+    "batch_size": c.train.batch_size,
+    "fsdp": n,
+    "step_s": round(statistics.median(times), 4) if times else None,
+    "tokens_per_s": round(c.train.batch_size * shape["block_size"] / statistics.median(times), 1)
+    if times
+    else None,
+    "peak_device_memory_gib": None if peak is None else round(peak / 2**30, 2),
+    "peak_memory_note": None
+    if peak is not None
+    else "this backend reports no device memory statistics",
+    "run_wall_s": round(wall, 1),
+  }
 
 
 def part_train_124m(smoke: bool, workdir: pathlib.Path) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
-  shape = (dict(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=257) if smoke else
-           dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257))
-  c = training_config("configs/shakespeare.py", smoke=smoke, steps=6 if smoke else 40,
-                      dtype="bfloat16", param_dtype="float32", dropout=0.0,
-                      attention=attention_kernel(), **shape)
+
+  shape = (
+    dict(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=257)
+    if smoke
+    else dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257)
+  )
+  c = training_config(
+    "configs/shakespeare.py",
+    smoke=smoke,
+    steps=6 if smoke else 40,
+    dtype="bfloat16",
+    param_dtype="float32",
+    dropout=0.0,
+    attention=attention_kernel(),
+    **shape,
+  )
   c.train.batch_size = (4 if smoke else 16) * jax.device_count()
   wall, _ = quiet_run(c, workdir)
   times = step_times(workdir, skip=2 if smoke else 5)
   tokens_per_s = c.train.batch_size * shape["block_size"] / statistics.median(times)
-  flops = flops_per_token(shape["n_layer"], shape["n_embd"], shape["block_size"],
-                          64 * -(-shape["vocab_size"] // 64))
+  flops = flops_per_token(
+    shape["n_layer"], shape["n_embd"], shape["block_size"], 64 * -(-shape["vocab_size"] // 64)
+  )
   kind = jax.devices()[0].device_kind
   peak = device_peak(kind)
   achieved = tokens_per_s * flops
-  return {"shape": shape, "batch_size": c.train.batch_size, "attention": c.model.attention,
-          "step_s": round(statistics.median(times), 4), "tokens_per_s": round(tokens_per_s, 1),
-          "flops_per_token": flops, "achieved_tflops": round(achieved / 1e12, 2),
-          "peak_tflops_bf16": None if peak is None else round(peak * jax.device_count() / 1e12, 1),
-          "mfu": None if peak is None else round(achieved / (peak * jax.device_count()), 4),
-          "final_train_loss": last_train_loss(workdir), "run_wall_s": round(wall, 1)}
+  return {
+    "shape": shape,
+    "batch_size": c.train.batch_size,
+    "attention": c.model.attention,
+    "step_s": round(statistics.median(times), 4),
+    "tokens_per_s": round(tokens_per_s, 1),
+    "flops_per_token": flops,
+    "achieved_tflops": round(achieved / 1e12, 2),
+    "peak_tflops_bf16": None if peak is None else round(peak * jax.device_count() / 1e12, 1),
+    "mfu": None if peak is None else round(achieved / (peak * jax.device_count()), 4),
+    "final_train_loss": last_train_loss(workdir),
+    "run_wall_s": round(wall, 1),
+  }
 
 
 def part_decode(smoke: bool, workdir: pathlib.Path) -> dict:
@@ -189,12 +239,15 @@ def part_decode(smoke: bool, workdir: pathlib.Path) -> dict:
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from benchmarks import decode_reference  # pylint: disable=import-outside-toplevel
-  from llmjax import generate  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
+  from llmjax.inference import generate  # pylint: disable=import-outside-toplevel
   from llmjax.models import gpt  # pylint: disable=import-outside-toplevel
 
-  cfg = (gpt.GPTConfig(vocab_size=257, block_size=64, n_layer=2, n_head=2, n_embd=32) if smoke
-         else gpt.GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768))
+  cfg = (
+    gpt.GPTConfig(vocab_size=257, block_size=64, n_layer=2, n_head=2, n_embd=32)
+    if smoke
+    else gpt.GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
+  )
   batches, n_new, repeats = ((1,), 8, 2) if smoke else ((1, 64), 256, 3)
   model = models.build(cfg, 0)
   prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, 16).tolist()
@@ -212,24 +265,35 @@ def part_decode(smoke: bool, workdir: pathlib.Path) -> dict:
       t2 = time.perf_counter()
       totals.append(t2 - t1)
       per_token.append((t2 - t1 - (t1 - t0)) / (n_new - 1))
-    return {"batch": batch, "new_tokens": n_new,
-            "tokens_per_s": round(batch * n_new / statistics.median(totals), 1),
-            "per_step_ms": round(1e3 * statistics.median(per_token), 3),
-            "decode_tokens_per_s": round(batch / statistics.median(per_token), 1)}
+    return {
+      "batch": batch,
+      "new_tokens": n_new,
+      "tokens_per_s": round(batch * n_new / statistics.median(totals), 1),
+      "per_step_ms": round(1e3 * statistics.median(per_token), 3),
+      "decode_tokens_per_s": round(batch / statistics.median(per_token), 1),
+    }
 
-  out = {"shape": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
-                   "block_size": cfg.block_size, "vocab_size": cfg.vocab_size},
-         "prompt_tokens": len(prompt)}
+  out = {
+    "shape": {
+      "n_layer": cfg.n_layer,
+      "n_head": cfg.n_head,
+      "n_embd": cfg.n_embd,
+      "block_size": cfg.block_size,
+      "vocab_size": cfg.vocab_size,
+    },
+    "prompt_tokens": len(prompt),
+  }
   for dtype in ("float32", "bfloat16"):
     gen = generate.Generator(generate.cast_model(model, dtype))
     for batch in batches:
       out[f"{dtype}_batch{batch}"] = measure(
-          lambda n, g=gen, b=batch: g.generate([prompt] * b, n, params=greedy), batch)
-  ref = decode_reference.ReferenceDecoder(jax.device_get(nnx.to_pure_dict(nnx.state(model))),
-                                          cfg)
+        lambda n, g=gen, b=batch: g.generate([prompt] * b, n, params=greedy), batch
+      )
+  ref = decode_reference.ReferenceDecoder(jax.device_get(nnx.to_pure_dict(nnx.state(model))), cfg)
   out["reference_float32_batch1"] = measure(lambda n: ref.generate(prompt, n), 1)
   out["generator_over_reference_batch1"] = round(
-      out["reference_float32_batch1"]["per_step_ms"] / out["float32_batch1"]["per_step_ms"], 3)
+    out["reference_float32_batch1"]["per_step_ms"] / out["float32_batch1"]["per_step_ms"], 3
+  )
   return out
 
 
@@ -241,21 +305,37 @@ def part_notes(smoke: bool, workdir: pathlib.Path) -> dict:
   c.notes.n_process = 1 if smoke else max(1, min(8, (os.cpu_count() or 1) // 2))
   wall, _ = quiet_run(c, workdir)
   times = step_times(workdir)
-  return {"config": "configs/pre_notes.py" + (":smoke" if smoke else ""),
-          "steps": c.train.steps, "batch_size": c.train.batch_size,
-          "block_size": c.model.block_size, "notes_n_process": c.notes.n_process,
-          "step_s": round(statistics.median(times), 4) if times else None,
-          "run_wall_s": round(wall, 1), "final_train_loss": last_train_loss(workdir)}
+  return {
+    "config": "configs/pre_notes.py" + (":smoke" if smoke else ""),
+    "steps": c.train.steps,
+    "batch_size": c.train.batch_size,
+    "block_size": c.model.block_size,
+    "notes_n_process": c.notes.n_process,
+    "step_s": round(statistics.median(times), 4) if times else None,
+    "run_wall_s": round(wall, 1),
+    "final_train_loss": last_train_loss(workdir),
+  }
 
 
 def run_suite(parts, smoke: bool, root: pathlib.Path) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
+
   devices = jax.devices()
-  result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "smoke": smoke,
-            "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
-            "device_count": len(devices), "jax": jax.__version__, "parts": {}}
-  runners = {"xl_step": part_xl_step, "train_124m": part_train_124m, "decode": part_decode,
-             "notes": part_notes}
+  result = {
+    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    "smoke": smoke,
+    "backend": jax.default_backend(),
+    "device_kind": devices[0].device_kind,
+    "device_count": len(devices),
+    "jax": jax.__version__,
+    "parts": {},
+  }
+  runners = {
+    "xl_step": part_xl_step,
+    "train_124m": part_train_124m,
+    "decode": part_decode,
+    "notes": part_notes,
+  }
   t_start = time.perf_counter()
   for name in PARTS:
     if name not in parts:
@@ -282,8 +362,10 @@ def goals(result: dict) -> dict:
     out["mfu_124m>=0.45"] = mfu >= 0.45
   decode = parts.get("decode", {})
   if not result["smoke"] and "float32_batch1" in decode:
-    out["decode_batch1>=1000_tokens_per_s"] = max(
-        decode["float32_batch1"]["tokens_per_s"], decode["bfloat16_batch1"]["tokens_per_s"]) >= 1000
+    out["decode_batch1>=1000_tokens_per_s"] = (
+      max(decode["float32_batch1"]["tokens_per_s"], decode["bfloat16_batch1"]["tokens_per_s"])
+      >= 1000
+    )
   return out
 
 

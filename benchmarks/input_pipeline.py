@@ -25,8 +25,7 @@ import os
 import statistics
 import time
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from benchmarks import machine
 
@@ -46,13 +45,16 @@ def main(argv):
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  from jax.sharding import NamedSharding  # pylint: disable=import-outside-toplevel
+  from jax.sharding import PartitionSpec as P
 
-  from llmjax import config_base  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
-  from llmjax.data import pipeline  # pylint: disable=import-outside-toplevel
-  from llmjax.data import shards  # pylint: disable=import-outside-toplevel
-  from llmjax.data import sources  # pylint: disable=import-outside-toplevel
+  from llmjax.config import schema as config_base  # pylint: disable=import-outside-toplevel
+  from llmjax.data import (
+    pipeline,  # pylint: disable=import-outside-toplevel
+    shards,  # pylint: disable=import-outside-toplevel
+    sources,  # pylint: disable=import-outside-toplevel
+  )
   from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   from llmjax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import lm  # pylint: disable=import-outside-toplevel
@@ -65,8 +67,12 @@ def main(argv):
   c.model.block_size, c.train.batch_size = _BLOCK.value, _BATCH.value
   c.model.vocab_size = 50304
   cpu = machine.cpu_model()
-  result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": len(os.sched_getaffinity(0)),
-            "cpu": cpu, "load_average_start": os.getloadavg()}
+  result = {
+    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    "cores": len(os.sched_getaffinity(0)),
+    "cpu": cpu,
+    "load_average_start": os.getloadavg(),
+  }
 
   # Tokenization.
   text = sources.read_source(c.data).text
@@ -79,10 +85,14 @@ def main(argv):
   t0 = time.perf_counter()
   shards.tokenize_text(text, tok, progress=False)
   pool = time.perf_counter() - t0
-  result["tokenize"] = {"tokenizer": tok.name, "text_mb": round(mb, 2), "tokens": n_tokens,
-                        "mb_per_s_one_thread": round(mb / one_thread, 2),
-                        "mb_per_cpu_s_one_thread": round(mb / one_thread_cpu, 2),
-                        "mb_per_s_thread_pool": round(mb / pool, 2)}
+  result["tokenize"] = {
+    "tokenizer": tok.name,
+    "text_mb": round(mb, 2),
+    "tokens": n_tokens,
+    "mb_per_s_one_thread": round(mb / one_thread, 2),
+    "mb_per_cpu_s_one_thread": round(mb / one_thread_cpu, 2),
+    "mb_per_s_thread_pool": round(mb / pool, 2),
+  }
 
   # Data wait per step, as the loop does it.
   splits = shards.prepare_tokens(c.data)
@@ -100,8 +110,10 @@ def main(argv):
   graphdef, params = nnx.split(model)
   tx = optim_lib.make_optimizer(c.optim, c.train.steps)
   schedule = optim_lib.learning_rate_schedule(c.optim, c.train.steps)
-  step = jax.jit(step_lib.make_train_step(step_lib.lm_loss(graphdef, 0.0), tx, schedule, seed=0),
-                 donate_argnums=0)
+  step = jax.jit(
+    step_lib.make_train_step(step_lib.lm_loss(graphdef, 0.0), tx, schedule, seed=0),
+    donate_argnums=0,
+  )
   state = step_lib.init_state(nnx.to_pure_dict(params), tx)
   state, m = step(state, batch)
   jax.block_until_ready(m)
@@ -112,12 +124,15 @@ def main(argv):
   step_s = (time.perf_counter() - t0) / _STEPS.value
   wait = statistics.median(waits)
   result["data_wait"] = {
-      "batches": len(waits), "batch_shape": [c.train.batch_size, c.model.block_size],
-      "wait_ms_median": round(1e3 * wait, 3), "wait_ms_p99": round(
-          1e3 * float(np.percentile(waits, 99)), 3),
-      "wait_ms_mean": round(1e3 * statistics.fmean(waits), 3),
-      "step_s": round(step_s, 4), "share_of_step": round(statistics.fmean(waits) / step_s, 5),
-      "goal_share<0.02": statistics.fmean(waits) / step_s < 0.02}
+    "batches": len(waits),
+    "batch_shape": [c.train.batch_size, c.model.block_size],
+    "wait_ms_median": round(1e3 * wait, 3),
+    "wait_ms_p99": round(1e3 * float(np.percentile(waits, 99)), 3),
+    "wait_ms_mean": round(1e3 * statistics.fmean(waits), 3),
+    "step_s": round(step_s, 4),
+    "share_of_step": round(statistics.fmean(waits) / step_s, 5),
+    "goal_share<0.02": statistics.fmean(waits) / step_s < 0.02,
+  }
   result["load_average_end"] = os.getloadavg()
   del jnp
   print(json.dumps(result, indent=1))

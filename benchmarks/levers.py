@@ -24,11 +24,11 @@ import os
 import statistics
 import time
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
-_VARIANTS = flags.DEFINE_list("variants", ["default", "plain_loss", "scan_layers"],
-                              "Variants, the first is the reference.")
+_VARIANTS = flags.DEFINE_list(
+  "variants", ["default", "plain_loss", "scan_layers"], "Variants, the first is the reference."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repeats.")
 _STEPS = flags.DEFINE_integer("steps", 2, "Steps per variant and repeat.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Batch size.")
@@ -41,15 +41,16 @@ _N_HEAD = flags.DEFINE_integer("n_head", 6, "Heads.")
 def main(argv):
   del argv
   import functools  # pylint: disable=import-outside-toplevel
+
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from llmjax import config_base  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
-  from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
+  from llmjax.config import schema as config_base  # pylint: disable=import-outside-toplevel
   from llmjax.models import loss as loss_lib  # pylint: disable=import-outside-toplevel
+  from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
   c = config_base.base_config()
@@ -71,8 +72,9 @@ def main(argv):
     model = nnx.merge(graphdef, params)
     x, _ = model.hidden(micro["inputs"])
     table, vocab_size, dtype = model.output_head()
-    return loss_lib.linear_cross_entropy(x, table, micro["targets"], vocab_size=vocab_size,
-                                         dtype=dtype, chunk_tokens=chunk)[0]
+    return loss_lib.linear_cross_entropy(
+      x, table, micro["targets"], vocab_size=vocab_size, dtype=dtype, chunk_tokens=chunk
+    )[0]
 
   steps, states = {}, {}
   for name in _VARIANTS.value:
@@ -87,15 +89,21 @@ def main(argv):
     elif name != "default":
       raise app.UsageError(f"Unknown variant {name!r}; see --helpfull.")
     graphdef, params = nnx.split(models.build(mc, 0))
-    fn = (step_lib.lm_loss(graphdef, 0.0) if loss_fn is None else
-          lambda p, m, k, f=functools.partial(loss_fn, graphdef): (f(p, m, k), {}))
+    fn = (
+      step_lib.lm_loss(graphdef, 0.0)
+      if loss_fn is None
+      else lambda p, m, k, f=functools.partial(loss_fn, graphdef): (f(p, m, k), {})  # noqa: B008 - bound once, on purpose
+    )
     steps[name] = jax.jit(step_lib.make_train_step(fn, tx, schedule, seed=0), donate_argnums=0)
     states[name] = step_lib.init_state(nnx.to_pure_dict(params), tx)
     t0 = time.perf_counter()
     states[name], m = steps[name](states[name], batch)
     jax.block_until_ready(m)
-    print(f"{name}: first step (compile) {time.perf_counter() - t0:.1f} s, loss "
-          f"{float(m['train_loss']):.5f}", flush=True)
+    print(
+      f"{name}: first step (compile) {time.perf_counter() - t0:.1f} s, loss "
+      f"{float(m['train_loss']):.5f}",
+      flush=True,
+    )
 
   wall = {k: [] for k in steps}
   cpu = {k: [] for k in steps}
@@ -111,12 +119,15 @@ def main(argv):
   out = {"load_average": os.getloadavg(), "variants": {}}
   for name in steps:
     out["variants"][name] = {
-        "step_s": round(statistics.median(wall[name]), 3),
-        "cpu_s_per_step": round(statistics.median(cpu[name]), 3),
-        "speed_vs_" + ref: round(statistics.median(
-            [a / b_ for a, b_ in zip(wall[ref], wall[name])]), 3),
-        "cpu_speed_vs_" + ref: round(statistics.median(
-            [a / b_ for a, b_ in zip(cpu[ref], cpu[name])]), 3)}
+      "step_s": round(statistics.median(wall[name]), 3),
+      "cpu_s_per_step": round(statistics.median(cpu[name]), 3),
+      "speed_vs_" + ref: round(
+        statistics.median([a / b_ for a, b_ in zip(wall[ref], wall[name])]), 3
+      ),
+      "cpu_speed_vs_" + ref: round(
+        statistics.median([a / b_ for a, b_ in zip(cpu[ref], cpu[name])]), 3
+      ),
+    }
   print(json.dumps(out, indent=1))
 
 

@@ -22,17 +22,17 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from llmjax import config_base
 from llmjax import models
+from llmjax.config import schema as config_base
 from llmjax.train import optimizer as optim_lib
-from llmjax.train import progressive as progressive_train
+from llmjax.train import progressive_task as progressive_train
 from llmjax.train import step as step_lib
 
 # The cpu preset uses a small vocabulary: with GPT-2's 50257 entries the unembedding
 # would dominate a 128-wide model's step and hide what the blocks cost.
 PRESETS = {
-    "cpu": dict(n_embd=128, n_head=4, block_size=128, batch_size=8, vocab_size=4096),
-    "gpu": dict(n_embd=768, n_head=12, block_size=512, batch_size=16, vocab_size=50257),
+  "cpu": dict(n_embd=128, n_head=4, block_size=128, batch_size=8, vocab_size=4096),
+  "gpu": dict(n_embd=768, n_head=12, block_size=512, batch_size=16, vocab_size=50257),
 }
 
 
@@ -43,8 +43,9 @@ def config_for(preset: str, dtype: str) -> ml_collections.ConfigDict:
   c.model.block_size, c.model.dtype = p["block_size"], dtype
   c.model.vocab_size = p["vocab_size"]
   c.train.batch_size, c.train.steps = p["batch_size"], 1000
-  c.progressive = ml_collections.ConfigDict(dict(stage_fractions=(1 / 3, 1 / 3, 1 / 3),
-                                                 stage_groups=(3, 6, 12)))
+  c.progressive = ml_collections.ConfigDict(
+    dict(stage_fractions=(1 / 3, 1 / 3, 1 / 3), stage_groups=(3, 6, 12))
+  )
   c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, targets="qkv,proj", fused=True))
   return c
 
@@ -55,8 +56,10 @@ def compiled_step(section, tx, config):
   graphdef, state = nnx.split(model)
   train_state = step_lib.init_state(nnx.to_pure_dict(state), tx)
   schedule = optim_lib.learning_rate_schedule(config.optim, config.train.steps)
-  step = jax.jit(step_lib.make_train_step(step_lib.lm_loss(graphdef, 0.0), tx, schedule, seed=0),
-                 donate_argnums=0)
+  step = jax.jit(
+    step_lib.make_train_step(step_lib.lm_loss(graphdef, 0.0), tx, schedule, seed=0),
+    donate_argnums=0,
+  )
   b, t = config.train.batch_size, config.model.block_size
   tokens = jax.random.randint(jax.random.key(0), (1, b, t + 1), 0, config.model.vocab_size)
   batch = {"inputs": tokens[..., :-1], "targets": tokens[..., 1:]}
@@ -85,11 +88,18 @@ def main():
 
   baseline = ml_collections.ConfigDict(config.model.to_dict())
   baseline.arch = "gpt"
-  runners = {"gpt_baseline": compiled_step(
-      baseline, optim_lib.make_optimizer(config.optim, config.train.steps), config)}
+  runners = {
+    "gpt_baseline": compiled_step(
+      baseline, optim_lib.make_optimizer(config.optim, config.train.steps), config
+    )
+  }
   tx = optim_lib.make_optimizer(config.optim, config.train.steps, progressive_train.trainable)
-  for name, stage, fused in (("stage1_shared", 1, True), ("stage2_lora", 2, True),
-                             ("stage3_lora_fused", 3, True), ("stage3_lora_unfused", 3, False)):
+  for name, stage, fused in (
+    ("stage1_shared", 1, True),
+    ("stage2_lora", 2, True),
+    ("stage3_lora_fused", 3, True),
+    ("stage3_lora_unfused", 3, False),
+  ):
     config.lora.fused = fused
     runners[name] = compiled_step(progressive_train.model_section(config, stage), tx, config)
   # Variants take turns (A B C ... A B C ...) so a drifting machine affects all alike.
@@ -98,17 +108,22 @@ def main():
     for name, run in runners.items():
       times[name].append(run(args.steps))
   results = {name: 1000 * statistics.median(ts) for name, ts in times.items()}
-  paired = {name: statistics.median(t / b for t, b in zip(ts, times["gpt_baseline"]))
-            for name, ts in times.items()}
+  paired = {
+    name: statistics.median(t / b for t, b in zip(ts, times["gpt_baseline"]))
+    for name, ts in times.items()
+  }
   report = {
-      "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
-                f"{jax.device_count()} device(s))",
-      "preset": args.preset, "dtype": args.dtype, **PRESETS[args.preset], "n_layer": 12,
-      "lora_rank": config.lora.rank,
-      "ms_per_step": {k: round(v, 3) for k, v in results.items()},
-      "ratio_to_baseline": {k: round(v, 3) for k, v in paired.items()},
-      "stage3_target": 1.15,
-      "stage3_within_target": paired["stage3_lora_fused"] <= 1.15,
+    "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, "
+    f"{jax.device_count()} device(s))",
+    "preset": args.preset,
+    "dtype": args.dtype,
+    **PRESETS[args.preset],
+    "n_layer": 12,
+    "lora_rank": config.lora.rank,
+    "ms_per_step": {k: round(v, 3) for k, v in results.items()},
+    "ratio_to_baseline": {k: round(v, 3) for k, v in paired.items()},
+    "stage3_target": 1.15,
+    "stage3_within_target": paired["stage3_lora_fused"] <= 1.15,
   }
   text = json.dumps(report, indent=2)
   print(text)

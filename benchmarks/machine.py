@@ -42,11 +42,16 @@ def cpu_peak(fma_units: int = 0) -> dict:
   mhz = float(fields.get("cpu MHz", "0") or 0)
   units = fma_units or 2
   peak = cores * units * lanes * 2 * mhz * 1e6
-  return {"cpu": cpu_model(), "cores": cores,
-          "simd_fp32_lanes": lanes, "fma_units_per_core": units, "clock_mhz": mhz,
-          "peak_gflops": round(peak / 1e9, 1),
-          "peak_formula": f"{cores} cores x {units} FMA x {lanes} lanes x 2 x {mhz:.0f} MHz",
-          "fma_units_assumed": not fma_units}
+  return {
+    "cpu": cpu_model(),
+    "cores": cores,
+    "simd_fp32_lanes": lanes,
+    "fma_units_per_core": units,
+    "clock_mhz": mhz,
+    "peak_gflops": round(peak / 1e9, 1),
+    "peak_formula": f"{cores} cores x {units} FMA x {lanes} lanes x 2 x {mhz:.0f} MHz",
+    "fma_units_assumed": not fma_units,
+  }
 
 
 def emit(result: dict, out: str = "") -> None:

@@ -19,12 +19,14 @@ import pathlib
 import re
 import tempfile
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
-_VARIANT = flags.DEFINE_enum("variant", "default", ["default", "plain_loss"],
-                             "default = the normal loss path; plain_loss = full [B, T, V] "
-                             "logits, then step.cross_entropy.")
+_VARIANT = flags.DEFINE_enum(
+  "variant",
+  "default",
+  ["default", "plain_loss"],
+  "default = the normal loss path; plain_loss = full [B, T, V] logits, then step.cross_entropy.",
+)
 _STEPS = flags.DEFINE_integer("steps", 2, "Profiled steps (after two warm-up steps).")
 _TOP = flags.DEFINE_integer("top", 12, "Largest single operations to list.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Batch size.")
@@ -42,10 +44,10 @@ def main(argv):
   import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from llmjax import config_base  # pylint: disable=import-outside-toplevel
   from llmjax import models  # pylint: disable=import-outside-toplevel
-  from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
+  from llmjax.config import schema as config_base  # pylint: disable=import-outside-toplevel
   from llmjax.models import loss as loss_lib  # pylint: disable=import-outside-toplevel
+  from llmjax.train import optimizer as optim_lib  # pylint: disable=import-outside-toplevel
   from llmjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
   c = config_base.base_config()
@@ -57,11 +59,13 @@ def main(argv):
 
   def plain_loss(params, micro, step):
     del step
-    return loss_lib.cross_entropy(nnx.merge(graphdef, params)(micro["inputs"]),
-                                  micro["targets"])[0]
+    return loss_lib.cross_entropy(nnx.merge(graphdef, params)(micro["inputs"]), micro["targets"])[0]
 
-  loss_fn = (lambda p, m, k: (plain_loss(p, m, k), {})) if _VARIANT.value == "plain_loss" else (
-      step_lib.lm_loss(graphdef, 0.0))
+  loss_fn = (
+    (lambda p, m, k: (plain_loss(p, m, k), {}))
+    if _VARIANT.value == "plain_loss"
+    else (step_lib.lm_loss(graphdef, 0.0))
+  )
   step = jax.jit(step_lib.make_train_step(loss_fn, tx, schedule, seed=0), donate_argnums=0)
   state = step_lib.init_state(nnx.to_pure_dict(params), tx)
   b, t = _BATCH.value, _BLOCK.value
@@ -91,13 +95,21 @@ def main(argv):
   per_kind = collections.Counter()
   for name, ns in per_op.items():
     per_kind[re.sub(r"\.\d+$", "", name)] += ns
-  print(json.dumps({
-      "variant": _VARIANT.value, "device": str(jax.devices()[0]),
-      "op_ms_per_step_total": round(sum(per_op.values()) / n / 1e6, 1),
-      "ms_per_step_by_kind": {k: round(v / n / 1e6, 1) for k, v in per_kind.most_common()},
-      "largest_ops_ms_per_step": {k: round(v / n / 1e6, 1)
-                                  for k, v in per_op.most_common(_TOP.value)},
-      "trace": str(path)}, indent=1))
+  print(
+    json.dumps(
+      {
+        "variant": _VARIANT.value,
+        "device": str(jax.devices()[0]),
+        "op_ms_per_step_total": round(sum(per_op.values()) / n / 1e6, 1),
+        "ms_per_step_by_kind": {k: round(v / n / 1e6, 1) for k, v in per_kind.most_common()},
+        "largest_ops_ms_per_step": {
+          k: round(v / n / 1e6, 1) for k, v in per_op.most_common(_TOP.value)
+        },
+        "trace": str(path),
+      },
+      indent=1,
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -30,34 +30,39 @@ import platform
 import resource
 import time
 
-from absl import app
-from absl import flags
 import jax
 import ml_collections
 import numpy as np
+from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import machine
-from llmjax import cli
-from llmjax import config_util
+from llmjax.cli import common as cli
+from llmjax.config import validate as config_validate
 from llmjax.parallel import mesh as mesh_lib
 from llmjax.train import lm
 from llmjax.train import metrics as metrics_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config: configs/NAME.py[:VARIANT].",
-                                          lock_config=False)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config: configs/NAME.py[:VARIANT].", lock_config=False
+)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_PEAK_FLOPS = flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s of one device (0 = look up "
-                                 "or estimate).")
-_DEPTHS = flags.DEFINE_list("depths", [], "Also report train-step compile time at these "
-                            "n_layer values, with and without model.scan_layers.")
+_PEAK_FLOPS = flags.DEFINE_float(
+  "peak_flops", 0.0, "Peak FLOP/s of one device (0 = look up or estimate)."
+)
+_DEPTHS = flags.DEFINE_list(
+  "depths",
+  [],
+  "Also report train-step compile time at these "
+  "n_layer values, with and without model.scan_layers.",
+)
 
 # Dense peak FLOP/s per device by compute dtype (tf32 tensor cores for float32 matmuls).
 GPU_PEAK_FLOPS = {
-    "H200": {"bfloat16": 989e12, "float32": 494.5e12},
-    "H100": {"bfloat16": 989e12, "float32": 494.5e12},
-    "A100": {"bfloat16": 312e12, "float32": 156e12},
+  "H200": {"bfloat16": 989e12, "float32": 494.5e12},
+  "H100": {"bfloat16": 989e12, "float32": 494.5e12},
+  "A100": {"bfloat16": 312e12, "float32": 156e12},
 }
 
 
@@ -105,10 +110,15 @@ def random_batch(config, sharding):
 
 def compile_seconds(config, mesh) -> float:
   steps = lm.build_steps(config, mesh)
-  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                       steps.abstract_state, steps.state_shardings)
-  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                       random_batch(config, steps.batch_sharding))
+  state = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+    steps.abstract_state,
+    steps.state_shardings,
+  )
+  batch = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+    random_batch(config, steps.batch_sharding),
+  )
   start = time.perf_counter()
   steps.train_step.lower(state, batch).compile()
   return time.perf_counter() - start
@@ -120,7 +130,7 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config=configs/NAME.py[:VARIANT] is required.")
-  config_util.validate(config)
+  config_validate.validate(config)
   mesh_lib.maybe_initialize_distributed()
   mesh = mesh_lib.make_mesh(config.mesh)
   steps = lm.build_steps(config, mesh)
@@ -150,24 +160,38 @@ def main(argv):
   n_devices = mesh.devices.size
   device = jax.devices()[0]
   result = {
-      "config": flags.FLAGS["config"].config_filename, "name": config.name,
-      "device": f"{n_devices} x {device.device_kind} ({device.platform})",
-      "mesh": dict(mesh.shape), "processes": jax.process_count(),
-      "dtype": config.model.dtype, "param_dtype": config.model.param_dtype,
-      "remat": config.model.remat, "scan_layers": config.model.scan_layers,
-      "n_layer": config.model.n_layer, "n_embd": config.model.n_embd,
-      "block_size": config.model.block_size, "batch_size": config.train.batch_size,
-      "grad_accum": config.train.grad_accum,
-      "params": metrics_lib.count_params(state["params"]), "params_for_flops": n_params,
-      "flops_per_token": fpt, "flops_formula": "6*N + 12*L*H*Q*T (N excludes wpe)",
-      "tokens_per_s": tokens_per_s, "step_time_s": step_time,
-      "process_cpu_s_per_step": cpu_per_step,  # Host CPU time: on a busy CPU, compare this.
-      "mfu": tokens_per_s * fpt / (peak * n_devices) if peak else None,
-      "peak_flops_per_device": peak, "peak_flops_source": peak_source,
-      "compile_s": compile_s, "init_s": init_s,
-      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-      "final_loss": float(metrics["train_loss"]), "steps": _STEPS.value,
-      "warmup": _WARMUP.value, "jax": jax.__version__, "python": platform.python_version(),
+    "config": flags.FLAGS["config"].config_filename,
+    "name": config.name,
+    "device": f"{n_devices} x {device.device_kind} ({device.platform})",
+    "mesh": dict(mesh.shape),
+    "processes": jax.process_count(),
+    "dtype": config.model.dtype,
+    "param_dtype": config.model.param_dtype,
+    "remat": config.model.remat,
+    "scan_layers": config.model.scan_layers,
+    "n_layer": config.model.n_layer,
+    "n_embd": config.model.n_embd,
+    "block_size": config.model.block_size,
+    "batch_size": config.train.batch_size,
+    "grad_accum": config.train.grad_accum,
+    "params": metrics_lib.count_params(state["params"]),
+    "params_for_flops": n_params,
+    "flops_per_token": fpt,
+    "flops_formula": "6*N + 12*L*H*Q*T (N excludes wpe)",
+    "tokens_per_s": tokens_per_s,
+    "step_time_s": step_time,
+    "process_cpu_s_per_step": cpu_per_step,  # Host CPU time: on a busy CPU, compare this.
+    "mfu": tokens_per_s * fpt / (peak * n_devices) if peak else None,
+    "peak_flops_per_device": peak,
+    "peak_flops_source": peak_source,
+    "compile_s": compile_s,
+    "init_s": init_s,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "final_loss": float(metrics["train_loss"]),
+    "steps": _STEPS.value,
+    "warmup": _WARMUP.value,
+    "jax": jax.__version__,
+    "python": platform.python_version(),
   }
   stats = device.memory_stats() if device.platform != "cpu" else None
   if stats and "peak_bytes_in_use" in stats:

@@ -42,9 +42,7 @@ import sys
 import tempfile
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 from benchmarks import machine
 
@@ -59,12 +57,18 @@ _BATCH = flags.DEFINE_integer("batch_size", 8, "Training batch size.")
 _VOCAB = flags.DEFINE_integer("vocab_size", 50304, "Vocabulary (a multiple of 64).")
 _PROMPT = flags.DEFINE_integer("prompt_tokens", 16, "Decode prompt length.")
 _NEW = flags.DEFINE_integer("new_tokens", 128, "Decode new tokens.")
-_FMA_UNITS = flags.DEFINE_integer("fma_units", 0, "FMA units per core for the peak (0 = "
-                                  "guess: 2 on AVX-512 server cores, else 2 with FMA).")
+_FMA_UNITS = flags.DEFINE_integer(
+  "fma_units",
+  0,
+  "FMA units per core for the peak (0 = guess: 2 on AVX-512 server cores, else 2 with FMA).",
+)
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
-_DTYPES = flags.DEFINE_list("decode_dtypes", ["float32", "bfloat16"],
-                            "Decode dtypes: float32 (floor, reference, llmjax, torch) and bfloat16 "
-                            "(llmjax and torch with parameters cast).")
+_DTYPES = flags.DEFINE_list(
+  "decode_dtypes",
+  ["float32", "bfloat16"],
+  "Decode dtypes: float32 (floor, reference, llmjax, torch) and bfloat16 "
+  "(llmjax and torch with parameters cast).",
+)
 
 
 # ----------------------------------------------------------------------------- machine
@@ -105,7 +109,8 @@ def median(xs):
 
 
 def llmjax_config(workdir_root: str):
-  from llmjax import config_base  # pylint: disable=import-outside-toplevel
+  from llmjax.config import schema as config_base  # pylint: disable=import-outside-toplevel
+
   c = config_base.base_config()
   c.name = "vs-pytorch"
   c.model.n_layer, c.model.n_head, c.model.n_embd = _N_LAYER.value, _N_HEAD.value, _N_EMBD.value
@@ -128,26 +133,48 @@ def hf_model_from_llmjax(params, cfg):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   from transformers import GPT2Config, GPT2LMHeadModel  # pylint: disable=import-outside-toplevel
+
   d = cfg.n_embd
-  hf = GPT2LMHeadModel(GPT2Config(
-      vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=d, n_layer=cfg.n_layer,
-      n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-      layer_norm_epsilon=1e-5, activation_function="gelu_new", tie_word_embeddings=True))
+  hf = GPT2LMHeadModel(
+    GPT2Config(
+      vocab_size=cfg.vocab_size,
+      n_positions=cfg.block_size,
+      n_embd=d,
+      n_layer=cfg.n_layer,
+      n_head=cfg.n_head,
+      resid_pdrop=0.0,
+      embd_pdrop=0.0,
+      attn_pdrop=0.0,
+      layer_norm_epsilon=1e-5,
+      activation_function="gelu_new",
+      tie_word_embeddings=True,
+    )
+  )
   p = {k: v for k, v in _flat(params).items()}
-  sd = {"transformer.wte.weight": p["wte"][:cfg.vocab_size], "transformer.wpe.weight": p["wpe"],
-        "transformer.ln_f.weight": p["ln_f.scale"], "transformer.ln_f.bias": p["ln_f.bias"]}
+  sd = {
+    "transformer.wte.weight": p["wte"][: cfg.vocab_size],
+    "transformer.wpe.weight": p["wpe"],
+    "transformer.ln_f.weight": p["ln_f.scale"],
+    "transformer.ln_f.bias": p["ln_f.bias"],
+  }
   for i in range(cfg.n_layer):
     h, o = f"h.{i}.", f"transformer.h.{i}."
-    sd.update({
-        o + "ln_1.weight": p[h + "ln_1.scale"], o + "ln_1.bias": p[h + "ln_1.bias"],
-        o + "ln_2.weight": p[h + "ln_2.scale"], o + "ln_2.bias": p[h + "ln_2.bias"],
+    sd.update(
+      {
+        o + "ln_1.weight": p[h + "ln_1.scale"],
+        o + "ln_1.bias": p[h + "ln_1.bias"],
+        o + "ln_2.weight": p[h + "ln_2.scale"],
+        o + "ln_2.bias": p[h + "ln_2.bias"],
         o + "attn.c_attn.weight": p[h + "attn.c_attn"].reshape(d, 3 * d),
         o + "attn.c_attn.bias": p[h + "attn.c_attn_bias"].reshape(3 * d),
         o + "attn.c_proj.weight": p[h + "attn.c_proj"].reshape(d, d),
         o + "attn.c_proj.bias": p[h + "attn.c_proj_bias"],
-        o + "mlp.c_fc.weight": p[h + "mlp.c_fc"], o + "mlp.c_fc.bias": p[h + "mlp.c_fc_bias"],
+        o + "mlp.c_fc.weight": p[h + "mlp.c_fc"],
+        o + "mlp.c_fc.bias": p[h + "mlp.c_fc_bias"],
         o + "mlp.c_proj.weight": p[h + "mlp.c_proj"],
-        o + "mlp.c_proj.bias": p[h + "mlp.c_proj_bias"]})
+        o + "mlp.c_proj.bias": p[h + "mlp.c_proj_bias"],
+      }
+    )
   sd = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in sd.items()}
   missing, unexpected = hf.load_state_dict(sd, strict=False)
   missing = [k for k in missing if k != "lm_head.weight" and not k.endswith(".attn.bias")]
@@ -197,8 +224,10 @@ def bench_train(result: dict) -> None:
   params = nnx.to_pure_dict(params)
   tx = optim_lib.make_optimizer(config.optim, config.train.steps)
   schedule = optim_lib.learning_rate_schedule(config.optim, config.train.steps)
-  bare_step = jax.jit(step_lib.make_train_step(step_lib.lm_loss(graphdef, 0.0), tx, schedule,
-                                               seed=config.train.seed), donate_argnums=0)
+  bare_step = jax.jit(
+    step_lib.make_train_step(step_lib.lm_loss(graphdef, 0.0), tx, schedule, seed=config.train.seed),
+    donate_argnums=0,
+  )
   rng = np.random.default_rng(0)
   window = rng.integers(0, 50257, (b, t + 1)).astype(np.int32)
   batch = {"inputs": jnp.asarray(window[None, :, :-1]), "targets": jnp.asarray(window[None, :, 1:])}
@@ -212,14 +241,21 @@ def bench_train(result: dict) -> None:
   torch.set_num_threads(len(os.sched_getaffinity(0)))
   hf = hf_model_from_llmjax(jax.device_get(params), models.model_config(config.model))
   hf.train()
-  decay = [p for n, p in hf.named_parameters() if p.dim() >= 2 and "wte" not in n and "wpe" not in n]
-  no_decay = [p for n, p in hf.named_parameters() if not (p.dim() >= 2 and "wte" not in n
-                                                             and "wpe" not in n)]
-  opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.optim.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=config.optim.learning_rate, betas=(config.optim.beta1,
-                                                                config.optim.beta2),
-                          eps=config.optim.eps)
+  decay = [
+    p for n, p in hf.named_parameters() if p.dim() >= 2 and "wte" not in n and "wpe" not in n
+  ]
+  no_decay = [
+    p for n, p in hf.named_parameters() if not (p.dim() >= 2 and "wte" not in n and "wpe" not in n)
+  ]
+  opt = torch.optim.AdamW(
+    [
+      {"params": decay, "weight_decay": config.optim.weight_decay},
+      {"params": no_decay, "weight_decay": 0.0},
+    ],
+    lr=config.optim.learning_rate,
+    betas=(config.optim.beta1, config.optim.beta2),
+    eps=config.optim.eps,
+  )
   x_t = torch.from_numpy(window[:, :-1].astype(np.int64))
   y_t = torch.from_numpy(window[:, 1:].astype(np.int64))
 
@@ -249,9 +285,13 @@ def bench_train(result: dict) -> None:
     # was dispatched before that, so consecutive differences are steady-state step times.
     step_s = [b_ - a_ for a_, b_ in zip(times, times[1:])]
     dt = sum(step_s) / max(len(step_s), 1)
-    return {"step_s": dt, "first_step_s": times[0] if times else None,
-            "run_overhead_s": total - sum(step_s), "first_loss": recs[0]["train_loss"],
-            "steps": res.step}
+    return {
+      "step_s": dt,
+      "first_step_s": times[0] if times else None,
+      "run_overhead_s": total - sum(step_s),
+      "first_loss": recs[0]["train_loss"],
+      "steps": res.step,
+    }
 
   def run_bare() -> dict:
     nonlocal state
@@ -259,26 +299,36 @@ def bench_train(result: dict) -> None:
     for _ in range(steps):
       state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
-    return {"step_s": (time.perf_counter() - t0) / steps,
-            "cpu_s": (time.process_time() - c0) / steps}
+    return {
+      "step_s": (time.perf_counter() - t0) / steps,
+      "cpu_s": (time.process_time() - c0) / steps,
+    }
 
   def run_torch() -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
       torch_step()
-    return {"step_s": (time.perf_counter() - t0) / steps,
-            "cpu_s": (time.process_time() - c0) / steps}
+    return {
+      "step_s": (time.perf_counter() - t0) / steps,
+      "cpu_s": (time.process_time() - c0) / steps,
+    }
 
   runs = {"trainer": [], "bare": [], "torch": []}
   rss = {}
   for r in range(_REPEATS.value):
-    for name, fn in (("trainer", lambda: run_trainer(r)), ("bare", run_bare),
-                     ("torch", run_torch)):
+    for name, fn in (
+      ("trainer", lambda r=r: run_trainer(r)),
+      ("bare", run_bare),
+      ("torch", run_torch),
+    ):
       with PeakRss() as peak:
         runs[name].append(fn())
       rss[name] = max(rss.get(name) or 0, peak.mib or 0)
-      print(f"repeat {r} {name}: {tokens_per_step / runs[name][-1]['step_s']:.0f} tokens/s",
-            file=sys.stderr, flush=True)
+      print(
+        f"repeat {r} {name}: {tokens_per_step / runs[name][-1]['step_s']:.0f} tokens/s",
+        file=sys.stderr,
+        flush=True,
+      )
 
   flops_per_token = train_flops_per_token(_N_LAYER.value, _N_EMBD.value, t, v)
   peak = machine.cpu_peak(_FMA_UNITS.value)
@@ -286,16 +336,20 @@ def bench_train(result: dict) -> None:
   for name, rs in runs.items():
     tps = [tokens_per_step / x["step_s"] for x in rs]
     gflops = median(tps) * flops_per_token / 1e9
-    out[name] = {"tokens_per_s": round(median(tps), 1), "tokens_per_s_each": [round(x, 1) for x in tps],
-                 "step_s": round(median([x["step_s"] for x in rs]), 4),
-                 "achieved_gflops": round(gflops, 1),
-                 "share_of_peak": round(gflops / peak["peak_gflops"], 3),
-                 "peak_rss_mib": rss[name]}
+    out[name] = {
+      "tokens_per_s": round(median(tps), 1),
+      "tokens_per_s_each": [round(x, 1) for x in tps],
+      "step_s": round(median([x["step_s"] for x in rs]), 4),
+      "achieved_gflops": round(gflops, 1),
+      "share_of_peak": round(gflops / peak["peak_gflops"], 3),
+      "peak_rss_mib": rss[name],
+    }
     if "cpu_s" in rs[0]:
       out[name]["cpu_s_per_step"] = round(median([x["cpu_s"] for x in rs]), 3)
   out["trainer"]["first_step_s_each_run"] = [x["first_step_s"] for x in runs["trainer"]]
-  out["trainer"]["run_overhead_s_each_run"] = [round(x["run_overhead_s"], 2)
-                                               for x in runs["trainer"]]
+  out["trainer"]["run_overhead_s_each_run"] = [
+    round(x["run_overhead_s"], 2) for x in runs["trainer"]
+  ]
   out["bare"]["compile_s"] = round(compile_s, 2)
   out["bare"]["compile_peak_rss_mib"] = rss_compile.mib
   first_losses["trainer"] = runs["trainer"][0]["first_loss"]
@@ -304,14 +358,19 @@ def bench_train(result: dict) -> None:
     return [round(runs[b_][i]["step_s"] / runs[a][i]["step_s"], 3) for i in range(len(runs[a]))]
 
   out["ratios"] = {
-      "trainer_over_torch": round(median(paired("trainer", "torch")), 3),
-      "bare_over_torch": round(median(paired("bare", "torch")), 3),
-      "trainer_over_bare": round(median(paired("trainer", "bare")), 3),
-      "each_repeat": {"trainer_over_torch": paired("trainer", "torch"),
-                      "bare_over_torch": paired("bare", "torch"),
-                      "trainer_over_bare": paired("trainer", "bare")}}
-  out["goals"] = {"trainer_over_torch>=1.25": out["ratios"]["trainer_over_torch"] >= 1.25,
-                  "trainer_within_5pct_of_bare": out["ratios"]["trainer_over_bare"] >= 0.95}
+    "trainer_over_torch": round(median(paired("trainer", "torch")), 3),
+    "bare_over_torch": round(median(paired("bare", "torch")), 3),
+    "trainer_over_bare": round(median(paired("trainer", "bare")), 3),
+    "each_repeat": {
+      "trainer_over_torch": paired("trainer", "torch"),
+      "bare_over_torch": paired("bare", "torch"),
+      "trainer_over_bare": paired("trainer", "bare"),
+    },
+  }
+  out["goals"] = {
+    "trainer_over_torch>=1.25": out["ratios"]["trainer_over_torch"] >= 1.25,
+    "trainer_within_5pct_of_bare": out["ratios"]["trainer_over_bare"] >= 0.95,
+  }
   out["first_loss"] = {k: round(x, 5) for k, x in first_losses.items()}
   out["flops_per_token"] = flops_per_token
   result["train"] = out
@@ -336,8 +395,9 @@ def bench_decode(result: dict) -> None:
   hf = hf_model_from_llmjax(jax.device_get(nnx.to_pure_dict(nnx.state(model))), cfg).eval()
   prompt = np.random.default_rng(1).integers(0, 50257, _PROMPT.value).tolist()
   with PeakRss() as rss:
-    out = decode_compare.run(model, cfg, hf, prompt, _NEW.value, _REPEATS.value,
-                             dtypes=_DTYPES.value)
+    out = decode_compare.run(
+      model, cfg, hf, prompt, _NEW.value, _REPEATS.value, dtypes=_DTYPES.value
+    )
   out["peak_rss_mib_all_systems"] = rss.mib
   result["decode"] = out
 
@@ -348,19 +408,33 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
+
   cache = tempfile.mkdtemp(prefix="llmjax-jax-cache-")
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv),
-            "machine": machine.cpu_peak(_FMA_UNITS.value), "load_average_start": os.getloadavg(),
-            "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                         "torch": torch.__version__, "transformers": transformers.__version__},
-            "shape": {"n_layer": _N_LAYER.value, "n_head": _N_HEAD.value,
-                      "n_embd": _N_EMBD.value, "block_size": _BLOCK.value,
-                      "batch_size": _BATCH.value, "vocab_size": _VOCAB.value,
-                      "dtype": "float32"},
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  result = {
+    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    "command": " ".join(sys.argv),
+    "machine": machine.cpu_peak(_FMA_UNITS.value),
+    "load_average_start": os.getloadavg(),
+    "versions": {
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "torch": torch.__version__,
+      "transformers": transformers.__version__,
+    },
+    "shape": {
+      "n_layer": _N_LAYER.value,
+      "n_head": _N_HEAD.value,
+      "n_embd": _N_EMBD.value,
+      "block_size": _BLOCK.value,
+      "batch_size": _BATCH.value,
+      "vocab_size": _VOCAB.value,
+      "dtype": "float32",
+    },
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
   if "train" in _WHAT.value:
     bench_train(result)
   if "decode" in _WHAT.value:

@@ -21,11 +21,13 @@ Variants:
 The small variants train on generated exercises (offline; `--config.data.path=` for the hub).
 """
 
-from llmjax import config_base
-from llmjax import errors
+from llmjax.config import schema as config_base
+from llmjax.util import errors
 
-ORIGINAL_MODELS = ("gpt, conv_attention(n_embd=48 block_size=1024 target_offset=64), "
-                   "conv_attention(n_embd=48 block_size=1024), progressive")
+ORIGINAL_MODELS = (
+  "gpt, conv_attention(n_embd=48 block_size=1024 target_offset=64), "
+  "conv_attention(n_embd=48 block_size=1024), progressive"
+)
 
 
 def get_config(arg=None):
@@ -89,6 +91,7 @@ def get_config(arg=None):
     c.compare.inference_tokens = 4
     c.lora.rank = 2
   else:
-    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/arch_compare.py; use "
-                             "original, matched, cpu or smoke.")
+    raise errors.ConfigError(
+      f"Unknown variant {arg!r} of configs/arch_compare.py; use original, matched, cpu or smoke."
+    )
   return c

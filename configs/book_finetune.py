@@ -27,15 +27,15 @@ latest one is kept, plus the best parameters.
 
 import pathlib
 
-from llmjax import config_base
-from llmjax import errors
+from llmjax.config import schema as config_base
+from llmjax.util import errors
 
 # hub id -> (n_layer, n_head, n_embd, grad_accum, remat, peak learning rate)
 SIZES = {
-    "gpt2": (12, 12, 768, 2, "dots_saveable", 1e-4),
-    "gpt2-medium": (24, 16, 1024, 2, "dots_saveable", 5e-5),
-    "gpt2-large": (36, 20, 1280, 2, "full", 3e-5),
-    "gpt2-xl": (48, 25, 1600, 4, "full", 2e-5),
+  "gpt2": (12, 12, 768, 2, "dots_saveable", 1e-4),
+  "gpt2-medium": (24, 16, 1024, 2, "dots_saveable", 5e-5),
+  "gpt2-large": (36, 20, 1280, 2, "full", 3e-5),
+  "gpt2-xl": (48, 25, 1600, 4, "full", 2e-5),
 }
 GOLDEN_GPT2 = pathlib.Path(__file__).resolve().parent.parent / "tests" / "goldens" / "gpt2"
 
@@ -103,6 +103,7 @@ def get_config(arg=None):
     c.optim.learning_rate = 3e-3
     c.optim.warmup_steps = 2
   elif arg and arg not in SIZES:
-    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/book_finetune.py; use "
-                     f"{', '.join(SIZES)} or smoke.")
+    raise errors.ConfigError(
+      f"Unknown variant {arg!r} of configs/book_finetune.py; use {', '.join(SIZES)} or smoke."
+    )
   return c

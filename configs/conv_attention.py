@@ -9,8 +9,8 @@ cores and `smoke` = seconds, both on generated exercises (offline; `--config.dat
 for the hub datasets).
 """
 
-from llmjax import config_base
-from llmjax import errors
+from llmjax.config import schema as config_base
+from llmjax.util import errors
 
 
 def get_config(arg=None):
@@ -65,5 +65,7 @@ def get_config(arg=None):
     c.train.sample_tokens = 8
     c.optim.warmup_steps = 2
   elif arg:
-    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/conv_attention.py; use cpu or smoke.")
+    raise errors.ConfigError(
+      f"Unknown variant {arg!r} of configs/conv_attention.py; use cpu or smoke."
+    )
   return c

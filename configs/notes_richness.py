@@ -15,9 +15,9 @@ no natural Czech text ships, so it gives no result), `smoke` (Czech template, se
 tests).
 """
 
-from llmjax import config_base
-from llmjax import errors
+from llmjax.config import schema as config_base
 from llmjax.experiments import notes_config
+from llmjax.util import errors
 
 
 def get_config(arg=None):
@@ -47,8 +47,9 @@ def get_config(arg=None):
     c.experiment.budget = 100_000
     c.experiment.eval_words = 20_000
   elif arg:
-    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/notes_richness.py; use cpu, czech, "
-                     "polish or smoke.")
+    raise errors.ConfigError(
+      f"Unknown variant {arg!r} of configs/notes_richness.py; use cpu, czech, polish or smoke."
+    )
   return c
 
 

@@ -9,9 +9,10 @@ small model for 2 CPU cores; `smoke` = seconds, for tests; both on generated exe
 (offline; `--config.data.path=` for the hub datasets). See docs/architectures.md.
 """
 
-from llmjax import config_base
-from llmjax import errors
 import ml_collections
+
+from llmjax.config import schema as config_base
+from llmjax.util import errors
 
 
 def math_data(c: ml_collections.ConfigDict, max_tokens: int, path: str = "") -> None:
@@ -71,5 +72,7 @@ def get_config(arg=None):
     c.optim.warmup_steps = 2
     c.lora.rank = 4
   elif arg:
-    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/progressive.py; use cpu or smoke.")
+    raise errors.ConfigError(
+      f"Unknown variant {arg!r} of configs/progressive.py; use cpu or smoke."
+    )
   return c

@@ -6,8 +6,8 @@ Variants: default = GPT-2 small shape (124M parameters) for a GPU; `cpu` = a sma
 that trains on 2 CPU cores in under 10 minutes; `smoke` = seconds, for tests.
 """
 
-from llmjax import config_base
-from llmjax import errors
+from llmjax.config import schema as config_base
+from llmjax.util import errors
 
 
 def get_config(arg=None):
@@ -58,5 +58,7 @@ def get_config(arg=None):
     c.train.sample_tokens = 16
     c.optim.warmup_steps = 5
   elif arg:
-    raise errors.ConfigError(f"Unknown variant {arg!r} of configs/shakespeare.py; use cpu or smoke.")
+    raise errors.ConfigError(
+      f"Unknown variant {arg!r} of configs/shakespeare.py; use cpu or smoke."
+    )
   return c

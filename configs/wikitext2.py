@@ -14,8 +14,8 @@ Variants: default (a 6-layer, 384-wide GPT for a GPU), `cpu` (a small model that
 trains on 2 CPU cores in minutes), `smoke` (seconds, for tests).
 """
 
-from llmjax import config_base
-from llmjax import errors
+from llmjax.config import schema as config_base
+from llmjax.util import errors
 
 
 def get_config(arg=None):

@@ -7,5 +7,6 @@ def __getattr__(name):
   # Lazy so that `python -m llmjax.main` can set up devices before JAX is imported.
   if name in ("Trainer", "Sampler"):
     from llmjax import api  # pylint: disable=import-outside-toplevel
+
     return getattr(api, name)
   raise AttributeError(name)

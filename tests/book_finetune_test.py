@@ -7,23 +7,34 @@ import numpy as np
 import pytest
 
 from llmjax import api
-from llmjax import compare_samples
-from llmjax import config_util
-from llmjax import errors
-from llmjax.pretrained import from_hf
-from llmjax.pretrained import init_from
+from llmjax.cli import compare_samples
+from llmjax.config import load as config_load
+from llmjax.config import validate as config_validate
+from llmjax.pretrained import from_hf, init_from
+from llmjax.util import errors
 
 GOLDEN = "tests/goldens/gpt2"
 TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 30
 
 
 def smoke_config(text_path, **overrides):
-  config = config_util.load_config("configs/book_finetune.py:smoke").unlock()
-  config_util.apply_overrides(config, {
-      "data.source": "file", "data.path": str(text_path), "model.scan_layers": False,
-      "model.remat": "none", "model.dtype": "float32", "train.grad_accum": 1,
-      "train.steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
-      "train.sample_tokens": 0, **overrides})
+  config = config_load.load_config("configs/book_finetune.py:smoke").unlock()
+  config_load.apply_overrides(
+    config,
+    {
+      "data.source": "file",
+      "data.path": str(text_path),
+      "model.scan_layers": False,
+      "model.remat": "none",
+      "model.dtype": "float32",
+      "train.grad_accum": 1,
+      "train.steps": 2,
+      "train.eval_every": 2,
+      "train.checkpoint_every": 2,
+      "train.sample_tokens": 0,
+      **overrides,
+    },
+  )
   return config
 
 
@@ -40,10 +51,23 @@ def frozen_run(tmp_path_factory, text_file):
   the run's weights are the checkpoint's."""
   workdir = tmp_path_factory.mktemp("run")
   trainer = api.Trainer(
-      out_dir=workdir, init_from=GOLDEN, dataset=str(text_file), max_iters=2, eval_interval=2,
-      learning_rate=1e-12, n_layer=6, block_size=24, batch_size=8, dtype="float32",
-      gradient_accumulation_steps=1, model__mlp_hidden=0, model__scan_layers=False,
-      model__remat="none", train__checkpoint_every=2, train__sample_tokens=0)
+    out_dir=workdir,
+    init_from=GOLDEN,
+    dataset=str(text_file),
+    max_iters=2,
+    eval_interval=2,
+    learning_rate=1e-12,
+    n_layer=6,
+    block_size=24,
+    batch_size=8,
+    dtype="float32",
+    gradient_accumulation_steps=1,
+    model__mlp_hidden=0,
+    model__scan_layers=False,
+    model__remat="none",
+    train__checkpoint_every=2,
+    train__sample_tokens=0,
+  )
   # A local GPT-2 directory starts from configs/book_finetune.py; its 257-token
   # vocabulary picks the byte tokenizer.
   assert trainer.config.name == "book-finetune-gpt2-xl" and trainer.config.data.tokenizer == "char"
@@ -61,13 +85,16 @@ def test_run_starts_from_checkpoint_weights(frozen_run):
   model, _, step = api.load_model(workdir)
   golden, _ = from_hf(GOLDEN)
   assert step == 2
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
-               jax.tree.map(np.asarray, dict(_params(model))),
-               jax.tree.map(np.asarray, dict(_params(golden))))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+    jax.tree.map(np.asarray, dict(_params(model))),
+    jax.tree.map(np.asarray, dict(_params(golden))),
+  )
 
 
 def _params(model):
   from flax import nnx  # pylint: disable=import-outside-toplevel
+
   return nnx.to_pure_dict(nnx.state(model))
 
 
@@ -99,8 +126,9 @@ def test_config_resolution_errors(text_file):
   with pytest.raises(ValueError, match="block_size=32 exceeds .* \\(n_positions=24\\)"):
     init_from.resolve_model_config(smoke_config(text_file, **{"model.block_size": 32}))
   with pytest.raises(ValueError, match="is a 'bert' checkpoint"):
-    init_from.resolve_model_config(smoke_config(text_file, **{"model.init_from":
-                                                              "tests/goldens/bert"}))
+    init_from.resolve_model_config(
+      smoke_config(text_file, **{"model.init_from": "tests/goldens/bert"})
+    )
   with pytest.raises(errors.AssetError, match="'./nowhere'.* does not exist"):
     init_from.resolve_model_config(smoke_config(text_file, **{"model.init_from": "./nowhere"}))
   scratch = smoke_config(text_file, **{"model.init_from": "scratch"})
@@ -108,31 +136,43 @@ def test_config_resolution_errors(text_file):
 
 
 def test_finetune_variants_are_consistent():
-  for size, (n_layer, n_head, n_embd, *_) in {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024),
-                                               "gpt2-large": (36, 20, 1280),
-                                               "gpt2-xl": (48, 25, 1600)}.items():
-    c = config_util.load_config(f"configs/book_finetune.py:{size}").unlock()
+  for size, (n_layer, n_head, n_embd, *_) in {
+    "gpt2": (12, 12, 768),
+    "gpt2-medium": (24, 16, 1024),
+    "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600),
+  }.items():
+    c = config_load.load_config(f"configs/book_finetune.py:{size}").unlock()
     c.data.path = "book.txt"
-    config_util.validate(c)
+    config_validate.validate(c)
     assert (c.model.init_from, c.model.n_layer, c.model.n_head, c.model.n_embd) == (
-        size, n_layer, n_head, n_embd)
+      size,
+      n_layer,
+      n_head,
+      n_embd,
+    )
     assert c.model.dtype == "bfloat16" and c.train.patience > 0
-  assert config_util.load_config("configs/book_finetune.py").model.init_from == "gpt2-xl"
+  assert config_load.load_config("configs/book_finetune.py").model.init_from == "gpt2-xl"
 
 
 def test_unreachable_hub_checkpoint_is_one_line(text_file, monkeypatch, capsys):
   import huggingface_hub
-  from llmjax import cli
-  from llmjax import errors
+
+  from llmjax.cli import common as cli
+  from llmjax.util import errors
 
   def offline(repo_id, **kwargs):
     raise huggingface_hub.errors.LocalEntryNotFoundError(
-        "Cannot find an appropriate cached snapshot folder; outgoing traffic has been disabled.")
+      "Cannot find an appropriate cached snapshot folder; outgoing traffic has been disabled."
+    )
 
   monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
   config = smoke_config(text_file, **{"model.init_from": "gpt2-xl"})
-  with pytest.raises(errors.DownloadError, match=r"could not fetch 'gpt2-xl' from the "
-                     r"Hugging Face hub \(LocalEntryNotFoundError"):
+  with pytest.raises(
+    errors.DownloadError,
+    match=r"could not fetch 'gpt2-xl' from the "
+    r"Hugging Face hub \(LocalEntryNotFoundError",
+  ):
     init_from.resolve_model_config(config)
   with pytest.raises(SystemExit) as exit_info, cli.user_errors():
     init_from.resolve_model_config(config)
@@ -144,5 +184,9 @@ def test_trainer_picks_the_finetune_config_for_a_hub_checkpoint(text_file):
   trainer = api.Trainer(out_dir="runs/x", init_from="gpt2-medium", dataset=str(text_file))
   c = trainer.config  # Nothing is downloaded before run().
   assert (c.name, c.model.init_from, c.model.n_layer, c.data.tokenizer) == (
-      "book-finetune-gpt2-medium", "gpt2-medium", 24, "gpt2")
+    "book-finetune-gpt2-medium",
+    "gpt2-medium",
+    24,
+    "gpt2",
+  )
   assert (c.data.source, c.data.path, c.train.patience) == ("file", str(text_file), 4)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llmjax.train import checkpoint as ckpt_lib
+from llmjax.runs import checkpoint as ckpt_lib
 
 
 def state(value: float):
@@ -15,8 +15,9 @@ def state(value: float):
 
 def abstract():
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  return ckpt_lib.abstract_like(jax.eval_shape(lambda: state(0.0)),
-                                jax.tree.map(lambda _: sharding, state(0.0)))
+  return ckpt_lib.abstract_like(
+    jax.eval_shape(lambda: state(0.0)), jax.tree.map(lambda _: sharding, state(0.0))
+  )
 
 
 def iterator():
@@ -35,7 +36,7 @@ def test_state_iterator_and_meta_round_trip_with_fallback(tmp_path):
   # Step 4's state is torn: the restore falls back to step 2 and drops best/4 (its future).
   for path in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):
     if path.is_file() and path.parent.name == "d":
-      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
   ckpt = ckpt_lib.Checkpointer(tmp_path, keep=5)
   fresh = iterator()
   step, restored, meta = ckpt.restore_latest(abstract(), fresh)

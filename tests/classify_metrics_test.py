@@ -9,15 +9,16 @@ from llmjax.train import classify_metrics
 
 def test_metrics_and_baselines():
   labels = np.array([0, 0, 1, 2])
-  probs = np.array([[.7, .2, .1], [.3, .6, .1], [.1, .8, .1], [.2, .2, .6]])
+  probs = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
   assert classify_metrics.accuracy(probs, labels) == 0.75
-  want = -np.mean(np.log([.7, .3, .8, .6]))
+  want = -np.mean(np.log([0.7, 0.3, 0.8, 0.6]))
   assert math.isclose(classify_metrics.log_loss(probs, labels), want, rel_tol=1e-9)
-  np.testing.assert_array_equal(classify_metrics.confusion_matrix(probs, labels),
-                                [[1, 1, 0], [0, 1, 0], [0, 0, 1]])
+  np.testing.assert_array_equal(
+    classify_metrics.confusion_matrix(probs, labels), [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+  )
   base = classify_metrics.baselines(np.array([1, 1, 1, 0]), labels)
   assert base["majority"]["accuracy"] == 0.25
-  prior = np.array([.25, .75, 1e-7])
+  prior = np.array([0.25, 0.75, 1e-7])
   want_prior = -np.mean(np.log(prior[[0, 0, 1, 2]] / prior.sum()))
   assert math.isclose(base["majority"]["log_loss"], want_prior, rel_tol=1e-6)
   assert base["uniform"] == {"accuracy": 1 / 3, "log_loss": math.log(3)}
@@ -40,6 +41,7 @@ def test_bootstrap_interval_is_seeded_and_exact():
   probs = np.eye(3)[[0, 1, 2, 0]]
   report = classify_metrics.evaluate(probs, np.array([0, 1, 2, 1]), np.array([0, 1]))
   assert report["accuracy"] == 0.75
-  assert report["accuracy_ci95"] == list(classify_metrics.bootstrap_interval(
-      np.array([1, 1, 1, 0])))
+  assert report["accuracy_ci95"] == list(
+    classify_metrics.bootstrap_interval(np.array([1, 1, 1, 0]))
+  )
   assert "95% bootstrap interval: [" in classify_metrics.format_report(report)

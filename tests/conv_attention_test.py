@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llmjax import config_base
-from llmjax import generate
 from llmjax import models
+from llmjax.config import schema as config_base
+from llmjax.inference import generate
 from llmjax.models import conv_attention as ca
 from llmjax.models import loss as loss_lib
 from llmjax.train import step as step_lib
@@ -17,8 +17,9 @@ VOCAB = 50
 
 
 def make_model(block_size=64, fan_in=4, n_embd=16, seed=0, **kw):
-  cfg = ca.ConvAttentionConfig(vocab_size=VOCAB, block_size=block_size, n_head=2,
-                               n_embd=n_embd, fan_in=fan_in, **kw)
+  cfg = ca.ConvAttentionConfig(
+    vocab_size=VOCAB, block_size=block_size, n_head=2, n_embd=n_embd, fan_in=fan_in, **kw
+  )
   return ca.ConvAttention(cfg, rngs=nnx.Rngs(params=seed))
 
 
@@ -32,18 +33,25 @@ def test_every_block_of_the_layout_has_the_documented_shape():
   model = make_model(block_size=t, n_embd=d)
   model.hidden(random_tokens(2, t), trace=trace)
   expected = [
-      ("embed", (2, t, d)), ("block", (2, t, d)),
-      ("compress", (2, t // 4, 2 * d)), ("block", (2, t // 4, 2 * d)),
-      ("block", (2, t // 4, 2 * d)),
-      ("compress", (2, t // 16, 4 * d)), ("block", (2, t // 16, 4 * d)),
-      ("block", (2, t // 16, 4 * d)),
-      ("compress", (2, t // 64, 8 * d)), ("block", (2, t // 64, 8 * d)),
-      ("block", (2, t // 64, 8 * d)),
-      ("expand", (2, t // 16, 4 * d)), ("block", (2, t // 16, 4 * d)),
-      ("block", (2, t // 16, 4 * d)),
-      ("expand", (2, t // 4, 2 * d)), ("block", (2, t // 4, 2 * d)),
-      ("block", (2, t // 4, 2 * d)),
-      ("expand", (2, t, d)), ("block", (2, t, d)),
+    ("embed", (2, t, d)),
+    ("block", (2, t, d)),
+    ("compress", (2, t // 4, 2 * d)),
+    ("block", (2, t // 4, 2 * d)),
+    ("block", (2, t // 4, 2 * d)),
+    ("compress", (2, t // 16, 4 * d)),
+    ("block", (2, t // 16, 4 * d)),
+    ("block", (2, t // 16, 4 * d)),
+    ("compress", (2, t // 64, 8 * d)),
+    ("block", (2, t // 64, 8 * d)),
+    ("block", (2, t // 64, 8 * d)),
+    ("expand", (2, t // 16, 4 * d)),
+    ("block", (2, t // 16, 4 * d)),
+    ("block", (2, t // 16, 4 * d)),
+    ("expand", (2, t // 4, 2 * d)),
+    ("block", (2, t // 4, 2 * d)),
+    ("block", (2, t // 4, 2 * d)),
+    ("expand", (2, t, d)),
+    ("block", (2, t, d)),
   ]
   assert trace == expected
   assert len(model.blocks) == 12
@@ -62,6 +70,7 @@ def dependence(model, t_len, seed=0):
     def out_t(x, t):
       m = nnx.merge(graphdef, state)
       return m.unembed(m.body(x))[0, t] @ r
+
     return jax.vmap(jax.grad(out_t), in_axes=(None, 0))(x, jnp.arange(t_len))
 
   grads = all_grads(state, x)

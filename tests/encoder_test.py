@@ -9,17 +9,26 @@ from flax import nnx
 from llmjax.models.encoder import Encoder, EncoderConfig
 from llmjax.models.relative_positions import relative_positions
 
-TINY = dict(vocab_size=50, hidden_size=12, num_layers=2, num_heads=2, intermediate_size=20,
-            max_position_embeddings=16)
+TINY = dict(
+  vocab_size=50,
+  hidden_size=12,
+  num_layers=2,
+  num_heads=2,
+  intermediate_size=20,
+  max_position_embeddings=16,
+)
 
 
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
     (dict(family="gpt"), "unknown encoder family 'gpt'"),
     (dict(hidden_size=10, num_heads=3), "hidden_size=10 is not divisible by num_heads=3"),
     (dict(pos_att_type=("c2p", "x2y")), r"unknown entries \['x2y'\]"),
     (dict(activation="gelu2"), "unknown activation 'gelu2'"),
     (dict(num_layer_groups=3), r"num_layer_groups=3 must lie in \[1, num_layers=2\]"),
-])
+  ],
+)
 def test_config_validation(kwargs, message):
   with pytest.raises(ValueError, match=message):
     EncoderConfig(**{**TINY, **kwargs})
@@ -34,8 +43,7 @@ def test_layer_schedule_shares_groups():
 
 
 def test_relative_positions():
-  np.testing.assert_array_equal(relative_positions(3, -1, -1), [[0, -1, -2], [1, 0, -1],
-                                                                [2, 1, 0]])
+  np.testing.assert_array_equal(relative_positions(3, -1, -1), [[0, -1, -2], [1, 0, -1], [2, 1, 0]])
   rel = relative_positions(40, bucket_size=8, max_position=32)
   assert rel[10, 7] == 3 and rel[7, 10] == -3  # |d| < bucket_size / 2: exact
   np.testing.assert_array_equal(rel, -rel.T)
@@ -61,11 +69,22 @@ def _ids(shape, seed=0):
   return jnp.asarray(np.random.default_rng(seed).integers(1, TINY["vocab_size"], shape))
 
 
-@pytest.mark.parametrize("kwargs", [
+@pytest.mark.parametrize(
+  "kwargs",
+  [
     dict(family="albert", embedding_size=8, num_layers=3, num_layer_groups=2),
-    dict(family="deberta-v2", head_dim=5, relative_attention=True, pos_att_type=("c2p", "p2c"),
-         position_buckets=4, absolute_positions=False, type_vocab_size=0, conv_kernel_size=3),
-])
+    dict(
+      family="deberta-v2",
+      head_dim=5,
+      relative_attention=True,
+      pos_att_type=("c2p", "p2c"),
+      position_buckets=4,
+      absolute_positions=False,
+      type_vocab_size=0,
+      conv_kernel_size=3,
+    ),
+  ],
+)
 def test_shapes_and_hidden_state_count(kwargs):
   cfg = EncoderConfig(**{**TINY, **kwargs})
   model = _init(cfg)

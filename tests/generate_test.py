@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llmjax import errors
-from llmjax import generate
 from llmjax import models
+from llmjax.inference import generate
 from llmjax.models import gpt
+from llmjax.util import errors
 
 CFG = gpt.GPTConfig(vocab_size=101, block_size=64, n_layer=2, n_head=2, n_embd=32)
 
@@ -26,12 +26,12 @@ def greedy_by_recomputation(model, prompt, n):
   forward = jax.jit(lambda tokens: model(tokens))
   seq = list(prompt)
   for _ in range(n):
-    window = seq[-CFG.block_size:]
+    window = seq[-CFG.block_size :]
     padded = np.zeros((1, CFG.block_size), np.int32)
-    padded[0, :len(window)] = window
+    padded[0, : len(window)] = window
     logits = forward(jnp.asarray(padded))
     seq.append(int(jnp.argmax(logits[0, len(window) - 1])))
-  return seq[len(prompt):]
+  return seq[len(prompt) :]
 
 
 @pytest.mark.parametrize("scan", [False, True])
@@ -138,7 +138,8 @@ def test_cast_model_runs_the_decode_in_bfloat16_and_leaves_the_original(model):
   assert cache[0]["k"].dtype == jnp.bfloat16
   prompt = [int(x) for x in np.random.default_rng(0).integers(0, 101, 7)]
   out = generate.Generator(cast, eot_id=100).generate(
-      [prompt], 12, params=generate.SamplingParams(temperature=0.0))[0]
+    [prompt], 12, params=generate.SamplingParams(temperature=0.0)
+  )[0]
   assert out == greedy_by_recomputation(cast, prompt, 12)
 
 
@@ -149,8 +150,11 @@ def test_cast_params_casts_floating_leaves_only():
 
 
 def test_unknown_inference_dtype_is_a_sampling_error(model):
-  with pytest.raises(errors.SamplingError, match=r"dtype='int8' is not an inference dtype; "
-                     r"use one of float32, bfloat16, float16\."):
+  with pytest.raises(
+    errors.SamplingError,
+    match=r"dtype='int8' is not an inference dtype; "
+    r"use one of float32, bfloat16, float16\.",
+  ):
     generate.cast_model(model, "int8")
 
 
@@ -165,8 +169,9 @@ def loop_copies(hlo_text: str, min_elements: int) -> list[str]:
       comps[name] = []
     elif name is not None:
       comps[name].append(line)
-  todo = [body for lines in comps.values() for ln in lines
-          for body in re.findall(r"body=%([\w.\-]+)", ln)]
+  todo = [
+    body for lines in comps.values() for ln in lines for body in re.findall(r"body=%([\w.\-]+)", ln)
+  ]
   seen = set()
   while todo:
     comp = todo.pop()
@@ -186,9 +191,22 @@ def loop_copies(hlo_text: str, min_elements: int) -> list[str]:
 def decode_loop_hlo(gen: generate.Generator, batch: int) -> str:
   """The compiled HLO of `gen`'s greedy decode loop after a 4-token prompt at `batch`."""
   logits, cache = gen._prefill(gen.state, jnp.zeros((batch, 16), jnp.int32), jnp.int32(4))
-  return gen._decode_loop.lower(gen, gen.state, cache, logits, jnp.int32(4), jnp.int32(8),
-                                jax.random.key(0), jnp.float32(0.0), jnp.int32(0),
-                                jnp.float32(1.0)).compile().as_text()
+  return (
+    gen._decode_loop.lower(
+      gen,
+      gen.state,
+      cache,
+      logits,
+      jnp.int32(4),
+      jnp.int32(8),
+      jax.random.key(0),
+      jnp.float32(0.0),
+      jnp.int32(0),
+      jnp.float32(1.0),
+    )
+    .compile()
+    .as_text()
+  )
 
 
 def test_decode_loop_transposes_no_weight():
@@ -205,10 +223,14 @@ def test_decode_loop_transposes_no_weight():
   assert loop_copies(hlo, smallest_weight) == []
   # The check does find such a copy: the training path's QKV einsum in a loop.
   w = gen.state["h"][0]["attn"]["c_attn"][...]
-  transposing = jax.jit(lambda x, w: jax.lax.fori_loop(0, 3, lambda i, x: x + jnp.einsum(
-      "btd,dchk->cbthk", x, w)[0].reshape(x.shape[0], 1, -1), x))
-  assert loop_copies(transposing.lower(jnp.ones((1, 1, cfg.n_embd)), w).compile().as_text(),
-                     smallest_weight)
+  transposing = jax.jit(
+    lambda x, w: jax.lax.fori_loop(
+      0, 3, lambda i, x: x + jnp.einsum("btd,dchk->cbthk", x, w)[0].reshape(x.shape[0], 1, -1), x
+    )
+  )
+  assert loop_copies(
+    transposing.lower(jnp.ones((1, 1, cfg.n_embd)), w).compile().as_text(), smallest_weight
+  )
 
 
 @pytest.mark.parametrize("n_head,n_embd,batch", [(2, 32, 1), (4, 64, 3)])
@@ -225,8 +247,9 @@ def test_decode_loop_writes_each_cache_in_place(n_head, n_embd, batch):
 def test_scanned_decode_loop_copies_no_stacked_cache():
   """A scanned stack carries its stacked cache through the layer scan and writes each
   layer's slice back where it lies: at most layer-sized copies, none of the whole stack."""
-  cfg = gpt.GPTConfig(vocab_size=101, block_size=64, n_layer=4, n_head=4, n_embd=64,
-                      scan_layers=True)
+  cfg = gpt.GPTConfig(
+    vocab_size=101, block_size=64, n_layer=4, n_head=4, n_embd=64, scan_layers=True
+  )
   layer_elements = cfg.n_embd * cfg.block_size
   hlo = decode_loop_hlo(generate.Generator(models.build(cfg, seed=3)), 1)
   assert loop_copies(hlo, 2 * layer_elements) == []
@@ -234,10 +257,14 @@ def test_scanned_decode_loop_copies_no_stacked_cache():
 
 def test_greedy_token_is_argmax_with_its_ties_and_nans():
   nan, inf = float("nan"), float("inf")
-  logits = jnp.asarray([[0.5, 2.0, 2.0, -1.0],      # a tie: the first maximum
-                        [-inf, -inf, -inf, -inf],   # nothing finite: index 0
-                        [1.0, nan, 3.0, nan],       # a NaN wins, as in jnp.argmax
-                        [-3.0, -2.0, -7.0, -2.5]])
+  logits = jnp.asarray(
+    [
+      [0.5, 2.0, 2.0, -1.0],  # a tie: the first maximum
+      [-inf, -inf, -inf, -inf],  # nothing finite: index 0
+      [1.0, nan, 3.0, nan],  # a NaN wins, as in jnp.argmax
+      [-3.0, -2.0, -7.0, -2.5],
+    ]
+  )
   np.testing.assert_array_equal(generate.greedy_token(logits), [1, 0, 1, 1])
   np.testing.assert_array_equal(generate.greedy_token(logits), jnp.argmax(logits, axis=-1))
   assert generate.greedy_token(logits).dtype == jnp.int32

@@ -37,8 +37,8 @@ def test_causality_gradient_of_position_t_wrt_later_inputs_is_zero(scan):
     return model.unembed(model.ln_f(x))[0, t].sum()
 
   grad = jax.grad(logits_at_t)(embeddings)[0]
-  assert np.abs(np.asarray(grad[t + 1:])).max() == 0.0
-  assert np.abs(np.asarray(grad[:t + 1])).max() > 0.0
+  assert np.abs(np.asarray(grad[t + 1 :])).max() == 0.0
+  assert np.abs(np.asarray(grad[: t + 1])).max() > 0.0
 
 
 def test_gpt2_init_scales_residual_projections():
@@ -61,8 +61,9 @@ def test_scanned_and_unrolled_compute_the_same_function():
   unrolled = models.build(tiny(), 0)
   scanned = models.build(tiny(scan_layers=True), 0)
   # Copy the unrolled block weights into the stacked layout.
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
-                         *[nnx.to_pure_dict(nnx.state(b)) for b in unrolled.h])
+  stacked = jax.tree.map(
+    lambda *xs: jnp.stack(xs), *[nnx.to_pure_dict(nnx.state(b)) for b in unrolled.h]
+  )
   nnx.update(scanned.h, stacked)
   for name in ("wte", "wpe"):
     getattr(scanned, name)[...] = getattr(unrolled, name)[...]
@@ -94,6 +95,7 @@ def test_too_long_input_is_rejected_with_the_limit():
 
 def test_unknown_arch_lists_available():
   import ml_collections
+
   cfg = ml_collections.ConfigDict({"arch": "nope"})
   with pytest.raises(ValueError, match="available: .*gpt"):
     models.build(cfg, 0)

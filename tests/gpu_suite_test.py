@@ -18,7 +18,6 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import gpu_suite  # pylint: disable=wrong-import-position
 
-
 pytestmark = pytest.mark.slow
 
 
@@ -57,11 +56,22 @@ def test_decode_part_covers_both_dtypes_and_the_reference(smoke):
 
 
 def test_goals_apply_only_where_they_are_defined():
-  result = {"wall_s": 100.0, "smoke": False, "device_kind": "NVIDIA H100 80GB HBM3",
-            "parts": {"train_124m": {"mfu": 0.5},
-                      "decode": {"float32_batch1": {"tokens_per_s": 900.0},
-                                 "bfloat16_batch1": {"tokens_per_s": 1200.0}}}}
-  assert gpu_suite.goals(result) == {"wall_under_8_min": True, "mfu_124m>=0.45": True,
-                                     "decode_batch1>=1000_tokens_per_s": True}
+  result = {
+    "wall_s": 100.0,
+    "smoke": False,
+    "device_kind": "NVIDIA H100 80GB HBM3",
+    "parts": {
+      "train_124m": {"mfu": 0.5},
+      "decode": {
+        "float32_batch1": {"tokens_per_s": 900.0},
+        "bfloat16_batch1": {"tokens_per_s": 1200.0},
+      },
+    },
+  }
+  assert gpu_suite.goals(result) == {
+    "wall_under_8_min": True,
+    "mfu_124m>=0.45": True,
+    "decode_batch1>=1000_tokens_per_s": True,
+  }
   assert gpu_suite.device_peak("NVIDIA H200") == 989.4e12
   assert gpu_suite.device_peak("cpu") is None

@@ -9,14 +9,11 @@ import pytest
 import tokenizers
 from flax import nnx
 
-from llmjax import errors
 from llmjax.data import notes as notes_lib
 from llmjax.data import tokenizer as tokenizer_lib
-from llmjax.models import conv_attention
-from llmjax.models import gpt
-from llmjax.models import progressive
-from llmjax.pretrained import from_hf
-from llmjax.pretrained import hf_export
+from llmjax.models import conv_attention, gpt, progressive
+from llmjax.pretrained import from_hf, hf_export
+from llmjax.util import errors
 
 TINY = dict(vocab_size=257, block_size=16, n_layer=2, n_head=2, n_embd=16)
 _forward = nnx.jit(lambda m, x: m(x))
@@ -33,7 +30,11 @@ def test_round_trip_is_bit_identical(tmp_path, scan_layers):
   out = hf_export.export(model, tokenizer_lib.get_tokenizer("char"), tmp_path)
   hf = json.loads((out / "config.json").read_text())
   assert (hf["model_type"], hf["vocab_size"], hf["n_positions"], hf["n_inner"]) == (
-      "gpt2", 257, 16, 64)
+    "gpt2",
+    257,
+    16,
+    64,
+  )
   back, cfg = from_hf(out, scan_layers=scan_layers)
   want, got = _params(model), _params(back)
   # The padding rows (never used: logits stop at vocab_size) are trimmed, read back as 0.
@@ -46,24 +47,30 @@ def test_no_bias_model_exports_zero_biases_with_the_same_logits(tmp_path):
   model = gpt.GPT(gpt.GPTConfig(**TINY, bias=False), rngs=nnx.Rngs(2))
   back, _ = from_hf(hf_export.export(model, tokenizer_lib.get_tokenizer("char"), tmp_path))
   assert not np.asarray(back.h[0].attn.c_attn_bias[...]).any()
-  np.testing.assert_allclose(np.asarray(_forward(back, TOKENS)),
-                             np.asarray(_forward(model, TOKENS)), atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(_forward(back, TOKENS)), np.asarray(_forward(model, TOKENS)), atol=1e-5
+  )
 
 
 def test_progressive_exports_its_merged_gpt_and_conv_attention_is_refused(tmp_path):
-  cfg = progressive.ProgressiveConfig(**{**TINY, "n_layer": 4}, stage=2, stage_groups=(1, 2, 4),
-                                      lora_rank=2)
+  cfg = progressive.ProgressiveConfig(
+    **{**TINY, "n_layer": 4}, stage=2, stage_groups=(1, 2, 4), lora_rank=2
+  )
   model = progressive.ProgressiveGPT(cfg, rngs=nnx.Rngs(3))
   for block in model.h:  # Non-zero adapters, so merging them matters.
     for name in ("lora_qkv_b", "lora_proj_b"):
       var = getattr(block.attn, name)
       var[...] = jnp.full(var[...].shape, 0.05, var[...].dtype)
   back, _ = from_hf(hf_export.export(model, tokenizer_lib.get_tokenizer("char"), tmp_path))
-  np.testing.assert_allclose(np.asarray(_forward(back, TOKENS)),
-                             np.asarray(_forward(model, TOKENS)), atol=1e-5)
-  conv = conv_attention.ConvAttention(conv_attention.ConvAttentionConfig(
-      vocab_size=257, block_size=16, n_head=2, n_embd=16, fan_in=2, n_levels=2),
-      rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(
+    np.asarray(_forward(back, TOKENS)), np.asarray(_forward(model, TOKENS)), atol=1e-5
+  )
+  conv = conv_attention.ConvAttention(
+    conv_attention.ConvAttentionConfig(
+      vocab_size=257, block_size=16, n_head=2, n_embd=16, fan_in=2, n_levels=2
+    ),
+    rngs=nnx.Rngs(0),
+  )
   with pytest.raises(errors.ConfigError, match="conv-attention.*no GPT-2 counterpart"):
     hf_export.export(conv, tokenizer_lib.get_tokenizer("char"), tmp_path / "conv")
 
@@ -76,7 +83,8 @@ def test_tokenizer_files_give_the_same_ids(tmp_path):
   assert tok.encode(text).ids == gpt2.encode(text)
   assert tok.token_to_id("<|endoftext|>") == 50256
   assert {"vocab.json", "merges.txt", "tokenizer_config.json"} <= {
-      p.name for p in tmp_path.iterdir()}
+    p.name for p in tmp_path.iterdir()
+  }
   notes = notes_lib.NotesTokenizer(tokenizer_lib.get_tokenizer("char"), ["[NN]", "[VB]"])
   (tmp_path / "notes").mkdir()
   hf_export.write_tokenizer(notes, tmp_path / "notes", 16)

@@ -7,23 +7,42 @@ import numpy as np
 import pytest
 
 from llmjax import api
-from llmjax import config_util
+from llmjax.config import load as config_load
 from llmjax.train import lm
 from llmjax.train import metrics as metrics_lib
+from llmjax.util import errors
 
-TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good "
-        "fortune, must be in want of a wife.\n") * 40
+TEXT = (
+  "It is a truth universally acknowledged, that a single man in possession of a good "
+  "fortune, must be in want of a wife.\n"
+) * 40
 
 
 def tiny_config(text_path, **overrides):
-  config = config_util.load_config("configs/shakespeare.py:smoke")
+  config = config_load.load_config("configs/shakespeare.py:smoke")
   config = config.unlock()
-  config_util.apply_overrides(config, {
-      "data.source": "file", "data.path": str(text_path), "data.tokenizer": "char",
-      "model.vocab_size": 257, "model.n_embd": 32, "model.n_head": 2, "model.n_layer": 2,
-      "model.block_size": 32, "train.batch_size": 8, "train.steps": 12, "train.eval_every": 4,
-      "train.checkpoint_every": 4, "train.log_every": 1, "train.sample_tokens": 0,
-      "optim.learning_rate": 3e-3, "optim.warmup_steps": 2, **overrides})
+  config_load.apply_overrides(
+    config,
+    {
+      "data.source": "file",
+      "data.path": str(text_path),
+      "data.tokenizer": "char",
+      "model.vocab_size": 257,
+      "model.n_embd": 32,
+      "model.n_head": 2,
+      "model.n_layer": 2,
+      "model.block_size": 32,
+      "train.batch_size": 8,
+      "train.steps": 12,
+      "train.eval_every": 4,
+      "train.checkpoint_every": 4,
+      "train.log_every": 1,
+      "train.sample_tokens": 0,
+      "optim.learning_rate": 3e-3,
+      "optim.warmup_steps": 2,
+      **overrides,
+    },
+  )
   return config
 
 
@@ -72,7 +91,10 @@ def test_rerunning_a_finished_run_keeps_its_figures(finished_run, text_file):
   after = json.loads((workdir / "summary.json").read_text())
   assert again.step == 12 and after["resumed_from"] == 12
   assert (again.final_train_loss, again.final_val_loss, again.best_val_loss) == (
-      result.final_train_loss, result.final_val_loss, result.best_val_loss)
+    result.final_train_loss,
+    result.final_val_loss,
+    result.best_val_loss,
+  )
   for key in ("final_train_loss", "final_val_loss", "best_val_loss", "status", "steps"):
     assert after[key] == before[key], key
 
@@ -84,8 +106,9 @@ def test_learning_rate_warms_up_then_decays(finished_run):
   assert lrs[-1] < lrs[2]
 
 
-def test_resume_after_a_crash_between_saves_is_bitwise_identical(finished_run, text_file,
-                                                                  tmp_path, monkeypatch):
+def test_resume_after_a_crash_between_saves_is_bitwise_identical(
+  finished_run, text_file, tmp_path, monkeypatch
+):
   reference_dir, _ = finished_run
   calls = {"n": 0}
   real = lm.to_global_batch
@@ -107,31 +130,42 @@ def test_resume_after_a_crash_between_saves_is_bitwise_identical(finished_run, t
   a, _, _ = api.load_model(tmp_path)
   b, _, _ = api.load_model(reference_dir)
   from flax import nnx
+
   for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_gradient_accumulation_matches_the_full_batch(text_file, tmp_path):
-  short = {"train.steps": 3, "train.eval_every": 0, "train.checkpoint_every": 0,
-           "train.batch_size": 16}
+  short = {
+    "train.steps": 3,
+    "train.eval_every": 0,
+    "train.checkpoint_every": 0,
+    "train.batch_size": 16,
+  }
   full = lm.train(tiny_config(text_file, **short), tmp_path / "a")
   accum = lm.train(tiny_config(text_file, **short, **{"train.grad_accum": 2}), tmp_path / "b")
-  np.testing.assert_allclose(train_losses(tmp_path / "a"), train_losses(tmp_path / "b"),
-                             rtol=1e-5)
+  np.testing.assert_allclose(train_losses(tmp_path / "a"), train_losses(tmp_path / "b"), rtol=1e-5)
   assert full.step == accum.step == 3
 
 
 def test_changed_model_shape_on_resume_is_refused(finished_run, text_file):
   workdir, _ = finished_run
-  with pytest.raises(config_util.ConfigError, match="model.n_embd"):
+  with pytest.raises(errors.ConfigError, match="model.n_embd"):
     lm.train(tiny_config(text_file, **{"model.n_embd": 64}), workdir)
 
 
 def test_trainer_and_sampler_api(text_file, tmp_path):
-  result = api.Trainer(workdir=tmp_path, config="configs/shakespeare.py:smoke",
-                       data__source="file", data__path=str(text_file), data__tokenizer="char",
-                       model__vocab_size=257, train__steps=4, train__batch_size=8,
-                       train__sample_tokens=0).run()
+  result = api.Trainer(
+    workdir=tmp_path,
+    config="configs/shakespeare.py:smoke",
+    data__source="file",
+    data__path=str(text_file),
+    data__tokenizer="char",
+    model__vocab_size=257,
+    train__steps=4,
+    train__batch_size=8,
+    train__sample_tokens=0,
+  ).run()
   assert result.step == 4
   sampler = api.Sampler(tmp_path, seed=0)
   text = sampler.generate_text("It is", 10, temperature=0.0)
@@ -141,5 +175,5 @@ def test_trainer_and_sampler_api(text_file, tmp_path):
 
 
 def test_trainer_rejects_unknown_override_with_suggestion():
-  with pytest.raises(config_util.ConfigError, match="Did you mean 'train.steps'"):
+  with pytest.raises(errors.ConfigError, match="Did you mean 'train.steps'"):
     api.Trainer(workdir="/tmp/unused", config="configs/shakespeare.py:smoke", train__step=3)

@@ -25,6 +25,7 @@ def randomise_adapters(module, seed=1):
   def fill(path, x):
     name = str(path[-1].key)
     return 0.1 * jax.random.normal(next(keys), x.shape) if name.startswith("lora_") else x
+
   nnx.replace_by_pure_dict(state, jax.tree_util.tree_map_with_path(fill, flat))
   nnx.update(module, state)
 
@@ -32,8 +33,9 @@ def randomise_adapters(module, seed=1):
 def test_fresh_adapter_computes_exactly_the_base_attention():
   base = layers.Attention(CFG, rngs=nnx.Rngs(0))
   for fused in (True, False):
-    adapted = lora_lib.LoraAttention(CFG, lora_lib.LoraConfig(rank=4, fused=fused),
-                                     rngs=nnx.Rngs(0))
+    adapted = lora_lib.LoraAttention(
+      CFG, lora_lib.LoraConfig(rank=4, fused=fused), rngs=nnx.Rngs(0)
+    )
     params = nnx.to_pure_dict(nnx.state(adapted))
     assert not np.any(params["lora_qkv_b"]) and not np.any(params["lora_proj_b"])
     assert np.any(params["lora_qkv_a"])
@@ -48,8 +50,9 @@ def test_fresh_adapter_computes_exactly_the_base_attention():
 def test_merged_equals_unmerged_for_trained_adapters(targets):
   out = {}
   for fused in (True, False):
-    attn = lora_lib.LoraAttention(CFG, lora_lib.LoraConfig(rank=4, alpha=8.0, targets=targets,
-                                                           fused=fused), rngs=nnx.Rngs(0))
+    attn = lora_lib.LoraAttention(
+      CFG, lora_lib.LoraConfig(rank=4, alpha=8.0, targets=targets, fused=fused), rngs=nnx.Rngs(0)
+    )
     randomise_adapters(attn)
     out[fused] = attn(x_input())[0]
     merged = lora_lib.merge_attention(nnx.to_pure_dict(nnx.state(attn)), attn.lora)

@@ -20,8 +20,9 @@ def plain_loss(x, table, targets, weights, vocab):
 
 
 def chunked_loss(x, table, targets, weights, vocab, chunk_tokens):
-  return loss_lib.linear_cross_entropy(x, table, targets, weights, vocab_size=vocab,
-                                       chunk_tokens=chunk_tokens)
+  return loss_lib.linear_cross_entropy(
+    x, table, targets, weights, vocab_size=vocab, chunk_tokens=chunk_tokens
+  )
 
 
 def problem(b=3, t=10, d=32, vocab=97, padded=128, seed=0):
@@ -43,11 +44,14 @@ def test_linear_cross_entropy_equals_plain_in_value_and_gradient(chunk_tokens, u
   def value(fn):
     return lambda x, table: fn(x, table)[0]
 
-  plain = jax.jit(jax.value_and_grad(
-      value(lambda x, tb: plain_loss(x, tb, targets, weights, 97)), argnums=(0, 1)))(x, table)
-  chunked = jax.jit(jax.value_and_grad(
-      value(lambda x, tb: chunked_loss(x, tb, targets, weights, 97, chunk_tokens)),
-      argnums=(0, 1)))(x, table)
+  plain = jax.jit(
+    jax.value_and_grad(value(lambda x, tb: plain_loss(x, tb, targets, weights, 97)), argnums=(0, 1))
+  )(x, table)
+  chunked = jax.jit(
+    jax.value_and_grad(
+      value(lambda x, tb: chunked_loss(x, tb, targets, weights, 97, chunk_tokens)), argnums=(0, 1)
+    )
+  )(x, table)
   np.testing.assert_allclose(chunked[0], plain[0], rtol=1e-6, atol=1e-6)
   for got, want in zip(chunked[1], plain[1]):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
@@ -70,8 +74,9 @@ def test_linear_cross_entropy_scales_with_the_incoming_gradient():
 def test_all_ignored_targets_give_zero_loss_and_gradient():
   x, table, _, _ = problem()
   targets = -jnp.ones((3, 10), jnp.int32)
-  loss, grads = jax.value_and_grad(lambda x, tb: chunked_loss(x, tb, targets, None, 97, 6)[0],
-                                   argnums=(0, 1))(x, table)
+  loss, grads = jax.value_and_grad(
+    lambda x, tb: chunked_loss(x, tb, targets, None, 97, 6)[0], argnums=(0, 1)
+  )(x, table)
   assert float(loss) == 0.0
   assert all(float(jnp.abs(g).max()) == 0.0 for g in grads)
 
@@ -81,14 +86,20 @@ def test_gradient_never_holds_a_full_logits_array():
   b, t, d, padded = 4, 64, 32, 128
   x, table, targets, _ = problem(b=b, t=t, d=d)
   fn = jax.grad(lambda x, tb: chunked_loss(x, tb, targets, None, 97, 64)[0], argnums=(0, 1))
-  shapes = {tuple(v.aval.shape) for eqn in _all_eqns(jax.make_jaxpr(fn)(x, table).jaxpr)
-            for v in eqn.outvars}
+  shapes = {
+    tuple(v.aval.shape)
+    for eqn in _all_eqns(jax.make_jaxpr(fn)(x, table).jaxpr)
+    for v in eqn.outvars
+  }
   full = {(b, t, 97), (b, t, padded), (b * t, 97), (b * t, padded)}
   assert not shapes & full
   assert (b, 16, padded) in shapes  # One chunk of 64 positions: 4 rows x 16 steps.
   plain = jax.grad(lambda x, tb: plain_loss(x, tb, targets, None, 97)[0], argnums=(0, 1))
-  plain_shapes = {tuple(v.aval.shape) for eqn in _all_eqns(jax.make_jaxpr(plain)(x, table).jaxpr)
-                  for v in eqn.outvars}
+  plain_shapes = {
+    tuple(v.aval.shape)
+    for eqn in _all_eqns(jax.make_jaxpr(plain)(x, table).jaxpr)
+    for v in eqn.outvars
+  }
   assert plain_shapes & full  # The check itself can see a full logits array.
 
 
@@ -136,8 +147,9 @@ def test_eval_step_uses_the_same_loss():
   tokens = jax.random.randint(jax.random.key(2), (4, 17), 0, 97)
   batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
   total, count = jax.jit(step_lib.make_eval_step(graphdef))(params, batch)
-  _, (want_total, want_count) = jax.jit(lambda p: loss_lib.cross_entropy(
-      nnx.merge(graphdef, p)(batch["inputs"]), batch["targets"]))(params)
+  _, (want_total, want_count) = jax.jit(
+    lambda p: loss_lib.cross_entropy(nnx.merge(graphdef, p)(batch["inputs"]), batch["targets"])
+  )(params)
   np.testing.assert_allclose(total, want_total, rtol=1e-6)
   assert int(count) == int(want_count) == 64
 
@@ -146,8 +158,10 @@ def test_bfloat16_compute_matches_plain_loss_closely():
   model = models.build(gpt.GPTConfig(**TINY, dtype=jnp.bfloat16), seed=0)
   tokens = jax.random.randint(jax.random.key(3), (2, 17), 0, 97)
   graphdef, params = nnx.split(model)
-  fused, _ = jax.jit(lambda p: loss_lib.model_loss(nnx.merge(graphdef, p), tokens[:, :-1],
-                                                   tokens[:, 1:]))(params)
-  plain, _ = jax.jit(lambda p: loss_lib.cross_entropy(nnx.merge(graphdef, p)(tokens[:, :-1]),
-                                                      tokens[:, 1:]))(params)
+  fused, _ = jax.jit(
+    lambda p: loss_lib.model_loss(nnx.merge(graphdef, p), tokens[:, :-1], tokens[:, 1:])
+  )(params)
+  plain, _ = jax.jit(
+    lambda p: loss_lib.cross_entropy(nnx.merge(graphdef, p)(tokens[:, :-1]), tokens[:, 1:])
+  )(params)
   np.testing.assert_allclose(fused, plain, rtol=1e-6)

@@ -8,10 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from llmjax.data import generated_math
-from llmjax.data import math_text
-from llmjax.data import registry
-from llmjax.data import sources
+from llmjax.data import generated_math, math_text, registry, sources
 from llmjax.data.tokenizer import get_tokenizer
 
 
@@ -21,8 +18,12 @@ def write_math_files(tmp_path):
   web = tmp_path / "web.jsonl"
   with college.open("w") as f:
     for i in range(30):
-      f.write(json.dumps({"instruction": f"Differentiate x^{i}.",
-                          "output": f"The derivative is {i} x^{i - 1}."}) + "\n")
+      f.write(
+        json.dumps(
+          {"instruction": f"Differentiate x^{i}.", "output": f"The derivative is {i} x^{i - 1}."}
+        )
+        + "\n"
+      )
   with web.open("w") as f:
     for i in range(30):
       f.write(json.dumps({"text": f"Lemma {i}. For all n, n + {i} > n.", "url": "u"}) + "\n")
@@ -86,14 +87,21 @@ def test_generated_exercises_are_reproducible_and_correct():
   assert all(doc.startswith(f"Exercise {i + 1}. ") for i, doc in enumerate(first))
   checked = 0
   for doc in first:  # Every stated sum, difference, gcd and solution is right.
-    if m := re.match(r"Exercise \d+\. Compute (-?\d+) ([+-]) (-?\d+)\.\n\nSolution\. .* = "
-                     r"(-?\d+)\.$", doc):
+    if m := re.match(
+      r"Exercise \d+\. Compute (-?\d+) ([+-]) (-?\d+)\.\n\nSolution\. .* = "
+      r"(-?\d+)\.$",
+      doc,
+    ):
       a, op, b, result = m.groups()
       assert int(result) == (int(a) + int(b) if op == "+" else int(a) - int(b))
     elif m := re.search(r"so gcd\((\d+), (\d+)\) = (\d+)\.$", doc):
       assert math.gcd(int(m[1]), int(m[2])) == int(m[3])
-    elif m := re.match(r"Exercise \d+\. Solve (\d+)x \+ (\d+) = (-?\d+) for x\..* x = "
-                       r"(-?\d+)\. Check", doc, re.S):
+    elif m := re.match(
+      r"Exercise \d+\. Solve (\d+)x \+ (\d+) = (-?\d+) for x\..* x = "
+      r"(-?\d+)\. Check",
+      doc,
+      re.S,
+    ):
       a, b, c, x = map(int, m.groups())
       assert a * x + b == c
     else:
@@ -103,8 +111,9 @@ def test_generated_exercises_are_reproducible_and_correct():
 
 
 def test_generated_dataset_needs_no_network(tmp_path, monkeypatch):
-  monkeypatch.setattr(sources, "load_hf_dataset",
-                      lambda *a, **k: pytest.fail("the generated set reads no dataset"))
+  monkeypatch.setattr(
+    sources, "load_hf_dataset", lambda *a, **k: pytest.fail("the generated set reads no dataset")
+  )
   docs = list(itertools.islice(math_text.iter_documents([generated_math.NAME]), 3))
   assert docs == list(itertools.islice(generated_math.documents(seed=0), 3))
   splits = registry.prepare_tokens(data_cfg(generated_math.NAME, 2000), tmp_path / "cache")
@@ -115,9 +124,9 @@ def test_generated_dataset_needs_no_network(tmp_path, monkeypatch):
 
 def test_val_fraction_zero_trains_on_everything(tmp_path):
   college, web = write_math_files(tmp_path)
-  splits = registry.prepare_tokens(data_cfg(f"{college},{web}", 10_000, val_fraction=0.0),
-                                   tmp_path / "cache")
+  splits = registry.prepare_tokens(
+    data_cfg(f"{college},{web}", 10_000, val_fraction=0.0), tmp_path / "cache"
+  )
   assert splits.val_is_train and splits.val is splits.train
   assert splits.manifest["n_val"] == 0
-  assert get_tokenizer("char").decode(np.asarray(splits.train)).startswith(
-      "Differentiate x^0.")
+  assert get_tokenizer("char").decode(np.asarray(splits.train)).startswith("Differentiate x^0.")

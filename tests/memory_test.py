@@ -13,20 +13,31 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "reliability"))
 import reliability_harness as h  # pylint: disable=wrong-import-position
 
-from llmjax import config_util  # pylint: disable=wrong-import-position
-from llmjax import errors  # pylint: disable=wrong-import-position
-from llmjax.train import checkpoint as ckpt_lib  # pylint: disable=wrong-import-position
-from llmjax.train import lm  # pylint: disable=wrong-import-position
-from llmjax.train import memory  # pylint: disable=wrong-import-position
-from llmjax.train import runner  # pylint: disable=wrong-import-position
+from llmjax.config import load as config_load  # pylint: disable=wrong-import-position
+from llmjax.runs import checkpoint as ckpt_lib  # pylint: disable=wrong-import-position
+from llmjax.train import (
+  lm,  # pylint: disable=wrong-import-position
+  memory,  # pylint: disable=wrong-import-position
+  runner,  # pylint: disable=wrong-import-position
+)
+from llmjax.util import errors  # pylint: disable=wrong-import-position
 
 
 def tiny_config(corpus, **extra):
   config = ml_collections.ConfigDict(
-      config_util.load_config("configs/shakespeare.py:smoke").to_dict())
-  config_util.apply_overrides(config, {**h.TINY, "data.path": str(corpus), "train.steps": 6,
-                                       "train.checkpoint_every": 2, "mesh.num_devices": 1,
-                                       **extra})
+    config_load.load_config("configs/shakespeare.py:smoke").to_dict()
+  )
+  config_load.apply_overrides(
+    config,
+    {
+      **h.TINY,
+      "data.path": str(corpus),
+      "train.steps": 6,
+      "train.checkpoint_every": 2,
+      "mesh.num_devices": 1,
+      **extra,
+    },
+  )
   return config
 
 
@@ -46,8 +57,7 @@ def test_a_step_over_the_limit_is_refused_before_any_step(tmp_path):
     lm.train(config, tmp_path / "run")
   message = str(info.value)
   assert "\n" not in message
-  assert "GiB per device but train.memory_limit_gib allows 0.00 GiB; nothing was trained" \
-      in message
+  assert "GiB per device but train.memory_limit_gib allows 0.00 GiB; nothing was trained" in message
   assert "train.grad_accum (now 1)" in message and "model.remat=full" in message
   records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
   assert not [r for r in records if "train_loss" in r]
@@ -56,8 +66,7 @@ def test_a_step_over_the_limit_is_refused_before_any_step(tmp_path):
 
 def test_the_command_line_prints_one_line(tmp_path):
   corpus = h.write_corpus(tmp_path / "corpus.txt")
-  result = h.run(tmp_path, h.train_argv(corpus, tmp_path / "run",
-                                        train__memory_limit_gib=0.000001))
+  result = h.run(tmp_path, h.train_argv(corpus, tmp_path / "run", train__memory_limit_gib=0.000001))
   line = h.error_line(result)
   assert line.startswith("Error: One training step needs about") and "To fit:" in line
 
@@ -73,9 +82,14 @@ def test_out_of_memory_mid_run_names_the_step_and_keeps_the_checkpoint(tmp_path,
       if int(state["step"]) == 3:
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 27362463112 bytes.")
       return compiled(state, batch)
+
     return step
+
   monkeypatch.setattr(runner._Run, "step_fn", failing_at_step_4)  # pylint: disable=protected-access
-  with pytest.raises(errors.TrainingError, match=r"^Out of memory at step 4 .* The last "
-                                                 r"checkpoint \(step 2\) is kept\. To fit: "):
+  with pytest.raises(
+    errors.TrainingError,
+    match=r"^Out of memory at step 4 .* The last "
+    r"checkpoint \(step 2\) is kept\. To fit: ",
+  ):
     lm.train(tiny_config(corpus), tmp_path / "run")
   assert ckpt_lib.finished_steps(tmp_path / "run" / "checkpoints") == [2]

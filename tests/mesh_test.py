@@ -15,34 +15,53 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from llmjax import api
-from llmjax import config_util
-from llmjax import generate
-from llmjax import models
-from llmjax.data import pipeline
-from llmjax.data import shards
+from llmjax import api, models
+from llmjax.config import load as config_load
+from llmjax.data import pipeline, shards
+from llmjax.inference import generate
 from llmjax.parallel import mesh as mesh_lib
-from llmjax.train import checkpoint as ckpt_lib
+from llmjax.runs import checkpoint as ckpt_lib
 from llmjax.train import lm
 from llmjax.train import metrics as metrics_lib
+from llmjax.util import errors
 
-TEXT = "".join(f"{i:03d} the quick brown fox jumps over the lazy dog; {i * 7 % 13} hens\n"
-               for i in range(300))
+TEXT = "".join(
+  f"{i:03d} the quick brown fox jumps over the lazy dog; {i * 7 % 13} hens\n" for i in range(300)
+)
 STEPS = 4
 MESHES = {"8x1x1": (8, 1, 1), "2x2x2": (2, 2, 2), "1x4x2": (1, 4, 2)}
 
 
 def tiny_config(text_path, mesh=(1, 1, 1), num_devices=0, **overrides):
-  config = config_util.load_config("configs/shakespeare.py:smoke").unlock()
+  config = config_load.load_config("configs/shakespeare.py:smoke").unlock()
   data, fsdp, tensor = mesh
-  config_util.apply_overrides(config, {
-      "data.source": "file", "data.path": str(text_path), "data.tokenizer": "char",
-      "model.vocab_size": 257, "model.n_embd": 32, "model.n_head": 4, "model.n_layer": 2,
-      "model.block_size": 16, "train.batch_size": 8, "train.steps": STEPS,
-      "train.eval_every": 0, "train.eval_batches": 2, "train.checkpoint_every": 2,
-      "train.log_every": 1, "train.sample_tokens": 0, "optim.learning_rate": 3e-3,
-      "optim.warmup_steps": 1, "mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor,
-      "mesh.num_devices": num_devices, **overrides})
+  config_load.apply_overrides(
+    config,
+    {
+      "data.source": "file",
+      "data.path": str(text_path),
+      "data.tokenizer": "char",
+      "model.vocab_size": 257,
+      "model.n_embd": 32,
+      "model.n_head": 4,
+      "model.n_layer": 2,
+      "model.block_size": 16,
+      "train.batch_size": 8,
+      "train.steps": STEPS,
+      "train.eval_every": 0,
+      "train.eval_batches": 2,
+      "train.checkpoint_every": 2,
+      "train.log_every": 1,
+      "train.sample_tokens": 0,
+      "optim.learning_rate": 3e-3,
+      "optim.warmup_steps": 1,
+      "mesh.data": data,
+      "mesh.fsdp": fsdp,
+      "mesh.tensor": tensor,
+      "mesh.num_devices": num_devices,
+      **overrides,
+    },
+  )
   return config
 
 
@@ -97,7 +116,8 @@ def test_gradient_accumulation_on_mesh_matches_one_device(trained, one_device):
 
 def ml_mesh(data, fsdp, tensor, num_devices=0):
   return ml_collections.ConfigDict(
-      {"data": data, "fsdp": fsdp, "tensor": tensor, "num_devices": num_devices})
+    {"data": data, "fsdp": fsdp, "tensor": tensor, "num_devices": num_devices}
+  )
 
 
 def abstract_state_on(config, mesh):
@@ -116,14 +136,14 @@ def test_params_and_optimizer_state_land_with_expected_shardings(trained, text_f
   assert step == STEPS
   params = state["params"]
   expected = {
-      ("wte",): P("tensor", "fsdp"),
-      ("wpe",): P(None, "fsdp"),
-      ("h", 0, "mlp", "c_fc"): P("fsdp", "tensor"),
-      ("h", 0, "mlp", "c_fc_bias"): P("tensor"),
-      ("h", 0, "mlp", "c_proj"): P("tensor", "fsdp"),
-      ("h", 1, "attn", "c_attn"): P("fsdp", None, "tensor", None),
-      ("h", 1, "attn", "c_proj"): P("tensor", None, "fsdp"),
-      ("h", 1, "ln_1", "scale"): P(None),
+    ("wte",): P("tensor", "fsdp"),
+    ("wpe",): P(None, "fsdp"),
+    ("h", 0, "mlp", "c_fc"): P("fsdp", "tensor"),
+    ("h", 0, "mlp", "c_fc_bias"): P("tensor"),
+    ("h", 0, "mlp", "c_proj"): P("tensor", "fsdp"),
+    ("h", 1, "attn", "c_attn"): P("fsdp", None, "tensor", None),
+    ("h", 1, "attn", "c_proj"): P("tensor", None, "fsdp"),
+    ("h", 1, "ln_1", "scale"): P(None),
   }
   for path, spec in expected.items():
     leaf = params
@@ -136,15 +156,18 @@ def test_params_and_optimizer_state_land_with_expected_shardings(trained, text_f
   assert {s.data.shape for s in c_fc.addressable_shards} == {(16, 64)}
   # Adam's moments follow their parameter; the step counter is replicated.
   opt_leaves = jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]
-  c_fc_moments = [leaf for path, leaf in opt_leaves
-                  if jax.tree_util.keystr(path).endswith("['h'][0]['mlp']['c_fc']")]
+  c_fc_moments = [
+    leaf
+    for path, leaf in opt_leaves
+    if jax.tree_util.keystr(path).endswith("['h'][0]['mlp']['c_fc']")
+  ]
   assert len(c_fc_moments) == 2
   assert all(m.sharding.spec == P("fsdp", "tensor") for m in c_fc_moments)
   assert state["step"].sharding.is_fully_replicated and int(state["step"]) == STEPS
 
 
 def test_scanned_layers_shard_the_stacked_axis_as_replicated():
-  config = config_util.load_config("configs/shakespeare.py:smoke").unlock()
+  config = config_load.load_config("configs/shakespeare.py:smoke").unlock()
   config.model.scan_layers = True
   config.model.n_head = 4
   mesh = mesh_lib.make_mesh(ml_mesh(2, 2, 2))
@@ -154,8 +177,9 @@ def test_scanned_layers_shard_the_stacked_axis_as_replicated():
   assert shardings["h"]["attn"]["c_attn"].spec == P(None, "fsdp", None, "tensor", None)
 
 
-def test_checkpoint_saved_on_8_devices_resumes_on_one_device(trained, one_device, text_file,
-                                                              tmp_path):
+def test_checkpoint_saved_on_8_devices_resumes_on_one_device(
+  trained, one_device, text_file, tmp_path
+):
   source_dir, _ = trained(MESHES["2x2x2"])
   ref_dir, _ = one_device
   workdir = tmp_path / "resume"
@@ -197,7 +221,10 @@ def test_mesh_sizes_are_checked():
   with pytest.raises(ValueError, match="num_devices=9"):
     mesh_lib.make_mesh(ml_mesh(-1, 1, 1, num_devices=9))
   assert dict(mesh_lib.make_mesh(ml_mesh(-1, 2, 1, num_devices=4)).shape) == {
-      "data": 2, "fsdp": 2, "tensor": 1}
+    "data": 2,
+    "fsdp": 2,
+    "tensor": 1,
+  }
   subset = jax.devices()[4:6]
   mesh = mesh_lib.make_mesh(ml_mesh(1, 1, -1), devices=subset)
   assert list(mesh.devices.flat) == subset and mesh.shape["tensor"] == 2
@@ -205,5 +232,5 @@ def test_mesh_sizes_are_checked():
 
 def test_batch_not_divisible_by_mesh_fails_clearly(text_file, tmp_path):
   config = tiny_config(text_file, (8, 1, 1), **{"train.batch_size": 4})
-  with pytest.raises(config_util.ConfigError, match="divisible by the 8 devices"):
+  with pytest.raises(errors.ConfigError, match="divisible by the 8 devices"):
     lm.train(config, tmp_path)

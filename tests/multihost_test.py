@@ -13,24 +13,40 @@ import time
 import numpy as np
 import pytest
 
-from llmjax import config_util
+from llmjax.config import load as config_load
 from llmjax.train import lm
 from llmjax.train import metrics as metrics_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "launch" / "multihost.sh"
-TEXT = "".join(f"{i:03d} the quick brown fox jumps over the lazy dog; {i * 7 % 13} hens\n"
-               for i in range(300))
+TEXT = "".join(
+  f"{i:03d} the quick brown fox jumps over the lazy dog; {i * 7 % 13} hens\n" for i in range(300)
+)
 
 
 def overrides(text_path):
   return {
-      "data.source": "file", "data.path": str(text_path), "data.tokenizer": "char",
-      "model.vocab_size": 257, "model.n_embd": 32, "model.n_head": 4, "model.n_layer": 2,
-      "model.block_size": 16, "train.batch_size": 8, "train.steps": 3, "train.eval_every": 0,
-      "train.eval_batches": 2, "train.checkpoint_every": 0, "train.log_every": 1,
-      "train.sample_tokens": 0, "optim.learning_rate": 3e-3, "optim.warmup_steps": 1,
-      "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 1}
+    "data.source": "file",
+    "data.path": str(text_path),
+    "data.tokenizer": "char",
+    "model.vocab_size": 257,
+    "model.n_embd": 32,
+    "model.n_head": 4,
+    "model.n_layer": 2,
+    "model.block_size": 16,
+    "train.batch_size": 8,
+    "train.steps": 3,
+    "train.eval_every": 0,
+    "train.eval_batches": 2,
+    "train.checkpoint_every": 0,
+    "train.log_every": 1,
+    "train.sample_tokens": 0,
+    "optim.learning_rate": 3e-3,
+    "optim.warmup_steps": 1,
+    "mesh.data": 2,
+    "mesh.fsdp": 2,
+    "mesh.tensor": 1,
+  }
 
 
 def free_port() -> int:
@@ -40,12 +56,23 @@ def free_port() -> int:
 
 
 def launch(n, command, log_dir, timeout=300, cpu_devices=0):
-  env = {**os.environ, "PYTHONPATH": str(ROOT),
-         "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": "--xla_backend_optimization_level=0"}
   return subprocess.run(
-      [str(LAUNCHER), f"--local={n}", f"--port={free_port()}", f"--log_dir={log_dir}",
-       f"--cpu_devices={cpu_devices}", "--", *command],
-      env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    [
+      str(LAUNCHER),
+      f"--local={n}",
+      f"--port={free_port()}",
+      f"--log_dir={log_dir}",
+      f"--cpu_devices={cpu_devices}",
+      "--",
+      *command,
+    ],
+    env=env,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def train_losses(workdir):
@@ -58,16 +85,28 @@ def test_two_processes_train_in_lockstep_like_one(tmp_path):
   text.write_text(TEXT)
   workdir, logs = tmp_path / "two", tmp_path / "logs"
   flags = [f"--config.{k}={v}" for k, v in overrides(text).items()]
-  proc = launch(2, [sys.executable, "-m", "llmjax.main", "--config=configs/shakespeare.py:smoke",
-                    *flags, f"--workdir={workdir}"], logs, cpu_devices=2)
+  proc = launch(
+    2,
+    [
+      sys.executable,
+      "-m",
+      "llmjax.main",
+      "--config=configs/shakespeare.py:smoke",
+      *flags,
+      f"--workdir={workdir}",
+    ],
+    logs,
+    cpu_devices=2,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
 
   # One process over the same 4 devices (a subset of this process's 8).
-  config = config_util.load_config("configs/shakespeare.py:smoke").unlock()
-  config_util.apply_overrides(config, {**overrides(text), "mesh.num_devices": 4})
+  config = config_load.load_config("configs/shakespeare.py:smoke").unlock()
+  config_load.apply_overrides(config, {**overrides(text), "mesh.num_devices": 4})
   reference = lm.train(config, tmp_path / "one")
-  np.testing.assert_allclose(train_losses(workdir), train_losses(tmp_path / "one"),
-                             rtol=0, atol=1e-5)
+  np.testing.assert_allclose(
+    train_losses(workdir), train_losses(tmp_path / "one"), rtol=0, atol=1e-5
+  )
   val = [r["val_loss"] for r in metrics_lib.read_metrics(workdir) if "val_loss" in r]
   assert val == [pytest.approx(reference.final_val_loss, abs=1e-5)]
 
@@ -84,8 +123,10 @@ def test_two_processes_train_in_lockstep_like_one(tmp_path):
 
 def test_a_failing_process_stops_the_launch_at_once(tmp_path):
   pid_file = tmp_path / "pid0"
-  script = (f'if [ "$LLMJAX_PROCESS_ID" = 1 ]; then sleep 1; echo "process one broke" >&2; '
-            f'exit 3; fi; echo $$ > {pid_file}; exec sleep 120')
+  script = (
+    f'if [ "$LLMJAX_PROCESS_ID" = 1 ]; then sleep 1; echo "process one broke" >&2; '
+    f"exit 3; fi; echo $$ > {pid_file}; exec sleep 120"
+  )
   start = time.monotonic()
   proc = launch(2, ["bash", "-c", script], tmp_path / "logs", timeout=60)
   assert time.monotonic() - start < 30

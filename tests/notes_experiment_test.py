@@ -8,26 +8,32 @@ import pathlib
 import numpy as np
 import pytest
 
-from llmjax import assets
-from llmjax import config_util
-from llmjax import errors
 from llmjax import data as data_lib
+from llmjax.config import load as config_load
+from llmjax.config import validate as config_validate
 from llmjax.data import notes
 from llmjax.data import tokenizer as tokenizer_lib
-from llmjax.experiments import notes as exp_notes
 from llmjax.experiments import notes_report
+from llmjax.experiments import notes_study as exp_notes
+from llmjax.util import assets, errors
 
-PARAGRAPH = ("The old man walked slowly to the river. He saw a small boat and two "
-             "children who were laughing loudly.\nShe quickly wrote a long letter to "
-             "her brother, because the winter was coming.\n\n")
+PARAGRAPH = (
+  "The old man walked slowly to the river. He saw a small boat and two "
+  "children who were laughing loudly.\nShe quickly wrote a long letter to "
+  "her brother, because the winter was coming.\n\n"
+)
 
 
 @pytest.fixture
 def compile_cache(tmp_path):
   """The runs of an experiment share shapes: a persistent cache compiles each step once."""
   import jax  # pylint: disable=g-import-not-at-top
-  keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-          "jax_persistent_cache_min_entry_size_bytes")
+
+  keys = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+  )
   before = {k: getattr(jax.config, k) for k in keys}
   for key, value in zip(keys, (str(tmp_path / "jax_cache"), 0.0, 0)):
     jax.config.update(key, value)
@@ -50,8 +56,8 @@ def text_file(tmp_path):
 
 
 def load(spec, **overrides):
-  config = config_util.load_config(spec).unlock()
-  config_util.apply_overrides(config, overrides)
+  config = config_load.load_config(spec).unlock()
+  config_load.apply_overrides(config, overrides)
   return config
 
 
@@ -64,8 +70,9 @@ def test_fair_metrics_hand_made_case():
   ids = np.array([101, 5, 6, 102, 7])
   nll = np.array([math.log(2), math.log(4), math.log(2), math.log(8), math.log(2)])
   top = np.array([101, 5, 9, 100, 7])
-  m = exp_notes.fair_metrics(ids, nll, top, base_vocab_size=base, n_bytes=4, n_words=2,
-                             block_size=10, variant="pre")
+  m = exp_notes.fair_metrics(
+    ids, nll, top, base_vocab_size=base, n_bytes=4, n_words=2, block_size=10, variant="pre"
+  )
   assert m["bits_per_byte"] == pytest.approx((1 + 2 + 1 + 3 + 1) / 4)
   assert m["word_bits_per_byte"] == pytest.approx((2 + 1 + 1) / 4)
   assert m["note_bits_per_word"] == pytest.approx((1 + 3) / 2)
@@ -74,14 +81,22 @@ def test_fair_metrics_hand_made_case():
   assert m["words_per_window"] == pytest.approx(10 * 2 / 5)
   assert m["tokens_per_word"] == 2.5
   assert (m["n_tokens"], m["n_notes"]) == (5, 2)
-  none = exp_notes.fair_metrics(ids[[1, 2, 4]], nll[[1, 2, 4]], top[[1, 2, 4]],
-                                base_vocab_size=base, n_bytes=4, n_words=2, block_size=10,
-                                variant="none")
+  none = exp_notes.fair_metrics(
+    ids[[1, 2, 4]],
+    nll[[1, 2, 4]],
+    top[[1, 2, 4]],
+    base_vocab_size=base,
+    n_bytes=4,
+    n_words=2,
+    block_size=10,
+    variant="none",
+  )
   assert none["note_accuracy"] is None and none["note_bits_per_word"] == 0.0
   assert none["bits_per_byte"] == none["word_bits_per_byte"] == pytest.approx(1.0)
   with pytest.raises(ValueError, match="n_bytes=0"):
-    exp_notes.fair_metrics(ids, nll, top, base_vocab_size=base, n_bytes=0, n_words=2,
-                           block_size=10, variant="pre")
+    exp_notes.fair_metrics(
+      ids, nll, top, base_vocab_size=base, n_bytes=0, n_words=2, block_size=10, variant="pre"
+    )
 
 
 def test_score_tokens_scores_every_token_once_in_order():
@@ -127,16 +142,19 @@ def test_budget_steps():
 
 
 def test_aggregate_and_verdict():
-  rows = [{"label": "pre", "bits_per_byte": 1.0, "note_accuracy": None, "curve": []},
-          {"label": "pre", "bits_per_byte": 1.2, "note_accuracy": None, "curve": []},
-          {"label": "none", "bits_per_byte": 2.0, "note_accuracy": None, "curve": []}]
+  rows = [
+    {"label": "pre", "bits_per_byte": 1.0, "note_accuracy": None, "curve": []},
+    {"label": "pre", "bits_per_byte": 1.2, "note_accuracy": None, "curve": []},
+    {"label": "none", "bits_per_byte": 2.0, "note_accuracy": None, "curve": []},
+  ]
   agg = notes_report.aggregate(rows, ["pre", "none"])
   mean, std, n = agg["pre"]["bits_per_byte"]
   assert (mean, n) == (pytest.approx(1.1), 2) and std == pytest.approx(0.1414214, rel=1e-6)
   assert agg["none"]["bits_per_byte"] == (2.0, None, 1)
   assert agg["pre"]["note_accuracy"] == (None, None, 0)
-  assert "no verdict" in notes_report.verdict(agg["pre"]["bits_per_byte"],
-                                              agg["none"]["bits_per_byte"], "pre", "none")
+  assert "no verdict" in notes_report.verdict(
+    agg["pre"]["bits_per_byte"], agg["none"]["bits_per_byte"], "pre", "none"
+  )
   assert notes_report.fmt((0.5, 0.25, 2), "{:.1%}") == "50.0% ± 25.0%"
 
 
@@ -172,10 +190,11 @@ def test_notes_tokenizer_round_trip():
 
 
 def test_data_splits_checks_vocab_and_records_notes(cache, text_file, tmp_path):
-  config = load("configs/post_notes.py:smoke", **{"data.source": "file",
-                                                  "data.path": str(text_file)})
+  config = load(
+    "configs/post_notes.py:smoke", **{"data.source": "file", "data.path": str(text_file)}
+  )
   config.model.vocab_size = 300
-  with pytest.raises(config_util.ConfigError, match="model.vocab_size=307"):
+  with pytest.raises(errors.ConfigError, match="model.vocab_size=307"):
     data_lib.data_splits(config)
   config.model.vocab_size = 307
   splits, tok = data_lib.data_splits(config, tmp_path)
@@ -192,21 +211,29 @@ def test_data_splits_checks_vocab_and_records_notes(cache, text_file, tmp_path):
 
 
 def test_limit_chars_cuts_at_a_line_end(cache, text_file):
-  config = load("configs/no_notes.py:smoke", **{"data.source": "file",
-                                                "data.path": str(text_file),
-                                                "notes.limit_chars": 500})
+  config = load(
+    "configs/no_notes.py:smoke",
+    **{"data.source": "file", "data.path": str(text_file), "notes.limit_chars": 500},
+  )
   splits, tok = data_lib.data_splits(config)
   text = tok.decode(np.concatenate([splits.train, splits.val]))
-  assert text == (PARAGRAPH * 3)[:text.rfind("\n") + 1] and 250 <= len(text) <= 500
+  assert text == (PARAGRAPH * 3)[: text.rfind("\n") + 1] and 250 <= len(text) <= 500
 
 
 def test_streamed_corpus_from_local_jsonl(cache, tmp_path):
   docs = [f"Document {i} says that the cat sat on the mat." for i in range(60)]
   path = tmp_path / "docs.jsonl"
   path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-  config = load("configs/pre_notes.py:smoke", **{
-      "data.source": "hf", "data.path": str(path), "data.hf_streaming": True,
-      "data.val_fraction": 0.1, "notes.limit_chars": 1500})
+  config = load(
+    "configs/pre_notes.py:smoke",
+    **{
+      "data.source": "hf",
+      "data.path": str(path),
+      "data.hf_streaming": True,
+      "data.val_fraction": 0.1,
+      "notes.limit_chars": 1500,
+    },
+  )
   splits, tok = data_lib.data_splits(config)
   m = splits.manifest
   base = m["notes"]["base_vocab_size"]
@@ -216,8 +243,9 @@ def test_streamed_corpus_from_local_jsonl(cache, tmp_path):
   assert (val + "\n\n" + train).startswith("\n\n".join(docs[:30]))
   assert len(val) + len(train) <= 1500 + 2 * 40
   assert m["splits"]["val"]["n_bytes"] == len(val)
-  assert m["notes"]["counts"]["words"] == m["splits"]["val"]["n_words"] + m["splits"][
-      "train"]["n_words"]
+  assert (
+    m["notes"]["counts"]["words"] == m["splits"]["val"]["n_words"] + m["splits"]["train"]["n_words"]
+  )
   assert (np.asarray(splits.val) >= base).sum() == m["splits"]["val"]["n_words"]
   config.notes.limit_chars = 0
   with pytest.raises(ValueError, match="needs notes.limit_chars > 0"):
@@ -227,8 +255,10 @@ def test_streamed_corpus_from_local_jsonl(cache, tmp_path):
 def test_heldout_is_the_same_text_for_every_variant(cache, text_file):
   out = {}
   for variant in ("pre", "none"):
-    config = load(f"configs/{'no' if variant == 'none' else variant}_notes.py:smoke",
-                  **{"data.source": "file", "data.path": str(text_file)})
+    config = load(
+      f"configs/{'no' if variant == 'none' else variant}_notes.py:smoke",
+      **{"data.source": "file", "data.path": str(text_file)},
+    )
     splits, _ = data_lib.data_splits(config)
     out[variant] = exp_notes.heldout(splits.dir, eval_words=25)
   (pre_ids, pre_words, pre_bytes), (none_ids, none_words, none_bytes) = out["pre"], out["none"]
@@ -239,17 +269,19 @@ def test_heldout_is_the_same_text_for_every_variant(cache, text_file):
 
 def test_notes_configs_share_one_base():
   for size in (None, "large", "cpu", "cpu_bpe", "smoke"):
-    configs = {v: load(f"configs/{v}_notes.py" + (f":{size}" if size else ""))
-               for v in ("pre", "post", "blank", "no")}
-    flat = {v: config_util.flatten(c) for v, c in configs.items()}
+    configs = {
+      v: load(f"configs/{v}_notes.py" + (f":{size}" if size else ""))
+      for v in ("pre", "post", "blank", "no")
+    }
+    flat = {v: config_load.flatten(c) for v, c in configs.items()}
     for v, c in configs.items():
-      config_util.validate(c)
+      config_validate.validate(c)
       diff = {k for k in flat[v] if flat[v][k] != flat["pre"][k]}
       assert diff <= {"name", "notes.variant"}, (v, size, diff)
   assert configs["no"].notes.variant == "none"
   for spec in ("notes_experiment.py:cpu", "notes_experiment.py:cpu_bpe", "notes_richness.py:cpu"):
     config = load(f"configs/{spec}")
-    config_util.validate(config)
+    config_validate.validate(config)
     assert tuple(config.experiment.seeds) == (0, 1, 2), spec
   assert load("configs/notes_experiment.py:cpu_bpe").data.tokenizer == "gpt2"
   with pytest.raises(ValueError, match="Unknown variant 'gpu'"):
@@ -258,7 +290,9 @@ def test_notes_configs_share_one_base():
 
 def test_default_notes_model_is_about_100m_parameters():
   from flax import nnx  # pylint: disable=g-import-not-at-top
+
   from llmjax import models  # pylint: disable=g-import-not-at-top
+
   config = load("configs/pre_notes.py")
   abstract = nnx.eval_shape(lambda: models.build(config.model, 0))
   n = sum(int(np.prod(x.shape)) for x in __import__("jax").tree.leaves(nnx.state(abstract)))
@@ -267,9 +301,15 @@ def test_default_notes_model_is_about_100m_parameters():
 
 def test_experiment_user_errors_are_one_line(cache, text_file, tmp_path):
   from llmjax import jobs  # pylint: disable=g-import-not-at-top
-  config = load("configs/notes_experiment.py:smoke", **{
-      "data.source": "file", "data.path": str(text_file),
-      "notes.spacy_model": "xx_no_such_pipeline"})
+
+  config = load(
+    "configs/notes_experiment.py:smoke",
+    **{
+      "data.source": "file",
+      "data.path": str(text_file),
+      "notes.spacy_model": "xx_no_such_pipeline",
+    },
+  )
   with pytest.raises(errors.LlmjaxError, match="pip install xx-no-such-pipeline"):
     jobs.run(config, str(tmp_path / "a"))
   config = load("configs/notes_experiment.py:smoke", **{"experiment.budget_unit": "bytes"})
@@ -289,8 +329,10 @@ def test_experiment_user_errors_are_one_line(cache, text_file, tmp_path):
 @pytest.mark.slow
 def test_notes_experiment_smoke_end_to_end(cache, compile_cache, text_file, tmp_path):
   from llmjax import jobs  # pylint: disable=g-import-not-at-top
-  config = load("configs/notes_experiment.py:smoke",
-                **{"data.source": "file", "data.path": str(text_file)})
+
+  config = load(
+    "configs/notes_experiment.py:smoke", **{"data.source": "file", "data.path": str(text_file)}
+  )
   results = jobs.run(config, str(tmp_path / "exp"))
   runs = {r["label"]: r for r in results["runs"]}
   assert list(runs) == ["pre", "post", "blank", "none"]
@@ -302,12 +344,21 @@ def test_notes_experiment_smoke_end_to_end(cache, compile_cache, text_file, tmp_
   assert runs["none"]["words_per_window"] > runs["pre"]["words_per_window"]
   assert runs["pre"]["steps"] > runs["none"]["steps"]
   report = (tmp_path / "exp" / "report.md").read_text()
-  for needle in ("| pre |", "| none |", "word-token ppl given gold notes", "(post vs pre)",
-                 "(post vs none)", "Notes help", "Blank notes alone help", "upper bound"):
+  for needle in (
+    "| pre |",
+    "| none |",
+    "word-token ppl given gold notes",
+    "(post vs pre)",
+    "(post vs none)",
+    "Notes help",
+    "Blank notes alone help",
+    "upper bound",
+  ):
     assert needle in report
   for png in ("curves.png", "metrics.png"):
     assert (tmp_path / "exp" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   from llmjax import api  # pylint: disable=g-import-not-at-top
+
   sampler = api.Sampler(tmp_path / "exp" / "pre-seed0")
   ids = sampler.generate_tokens([], 30, temperature=1.0)[0]
   text = sampler.tokenizer.decode(ids)
@@ -318,6 +369,7 @@ def test_notes_experiment_smoke_end_to_end(cache, compile_cache, text_file, tmp_
 @pytest.mark.slow
 def test_notes_richness_smoke_end_to_end(tmp_path, cache, compile_cache):
   from llmjax import jobs  # pylint: disable=g-import-not-at-top
+
   config = load("configs/notes_richness.py:smoke")
   results = jobs.run(config, str(tmp_path / "rich"))
   rows = {r["label"]: r for r in results["runs"]}
@@ -332,13 +384,21 @@ def test_notes_richness_smoke_end_to_end(tmp_path, cache, compile_cache):
 
 
 @pytest.mark.slow
-def test_interrupted_experiment_resumes_only_what_is_missing(cache, compile_cache, text_file,
-                                                             tmp_path, monkeypatch):
+def test_interrupted_experiment_resumes_only_what_is_missing(
+  cache, compile_cache, text_file, tmp_path, monkeypatch
+):
   from llmjax import jobs  # pylint: disable=g-import-not-at-top
   from llmjax.train import lm  # pylint: disable=g-import-not-at-top
-  config = load("configs/notes_experiment.py:smoke", **{
-      "data.source": "file", "data.path": str(text_file),
-      "experiment.variants": ("none",), "experiment.seeds": (0, 1)})
+
+  config = load(
+    "configs/notes_experiment.py:smoke",
+    **{
+      "data.source": "file",
+      "data.path": str(text_file),
+      "experiment.variants": ("none",),
+      "experiment.seeds": (0, 1),
+    },
+  )
   real_train = lm.train
   trained, stop_run = [], []
 
@@ -362,11 +422,15 @@ def test_interrupted_experiment_resumes_only_what_is_missing(cache, compile_cach
   trained[:] = []
   whole = jobs.run(config, str(tmp_path / "whole"))
   assert trained == ["none-seed0", "none-seed1"]
-  untimed = lambda runs: [{k: v for k, v in r.items() if k not in ("train_s", "score_s")}
-                         for r in runs]
+  untimed = lambda runs: [
+    {k: v for k, v in r.items() if k not in ("train_s", "score_s")} for r in runs
+  ]
   assert untimed(resumed["runs"]) == untimed(whole["runs"])
   assert all(r["train_s"] > 0 and r["score_s"] > 0 for r in resumed["runs"] + whole["runs"])
-  report = lambda d: [line for line in (tmp_path / d / "report.md").read_text().splitlines()
-                      if not line.startswith("- compute:")]
+  report = lambda d: [
+    line
+    for line in (tmp_path / d / "report.md").read_text().splitlines()
+    if not line.startswith("- compute:")
+  ]
   assert report("resumed") == report("whole")
   assert "of training (evaluations included)" in (tmp_path / "whole" / "report.md").read_text()

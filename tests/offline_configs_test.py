@@ -10,10 +10,10 @@ import socket
 
 import pytest
 
-from llmjax import assets
-from llmjax import config_util
 from llmjax import jobs
-from llmjax.pretrained import assets as pretrained_assets
+from llmjax.config import load as config_load
+from llmjax.util import assets
+from llmjax.util import assets as pretrained_assets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
@@ -22,9 +22,9 @@ CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
 # tests/arch_compare_test.py and tests/notes_experiment_test.py run them in full).
 STEPS = {"progressive.py": 3, "arch_compare.py": 3}
 OVERRIDES = {
-    "arch_compare.py": {"compare.models": "gpt"},
-    "notes_experiment.py": {"experiment.variants": ("pre",)},
-    "notes_richness.py": {"experiment.levels": ("upos",)},
+  "arch_compare.py": {"compare.models": "gpt"},
+  "notes_experiment.py": {"experiment.variants": ("pre",)},
+  "notes_richness.py": {"experiment.levels": ("upos",)},
 }
 NOT_STEPPED = ("notes_experiment.py", "notes_richness.py")  # Sized by experiment.budget.
 # Compiling these takes ~40 s of CPU each (a 12-block layout; three stages).
@@ -42,8 +42,12 @@ def bundled_assets():
 def compile_cache(tmp_path_factory):
   """The notes configs share model shapes: a persistent cache compiles their steps once."""
   import jax  # pylint: disable=import-outside-toplevel
-  keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-          "jax_persistent_cache_min_entry_size_bytes")
+
+  keys = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+  )
   before = {k: getattr(jax.config, k) for k in keys}
   for key, value in zip(keys, (str(tmp_path_factory.mktemp("jax_cache")), 0.0, 0)):
     jax.config.update(key, value)
@@ -72,16 +76,18 @@ def test_the_network_is_really_off(offline):
     socket.socket().connect(("127.0.0.1", 9))
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-                                  for n in CONFIGS])
+@pytest.mark.parametrize(
+  "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CONFIGS]
+)
 def test_smoke_variant_runs_offline(name, offline, tmp_path):
-  config = config_util.load_config(f"configs/{name}:smoke").unlock()
+  config = config_load.load_config(f"configs/{name}:smoke").unlock()
   overrides = {"train.sample_tokens": 0, "mesh.num_devices": 1}
   if name not in NOT_STEPPED:
     steps = STEPS.get(name, 2)
-    overrides.update({"train.steps": steps, "train.eval_every": steps,
-                      "train.checkpoint_every": steps})
+    overrides.update(
+      {"train.steps": steps, "train.eval_every": steps, "train.checkpoint_every": steps}
+    )
   overrides.update(OVERRIDES.get(name, {}))
-  config_util.apply_overrides(config, overrides)
+  config_load.apply_overrides(config, overrides)
   jobs.run(config, str(tmp_path / "run"))
   assert (tmp_path / "run").is_dir()

@@ -9,9 +9,21 @@ from llmjax.train import optimizer as optim_lib
 
 
 def optim(**kw):
-  return ml_collections.ConfigDict({**dict(learning_rate=1.0, min_lr_ratio=0.1, beta1=0.9,
-                                           beta2=0.95, eps=1e-8, weight_decay=0.1,
-                                           warmup_steps=4, grad_clip=1.0), **kw})
+  return ml_collections.ConfigDict(
+    {
+      **dict(
+        learning_rate=1.0,
+        min_lr_ratio=0.1,
+        beta1=0.9,
+        beta2=0.95,
+        eps=1e-8,
+        weight_decay=0.1,
+        warmup_steps=4,
+        grad_clip=1.0,
+      ),
+      **kw,
+    }
+  )
 
 
 def test_schedule_warms_up_linearly_then_decays_to_the_floor():
@@ -22,11 +34,13 @@ def test_schedule_warms_up_linearly_then_decays_to_the_floor():
 
 
 def test_decay_mask_spares_biases_norms_and_embeddings():
-  params = {"wte": {"embedding": 0}, "h": {"attn": {"kernel": 0, "bias": 0}},
-            "ln_f": {"scale": 0}}
+  params = {"wte": {"embedding": 0}, "h": {"attn": {"kernel": 0, "bias": 0}}, "ln_f": {"scale": 0}}
   mask = optim_lib.decay_mask(params)
-  assert mask == {"wte": {"embedding": False}, "h": {"attn": {"kernel": True, "bias": False}},
-                  "ln_f": {"scale": False}}
+  assert mask == {
+    "wte": {"embedding": False},
+    "h": {"attn": {"kernel": True, "bias": False}},
+    "ln_f": {"scale": False},
+  }
 
 
 def test_trainable_mask_freezes_leaves_and_keeps_no_moments_for_them():

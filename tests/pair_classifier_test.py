@@ -11,24 +11,32 @@ import pytest
 from flax import nnx
 from ml_collections import ConfigDict
 
-from llmjax import config_util, errors
-from llmjax.models import build_classifier
+from llmjax.config import load as config_load
 from llmjax.models import pair_classifier as pc
-from llmjax.pretrained import from_hf, hf_import, random_init, weights
 from llmjax.models.encoder import Encoder, EncoderConfig
-from llmjax.train import classify
+from llmjax.pretrained import from_hf, hf_import, random_init, weights
+from llmjax.train import build_classifier, classify
 from llmjax.train import optimizer as optim_lib
 from llmjax.train import step as step_lib
+from llmjax.util import errors
 
 B, T = 4, 12
 
 
 def tiny_model(num_layers=3, seed=0):
-  cfg = EncoderConfig(family="bert", vocab_size=50, hidden_size=16, num_layers=num_layers,
-                      num_heads=2, intermediate_size=32, max_position_embeddings=T)
+  cfg = EncoderConfig(
+    family="bert",
+    vocab_size=50,
+    hidden_size=16,
+    num_layers=num_layers,
+    num_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=T,
+  )
   encoder = Encoder(cfg, rngs=nnx.Rngs(params=seed))
-  return pc.PairClassifier(encoder, pc.HeadConfig(hidden=8, dropout=0.0),
-                           rngs=nnx.Rngs(params=seed + 1))
+  return pc.PairClassifier(
+    encoder, pc.HeadConfig(hidden=8, dropout=0.0), rngs=nnx.Rngs(params=seed + 1)
+  )
 
 
 def batch(seed=0):
@@ -77,8 +85,10 @@ def test_swap_sides_relabels():
 
 def test_trainable_mask_modes():
   params = nnx.to_pure_dict(nnx.state(tiny_model()))
-  flat = lambda m: {jax.tree_util.keystr(p): v for p, v in  # noqa: E731
-                    jax.tree_util.tree_flatten_with_path(m)[0]}
+  flat = lambda m: {
+    jax.tree_util.keystr(p): v
+    for p, v in jax.tree_util.tree_flatten_with_path(m)[0]  # noqa: E731
+  }
   bottom = flat(pc.trainable_mask(params, "bottom_frozen", 1))
   assert not bottom["['encoder']['embed']['word']['embedding']"]
   assert not bottom["['encoder']['layers'][0]['ffn_in']['kernel']"]
@@ -97,17 +107,31 @@ def test_trainable_mask_modes():
 def test_frozen_parameters_stay_bit_identical(mode, k):
   model = tiny_model()
   # A negative zero survives only if frozen weights never see `p + 0.0`.
-  model.encoder.layers[0].ffn_in.kernel[...] = model.encoder.layers[0].ffn_in.kernel[...].at[
-      0, 0].set(-0.0)
+  model.encoder.layers[0].ffn_in.kernel[...] = (
+    model.encoder.layers[0].ffn_in.kernel[...].at[0, 0].set(-0.0)
+  )
   graphdef, state = nnx.split(model)
   params = nnx.to_pure_dict(state)
   mask = pc.trainable_mask(params, mode, k)
-  optim = ConfigDict(dict(learning_rate=1e-2, min_lr_ratio=0.1, beta1=0.9, beta2=0.99, eps=1e-8,
-                          weight_decay=0.1, warmup_steps=0, grad_clip=1.0))
+  optim = ConfigDict(
+    dict(
+      learning_rate=1e-2,
+      min_lr_ratio=0.1,
+      beta1=0.9,
+      beta2=0.99,
+      eps=1e-8,
+      weight_decay=0.1,
+      warmup_steps=0,
+      grad_clip=1.0,
+    )
+  )
   tx = optim_lib.make_optimizer(optim, 10, mask)
   schedule = optax.constant_schedule(1e-2)
-  step = jax.jit(step_lib.make_train_step(classify.classify_loss(graphdef, mask, dropout=False),
-                                          tx, schedule, seed=0, trainable=mask))
+  step = jax.jit(
+    step_lib.make_train_step(
+      classify.classify_loss(graphdef, mask, dropout=False), tx, schedule, seed=0, trainable=mask
+    )
+  )
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
   before = jax.tree.map(np.asarray, params)
   for i in range(3):
@@ -134,14 +158,18 @@ def test_random_mode_loads_no_pretrained_weights(monkeypatch):
   """freeze='random': the checkpoint's shapes, a seeded transformers-style init, nothing
   read from the weight file, every parameter trainable."""
   golden = pathlib.Path(__file__).parent / "goldens" / "deberta"
-  cc = config_util.load_config("configs/arena_classifier.py:smoke").classifier.unlock()
+  cc = config_load.load_config("configs/arena_classifier.py:smoke").classifier.unlock()
   cc.update(init_from=str(golden), tokenizer="synthetic", freeze="random")
 
   def refuse(*args, **kwargs):
     raise AssertionError("random mode read pretrained weights")
 
-  for module, name in ((weights, "load_tensors"), (weights, "load_torch_bin"),
-                       (weights, "checkpoint_files"), (hf_import, "load_encoder_weights")):
+  for module, name in (
+    (weights, "load_tensors"),
+    (weights, "load_torch_bin"),
+    (weights, "checkpoint_files"),
+    (hf_import, "load_encoder_weights"),
+  ):
     monkeypatch.setattr(module, name, refuse)
   model, _ = build_classifier.build_model(cc, seed=5)
   again, _ = build_classifier.build_model(cc, seed=5)
@@ -151,8 +179,9 @@ def test_random_mode_loads_no_pretrained_weights(monkeypatch):
   assert model.encoder.cfg == dataclasses.replace(cfg, hidden_dropout=0.0, attention_dropout=0.0)
 
   flat = lambda m: dict(nnx.to_flat_state(nnx.state(m)))  # noqa: E731
-  ours, same, different, theirs = (flat(m) for m in (model.encoder, again.encoder,
-                                                     other.encoder, pretrained))
+  ours, same, different, theirs = (
+    flat(m) for m in (model.encoder, again.encoder, other.encoder, pretrained)
+  )
   assert ours.keys() == theirs.keys()
   for path, var in ours.items():
     value = np.asarray(var.get_value())

@@ -6,8 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from llmjax.data import pipeline
-from llmjax.data import shards
+from llmjax.data import pipeline, shards
 
 
 def take(it, n):
@@ -55,11 +54,11 @@ def test_every_epoch_covers_every_target_on_a_moving_grid():
   batches = take(it, 11)  # 55 windows = 5 epochs of 11.
   starts = np.concatenate([b["inputs"][:, 0] for b in batches])
   targets = np.concatenate([b["targets"] for b in batches])
-  epochs = [starts[i * 11:(i + 1) * 11] for i in range(5)]
+  epochs = [starts[i * 11 : (i + 1) * 11] for i in range(5)]
   for e, epoch in enumerate(epochs):
     assert sorted(epoch.tolist()) == epoch_starts(source, e, 11)
     # Every id but the first is a target in every epoch: the ends of the text too.
-    assert set(targets[e * 11:(e + 1) * 11].ravel().tolist()) == set(range(1, 41))
+    assert set(targets[e * 11 : (e + 1) * 11].ravel().tolist()) == set(range(1, 41))
   assert epochs[0].tolist() != epochs[1].tolist() != epochs[2].tolist()
   assert len({source.shift(e) for e in range(5)}) > 1  # The grid moves between epochs.
 
@@ -109,8 +108,9 @@ def test_state_across_epoch_boundary_matches_uninterrupted():
   assert_same(first + take(resumed, 3), straight)
   # 11 windows per epoch: batch 2 holds elements 8..11, the last three of epoch 0 and
   # the first of epoch 1.
-  epoch0 = np.concatenate([b["inputs"][:, 0] for b in straight[:2]] +
-                          [straight[2]["inputs"][:3, 0]])
+  epoch0 = np.concatenate(
+    [b["inputs"][:, 0] for b in straight[:2]] + [straight[2]["inputs"][:3, 0]]
+  )
   source = pipeline.TrainBatches(tokens, 4, 4, seed=3, shard_index=0, shard_count=1)
   assert sorted(epoch0.tolist()) == epoch_starts(source, 0, 11)
 
@@ -119,9 +119,10 @@ def test_state_across_epoch_boundary_matches_uninterrupted():
 def test_shards_partition_each_global_batch(shard_count):
   tokens = np.arange(10 * 8 + 1, dtype=np.uint16)  # 10 windows of T=8.
   single = take(pipeline.train_iterator(tokens, 8, 8, seed=5), 4)
-  local = [take(pipeline.train_iterator(tokens, 8, 8, seed=5, shard_index=k,
-                                        shard_count=shard_count), 4)
-           for k in range(shard_count)]
+  local = [
+    take(pipeline.train_iterator(tokens, 8, 8, seed=5, shard_index=k, shard_count=shard_count), 4)
+    for k in range(shard_count)
+  ]
   for b in range(4):
     assert local[0][b]["inputs"].shape == (8 // shard_count, 8)
     rebuilt = np.empty((8, 8), np.int32)
@@ -151,8 +152,11 @@ def test_memmap_slice_is_held_by_value(memmap_tokens):
 
 def test_errors():
   tokens = np.arange(8, dtype=np.uint16)
-  with pytest.raises(ValueError, match=r"the train split has 8 tokens, fewer than "
-                     r"block_size \+ 1 = 9.*block_size=7"):
+  with pytest.raises(
+    ValueError,
+    match=r"the train split has 8 tokens, fewer than "
+    r"block_size \+ 1 = 9.*block_size=7",
+  ):
     pipeline.train_iterator(tokens, 8, 2, seed=0)
   with pytest.raises(ValueError, match=r"the val split has 8 tokens.*data\.val_fraction"):
     pipeline.eval_batches(tokens, 8, 2, 1)
@@ -175,8 +179,7 @@ def test_eval_batches_are_fixed_and_spread():
   np.testing.assert_array_equal(starts, np.round(np.linspace(0, 990, 12)))
   assert batches[-1]["targets"][-1, -1] == 1000  # The last window ends the split.
   assert_same(pipeline.eval_batches(tokens, 10, 4, 3), batches)
-  halves = [pipeline.eval_batches(tokens, 10, 4, 3, shard_index=k, shard_count=2)
-            for k in range(2)]
+  halves = [pipeline.eval_batches(tokens, 10, 4, 3, shard_index=k, shard_count=2) for k in range(2)]
   for b in range(3):
     rebuilt = np.empty((4, 10), np.int32)
     rebuilt[0::2], rebuilt[1::2] = halves[0][b]["inputs"], halves[1][b]["inputs"]

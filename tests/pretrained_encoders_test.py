@@ -11,13 +11,20 @@ import pytest
 import tokenizers
 from flax import nnx
 
-from llmjax.models import encoder
-from llmjax.models import relative_positions
+from llmjax.models import encoder, relative_positions
 from llmjax.pretrained import from_hf, hf_import, load_tokenizer
 
 GOLDENS = pathlib.Path(__file__).parent / "goldens"
-FAMILY_DIRS = ("bert", "distilbert", "roberta", "electra", "albert", "deberta_v3", "deberta_v2",
-               "deberta")
+FAMILY_DIRS = (
+  "bert",
+  "distilbert",
+  "roberta",
+  "electra",
+  "albert",
+  "deberta_v3",
+  "deberta_v2",
+  "deberta",
+)
 
 
 @functools.partial(nnx.jit, static_argnames=("output_hidden_states",))
@@ -67,7 +74,12 @@ def test_expected_config_features():
   assert cfgs["roberta"].pad_token_id == 1
   v1 = cfgs["deberta"]
   assert (v1.family, v1.num_heads, v1.qk_dim, v1.vocab_size, v1.embed_dim) == (
-      "deberta", 3, 11, 97, 26)
+    "deberta",
+    3,
+    11,
+    97,
+    26,
+  )
   assert v1.rel_span == 10 and not v1.absolute_positions and v1.position_buckets <= 0
 
 
@@ -78,12 +90,14 @@ def test_deberta_v1_within_and_beyond_its_relative_span():
   model, _ = from_hf(GOLDENS / "deberta")
   golden = np.load(GOLDENS / "deberta" / "golden.npz")
   assert golden["input_ids"].shape == (3, 17) and golden["short_input_ids"].shape == (2, 7)
-  _, hidden = _forward(model, golden["short_input_ids"], golden["short_attention_mask"],
-                       output_hidden_states=True)
+  _, hidden = _forward(
+    model, golden["short_input_ids"], golden["short_attention_mask"], output_hidden_states=True
+  )
   real = golden["short_attention_mask"].astype(bool)
   for i, (got, ref) in enumerate(zip(hidden, golden["short_hidden_states"])):
-    np.testing.assert_allclose(np.asarray(got)[real], ref[real], atol=1e-4, rtol=0,
-                               err_msg=f"state {i}")
+    np.testing.assert_allclose(
+      np.asarray(got)[real], ref[real], atol=1e-4, rtol=0, err_msg=f"state {i}"
+    )
   attn = model.layers[0].attn
   assert attn.key.bias is None and attn.pos_key.bias is None and attn.query.bias is not None
 
@@ -93,24 +107,34 @@ def test_deberta_v1_fused_attention_is_split_per_head():
   fused = np.arange(3 * heads * k * d, dtype=np.float32).reshape(3 * heads * k, d)
   stem = "deberta.encoder.layer.0.attention.self."
   out = hf_import.split_deberta_in_proj(
-      {stem + "in_proj.weight": fused, stem + "q_bias": np.ones(6), stem + "v_bias": np.zeros(6)},
-      num_heads=heads)
+    {stem + "in_proj.weight": fused, stem + "q_bias": np.ones(6), stem + "v_bias": np.zeros(6)},
+    num_heads=heads,
+  )
   # Rows per head: 3 query, 3 key, 3 value.
   np.testing.assert_array_equal(out[stem + "key_proj.weight"], fused[[3, 4, 5, 12, 13, 14]])
   np.testing.assert_array_equal(out[stem + "query_proj.bias"], np.ones(6))
-  assert sorted(out) == sorted(stem + n for n in (
-      "query_proj.weight", "query_proj.bias", "key_proj.weight", "value_proj.weight",
-      "value_proj.bias"))
-  with pytest.raises(ValueError, match=r"has 18 rows, not a multiple of 3 x "
-                     r"num_attention_heads=4"):
+  assert sorted(out) == sorted(
+    stem + n
+    for n in (
+      "query_proj.weight",
+      "query_proj.bias",
+      "key_proj.weight",
+      "value_proj.weight",
+      "value_proj.bias",
+    )
+  )
+  with pytest.raises(
+    ValueError,
+    match=r"has 18 rows, not a multiple of 3 x "
+    r"num_attention_heads=4",
+  ):
     hf_import.split_deberta_in_proj({stem + "in_proj.weight": fused}, num_heads=4)
 
 
 def test_roberta_positions_skip_padding():
   model, _ = from_hf(GOLDENS / "roberta")
   ids = jnp.array([[5, 6, 7, 1, 1], [1, 5, 6, 1, 7]])
-  np.testing.assert_array_equal(model.embed.position_ids(ids),
-                                [[2, 3, 4, 1, 1], [1, 2, 3, 1, 4]])
+  np.testing.assert_array_equal(model.embed.position_ids(ids), [[2, 3, 4, 1, 1], [1, 2, 3, 1, 4]])
 
 
 def test_deberta_log_buckets_match_reference():
@@ -118,8 +142,9 @@ def test_deberta_log_buckets_match_reference():
   rel = tables["relative"].astype(np.int64)
   for key in ("b256_m512", "b8_m24", "b64_m1024"):
     bucket, max_position = (int(x[1:]) for x in key.split("_"))
-    np.testing.assert_array_equal(relative_positions.log_bucket_positions(rel, bucket, max_position),
-                                  tables[key], err_msg=key)
+    np.testing.assert_array_equal(
+      relative_positions.log_bucket_positions(rel, bucket, max_position), tables[key], err_msg=key
+    )
 
 
 def test_jit_and_bfloat16():
@@ -147,8 +172,7 @@ def test_gradients_flow_to_every_parameter():
   golden = np.load(GOLDENS / "deberta_v2" / "golden.npz")
 
   def loss(m):
-    return jnp.mean(m(golden["input_ids"], golden["attention_mask"],
-                      golden["token_type_ids"]) ** 2)
+    return jnp.mean(m(golden["input_ids"], golden["attention_mask"], golden["token_type_ids"]) ** 2)
 
   grads = nnx.jit(nnx.grad(loss))(model)
   for path, g in nnx.to_flat_state(grads):
@@ -175,8 +199,7 @@ def _copy_checkpoint(src, dst, config_edit=None):
 
 
 def test_unknown_model_type_lists_supported(tmp_path):
-  d = _copy_checkpoint(GOLDENS / "bert", tmp_path / "m",
-                       lambda c: c.update(model_type="mystery"))
+  d = _copy_checkpoint(GOLDENS / "bert", tmp_path / "m", lambda c: c.update(model_type="mystery"))
   with pytest.raises(ValueError, match=r"unsupported model_type 'mystery'.*'albert', 'bert'"):
     from_hf(d)
 
@@ -195,15 +218,20 @@ def test_missing_files_are_named(tmp_path):
 
 
 def test_shape_mismatch_names_the_tensor(tmp_path):
-  d = _copy_checkpoint(GOLDENS / "electra", tmp_path / "m",
-                       lambda c: c.update(intermediate_size=50))
-  with pytest.raises(ValueError, match=r"'encoder\.layer\.0\.intermediate\.dense\.bias'.*"
-                     r"has shape \(48,\), but config.json implies \(50,\)"):
+  d = _copy_checkpoint(
+    GOLDENS / "electra", tmp_path / "m", lambda c: c.update(intermediate_size=50)
+  )
+  with pytest.raises(
+    ValueError,
+    match=r"'encoder\.layer\.0\.intermediate\.dense\.bias'.*"
+    r"has shape \(48,\), but config.json implies \(50,\)",
+  ):
     from_hf(d)
 
 
 def test_transposed_kernel_is_refused(tmp_path):
   from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+
   d = tmp_path / "m"
   d.mkdir()
   (d / "config.json").write_text((GOLDENS / "electra" / "config.json").read_text())
@@ -211,14 +239,16 @@ def test_transposed_kernel_is_refused(tmp_path):
   name = "encoder.layer.1.intermediate.dense.weight"
   tensors[name] = np.ascontiguousarray(tensors[name].T)
   save_file(tensors, d / "model.safetensors")
-  with pytest.raises(ValueError, match=rf"'{name}'.*has shape \(36, 48\), but config.json"
-                     r" implies \(48, 36\)"):
+  with pytest.raises(
+    ValueError,
+    match=rf"'{name}'.*has shape \(36, 48\), but config.json"
+    r" implies \(48, 36\)",
+  ):
     from_hf(d)
 
 
 def test_missing_tensor_is_named(tmp_path):
-  d = _copy_checkpoint(GOLDENS / "bert", tmp_path / "m",
-                       lambda c: c.update(num_hidden_layers=3))
+  d = _copy_checkpoint(GOLDENS / "bert", tmp_path / "m", lambda c: c.update(num_hidden_layers=3))
   with pytest.raises(KeyError, match=r"lacks tensor 'encoder\.layer\.2\.attention\.self"):
     from_hf(d)
 
@@ -234,13 +264,17 @@ def test_bad_overrides_and_position_types():
 def test_legacy_names_and_prefix_are_normalised():
   """The bert golden is stored as `bert.*` with LayerNorm gamma/beta and an MLM bias."""
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+
   names = load_file(GOLDENS / "bert" / "model.safetensors")
   assert "bert.embeddings.LayerNorm.gamma" in names and "cls.predictions.bias" in names
   model, _ = from_hf(GOLDENS / "bert")
-  np.testing.assert_array_equal(model.embed.norm.scale[...],
-                                names["bert.embeddings.LayerNorm.gamma"])
-  np.testing.assert_array_equal(model.layers[1].attn.query.kernel[...],
-                                names["bert.encoder.layer.1.attention.self.query.weight"].T)
+  np.testing.assert_array_equal(
+    model.embed.norm.scale[...], names["bert.embeddings.LayerNorm.gamma"]
+  )
+  np.testing.assert_array_equal(
+    model.layers[1].attn.query.kernel[...],
+    names["bert.encoder.layer.1.attention.self.query.weight"].T,
+  )
 
 
 def test_abstract_init_is_replaced_everywhere():
@@ -252,6 +286,7 @@ def test_abstract_init_is_replaced_everywhere():
 def test_hub_ids_go_through_snapshot_download(tmp_path, monkeypatch):
   """A repo without safetensors is fetched in two steps: config first, then the .bin."""
   import huggingface_hub  # pylint: disable=import-outside-toplevel
+
   config_only = tmp_path / "config_only"
   config_only.mkdir()
   (config_only / "config.json").write_text((GOLDENS / "distilbert" / "config.json").read_text())
@@ -276,16 +311,22 @@ def test_unreachable_hub_gives_a_clear_error(monkeypatch):
     raise OSError("no network")
 
   monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-  with pytest.raises(FileNotFoundError, match=r"'bert-base-uncased' is neither a local directory"
-                     r" nor a downloadable hub repository \(no network\)"):
+  with pytest.raises(
+    FileNotFoundError,
+    match=r"'bert-base-uncased' is neither a local directory"
+    r" nor a downloadable hub repository \(no network\)",
+  ):
     from_hf("bert-base-uncased")
 
 
 def test_deberta_v1_bpe_tokenizer_uses_cls_and_sep(tmp_path):
   """microsoft/deberta-base ships GPT-2 BPE files whose specials are [CLS] / [SEP]."""
   trainer = tokenizers.ByteLevelBPETokenizer()
-  trainer.train_from_iterator(["hello world, hello there"] * 20, vocab_size=300,
-                              special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"])
+  trainer.train_from_iterator(
+    ["hello world, hello there"] * 20,
+    vocab_size=300,
+    special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"],
+  )
   trainer.save_model(str(tmp_path))
   tok = load_tokenizer(tmp_path)
   enc = tok.encode("hello world", "there")

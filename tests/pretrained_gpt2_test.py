@@ -11,12 +11,10 @@ import pytest
 from flax import nnx
 from safetensors import numpy as safetensors_numpy
 
-from llmjax import errors
 from llmjax.models import gpt
-from llmjax.pretrained import from_hf
+from llmjax.pretrained import from_hf, init_from, weights
 from llmjax.pretrained import gpt2 as gpt2_lib
-from llmjax.pretrained import init_from
-from llmjax.pretrained import weights
+from llmjax.util import errors
 
 GOLDEN_DIR = pathlib.Path(__file__).parent / "goldens" / "gpt2"
 
@@ -34,7 +32,11 @@ def test_logits_match_transformers(golden, scan_layers):
   model, cfg = from_hf(GOLDEN_DIR, scan_layers=scan_layers)
   assert isinstance(model, gpt.GPT)
   assert (cfg.vocab_size, cfg.padded_vocab_size, cfg.n_embd // cfg.n_head, cfg.mlp_hidden) == (
-      257, 320, 9, 52)
+    257,
+    320,
+    9,
+    52,
+  )
   logits = _forward(model, golden["input_ids"])
   np.testing.assert_allclose(np.asarray(logits), golden["logits"], atol=1e-4, rtol=0)
   # The padded embedding rows are zero.
@@ -54,8 +56,7 @@ def test_prefixed_layout_and_cropped_block_size(golden):
   tensors = weights.load_tensors(GOLDEN_DIR)
   prefixed = {"transformer." + k: v for k, v in tensors.items() if not k.endswith(".attn.bias")}
   prefixed["lm_head.weight"] = tensors["wte.weight"]
-  cfg = gpt2_lib.config_from_hf(json.loads((GOLDEN_DIR / "config.json").read_text()),
-                                block_size=16)
+  cfg = gpt2_lib.config_from_hf(json.loads((GOLDEN_DIR / "config.json").read_text()), block_size=16)
   model = gpt2_lib.build(gpt2_lib.params_from_tensors(prefixed, cfg), cfg)
   assert model.wpe[...].shape == (16, 36)
   logits = _forward(model, golden["input_ids"])
@@ -79,20 +80,24 @@ def _copy_with_config(tmp_path, **changes):
   return out
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
     ({"reorder_and_upcast_attn": True}, "reorder_and_upcast_attn"),
     ({"activation_function": "relu"}, "activation_function='relu'"),
     ({"layer_norm_epsilon": 1e-6}, "layer_norm_epsilon"),
-])
+  ],
+)
 def test_unsupported_options_raise(tmp_path, change, message):
   with pytest.raises(ValueError, match=message):
     from_hf(_copy_with_config(tmp_path, **change))
 
 
 def test_wrong_shapes_and_overrides_raise(tmp_path):
-  with pytest.raises(ValueError, match="h.0.mlp.c_fc.weight.*has shape \\(36, 52\\).*implies "
-                     "\\(36, 144\\)"):
+  with pytest.raises(
+    ValueError, match="h.0.mlp.c_fc.weight.*has shape \\(36, 52\\).*implies \\(36, 144\\)"
+  ):
     from_hf(_copy_with_config(tmp_path, n_inner=None))
   with pytest.raises(ValueError, match="exceeds the checkpoint's n_positions=24"):
     from_hf(GOLDEN_DIR, block_size=32)
@@ -114,9 +119,12 @@ def test_scanned_and_unscanned_params_hold_the_same_values():
   flat = gpt2_lib.params_from_tensors(tensors, gpt2_lib.config_from_hf(hf))
   stacked = gpt2_lib.params_from_tensors(tensors, gpt2_lib.config_from_hf(hf, scan_layers=True))
   for i in range(2):
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b[i]), flat["h"][i], stacked["h"])
-  np.testing.assert_array_equal(flat["h"][1]["attn"]["c_attn"].reshape(36, 108),
-                                tensors["h.1.attn.c_attn.weight"])
+    jax.tree.map(
+      lambda a, b, i=i: np.testing.assert_array_equal(a, b[i]), flat["h"][i], stacked["h"]
+    )
+  np.testing.assert_array_equal(
+    flat["h"][1]["attn"]["c_attn"].reshape(36, 108), tensors["h.1.attn.c_attn.weight"]
+  )
 
 
 def test_tokenizer_of_a_checkpoint(tmp_path):

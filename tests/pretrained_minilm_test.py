@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llmjax.pretrained import assets, from_hf, load_tokenizer
+from llmjax.pretrained import from_hf, load_tokenizer
+from llmjax.util import assets
 
 GOLDEN = json.loads((pathlib.Path(__file__).parent / "goldens" / "minilm.json").read_text())
 
@@ -24,8 +25,8 @@ def _pad(encodings):
   ids = np.zeros((len(encodings), length), np.int32)
   mask = np.zeros((len(encodings), length), np.int32)
   for row, e in enumerate(encodings):
-    ids[row, :len(e.ids)] = e.ids
-    mask[row, :len(e.ids)] = 1
+    ids[row, : len(e.ids)] = e.ids
+    mask[row, : len(e.ids)] = 1
   return ids, mask
 
 
@@ -46,8 +47,9 @@ def test_sentence_embeddings_match_reference(minilm):
   np.testing.assert_allclose(paraphrase, GOLDEN["cosine_paraphrase"], atol=1e-5)
   np.testing.assert_allclose(unrelated, GOLDEN["cosine_unrelated"], atol=1e-5)
   np.testing.assert_allclose(pooled[:, :8], GOLDEN["pooled_first8"], atol=1e-5)
-  np.testing.assert_allclose(np.asarray(last[:, 0, :4]), GOLDEN["last_hidden_cls_first4"],
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(last[:, 0, :4]), GOLDEN["last_hidden_cls_first4"], atol=1e-4
+  )
 
 
 def test_vocab_txt_tokenizer_matches_tokenizer_json(minilm, tmp_path):
@@ -57,8 +59,10 @@ def test_vocab_txt_tokenizer_matches_tokenizer_json(minilm, tmp_path):
   texts = ["Héllo, WORLD!! unaffable 東京 tokenization x" * 3, "a\tb\nc", "", "[MASK] it"]
   for text in texts:
     assert from_vocab.encode(text).ids == from_json.encode(text).ids, text
-  pair_json, pair_vocab = from_json.encode("first one", "second"), from_vocab.encode("first one",
-                                                                                     "second")
+  pair_json, pair_vocab = (
+    from_json.encode("first one", "second"),
+    from_vocab.encode("first one", "second"),
+  )
   assert pair_vocab.ids == pair_json.ids
   assert pair_vocab.type_ids == pair_json.type_ids == [0, 0, 0, 0, 1, 1]
   assert load_tokenizer(minilm, max_length=5).encode(texts[0]).ids[-1] == 102  # [SEP] kept

@@ -7,8 +7,22 @@ import tokenizers
 
 from llmjax.pretrained import load_tokenizer
 
-WORDPIECE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "Cat", "sat",
-                   "##s", "play", "##ing", ",", "!"]
+WORDPIECE_VOCAB = [
+  "[PAD]",
+  "[UNK]",
+  "[CLS]",
+  "[SEP]",
+  "[MASK]",
+  "the",
+  "cat",
+  "Cat",
+  "sat",
+  "##s",
+  "play",
+  "##ing",
+  ",",
+  "!",
+]
 
 
 def _write_vocab(directory, lower_case=None):
@@ -22,8 +36,20 @@ def _write_vocab(directory, lower_case=None):
 def test_wordpiece_from_vocab_txt(tmp_path):
   tok = load_tokenizer(_write_vocab(tmp_path / "lower"))
   enc = tok.encode("The cats, playing!", "Sat dog")
-  assert enc.tokens == ["[CLS]", "the", "cat", "##s", ",", "play", "##ing", "!", "[SEP]", "sat",
-                        "[UNK]", "[SEP]"]
+  assert enc.tokens == [
+    "[CLS]",
+    "the",
+    "cat",
+    "##s",
+    ",",
+    "play",
+    "##ing",
+    "!",
+    "[SEP]",
+    "sat",
+    "[UNK]",
+    "[SEP]",
+  ]
   assert enc.type_ids == [0] * 9 + [1] * 3
   assert tok.decode(enc.ids) == "the cats, playing! sat"
 
@@ -35,8 +61,11 @@ def test_wordpiece_respects_do_lower_case(tmp_path):
 
 def test_bytelevel_bpe_from_vocab_and_merges(tmp_path):
   trainer_tok = tokenizers.ByteLevelBPETokenizer()
-  trainer_tok.train_from_iterator(["hello world, hello there"] * 20, vocab_size=300,
-                                  special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+  trainer_tok.train_from_iterator(
+    ["hello world, hello there"] * 20,
+    vocab_size=300,
+    special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+  )
   trainer_tok.save_model(str(tmp_path))
   tok = load_tokenizer(tmp_path)
   vocab = tok.get_vocab()

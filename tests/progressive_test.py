@@ -11,19 +11,20 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llmjax import config_base
-from llmjax import generate
 from llmjax import models
+from llmjax.config import schema as config_base
+from llmjax.inference import generate
 from llmjax.models import gpt
 from llmjax.models import progressive as pg
-from llmjax.train import progressive as progressive_train
+from llmjax.train import progressive_task as progressive_train
 
 VOCAB = 64
 
 
 def make_cfg(stage, **kw):
-  return pg.ProgressiveConfig(vocab_size=VOCAB, block_size=16, n_head=2, n_embd=16,
-                              stage=stage, lora_rank=4, **kw)
+  return pg.ProgressiveConfig(
+    vocab_size=VOCAB, block_size=16, n_head=2, n_embd=16, stage=stage, lora_rank=4, **kw
+  )
 
 
 def params_of(model):
@@ -42,6 +43,7 @@ def perturb_adapters(params, seed):
   def fill(path, x):
     name = str(path[-1].key)
     return 0.05 * jax.random.normal(next(keys), x.shape) if name.startswith("lora_") else x
+
   return jax.tree_util.tree_map_with_path(fill, params)
 
 
@@ -106,13 +108,15 @@ def test_causal_and_shared_block_gradients_accumulate():
 
   def loss(p):
     return jnp.mean(nnx.merge(graphdef, p)(tokens()) ** 2)
+
   grads = jax.grad(loss)(params)
   # Block 0 serves layers 0-3: its gradient is the sum over the four uses, the same as the
   # sum of the four layer gradients of the equivalent unshared 12-layer GPT.
   merged = pg.to_gpt(model)
   g_def, g_state = nnx.split(merged)
   g_grads = jax.grad(lambda p: jnp.mean(nnx.merge(g_def, p)(tokens()) ** 2))(
-      nnx.to_pure_dict(g_state))
+    nnx.to_pure_dict(g_state)
+  )
   summed = sum(g_grads["h"][i]["mlp"]["c_fc"] for i in range(4))
   np.testing.assert_allclose(grads["h"][0]["mlp"]["c_fc"], summed, atol=1e-7, rtol=1e-4)
 
@@ -120,8 +124,18 @@ def test_causal_and_shared_block_gradients_accumulate():
 def test_registry_reads_stage_and_adapter_settings_from_the_model_section():
   c = config_base.base_config().model
   c.unlock()
-  c.update(arch="progressive", n_layer=12, n_head=2, n_embd=16, block_size=16,
-           vocab_size=VOCAB, stage=2, lora_rank=2, lora_targets="qkv", stage_groups=[3, 6, 12])
+  c.update(
+    arch="progressive",
+    n_layer=12,
+    n_head=2,
+    n_embd=16,
+    block_size=16,
+    vocab_size=VOCAB,
+    stage=2,
+    lora_rank=2,
+    lora_targets="qkv",
+    stage_groups=[3, 6, 12],
+  )
   model = models.build(c, seed=0)
   attn = params_of(model)["h"][0]["attn"]
   assert len(model.h) == 6 and attn["lora_qkv_a"].shape == (16, 2)
@@ -131,8 +145,14 @@ def test_registry_reads_stage_and_adapter_settings_from_the_model_section():
 def test_stage_boundaries():
   assert progressive_train.stage_boundaries(12, (1 / 3, 1 / 3, 1 / 3)) == [4, 8, 12]
   assert progressive_train.stage_boundaries(10, (0.5, 0.25, 0.25)) == [5, 8, 10]
-  assert [progressive_train.stage_at(s, [4, 8, 12]) for s in (0, 3, 4, 7, 8, 12)] == \
-      [1, 1, 2, 2, 3, 3]
+  assert [progressive_train.stage_at(s, [4, 8, 12]) for s in (0, 3, 4, 7, 8, 12)] == [
+    1,
+    1,
+    2,
+    2,
+    3,
+    3,
+  ]
   with pytest.raises(ValueError, match="stage_fractions"):
     progressive_train.stage_boundaries(12, (0.5, 0.6))
 
@@ -140,10 +160,12 @@ def test_stage_boundaries():
 def smoke_config(tmp_path) -> ml_collections.ConfigDict:
   corpus = tmp_path / "corpus.txt"
   rng = np.random.default_rng(0)
-  corpus.write_text("\n".join(" ".join(rng.choice(["x", "y", "+", "=", "2", "3"], 12))
-                              for _ in range(200)))
-  from llmjax import config_util  # pylint: disable=import-outside-toplevel
-  c = config_util.load_config("configs/progressive.py:smoke")
+  corpus.write_text(
+    "\n".join(" ".join(rng.choice(["x", "y", "+", "=", "2", "3"], 12)) for _ in range(200))
+  )
+  from llmjax.config import load as config_load  # pylint: disable=import-outside-toplevel
+
+  c = config_load.load_config("configs/progressive.py:smoke")
   c.unlock()
   c.data.source, c.data.path, c.data.tokenizer = "file", str(corpus), "char"
   c.model.vocab_size = 257
@@ -157,12 +179,12 @@ def smoke_config(tmp_path) -> ml_collections.ConfigDict:
 def read_records(workdir):
   """metrics.jsonl without the wall-clock throughput."""
   records = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
-  return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")}
-          for r in records]
+  return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in records]
 
 
 def final_params(workdir):
   from llmjax import api  # pylint: disable=import-outside-toplevel
+
   model, config, step = api.load_model(workdir)
   return params_of(model), config, step
 
@@ -189,7 +211,7 @@ def test_training_job_switches_stages_and_resumes_across_a_boundary(tmp_path, mo
   shutil.copytree(split, fallback)
   for path in (fallback / "checkpoints" / "4" / "state").rglob("*"):
     if path.is_file() and path.parent.name == "d":
-      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
   fell_back = progressive_train.train(config, fallback)
   assert fell_back.resumed_from == 2 and fell_back.step == 9
   assert (fallback / "checkpoints" / "4.corrupt").is_dir()

@@ -2,15 +2,18 @@
 
 import pytest
 
-from llmjax import errors
-from llmjax import recite
+from llmjax.cli import recite
+from llmjax.util import errors
 
 TEXT = "Title\n\nOne line\nTwo line\n  Three line\n\nFour\nFive\n"
 
 
 def test_tail_pairs_take_lines_starting_in_the_tail_followed_by_a_line():
-  assert recite.tail_pairs(TEXT, 1.0) == [("One line", "Two line"), ("Two line", "  Three line"),
-                                          ("Four", "Five")]
+  assert recite.tail_pairs(TEXT, 1.0) == [
+    ("One line", "Two line"),
+    ("Two line", "  Three line"),
+    ("Four", "Five"),
+  ]
   # "Four" starts 10 characters before the end; "Five" is followed by no line.
   assert recite.tail_pairs(TEXT, 10 / len(TEXT)) == [("Four", "Five")]
   assert recite.tail_pairs(TEXT, 9 / len(TEXT)) == []
@@ -34,8 +37,9 @@ class FakeSampler:
 
 
 def test_recite_counts_exact_next_lines_only():
-  sampler = FakeSampler({"One line": "\nTwo line\nmore", "Two line": "\nThree line",
-                         "Four": " Five\nFive"})
+  sampler = FakeSampler(
+    {"One line": "\nTwo line\nmore", "Two line": "\nThree line", "Four": " Five\nFive"}
+  )
   result = recite.recite(sampler, TEXT, 1.0)
   assert [r["recited"] for r in result["rows"]] == [True, True, False]
   assert result["rows"][2]["got"] == "Four Five"  # The prompt's own line went on.
@@ -48,14 +52,25 @@ def test_importing_it_defines_no_flags():
   # Command-line modules share absl's global flags: one that defined --workdir on import
   # would clash with llmjax.sample (or any other) imported in the same process.
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   assert not flags.FLAGS.flags_by_module_dict().get(recite.__name__)
 
 
 def test_command_line_names_a_missing_text(tmp_path):
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
-  out = subprocess.run([sys.executable, "-m", "llmjax.recite", f"--workdir={tmp_path}",
-                        f"--text={tmp_path / 'book.txt'}"], capture_output=True, text=True,
-                       check=False)
+
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "llmjax.recite",
+      f"--workdir={tmp_path}",
+      f"--text={tmp_path / 'book.txt'}",
+    ],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert out.returncode != 0
   assert f"--text={tmp_path / 'book.txt'}: no such file" in out.stderr + out.stdout

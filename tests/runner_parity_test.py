@@ -14,12 +14,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from llmjax import config_util
 from llmjax import jobs
+from llmjax.config import load as config_util
 from llmjax.train import metrics as metrics_lib
 
-WORDS = ("the cat sat on a mat while rain fell over quiet hills and every river ran "
-         "down to the sea where ships wait for morning light").split()
+WORDS = (
+  "the cat sat on a mat while rain fell over quiet hills and every river ran "
+  "down to the sea where ships wait for morning light"
+).split()
 
 
 def corpus(path, n_words=6000, seed=0):
@@ -32,15 +34,29 @@ def corpus(path, n_words=6000, seed=0):
 def parity_config(name, tmp_path):
   if name == "arena":
     return config_util.load_config("configs/arena_classifier.py:smoke"), {
-        "mesh.num_devices": 1, "train.steps": 40, "train.eval_every": 20}
-  spec = {"shakespeare": "configs/shakespeare.py:smoke",
-          "progressive": "configs/progressive.py:smoke"}[name]
+      "mesh.num_devices": 1,
+      "train.steps": 40,
+      "train.eval_every": 20,
+    }
+  spec = {
+    "shakespeare": "configs/shakespeare.py:smoke",
+    "progressive": "configs/progressive.py:smoke",
+  }[name]
   config = config_util.load_config(spec)
-  extra = {"model.n_layer": 4, "progressive.stage_groups": (1, 2, 4)} if name == "progressive" \
-      else {}
-  return config, {**extra, "data.source": "file", "data.path": str(corpus(tmp_path / "text.txt")),
-                  "data.val_fraction": 0.1, "data.max_tokens": 0, "data.tokenizer": "char",
-                  "model.vocab_size": 257, "mesh.num_devices": 1, "train.sample_tokens": 0}
+  extra = (
+    {"model.n_layer": 4, "progressive.stage_groups": (1, 2, 4)} if name == "progressive" else {}
+  )
+  return config, {
+    **extra,
+    "data.source": "file",
+    "data.path": str(corpus(tmp_path / "text.txt")),
+    "data.val_fraction": 0.1,
+    "data.max_tokens": 0,
+    "data.tokenizer": "char",
+    "model.vocab_size": 257,
+    "mesh.num_devices": 1,
+    "train.sample_tokens": 0,
+  }
 
 
 def losses(name, tmp_path):
@@ -49,8 +65,10 @@ def losses(name, tmp_path):
   config_util.apply_overrides(config, overrides)
   jobs.run(config, str(tmp_path / "run"))
   records = metrics_lib.read_metrics(tmp_path / "run")
-  return ([r["train_loss"] for r in records if "train_loss" in r],
-          [r["val_loss"] for r in records if "val_loss" in r])
+  return (
+    [r["train_loss"] for r in records if "train_loss" in r],
+    [r["val_loss"] for r in records if "val_loss" in r],
+  )
 
 
 # shakespeare and progressive were re-recorded when the training windows' grid gained its
@@ -59,24 +77,51 @@ def losses(name, tmp_path):
 # arithmetic did not (the validation windows are the same; the first val losses differ by
 # 0.001).
 EXPECTED = {
-    'shakespeare': {
-        'train': [5.51964807510376, 5.520357131958008, 5.522110939025879, 5.5128865242004395,
-                  5.4922990798950195, 5.470512866973877, 5.42415714263916, 5.38875675201416,
-                  5.3738579750061035, 5.349074840545654, 5.3428263664245605, 5.328840255737305,
-                  5.300382614135742, 5.291684150695801, 5.302386283874512, 5.271060943603516,
-                  5.2500152587890625, 5.305675029754639, 5.242815017700195, 5.271487712860107],
-        'val': [5.323149919509888, 5.245083332061768]},
-    'progressive': {
-        'train': [5.529942512512207, 5.539515495300293, 5.482932090759277, 5.396732330322266,
-                  5.361742973327637, 5.326807975769043, 5.304214000701904, 5.280921459197998,
-                  5.276665687561035],
-        'val': [5.39309549331665, 5.2913970947265625, 5.263733148574829]},
-    # Re-recorded when the arena rows moved to a three-way split grouped by prompt (the
-    # rows each split holds changed; the job's numerics did not).
-    'arena': {
-        'train': [0.7337072491645813, 0.28427645564079285, 0.19481350481510162,
-                  0.19056962430477142],
-        'val': [0.27660678377021575, 0.1542352206199475]},
+  "shakespeare": {
+    "train": [
+      5.51964807510376,
+      5.520357131958008,
+      5.522110939025879,
+      5.5128865242004395,
+      5.4922990798950195,
+      5.470512866973877,
+      5.42415714263916,
+      5.38875675201416,
+      5.3738579750061035,
+      5.349074840545654,
+      5.3428263664245605,
+      5.328840255737305,
+      5.300382614135742,
+      5.291684150695801,
+      5.302386283874512,
+      5.271060943603516,
+      5.2500152587890625,
+      5.305675029754639,
+      5.242815017700195,
+      5.271487712860107,
+    ],
+    "val": [5.323149919509888, 5.245083332061768],
+  },
+  "progressive": {
+    "train": [
+      5.529942512512207,
+      5.539515495300293,
+      5.482932090759277,
+      5.396732330322266,
+      5.361742973327637,
+      5.326807975769043,
+      5.304214000701904,
+      5.280921459197998,
+      5.276665687561035,
+    ],
+    "val": [5.39309549331665, 5.2913970947265625, 5.263733148574829],
+  },
+  # Re-recorded when the arena rows moved to a three-way split grouped by prompt (the
+  # rows each split holds changed; the job's numerics did not).
+  "arena": {
+    "train": [0.7337072491645813, 0.28427645564079285, 0.19481350481510162, 0.19056962430477142],
+    "val": [0.27660678377021575, 0.1542352206199475],
+  },
 }
 
 

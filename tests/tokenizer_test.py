@@ -22,9 +22,12 @@ def bpe_path(tmp_path_factory):
   tok = tokenizers.Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["[PAD]", EOT_TEXT],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                show_progress=False)
+  trainer = trainers.BpeTrainer(
+    vocab_size=300,
+    special_tokens=["[PAD]", EOT_TEXT],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+  )
   tok.train_from_iterator([TEXT] * 20, trainer=trainer)
   path = tmp_path_factory.mktemp("bpe") / "tokenizer.json"
   tok.save(str(path))
@@ -46,8 +49,7 @@ def test_gpt2_known_ids(gpt2):
 def test_gpt2_round_trip(gpt2):
   text = TEXT + " Ünïcödé — 東京 🎭 tabs\tand  spaces  \n"
   assert gpt2.decode(gpt2.encode(text)) == text
-  assert gpt2.encode_batch([TEXT, "Hello world", ""]) == [
-      gpt2.encode(TEXT), [15496, 995], []]
+  assert gpt2.encode_batch([TEXT, "Hello world", ""]) == [gpt2.encode(TEXT), [15496, 995], []]
 
 
 def test_gpt2_eot_is_explicit(gpt2):
@@ -66,8 +68,7 @@ def test_gpt2_is_cached(gpt2):
 
 def test_char():
   tok = get_tokenizer("char")
-  assert (tok.name, tok.vocab_size, tok.eot_id, tok.dtype) == ("char", 257, 256,
-                                                                np.uint16)
+  assert (tok.name, tok.vocab_size, tok.eot_id, tok.dtype) == ("char", 257, 256, np.uint16)
   assert tok.encode("Hi é") == [72, 105, 32, 0xC3, 0xA9]
   assert tok.decode([72, 105, 32, 0xC3, 0xA9]) == "Hi é"
   assert tok.encode(f"a{EOT_TEXT}b", allow_eot=True) == [97, 256, 98]
@@ -86,8 +87,7 @@ def test_hf_bpe(bpe_path):
   assert tok.decode(ids) == TEXT
   assert tok.encode_batch([TEXT, "Speak"]) == [ids, tok.encode("Speak")]
   text = f"Speak{EOT_TEXT}speak"
-  assert tok.encode(text, allow_eot=True) == (
-      tok.encode("Speak") + [1] + tok.encode("speak"))
+  assert tok.encode(text, allow_eot=True) == (tok.encode("Speak") + [1] + tok.encode("speak"))
   assert 1 not in tok.encode(text)
   assert tok.decode(tok.encode(text)) == text
 

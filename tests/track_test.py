@@ -7,19 +7,31 @@ import warnings
 import ml_collections
 import pytest
 
-from llmjax import config_base
-from llmjax import track
+from llmjax.config import schema as config_base
+from llmjax.runs import track
 
 DOWN = "http://127.0.0.1:9"  # Nothing listens on the discard port: connection refused.
 
 
 def test_flatten_params_and_numeric_metrics():
-  c = ml_collections.ConfigDict({"name": "x", "model": {"n_layer": 2, "dtype": "float32"},
-                                 "optim": {"lr": 1e-3, "clip": None}})
-  assert track.flatten_params(c) == {"model.dtype": "float32", "model.n_layer": "2",
-                                     "name": "x", "optim.clip": "None", "optim.lr": "0.001"}
-  record = {"step": 3, "train_loss": 2.5, "tokens": 96, "ok": True, "name": "a",
-            "val_loss": float("nan")}
+  c = ml_collections.ConfigDict(
+    {"name": "x", "model": {"n_layer": 2, "dtype": "float32"}, "optim": {"lr": 1e-3, "clip": None}}
+  )
+  assert track.flatten_params(c) == {
+    "model.dtype": "float32",
+    "model.n_layer": "2",
+    "name": "x",
+    "optim.clip": "None",
+    "optim.lr": "0.001",
+  }
+  record = {
+    "step": 3,
+    "train_loss": 2.5,
+    "tokens": 96,
+    "ok": True,
+    "name": "a",
+    "val_loss": float("nan"),
+  }
   assert track.numeric_metrics(record) == {"train_loss": 2.5, "tokens": 96.0}
 
 
@@ -52,6 +64,7 @@ def store_uri(tmp_path_factory):
 def mlflow_client(store_uri, monkeypatch):
   pytest.importorskip("mlflow")
   from mlflow.tracking import MlflowClient
+
   monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
   return MlflowClient(store_uri)
 
@@ -88,7 +101,9 @@ def test_mlflow_logs_and_resumes_into_the_same_run(tmp_path, mlflow_client):
   assert history(mlflow_client, t.run_id, "train_loss") == [(1, 2.0), (2, 1.0)]
   assert history(mlflow_client, t.run_id, "val_loss") == [(2, 2.5)]
   assert sorted(a.path for a in mlflow_client.list_artifacts(t.run_id)) == [
-      "config.json", "samples.txt"]
+    "config.json",
+    "samples.txt",
+  ]
   assert track.run_id_for(workdir) == t.run_id
   # Resume (train.steps raised): the same MLflow run, params kept, the change as a tag.
   config.train.steps = 8
@@ -154,8 +169,7 @@ def test_log_finished_run_sends_only_missing_steps(tmp_path, mlflow_client, caps
   with open(workdir / "metrics.jsonl", "a") as f:
     f.write(json.dumps({"step": 4, "train_loss": 0.5}) + "\n")
   assert track.log_finished_run(workdir, "backfill") == run_id
-  assert history(mlflow_client, run_id, "train_loss") == [
-      (1, 3.0), (2, 2.0), (3, 1.0), (4, 0.5)]
+  assert history(mlflow_client, run_id, "train_loss") == [(1, 3.0), (2, 2.0), (3, 1.0), (4, 0.5)]
   assert mlflow_client.get_run(run_id).data.params["name"] == "old"
   assert track.main([str(tmp_path / "missing")]) == 1
   assert "no metrics.jsonl" in capsys.readouterr().err
@@ -177,10 +191,12 @@ def tiny_config(text_path, steps):
 
 
 @pytest.mark.slow
-def test_training_with_server_down_then_backfill_then_resume(tmp_path, monkeypatch, store_uri,
-                                                             mlflow_client):
+def test_training_with_server_down_then_backfill_then_resume(
+  tmp_path, monkeypatch, store_uri, mlflow_client
+):
   from llmjax.train import lm
   from llmjax.train import metrics as metrics_lib
+
   text = tmp_path / "text.txt"
   text.write_text("".join(f"line {i}: the quick brown fox jumps.\n" for i in range(200)))
   workdir = tmp_path / "tiny"

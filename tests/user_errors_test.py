@@ -13,25 +13,47 @@ pytestmark = pytest.mark.slow
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 CASES = {
-    # job: (config, overrides, words the one line must hold)
-    "train-missing-file": ("configs/shakespeare.py:smoke",
-                           {"data.source": "file", "data.path": "/no/such/book.txt",
-                            "data.tokenizer": "char", "model.vocab_size": 257},
-                           "/no/such/book.txt"),
-    "progressive-missing-file": ("configs/progressive.py:smoke",
-                                 {"data.source": "file", "data.path": "/no/such/math.txt",
-                                  "data.max_tokens": 0, "data.tokenizer": "char",
-                                  "model.vocab_size": 257}, "/no/such/math.txt"),
-    "classify-missing-file": ("configs/arena_classifier.py:smoke",
-                              {"arena.source": "csv", "arena.path": "/no/such/arena.csv"},
-                              "/no/such/arena.csv"),
-    "classify-unreachable-hub": ("configs/arena_classifier.py:smoke",
-                                 {"arena.source": "hf",
-                                  "arena.path": "lmsys/lmsys-arena-human-preference-55k"},
-                                 "lmsys/lmsys-arena-human-preference-55k"),
-    "train-out-of-memory": ("configs/shakespeare.py:smoke",
-                            {**{k: v for k, v in h.TINY.items()}, "data.path": "CORPUS",
-                             "train.memory_limit_gib": 0.000001}, "To fit:"),
+  # job: (config, overrides, words the one line must hold)
+  "train-missing-file": (
+    "configs/shakespeare.py:smoke",
+    {
+      "data.source": "file",
+      "data.path": "/no/such/book.txt",
+      "data.tokenizer": "char",
+      "model.vocab_size": 257,
+    },
+    "/no/such/book.txt",
+  ),
+  "progressive-missing-file": (
+    "configs/progressive.py:smoke",
+    {
+      "data.source": "file",
+      "data.path": "/no/such/math.txt",
+      "data.max_tokens": 0,
+      "data.tokenizer": "char",
+      "model.vocab_size": 257,
+    },
+    "/no/such/math.txt",
+  ),
+  "classify-missing-file": (
+    "configs/arena_classifier.py:smoke",
+    {"arena.source": "csv", "arena.path": "/no/such/arena.csv"},
+    "/no/such/arena.csv",
+  ),
+  "classify-unreachable-hub": (
+    "configs/arena_classifier.py:smoke",
+    {"arena.source": "hf", "arena.path": "lmsys/lmsys-arena-human-preference-55k"},
+    "lmsys/lmsys-arena-human-preference-55k",
+  ),
+  "train-out-of-memory": (
+    "configs/shakespeare.py:smoke",
+    {
+      **{k: v for k, v in h.TINY.items()},
+      "data.path": "CORPUS",
+      "train.memory_limit_gib": 0.000001,
+    },
+    "To fit:",
+  ),
 }
 
 

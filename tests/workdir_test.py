@@ -6,9 +6,9 @@ import signal
 
 import pytest
 
-from llmjax import config_base
-from llmjax import errors
-from llmjax.train import workdir as workdir_lib
+from llmjax.config import schema as config_base
+from llmjax.runs import workdir as workdir_lib
+from llmjax.util import errors
 
 
 def test_a_second_job_on_the_same_workdir_is_refused(tmp_path):

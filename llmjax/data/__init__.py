@@ -13,10 +13,15 @@ import logging
 import os
 import pathlib
 
+from llmjax.data import notes, registry
+from llmjax.data import tokenizer as tokenizer_lib
+from llmjax.util import errors, fileio
+
 NOTES_FILE = "notes.json"
 WHOLE_TEXT_MESSAGE = (
-    "data.val_fraction=0: training on the whole text; validation windows are drawn from "
-    "the training text, so the validation loss measures memorisation, not generalisation")
+  "data.val_fraction=0: training on the whole text; validation windows are drawn from "
+  "the training text, so the validation loss measures memorisation, not generalisation"
+)
 
 
 def _notes_variant(config) -> str:
@@ -44,50 +49,43 @@ def data_splits(config, workdir: str | os.PathLike[str] | None = None):
   if not _notes_variant(config):
     return splits, tokenizer
   if workdir is not None:
-    from llmjax import fileio  # pylint: disable=g-import-not-at-top
-    fileio.atomic_write_json(pathlib.Path(workdir) / NOTES_FILE,
-                             {**splits.manifest["notes"], "corpus": str(splits.dir)})
+    fileio.atomic_write_json(
+      pathlib.Path(workdir) / NOTES_FILE, {**splits.manifest["notes"], "corpus": str(splits.dir)}
+    )
   return splits, tokenizer
 
 
 def _splits(config):
-  from llmjax import errors  # pylint: disable=g-import-not-at-top
-  from llmjax.data import registry  # pylint: disable=g-import-not-at-top
-  from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-
   base = tokenizer_lib.get_tokenizer(config.data.tokenizer)
   if base.vocab_size > config.model.vocab_size:
     raise errors.ConfigError(
-        f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
-        f"vocabulary ({base.vocab_size}); set --config.model.vocab_size={base.vocab_size}.")
+      f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
+      f"vocabulary ({base.vocab_size}); set --config.model.vocab_size={base.vocab_size}."
+    )
   if not _notes_variant(config):
     return registry.prepare_tokens(config.data), base
-  from llmjax.data import notes  # pylint: disable=g-import-not-at-top
-
   registry.check_data(config.data)
   splits = notes.prepare_notes(config.data, config.notes)
   manifest = splits.manifest
   if manifest["vocab_size"] > config.model.vocab_size:
     raise errors.ConfigError(
-        f"model.vocab_size={config.model.vocab_size} is smaller than the "
-        f"{config.notes.variant!r} notes corpus's vocabulary "
-        f"({manifest['vocab_size']}: {base.vocab_size} base tokens + "
-        f"{len(manifest['notes']['note_vocab'])} notes of scheme "
-        f"{manifest['notes']['scheme']!r}); set --config.model.vocab_size="
-        f"{manifest['vocab_size']}.")
+      f"model.vocab_size={config.model.vocab_size} is smaller than the "
+      f"{config.notes.variant!r} notes corpus's vocabulary "
+      f"({manifest['vocab_size']}: {base.vocab_size} base tokens + "
+      f"{len(manifest['notes']['note_vocab'])} notes of scheme "
+      f"{manifest['notes']['scheme']!r}); set --config.model.vocab_size="
+      f"{manifest['vocab_size']}."
+    )
   return splits, notes.NotesTokenizer(base, manifest["notes"]["note_vocab"])
 
 
 def run_tokenizer(config, workdir: str | os.PathLike[str] | None = None):
   """The tokenizer of a run: notes-aware for notes runs (from the run's
   `notes.json`, else from its corpus), the base tokenizer otherwise."""
-  from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-
   base = tokenizer_lib.get_tokenizer(config.data.tokenizer)
   if not _notes_variant(config):
     return base
   path = pathlib.Path(workdir) / NOTES_FILE if workdir is not None else None
   if path is not None and path.is_file():
-    from llmjax.data import notes  # pylint: disable=g-import-not-at-top
     return notes.NotesTokenizer(base, json.loads(path.read_text())["note_vocab"])
   return data_splits(config)[1]

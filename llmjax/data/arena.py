@@ -27,22 +27,26 @@ import json
 import math
 import pathlib
 import sys
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import tokenizers
 from tqdm import tqdm
 
-from llmjax import errors
 from llmjax.models.pair_classifier import A_WINS, B_WINS, TIE
+from llmjax.pretrained import encoder_tokenizer as tokenizer
+from llmjax.util import errors
 
 TEXT_FIELDS = ("prompt", "response_a", "response_b")
 WINNER_FIELDS = ("winner_model_a", "winner_model_b", "winner_tie")
 SOURCES = ("hf", "csv", "parquet", "jsonl", "synthetic")
 TURN_SEPARATOR = "\n\n"
-SYNTHETIC_WORDS = ("the cat dog runs blue red house tree water light day night good bad small "
-                   "big old new car road bird fish song book city river stone cloud green "
-                   "black white sun").split()
+SYNTHETIC_WORDS = (
+  "the cat dog runs blue red house tree water light day night good bad small "
+  "big old new car road bird fish song book city river stone cloud green "
+  "black white sun"
+).split()
 
 
 class BadRow(ValueError):
@@ -60,6 +64,7 @@ class Example:
 @dataclasses.dataclass
 class LoadReport:
   """What was read and what was skipped, by reason."""
+
   origin: str
   rows: int = 0
   kept: int = 0
@@ -137,13 +142,14 @@ def parse_rows(rows: Iterable[dict[str, Any]], origin: str) -> tuple[list[Exampl
 def synthetic_tokenizer() -> tokenizers.Tokenizer:
   """A WordPiece tokenizer over the synthetic rows' words (`classifier.tokenizer=synthetic`):
   ids 0-4 are [PAD] [UNK] [CLS] [SEP] [MASK], every word is one token, 36 in all."""
-  from llmjax.pretrained import tokenizer  # pylint: disable=import-outside-toplevel
-  return tokenizer.wordpiece_from_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-                                          *SYNTHETIC_WORDS], source="synthetic vocabulary")
+  return tokenizer.wordpiece_from_tokens(
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *SYNTHETIC_WORDS], source="synthetic vocabulary"
+  )
 
 
-def synthetic_rows(n: int, seed: int, max_words: int = 24, tie_fraction: float = 0.1,
-                   distinct_prompts: int = 0) -> list[dict[str, Any]]:
+def synthetic_rows(
+  n: int, seed: int, max_words: int = 24, tie_fraction: float = 0.1, distinct_prompts: int = 0
+) -> list[dict[str, Any]]:
   """LMSYS-layout rows where the longer response wins and equal lengths tie.
 
   Lengths differ by at least 3 words unless tied, so the rule is learnable from text.
@@ -152,8 +158,10 @@ def synthetic_rows(n: int, seed: int, max_words: int = 24, tie_fraction: float =
   """
   rng = np.random.default_rng(seed)
   pool_rng = np.random.default_rng([seed, 1])
-  pool = [" ".join(pool_rng.choice(SYNTHETIC_WORDS, size=int(pool_rng.integers(2, 7))))
-          for _ in range(distinct_prompts)]
+  pool = [
+    " ".join(pool_rng.choice(SYNTHETIC_WORDS, size=int(pool_rng.integers(2, 7))))
+    for _ in range(distinct_prompts)
+  ]
 
   def words(k):
     return " ".join(rng.choice(SYNTHETIC_WORDS, size=k))
@@ -170,12 +178,14 @@ def synthetic_rows(n: int, seed: int, max_words: int = 24, tie_fraction: float =
     prompt = words(int(rng.integers(2, 7)))
     if pool:
       prompt = pool[int(pool_rng.integers(len(pool)))]
-    rows.append({
+    rows.append(
+      {
         "prompt": json.dumps([prompt]),
         "response_a": json.dumps([words(len_a)]),
         "response_b": json.dumps([words(len_b)]),
         **{f: int(label == c) for f, c in zip(WINNER_FIELDS, (A_WINS, B_WINS, TIE))},
-    })
+      }
+    )
   return rows
 
 
@@ -196,53 +206,84 @@ def _read_jsonl(path: pathlib.Path) -> Iterator[dict[str, Any]]:
 
 
 def _read_parquet(path: pathlib.Path) -> Iterator[dict[str, Any]]:
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq  # Imported here: pyarrow (only parquet arena files need it).
+
   yield from pq.read_table(path).to_pylist()
 
 
 def _read_hf(path: str, split: str) -> Iterator[dict[str, Any]]:
-  import datasets  # pylint: disable=import-outside-toplevel
+  import datasets  # Imported here: datasets (heavy; only hub sources need it).
+
   try:
     rows = datasets.load_dataset(path, split=split)
   except (ConnectionError, OSError, ValueError) as e:
     if pathlib.Path(path).expanduser().exists():
-      raise errors.DataError(f"arena.path={path!r} could not be read as a dataset: "
-                             f"{' '.join(str(e).split())[:300]}") from None
+      raise errors.DataError(
+        f"arena.path={path!r} could not be read as a dataset: {' '.join(str(e).split())[:300]}"
+      ) from None
     raise errors.DownloadError(
-        f"arena.path={path!r} could not be loaded from the Hugging Face hub "
-        f"({type(e).__name__}: {' '.join(str(e).split())[:200]}). Download it where the hub "
-        "is reachable (it is then cached), or export its rows to a file and set "
-        "--config.arena.source=csv|jsonl|parquet --config.arena.path=FILE.") from None
+      f"arena.path={path!r} could not be loaded from the Hugging Face hub "
+      f"({type(e).__name__}: {' '.join(str(e).split())[:200]}). Download it where the hub "
+      "is reachable (it is then cached), or export its rows to a file and set "
+      "--config.arena.source=csv|jsonl|parquet --config.arena.path=FILE."
+    ) from None
   yield from rows
 
 
-def read_rows(source: str, path: str, split: str = "train", *, synthetic_n: int = 1000,
-              seed: int = 0, synthetic_prompts: int = 0,
-              synthetic_max_words: int = 24) -> Iterator[dict[str, Any]]:
+def read_rows(
+  source: str,
+  path: str,
+  split: str = "train",
+  *,
+  synthetic_n: int = 1000,
+  seed: int = 0,
+  synthetic_prompts: int = 0,
+  synthetic_max_words: int = 24,
+) -> Iterator[dict[str, Any]]:
   """Raw rows from `source` (see SOURCES); local files must exist."""
   if source not in SOURCES:
     raise errors.ConfigError(f"arena.source={source!r}; use one of {SOURCES}")
   if source == "synthetic":
-    return iter(synthetic_rows(synthetic_n, seed, max_words=synthetic_max_words,
-                               distinct_prompts=synthetic_prompts))
+    return iter(
+      synthetic_rows(
+        synthetic_n, seed, max_words=synthetic_max_words, distinct_prompts=synthetic_prompts
+      )
+    )
   if not path:
-    raise errors.ConfigError(f"arena.source={source!r} needs arena.path (a file, dataset "
-                             "directory or hub dataset id)")
+    raise errors.ConfigError(
+      f"arena.source={source!r} needs arena.path (a file, dataset directory or hub dataset id)"
+    )
   if source == "hf":
     return _read_hf(path, split)
   file = pathlib.Path(path).expanduser()
   if not file.is_file():
-    raise errors.DataFileNotFoundError(f"arena.path {path!r} is not a file "
-                                       f"(arena.source={source!r}); check the path.")
+    raise errors.DataFileNotFoundError(
+      f"arena.path {path!r} is not a file (arena.source={source!r}); check the path."
+    )
   return {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[source](file)
 
 
-def load_examples(source: str, path: str, split: str = "train", *, max_rows: int = 0,
-                  synthetic_n: int = 1000, seed: int = 0, synthetic_prompts: int = 0,
-                  synthetic_max_words: int = 24) -> tuple[list[Example], LoadReport]:
+def load_examples(
+  source: str,
+  path: str,
+  split: str = "train",
+  *,
+  max_rows: int = 0,
+  synthetic_n: int = 1000,
+  seed: int = 0,
+  synthetic_prompts: int = 0,
+  synthetic_max_words: int = 24,
+) -> tuple[list[Example], LoadReport]:
   """Parsed examples and the report of skipped rows."""
-  rows = read_rows(source, path, split, synthetic_n=synthetic_n, seed=seed,
-                   synthetic_prompts=synthetic_prompts, synthetic_max_words=synthetic_max_words)
+  rows = read_rows(
+    source,
+    path,
+    split,
+    synthetic_n=synthetic_n,
+    seed=seed,
+    synthetic_prompts=synthetic_prompts,
+    synthetic_max_words=synthetic_max_words,
+  )
   if max_rows:
     rows = (row for i, row in zip(range(max_rows), rows))
   origin = f"{source}:{synthetic_n if source == 'synthetic' else path}"
@@ -252,9 +293,16 @@ def load_examples(source: str, path: str, split: str = "train", *, max_rows: int
   return examples, report
 
 
-def encode_pairs(examples: list[Example], tokenizer: tokenizers.Tokenizer, *,
-                 prompt_max_tokens: int, response_max_tokens: int, pad_id: int,
-                 max_length: int = 0, show_progress: bool = False) -> dict[str, np.ndarray]:
+def encode_pairs(
+  examples: list[Example],
+  tokenizer: tokenizers.Tokenizer,
+  *,
+  prompt_max_tokens: int,
+  response_max_tokens: int,
+  pad_id: int,
+  max_length: int = 0,
+  show_progress: bool = False,
+) -> dict[str, np.ndarray]:
   """Token arrays {ids,mask,types}_{a,b} (NxT int32) and labels (N,).
 
   T is the longest encoded side, rounded up to a multiple of 8 (at most `max_length`).
@@ -263,19 +311,26 @@ def encode_pairs(examples: list[Example], tokenizer: tokenizers.Tokenizer, *,
   """
   budget = max_length - tokenizer.num_special_tokens_to_add(True) if max_length else 0
   if max_length and budget < 1:
-    raise errors.ConfigError(f"arena.max_length={max_length} leaves no room for text after "
-                             f"{max_length - budget} special tokens; use 0 (no cap) or more")
+    raise errors.ConfigError(
+      f"arena.max_length={max_length} leaves no room for text after "
+      f"{max_length - budget} special tokens; use 0 (no cap) or more"
+    )
   prompts = tokenizer.encode_batch([e.prompt for e in examples], add_special_tokens=False)
   sides = {}
   for side in ("a", "b"):
-    responses = tokenizer.encode_batch([getattr(e, f"response_{side}") for e in examples],
-                                       add_special_tokens=False)
+    responses = tokenizer.encode_batch(
+      [getattr(e, f"response_{side}") for e in examples], add_special_tokens=False
+    )
     encoded = []
-    for p, r in tqdm(zip(prompts, responses), total=len(examples), disable=not show_progress,
-                     desc=f"encode side {side}", unit="pair"):
+    for p, r in tqdm(
+      zip(prompts, responses),
+      total=len(examples),
+      disable=not show_progress,
+      desc=f"encode side {side}",
+      unit="pair",
+    ):
       p.truncate(min(prompt_max_tokens, budget) if budget else prompt_max_tokens)
-      r.truncate(min(response_max_tokens, budget - len(p.ids)) if budget
-                 else response_max_tokens)
+      r.truncate(min(response_max_tokens, budget - len(p.ids)) if budget else response_max_tokens)
       encoded.append(tokenizer.post_process(p, r, add_special_tokens=True))
     sides[side] = encoded
   length = max(len(e.ids) for enc in sides.values() for e in enc)
@@ -303,15 +358,16 @@ def split_fractions(val_fraction: float, test_fraction: float) -> tuple[float, f
   train = 1.0 - val_fraction - test_fraction
   if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and train > 0):
     raise errors.ConfigError(
-        f"arena.val_fraction={val_fraction} and arena.test_fraction={test_fraction} must "
-        "leave a training share above 0 (validation in (0, 1), test in [0, 1)); e.g. 0.1 and "
-        "0.1 for the 80/10/10 split")
+      f"arena.val_fraction={val_fraction} and arena.test_fraction={test_fraction} must "
+      "leave a training share above 0 (validation in (0, 1), test in [0, 1)); e.g. 0.1 and "
+      "0.1 for the 80/10/10 split"
+    )
   return train, val_fraction, test_fraction
 
 
-def split_grouped(examples: list[Example],
-                  fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_grouped(
+  examples: list[Example], fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Sorted index arrays (train, val, test) into `examples`, grouped by prompt text.
 
   The distinct prompts are shuffled with `seed` and laid end to end, each taking as many
@@ -321,13 +377,15 @@ def split_grouped(examples: list[Example],
   distinct prompts) is an error.
   """
   fractions = tuple(float(f) for f in fractions)
-  if (len(fractions) != 3 or min(fractions) < 0
-      or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)):
-    raise errors.ConfigError(f"split fractions {fractions} must be three shares (train, "
-                             "validation, test) >= 0 that sum to 1, e.g. (0.8, 0.1, 0.1)")
+  if (
+    len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+  ):
+    raise errors.ConfigError(
+      f"split fractions {fractions} must be three shares (train, "
+      "validation, test) >= 0 that sum to 1, e.g. (0.8, 0.1, 0.1)"
+    )
   group_of: dict[str, int] = {}
-  group_N = np.asarray([group_of.setdefault(e.prompt, len(group_of)) for e in examples],
-                       np.int64)
+  group_N = np.asarray([group_of.setdefault(e.prompt, len(group_of)) for e in examples], np.int64)
   sizes_G = np.bincount(group_N, minlength=len(group_of))
   order_G = np.random.default_rng(seed).permutation(len(group_of))
   middle_G = (np.cumsum(sizes_G[order_G]) - sizes_G[order_G] / 2) / max(len(examples), 1)
@@ -338,15 +396,17 @@ def split_grouped(examples: list[Example],
   for name, fraction, rows in zip(SPLIT_NAMES, fractions, out):
     if fraction > 0 and not len(rows):
       raise errors.DataError(
-          f"{len(examples)} examples with {len(group_of)} distinct prompts give no {name} "
-          f"rows for a share of {fraction}; use more rows (arena.max_rows) or a larger "
-          "arena.val_fraction / arena.test_fraction")
+        f"{len(examples)} examples with {len(group_of)} distinct prompts give no {name} "
+        f"rows for a share of {fraction}; use more rows (arena.max_rows) or a larger "
+        "arena.val_fraction / arena.test_fraction"
+      )
   return out
 
 
 @dataclasses.dataclass
 class Splits:
   """Encoded arrays of each split (`encode_pairs` layout) and the row indices behind them."""
+
   train: dict[str, np.ndarray]
   val: dict[str, np.ndarray]
   test: dict[str, np.ndarray]
@@ -355,12 +415,15 @@ class Splits:
 
   def summary(self) -> str:
     n = {k: len(v) for k, v in self.rows.items()}
-    return (f"{n['train']:,} train / {n['val']:,} validation / {n['test']:,} test pairs "
-            f"(no prompt in two splits)")
+    return (
+      f"{n['train']:,} train / {n['val']:,} validation / {n['test']:,} test pairs "
+      f"(no prompt in two splits)"
+    )
 
 
-def prepare_splits(ac, tokenizer: tokenizers.Tokenizer, pad_id: int, seed: int, *,
-                   show_progress: bool = False) -> Splits:
+def prepare_splits(
+  ac, tokenizer: tokenizers.Tokenizer, pad_id: int, seed: int, *, show_progress: bool = False
+) -> Splits:
   """Loads, encodes and splits the rows the `arena` config section names.
 
   Reads arena.{source, path, split, max_rows, synthetic_rows, synthetic_prompts,
@@ -369,23 +432,42 @@ def prepare_splits(ac, tokenizer: tokenizers.Tokenizer, pad_id: int, seed: int, 
   defaults (no test split, no repeated synthetic prompts, no length cap).
   """
   examples, report = load_examples(
-      ac.source, ac.path, ac.split, max_rows=ac.max_rows, synthetic_n=ac.synthetic_rows,
-      seed=seed, synthetic_prompts=ac.get("synthetic_prompts", 0),
-      synthetic_max_words=ac.get("synthetic_max_words", 24))
+    ac.source,
+    ac.path,
+    ac.split,
+    max_rows=ac.max_rows,
+    synthetic_n=ac.synthetic_rows,
+    seed=seed,
+    synthetic_prompts=ac.get("synthetic_prompts", 0),
+    synthetic_max_words=ac.get("synthetic_max_words", 24),
+  )
   fractions = split_fractions(ac.val_fraction, ac.get("test_fraction", 0.0))
   rows = dict(zip(("train", "val", "test"), split_grouped(examples, fractions, seed)))
-  arrays = encode_pairs(examples, tokenizer, prompt_max_tokens=ac.prompt_max_tokens,
-                        response_max_tokens=ac.response_max_tokens, pad_id=pad_id,
-                        max_length=ac.get("max_length", 0), show_progress=show_progress)
+  arrays = encode_pairs(
+    examples,
+    tokenizer,
+    prompt_max_tokens=ac.prompt_max_tokens,
+    response_max_tokens=ac.response_max_tokens,
+    pad_id=pad_id,
+    max_length=ac.get("max_length", 0),
+    show_progress=show_progress,
+  )
   take = lambda idx: {k: v[idx] for k, v in arrays.items()}  # noqa: E731
-  return Splits(train=take(rows["train"]), val=take(rows["val"]), test=take(rows["test"]),
-                rows=rows, report=report)
+  return Splits(
+    train=take(rows["train"]),
+    val=take(rows["val"]),
+    test=take(rows["test"]),
+    rows=rows,
+    report=report,
+  )
 
 
 def epoch_steps(train_rows: int, batch_size: int, epochs: int) -> tuple[int, int]:
   """(total steps, steps per epoch) for `epochs` passes over `train_rows` in full batches."""
   per_epoch = train_rows // batch_size
   if per_epoch < 1:
-    raise errors.ConfigError(f"{train_rows} training pairs do not fill one batch of "
-                             f"train.batch_size={batch_size}; lower it or use more rows")
+    raise errors.ConfigError(
+      f"{train_rows} training pairs do not fill one batch of "
+      f"train.batch_size={batch_size}; lower it or use more rows"
+    )
   return epochs * per_epoch, per_epoch

@@ -10,10 +10,10 @@ regularities are learnable. `data.source='math'` with `data.path='generated'` re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import fractions
 import math
 import random
+from collections.abc import Callable, Iterator
 
 NAME = "generated"  # The data.path entry that selects this generator.
 
@@ -24,8 +24,9 @@ def _arithmetic(rng: random.Random) -> str:
   if op == "*":
     a, b = rng.randint(2, 99), rng.randint(2, 999)
     tens, ones = divmod(a, 10)
-    steps = (f"{a} * {b} = {tens * 10} * {b} + {ones} * {b} = {tens * 10 * b} + "
-             f"{ones * b} = {a * b}.")
+    steps = (
+      f"{a} * {b} = {tens * 10} * {b} + {ones} * {b} = {tens * 10 * b} + {ones * b} = {a * b}."
+    )
     return f"Compute {a} * {b}.\n\nSolution. {steps}"
   result = a + b if op == "+" else a - b
   return f"Compute {a} {op} {b}.\n\nSolution. {a} {op} {b} = {result}."
@@ -34,16 +35,19 @@ def _arithmetic(rng: random.Random) -> str:
 def _linear_equation(rng: random.Random) -> str:
   a, x, b = rng.randint(2, 12), rng.randint(-20, 20), rng.randint(1, 60)
   c = a * x + b
-  return (f"Solve {a}x + {b} = {c} for x.\n\nSolution. Subtract {b} from both sides: "
-          f"{a}x = {c - b}. Divide both sides by {a}: x = {x}. Check: {a} * ({x}) + {b} = "
-          f"{c}.")
+  return (
+    f"Solve {a}x + {b} = {c} for x.\n\nSolution. Subtract {b} from both sides: "
+    f"{a}x = {c - b}. Divide both sides by {a}: x = {x}. Check: {a} * ({x}) + {b} = "
+    f"{c}."
+  )
 
 
 def _term(coef: int, power: int, first: bool) -> str:
   sign = "-" if coef < 0 else ("" if first else "+")
   size = abs(coef)
   body = ("" if size == 1 and power else str(size)) + (
-      "x" if power == 1 else f"x^{power}" if power else "")
+    "x" if power == 1 else f"x^{power}" if power else ""
+  )
   return f"{sign}{body}" if first else f" {sign} {body}"
 
 
@@ -55,10 +59,13 @@ def _derivative(rng: random.Random) -> str:
   powers = sorted(rng.sample(range(0, 7), rng.randint(2, 4)), reverse=True)
   terms = [(rng.choice([-1, 1]) * rng.randint(1, 9), p) for p in powers]
   deriv = [(c * p, p - 1) for c, p in terms if p]
-  rules = "; ".join(f"d/dx {_polynomial([(c, p)])} = {_polynomial([(c * p, p - 1)])}"
-                    for c, p in terms if p)
-  return (f"Differentiate f(x) = {_polynomial(terms)}.\n\nSolution. By the power rule, "
-          f"{rules}. So f'(x) = {_polynomial(deriv)}.")
+  rules = "; ".join(
+    f"d/dx {_polynomial([(c, p)])} = {_polynomial([(c * p, p - 1)])}" for c, p in terms if p
+  )
+  return (
+    f"Differentiate f(x) = {_polynomial(terms)}.\n\nSolution. By the power rule, "
+    f"{rules}. So f'(x) = {_polynomial(deriv)}."
+  )
 
 
 def _gcd(rng: random.Random) -> str:
@@ -69,9 +76,11 @@ def _gcd(rng: random.Random) -> str:
   while y:
     lines.append(f"{x} = {x // y} * {y} + {x % y}")
     x, y = y, x % y
-  return (f"Find the greatest common divisor of {a} and {b}.\n\nSolution. By Euclid's "
-          f"algorithm: {'; '.join(lines)}. The last nonzero remainder is {x}, so "
-          f"gcd({a}, {b}) = {x}.")
+  return (
+    f"Find the greatest common divisor of {a} and {b}.\n\nSolution. By Euclid's "
+    f"algorithm: {'; '.join(lines)}. The last nonzero remainder is {x}, so "
+    f"gcd({a}, {b}) = {x}."
+  )
 
 
 def _fractions(rng: random.Random) -> str:
@@ -82,21 +91,31 @@ def _fractions(rng: random.Random) -> str:
   total = f"{a + b}/{den}"
   if str(p + q) != total:
     total += f" = {p + q}"
-  return (f"Add {p} and {q}.\n\nSolution. The common denominator is {den}: {p} = "
-          f"{a}/{den} and {q} = {b}/{den}. So {p} + {q} = {total}.")
+  return (
+    f"Add {p} and {q}.\n\nSolution. The common denominator is {den}: {p} = "
+    f"{a}/{den} and {q} = {b}/{den}. So {p} + {q} = {total}."
+  )
 
 
 def _series(rng: random.Random) -> str:
   first, step, n = rng.randint(1, 20), rng.randint(1, 9), rng.randint(5, 40)
   last = first + (n - 1) * step
-  return (f"Find the sum of the arithmetic series {first} + {first + step} + ... + "
-          f"{last}.\n\nSolution. It has n = {n} terms, from {first} to {last}. The sum "
-          f"is n * (first + last) / 2 = {n} * {first + last} / 2 = "
-          f"{n * (first + last) // 2}.")
+  return (
+    f"Find the sum of the arithmetic series {first} + {first + step} + ... + "
+    f"{last}.\n\nSolution. It has n = {n} terms, from {first} to {last}. The sum "
+    f"is n * (first + last) / 2 = {n} * {first + last} / 2 = "
+    f"{n * (first + last) // 2}."
+  )
 
 
 _KINDS: tuple[Callable[[random.Random], str], ...] = (
-    _arithmetic, _linear_equation, _derivative, _gcd, _fractions, _series)
+  _arithmetic,
+  _linear_equation,
+  _derivative,
+  _gcd,
+  _fractions,
+  _series,
+)
 
 
 def documents(seed: int = 0) -> Iterator[str]:

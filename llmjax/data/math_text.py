@@ -19,22 +19,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-import sys
-from typing import Iterator
 
-from llmjax import assets
-from llmjax import errors
-from llmjax.data import generated_math
-from llmjax.data import shards
-from llmjax.data import sources
+from llmjax.data import generated_math, shards, sources
 from llmjax.data.tokenizer import get_tokenizer
+from llmjax.util import assets, errors
 
 DEFAULT_DATASETS = ("ajibawa-2023/Maths-College", "open-web-math/open-web-math")
 # Columns joined (in this order) when a row has no `data.text_field` column, e.g. the
 # question/answer layouts of instruction-style math sets.
-FALLBACK_FIELDS = ("prompt", "instruction", "question", "input", "text", "output", "response",
-                   "answer")
+FALLBACK_FIELDS = (
+  "prompt",
+  "instruction",
+  "question",
+  "input",
+  "text",
+  "output",
+  "response",
+  "answer",
+)
 
 
 def dataset_ids(path: str) -> tuple[str, ...]:
@@ -65,24 +69,40 @@ def iter_documents(ids, split: str = "train", field: str = "text") -> Iterator[s
         n_docs += 1
         yield text
     if n_rows and not n_docs:
-      raise errors.DataError(f"math dataset {dataset_id!r} has no text in column "
-                       f"data.text_field={field!r} nor in any of {FALLBACK_FIELDS}; set "
-                       "--config.data.text_field to its text column.")
+      raise errors.DataError(
+        f"math dataset {dataset_id!r} has no text in column "
+        f"data.text_field={field!r} nor in any of {FALLBACK_FIELDS}; set "
+        "--config.data.text_field to its text column."
+      )
 
 
 def cache_key(ids, split, field, tokenizer, max_tokens, val_fraction) -> str:
-  ident = json.dumps([shards.FORMAT_VERSION, "math", list(ids), split, field, tokenizer.name,
-                      tokenizer.fingerprint, int(max_tokens), float(val_fraction)])
+  ident = json.dumps(
+    [
+      shards.FORMAT_VERSION,
+      "math",
+      list(ids),
+      split,
+      field,
+      tokenizer.name,
+      tokenizer.fingerprint,
+      int(max_tokens),
+      float(val_fraction),
+    ]
+  )
   return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
-def prepare_math_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *,
-                        progress: bool = True) -> shards.TokenSplits:
+def prepare_math_tokens(
+  data_cfg, cache_root: str | os.PathLike[str] | None = None, *, progress: bool = True
+) -> shards.TokenSplits:
   """Train/val token memmaps of the math datasets `data_cfg` names (built once, cached)."""
   max_tokens = int(data_cfg.get("max_tokens", 0) or 0)
   if max_tokens <= 0:
-    raise errors.ConfigError("data.source='math' streams open-ended corpora: set "
-                             "data.max_tokens, e.g. --config.data.max_tokens=20000000.")
+    raise errors.ConfigError(
+      "data.source='math' streams open-ended corpora: set "
+      "data.max_tokens, e.g. --config.data.max_tokens=20000000."
+    )
   val_fraction = shards.check_val_fraction(data_cfg.get("val_fraction", 0.1))
   ids = dataset_ids(data_cfg.get("path", ""))
   split = data_cfg.get("hf_split", "train") or "train"
@@ -98,33 +118,29 @@ def prepare_math_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = No
     docs = iter_documents(ids, split, field)
     if n_val:
       # Small batches: the rest of the batch that crosses the cap is skipped, not trained on.
-      shards.write_token_shards(docs, tmp, tokenizer, split="val", max_tokens=n_val,
-                                docs_per_batch=8, progress=progress)
+      shards.write_token_shards(
+        docs, tmp, tokenizer, split="val", max_tokens=n_val, docs_per_batch=8, progress=progress
+      )
     try:
-      shards.write_token_shards(docs, tmp, tokenizer, split="train",
-                                max_tokens=max_tokens - n_val, progress=progress)
+      shards.write_token_shards(
+        docs, tmp, tokenizer, split="train", max_tokens=max_tokens - n_val, progress=progress
+      )
     except errors.DataError as e:
       if not n_val:
         raise
-      raise errors.DataError(f"math datasets {list(ids)} ran out after the validation "
-                             f"split ({n_val} tokens): nothing left to train on; lower "
-                             "data.max_tokens or data.val_fraction.") from e
+      raise errors.DataError(
+        f"math datasets {list(ids)} ran out after the validation "
+        f"split ({n_val} tokens): nothing left to train on; lower "
+        "data.max_tokens or data.val_fraction."
+      ) from e
     manifest = json.loads((tmp / shards.MANIFEST).read_text())
     manifest.setdefault("n_val", 0)
-    manifest.update(source=f"math {','.join(ids)} split={split} field={field}",
-                    datasets=list(ids), max_tokens=max_tokens, val_fraction=val_fraction,
-                    key=key)
+    manifest.update(
+      source=f"math {','.join(ids)} split={split} field={field}",
+      datasets=list(ids),
+      max_tokens=max_tokens,
+      val_fraction=val_fraction,
+      key=key,
+    )
     (tmp / shards.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
   return shards.load_token_splits(out)
-
-
-def main(argv: list[str]) -> None:
-  cfg = sources.default_data_config()
-  cfg.max_tokens = int(argv[1]) if len(argv) > 1 else 2_000_000
-  cfg.path = argv[2] if len(argv) > 2 else ""
-  splits = prepare_math_tokens(cfg)
-  print(json.dumps({**splits.manifest, "dir": str(splits.dir)}, indent=2))
-
-
-if __name__ == "__main__":
-  main(sys.argv)

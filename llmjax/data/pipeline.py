@@ -21,8 +21,9 @@ import sys
 
 import grain
 import numpy as np
+from absl import flags
 
-from llmjax import errors
+from llmjax.util import errors
 
 Batch = dict[str, np.ndarray]
 
@@ -33,30 +34,36 @@ def check_length(n_tokens: int, block_size: int, name: str) -> None:
     raise errors.DataError(f"block_size={block_size} must be >= 1")
   if n_tokens < block_size + 1:
     raise errors.DataError(
-        f"the {name} split has {n_tokens} tokens, fewer than block_size + 1 = "
-        f"{block_size + 1} needed for one window; lower the block size (e.g. "
-        f"--config.model.block_size={max(1, n_tokens - 1)}), use a longer corpus, or "
-        f"(for the val split) raise data.val_fraction")
+      f"the {name} split has {n_tokens} tokens, fewer than block_size + 1 = "
+      f"{block_size + 1} needed for one window; lower the block size (e.g. "
+      f"--config.model.block_size={max(1, n_tokens - 1)}), use a longer corpus, or "
+      f"(for the val split) raise data.val_fraction"
+    )
 
 
 def _check_sharding(batch_size: int, shard_index: int, shard_count: int) -> int:
   if batch_size < 1:
     raise errors.DataError(f"batch_size={batch_size} must be >= 1")
   if not 0 <= shard_index < shard_count:
-    raise errors.DataError(f"shard_index={shard_index} must be in [0, shard_count="
-                           f"{shard_count})")
+    raise errors.DataError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
   if batch_size % shard_count:
-    raise errors.DataError(f"batch_size={batch_size} is the global batch and must be "
-                           f"divisible by shard_count={shard_count} (the process count)")
+    raise errors.DataError(
+      f"batch_size={batch_size} is the global batch and must be "
+      f"divisible by shard_count={shard_count} (the process count)"
+    )
   return batch_size // shard_count
 
 
 def _is_whole_file(tokens: np.ndarray) -> bool:
   """Whether `tokens` is a 1-D memmap of an entire file (so its path describes it)."""
-  return (isinstance(tokens, np.memmap) and tokens.filename is not None
-          and tokens.ndim == 1 and tokens.offset == 0
-          and tokens.strides == (tokens.itemsize,)
-          and os.path.getsize(tokens.filename) == tokens.nbytes)
+  return (
+    isinstance(tokens, np.memmap)
+    and tokens.filename is not None
+    and tokens.ndim == 1
+    and tokens.offset == 0
+    and tokens.strides == (tokens.itemsize,)
+    and os.path.getsize(tokens.filename) == tokens.nbytes
+  )
 
 
 class WindowLoader:
@@ -83,8 +90,9 @@ class WindowLoader:
   @property
   def tokens(self) -> np.ndarray:
     if self._tokens is None:
-      self._tokens = np.asarray(np.memmap(self.path, dtype=self.dtype, mode="r",
-                                          shape=(self.n_tokens,)))
+      self._tokens = np.asarray(
+        np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n_tokens,))
+      )
     return self._tokens
 
   def windows(self, index_B: np.ndarray) -> Batch:
@@ -94,8 +102,10 @@ class WindowLoader:
   def __call__(self, starts_B: np.ndarray) -> Batch:
     windows_BxW = self.tokens[np.asarray(starts_B, np.int64)[:, None] + self.offsets]
     windows_BxW = windows_BxW.astype(np.int32)
-    return {"inputs": np.ascontiguousarray(windows_BxW[:, :-1]),
-            "targets": np.ascontiguousarray(windows_BxW[:, 1:])}
+    return {
+      "inputs": np.ascontiguousarray(windows_BxW[:, :-1]),
+      "targets": np.ascontiguousarray(windows_BxW[:, 1:]),
+    }
 
 
 def n_train_windows(n_tokens: int, block_size: int) -> int:
@@ -116,8 +126,15 @@ class TrainBatches:
   per batch.
   """
 
-  def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int,
-               shard_index: int, shard_count: int):
+  def __init__(
+    self,
+    tokens: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    seed: int,
+    shard_index: int,
+    shard_count: int,
+  ):
     check_length(len(tokens), block_size, "train")
     self.local_batch = _check_sharding(batch_size, shard_index, shard_count)
     if not 0 <= seed < 2**32:
@@ -151,8 +168,11 @@ class TrainBatches:
 
   def window_starts(self, index: int) -> np.ndarray:
     """Token offsets of the windows of this process's rows of global batch `index`."""
-    g_B = (index * self.batch_size + self.shard_index
-           + self.shard_count * np.arange(self.local_batch, dtype=np.int64))
+    g_B = (
+      index * self.batch_size
+      + self.shard_index
+      + self.shard_count * np.arange(self.local_batch, dtype=np.int64)
+    )
     epoch_B, pos_B = np.divmod(g_B, self.n_windows)
     first, last = int(epoch_B[0]), int(epoch_B[-1])
     out = np.empty_like(g_B)
@@ -166,16 +186,31 @@ class TrainBatches:
     return self.loader(self.window_starts(index))
 
 
-def train_dataset(tokens: np.ndarray, block_size: int, batch_size: int, seed: int, *,
-                  shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
+def train_dataset(
+  tokens: np.ndarray,
+  block_size: int,
+  batch_size: int,
+  seed: int,
+  *,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> grain.MapDataset:
   """The endless `MapDataset` behind `train_iterator` (element i = local batch i)."""
-  return grain.MapDataset.source(TrainBatches(tokens, block_size, batch_size, seed,
-                                              shard_index, shard_count))
+  return grain.MapDataset.source(
+    TrainBatches(tokens, block_size, batch_size, seed, shard_index, shard_count)
+  )
 
 
-def train_iterator(tokens: np.ndarray, block_size: int, batch_size: int, seed: int, *,
-                   shard_index: int = 0, shard_count: int = 1,
-                   worker_count: int = 0) -> grain.DatasetIterator:
+def train_iterator(
+  tokens: np.ndarray,
+  block_size: int,
+  batch_size: int,
+  seed: int,
+  *,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  worker_count: int = 0,
+) -> grain.DatasetIterator:
   """Endless training batches of this process: {'inputs', 'targets'} int32 [B/S, T].
 
   Args:
@@ -191,11 +226,11 @@ def train_iterator(tokens: np.ndarray, block_size: int, batch_size: int, seed: i
   Returns:
     A Grain `DatasetIterator`; `get_state()`/`set_state()` save and restore it exactly.
   """
-  ds = train_dataset(tokens, block_size, batch_size, seed, shard_index=shard_index,
-                     shard_count=shard_count)
+  ds = train_dataset(
+    tokens, block_size, batch_size, seed, shard_index=shard_index, shard_count=shard_count
+  )
   iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   if worker_count > 0:
-    from absl import flags  # pylint: disable=g-import-not-at-top
     if not flags.FLAGS.is_parsed():  # Grain workers read absl flags; use defaults.
       flags.FLAGS.mark_as_parsed()
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
@@ -208,8 +243,15 @@ def eval_starts(n_tokens: int, block_size: int, n_windows: int) -> np.ndarray:
   return np.round(np.linspace(0, last, n_windows)).astype(np.int64)
 
 
-def eval_batches(tokens: np.ndarray, block_size: int, batch_size: int, n_batches: int, *,
-                 shard_index: int = 0, shard_count: int = 1) -> list[Batch]:
+def eval_batches(
+  tokens: np.ndarray,
+  block_size: int,
+  batch_size: int,
+  n_batches: int,
+  *,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> list[Batch]:
   """The same `n_batches` evaluation batches on every call, for this process.
 
   Windows are evenly spaced over the whole split (overlapping when the split is

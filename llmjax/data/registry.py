@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from collections.abc import Callable
 
-from llmjax import config_base
-from llmjax import errors
-from llmjax.data import math_text
-from llmjax.data import shards
-from llmjax.data import sources
-from llmjax.data import wikitext
+from llmjax.config import schema as config_base
+from llmjax.data import math_text, shards, sources, wikitext
+from llmjax.util import errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +37,7 @@ class Source:
     fixed_splits: whether the source has its own validation split (then
       `data.val_fraction` is not read and may not be changed from its default).
   """
+
   name: str
   summary: str
   build: Callable[..., shards.TokenSplits]
@@ -50,22 +48,51 @@ class Source:
 
 DEFAULT_VAL_FRACTION = config_base.base_config().data.val_fraction
 
-SOURCES: dict[str, Source] = {s.name: s for s in (
-    Source("shakespeare", "the bundled Shakespeare plays and poems (offline)",
-           shards.prepare_tokens, has_text=True),
-    Source("file", "one local UTF-8 text file (data.path)", shards.prepare_tokens,
-           needs_path=True, has_text=True),
-    Source("url", "an http(s):// or file:// URL, downloaded once (data.path)",
-           shards.prepare_tokens, needs_path=True, has_text=True),
-    Source("hf", "an HF dataset: hub id, local data files or save_to_disk dir (data.path)",
-           shards.prepare_tokens, needs_path=True, has_text=True),
-    Source("wikitext2", "WikiText-2's train/validation/test splits (data.path '' = the "
-           "hub, a local copy, or 'shakespeare' for an offline stand-in)",
-           wikitext.prepare_wikitext, fixed_splits=True),
-    Source("math", "math text streamed from HF datasets (data.path '' = the hub "
-           "defaults, or 'generated' for generated exercises, offline)",
-           math_text.prepare_math_tokens),
-)}
+SOURCES: dict[str, Source] = {
+  s.name: s
+  for s in (
+    Source(
+      "shakespeare",
+      "the bundled Shakespeare plays and poems (offline)",
+      shards.prepare_tokens,
+      has_text=True,
+    ),
+    Source(
+      "file",
+      "one local UTF-8 text file (data.path)",
+      shards.prepare_tokens,
+      needs_path=True,
+      has_text=True,
+    ),
+    Source(
+      "url",
+      "an http(s):// or file:// URL, downloaded once (data.path)",
+      shards.prepare_tokens,
+      needs_path=True,
+      has_text=True,
+    ),
+    Source(
+      "hf",
+      "an HF dataset: hub id, local data files or save_to_disk dir (data.path)",
+      shards.prepare_tokens,
+      needs_path=True,
+      has_text=True,
+    ),
+    Source(
+      "wikitext2",
+      "WikiText-2's train/validation/test splits (data.path '' = the "
+      "hub, a local copy, or 'shakespeare' for an offline stand-in)",
+      wikitext.prepare_wikitext,
+      fixed_splits=True,
+    ),
+    Source(
+      "math",
+      "math text streamed from HF datasets (data.path '' = the hub "
+      "defaults, or 'generated' for generated exercises, offline)",
+      math_text.prepare_math_tokens,
+    ),
+  )
+}
 assert set(sources.TEXT_READERS) == {n for n, s in SOURCES.items() if s.has_text}
 
 
@@ -79,8 +106,7 @@ def get_source(name: str) -> Source:
   source = SOURCES.get(name)
   if source is None:
     valid = "; ".join(f"{s.name} ({s.summary})" for s in SOURCES.values())
-    raise errors.ConfigError(f"data.source={name!r} is not a data source; use one of: "
-                             f"{valid}.")
+    raise errors.ConfigError(f"data.source={name!r} is not a data source; use one of: {valid}.")
   return source
 
 
@@ -88,18 +114,22 @@ def check_data(data_cfg) -> None:
   """Checks `data.source`, `data.path` and `data.val_fraction` before any work."""
   source = get_source(data_cfg.get("source", "shakespeare"))
   if source.needs_path and not data_cfg.get("path"):
-    raise errors.ConfigError(f"data.source={source.name!r} needs data.path: "
-                             f"{source.summary}; e.g. --config.data.path=book.txt")
+    raise errors.ConfigError(
+      f"data.source={source.name!r} needs data.path: "
+      f"{source.summary}; e.g. --config.data.path=book.txt"
+    )
   val_fraction = shards.check_val_fraction(data_cfg.get("val_fraction", DEFAULT_VAL_FRACTION))
   if source.fixed_splits and val_fraction != DEFAULT_VAL_FRACTION:
     raise errors.ConfigError(
-        f"data.val_fraction={val_fraction} is not read by data.source={source.name!r}, which has "
-        "fixed train/validation/test splits; remove the override (or use data.source=file "
-        "with data.path to split a text of your own).")
+      f"data.val_fraction={val_fraction} is not read by data.source={source.name!r}, which has "
+      "fixed train/validation/test splits; remove the override (or use data.source=file "
+      "with data.path to split a text of your own)."
+    )
 
 
-def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *,
-                   progress: bool = True) -> shards.TokenSplits:
+def prepare_tokens(
+  data_cfg, cache_root: str | os.PathLike[str] | None = None, *, progress: bool = True
+) -> shards.TokenSplits:
   """The token splits of `data_cfg`'s source, built once and cached.
 
   Args:
@@ -109,4 +139,5 @@ def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *
   """
   check_data(data_cfg)
   return get_source(data_cfg.get("source", "shakespeare")).build(
-      data_cfg, cache_root, progress=progress)
+    data_cfg, cache_root, progress=progress
+  )

@@ -21,19 +21,17 @@ import dataclasses
 import hashlib
 import json
 import os
-from pathlib import Path
 import re
 import sys
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import tqdm
 
-from llmjax import assets
-from llmjax import errors
-from llmjax import fileio
 from llmjax.data import sources
 from llmjax.data.tokenizer import Tokenizer, get_tokenizer
+from llmjax.util import assets, errors, fileio
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -56,6 +54,7 @@ class TokenSplits:
       n_train, n_val, source fingerprint, val_fraction, format_version, ...).
     dir: the token directory.
   """
+
   train: np.ndarray
   val: np.ndarray
   manifest: dict
@@ -64,8 +63,7 @@ class TokenSplits:
   @property
   def val_is_train(self) -> bool:
     """Whether validation reads the training text (val_fraction 0)."""
-    return "val" not in self.manifest.get("splits", {}) and self.manifest.get(
-        "val_fraction") == 0
+    return "val" not in self.manifest.get("splits", {}) and self.manifest.get("val_fraction") == 0
 
 
 def check_val_fraction(value) -> float:
@@ -76,16 +74,17 @@ def check_val_fraction(value) -> float:
   """
   if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
     raise errors.ConfigError(
-        f"data.val_fraction={value!r} must be a number in [0, 1): the share of the text "
-        f"held out for validation, e.g. 0.1; 0 trains on the whole text and validates on "
-        f"training windows")
+      f"data.val_fraction={value!r} must be a number in [0, 1): the share of the text "
+      f"held out for validation, e.g. 0.1; 0 trains on the whole text and validates on "
+      f"training windows"
+    )
   return float(value)
 
 
-def token_cache_key(source_fingerprint: str, tokenizer: Tokenizer,
-                    val_fraction: float) -> str:
-  ident = json.dumps([FORMAT_VERSION, source_fingerprint, tokenizer.name,
-                      tokenizer.fingerprint, float(val_fraction)])
+def token_cache_key(source_fingerprint: str, tokenizer: Tokenizer, val_fraction: float) -> str:
+  ident = json.dumps(
+    [FORMAT_VERSION, source_fingerprint, tokenizer.name, tokenizer.fingerprint, float(val_fraction)]
+  )
   return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
@@ -103,13 +102,27 @@ def _chunks(text: str, chunk_chars: int) -> Iterator[str]:
 
 
 def _progress(total: int | None, desc: str, enabled: bool) -> tqdm.tqdm:
-  return tqdm.tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1000,
-                   disable=not enabled, mininterval=0.5, dynamic_ncols=True,
-                   file=sys.stderr)
+  return tqdm.tqdm(
+    total=total,
+    desc=desc,
+    unit="B",
+    unit_scale=True,
+    unit_divisor=1000,
+    disable=not enabled,
+    mininterval=0.5,
+    dynamic_ncols=True,
+    file=sys.stderr,
+  )
 
 
-def tokenize_text(text: str, tokenizer: Tokenizer, *, chunk_chars: int = 1 << 18,
-                  progress: bool = True, desc: str | None = None) -> np.ndarray:
+def tokenize_text(
+  text: str,
+  tokenizer: Tokenizer,
+  *,
+  chunk_chars: int = 1 << 18,
+  progress: bool = True,
+  desc: str | None = None,
+) -> np.ndarray:
   """Token ids of `text` as one array of `tokenizer.dtype`, with a MB/s progress bar.
 
   The text is cut into ~`chunk_chars` pieces at line boundaries and encoded on a
@@ -117,11 +130,18 @@ def tokenize_text(text: str, tokenizer: Tokenizer, *, chunk_chars: int = 1 << 18
   """
   out = []
   n_threads = max(1, min(8, os.cpu_count() or 1))
-  with _progress(len(text.encode("utf-8")) if progress else None,
-                 desc or f"tokenize ({tokenizer.name})", progress) as bar, \
-       concurrent.futures.ThreadPoolExecutor(n_threads) as pool:
+  with (
+    _progress(
+      len(text.encode("utf-8")) if progress else None,
+      desc or f"tokenize ({tokenizer.name})",
+      progress,
+    ) as bar,
+    concurrent.futures.ThreadPoolExecutor(n_threads) as pool,
+  ):
+
     def encode(chunk):
       return np.asarray(tokenizer.encode(chunk), tokenizer.dtype), chunk
+
     # Bounded look-ahead keeps memory flat while all threads stay busy.
     pending = []
     for chunk in _chunks(text, chunk_chars):
@@ -146,7 +166,7 @@ def _val_start(tokens: np.ndarray, tokenizer: Tokenizer, val_fraction: float) ->
   start = n - int(round(val_fraction * n))
   stop = min(n - 1, start + _LINE_SEARCH_TOKENS)
   for i in range(max(start - 1, 0), stop):
-    if tokenizer.decode(tokens[i:i + 1]).endswith("\n"):
+    if tokenizer.decode(tokens[i : i + 1]).endswith("\n"):
       return i + 1
   return start
 
@@ -176,25 +196,32 @@ def open_tokens(path: str | os.PathLike[str], dtype, n_tokens: int) -> np.ndarra
   dtype = np.dtype(dtype)
   size = path.stat().st_size
   if size != n_tokens * dtype.itemsize:
-    raise errors.DataError(f"token file {path} has {size} bytes, but its manifest says "
-                           f"{n_tokens} {dtype.name} ids ({n_tokens * dtype.itemsize} bytes); "
-                           f"delete {path.parent} to rebuild it")
+    raise errors.DataError(
+      f"token file {path} has {size} bytes, but its manifest says "
+      f"{n_tokens} {dtype.name} ids ({n_tokens * dtype.itemsize} bytes); "
+      f"delete {path.parent} to rebuild it"
+    )
   return np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
 
 
-def load_token_splits(directory: str | os.PathLike[str], train_split: str = "train",
-                      val_split: str = "val") -> TokenSplits:
+def load_token_splits(
+  directory: str | os.PathLike[str], train_split: str = "train", val_split: str = "val"
+) -> TokenSplits:
   """Opens a token directory written by `prepare_tokens` or `write_token_shards`."""
   directory = Path(directory)
   manifest_path = directory / MANIFEST
   if not manifest_path.is_file():
-    raise errors.DataFileNotFoundError(f"no {MANIFEST} in token directory {directory}; build it "
-                                       f"with prepare_tokens or write_token_shards")
+    raise errors.DataFileNotFoundError(
+      f"no {MANIFEST} in token directory {directory}; build it "
+      f"with prepare_tokens or write_token_shards"
+    )
   manifest = json.loads(manifest_path.read_text())
   if manifest.get("format_version") != FORMAT_VERSION:
-    raise errors.DataError(f"token directory {directory} has format_version "
-                           f"{manifest.get('format_version')}, this code reads "
-                           f"{FORMAT_VERSION}; delete it to rebuild")
+    raise errors.DataError(
+      f"token directory {directory} has format_version "
+      f"{manifest.get('format_version')}, this code reads "
+      f"{FORMAT_VERSION}; delete it to rebuild"
+    )
   arrays = []
   for split in (train_split, val_split):
     info = manifest.get("splits", {}).get(split)
@@ -202,10 +229,11 @@ def load_token_splits(directory: str | os.PathLike[str], train_split: str = "tra
       arrays.append(arrays[0])  # Whole-text learning: validate on training windows.
       continue
     if info is None:
-      raise errors.DataError(f"token directory {directory} has no split {split!r}; it has "
-                             f"{sorted(manifest.get('splits', {}))}")
-    arrays.append(open_tokens(directory / info["file"], manifest["dtype"],
-                              info["n_tokens"]))
+      raise errors.DataError(
+        f"token directory {directory} has no split {split!r}; it has "
+        f"{sorted(manifest.get('splits', {}))}"
+      )
+    arrays.append(open_tokens(directory / info["file"], manifest["dtype"], info["n_tokens"]))
   return TokenSplits(train=arrays[0], val=arrays[1], manifest=manifest, dir=directory)
 
 
@@ -218,21 +246,26 @@ def optional_split(splits: TokenSplits, name: str) -> np.ndarray | None:
 
 
 def tokenizer_manifest(tokenizer: Tokenizer) -> dict:
-  return {"format_version": FORMAT_VERSION, "tokenizer": tokenizer.name,
-          "tokenizer_fingerprint": tokenizer.fingerprint,
-          "vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id,
-          "dtype": tokenizer.dtype.name}
+  return {
+    "format_version": FORMAT_VERSION,
+    "tokenizer": tokenizer.name,
+    "tokenizer_fingerprint": tokenizer.fingerprint,
+    "vocab_size": tokenizer.vocab_size,
+    "eot_id": tokenizer.eot_id,
+    "dtype": tokenizer.dtype.name,
+  }
 
 
-def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *,
-                   progress: bool = True) -> TokenSplits:
+def prepare_tokens(
+  data_cfg, cache_root: str | os.PathLike[str] | None = None, *, progress: bool = True
+) -> TokenSplits:
   """Token ids of the text source `data_cfg` describes, tokenised once and cached.
 
   Only text sources (`sources.TEXT_READERS`); `llmjax.data.registry.prepare_tokens`
   serves every `data.source`.
 
   Args:
-    data_cfg: data config (`sources.default_data_config()` fields: source, path,
+    data_cfg: data config (the `data` section of `llmjax.config.schema`: source, path,
       tokenizer, val_fraction, ...).
     cache_root: cache root; default `$LLMJAX_CACHE`. Files go to `<root>/tokens/<key>/`.
     progress: show a progress bar while tokenising.
@@ -251,25 +284,32 @@ def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *
   if is_token_dir(out):
     return load_token_splits(out)
 
-  tokens = tokenize_text(src.text, tokenizer, progress=progress,
-                         desc=f"tokenize {src.description.split(' (')[0]}")
+  tokens = tokenize_text(
+    src.text, tokenizer, progress=progress, desc=f"tokenize {src.description.split(' (')[0]}"
+  )
   split = _val_start(tokens, tokenizer, val_fraction) if val_fraction else len(tokens)
   train, val = tokens[:split], tokens[split:]
   if len(train) == 0 or (val_fraction and len(val) == 0):
     raise errors.DataError(
-        f"{src.description} gives {len(tokens)} tokens with tokenizer "
-        f"{tokenizer.name!r}: {len(train)} for training and {len(val)} for validation "
-        f"(val_fraction={val_fraction}); use a larger corpus or change "
-        f"data.val_fraction")
+      f"{src.description} gives {len(tokens)} tokens with tokenizer "
+      f"{tokenizer.name!r}: {len(train)} for training and {len(val)} for validation "
+      f"(val_fraction={val_fraction}); use a larger corpus or change "
+      f"data.val_fraction"
+    )
   parts = {"train": train, "val": val} if val_fraction else {"train": train}
   manifest = {
-      **tokenizer_manifest(tokenizer),
-      "n_train": int(len(train)), "n_val": int(len(val)),
-      "splits": {name: {"file": f"{name}.bin", "n_tokens": int(len(ids))}
-                 for name, ids in parts.items()},
-      "source_fingerprint": src.fingerprint, "source": src.description,
-      "n_replaced_bytes": src.n_replaced_bytes, "n_chars": len(src.text),
-      "val_fraction": val_fraction, "key": key,
+    **tokenizer_manifest(tokenizer),
+    "n_train": int(len(train)),
+    "n_val": int(len(val)),
+    "splits": {
+      name: {"file": f"{name}.bin", "n_tokens": int(len(ids))} for name, ids in parts.items()
+    },
+    "source_fingerprint": src.fingerprint,
+    "source": src.description,
+    "n_replaced_bytes": src.n_replaced_bytes,
+    "n_chars": len(src.text),
+    "val_fraction": val_fraction,
+    "key": key,
   }
   with staging_dir(out) as tmp:
     for name, ids in parts.items():
@@ -278,10 +318,16 @@ def prepare_tokens(data_cfg, cache_root: str | os.PathLike[str] | None = None, *
   return load_token_splits(out)
 
 
-def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
-                       tokenizer: Tokenizer | str, *, split: str = "train",
-                       docs_per_batch: int = 512, max_tokens: int | None = None,
-                       progress: bool = True) -> dict:
+def write_token_shards(
+  docs: Iterable[str],
+  out_dir: str | os.PathLike[str],
+  tokenizer: Tokenizer | str,
+  *,
+  split: str = "train",
+  docs_per_batch: int = 512,
+  max_tokens: int | None = None,
+  progress: bool = True,
+) -> dict:
   """Streams documents into `<out_dir>/<split>.bin` with `eot_id` between documents.
 
   Memory stays bounded by one batch of documents, so this suits corpora larger than
@@ -310,15 +356,20 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
   if manifest_path.is_file():
     old = json.loads(manifest_path.read_text())
     if any(old.get(k) != v for k, v in manifest.items()):
-      raise errors.DataError(f"token directory {out_dir} was written with tokenizer "
-                             f"{old.get('tokenizer')!r}, not {tokenizer.name!r}; use another "
-                             f"out_dir")
+      raise errors.DataError(
+        f"token directory {out_dir} was written with tokenizer "
+        f"{old.get('tokenizer')!r}, not {tokenizer.name!r}; use another "
+        f"out_dir"
+      )
     manifest = old
   eot = np.asarray([tokenizer.eot_id], tokenizer.dtype)
   n_tokens = n_docs = 0
-  with fileio.atomic_open(out_dir / f"{split}.bin") as f, _progress(
-      None, f"tokenize {split}", progress) as bar:
+  with (
+    fileio.atomic_open(out_dir / f"{split}.bin") as f,
+    _progress(None, f"tokenize {split}", progress) as bar,
+  ):
     batch: list[str] = []
+
     def flush():
       nonlocal n_tokens, n_docs
       for ids in tokenizer.encode_batch(batch):
@@ -328,13 +379,14 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
         if n_docs:
           arr = np.concatenate([eot, arr])
         if max_tokens is not None:
-          arr = arr[:max_tokens - n_tokens]
+          arr = arr[: max_tokens - n_tokens]
         arr.tofile(f)
         n_tokens += len(arr)
         n_docs += 1
       bar.update(sum(len(d.encode("utf-8")) for d in batch))
       bar.set_postfix(tokens=f"{n_tokens:,}", docs=f"{n_docs:,}", refresh=False)
       batch.clear()
+
     for doc in docs:
       if max_tokens is not None and n_tokens >= max_tokens:
         break
@@ -345,8 +397,9 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
     if batch:
       flush()
     if n_tokens == 0:
-      raise errors.DataError(f"no tokens for split {split!r} in {out_dir}: the documents "
-                             f"were all empty")
+      raise errors.DataError(
+        f"no tokens for split {split!r} in {out_dir}: the documents were all empty"
+      )
   entry = {"file": f"{split}.bin", "n_tokens": n_tokens, "n_docs": n_docs}
   manifest.setdefault("splits", {})[split] = entry
   for name, key in (("train", "n_train"), ("val", "n_val")):
@@ -354,15 +407,3 @@ def write_token_shards(docs: Iterable[str], out_dir: str | os.PathLike[str],
       manifest[key] = manifest["splits"][name]["n_tokens"]
   fileio.atomic_write_json(manifest_path, manifest)
   return entry
-
-
-def main(argv: list[str]) -> None:
-  cfg = sources.default_data_config()
-  for key, value in zip(("source", "path", "tokenizer"), argv[1:]):
-    cfg[key] = value
-  splits = prepare_tokens(cfg)
-  print(json.dumps({**splits.manifest, "dir": str(splits.dir)}, indent=2))
-
-
-if __name__ == "__main__":
-  main(sys.argv)

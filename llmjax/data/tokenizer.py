@@ -18,12 +18,15 @@ import abc
 import functools
 import hashlib
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
+import tiktoken
+import tokenizers
+from tiktoken_ext import openai_public
 
-from llmjax import errors
+from llmjax.util import assets, errors
 
 EOT_TEXT = "<|endoftext|>"
 EOT_CANDIDATES = (EOT_TEXT, "</s>", "<|end_of_text|>", "<eos>", "[SEP]", "<|eot_id|>")
@@ -49,8 +52,7 @@ class Tokenizer(abc.ABC):
   def encode(self, text: str, *, allow_eot: bool = False) -> list[int]:
     """Token ids of `text`; `allow_eot` maps a literal EOT_TEXT to `eot_id`."""
 
-  def encode_batch(self, texts: Sequence[str], *,
-                   allow_eot: bool = False) -> list[list[int]]:
+  def encode_batch(self, texts: Sequence[str], *, allow_eot: bool = False) -> list[list[int]]:
     """`encode` over many texts (in parallel where the backend can)."""
     return [self.encode(t, allow_eot=allow_eot) for t in texts]
 
@@ -64,8 +66,10 @@ class Tokenizer(abc.ABC):
     return np.dtype(np.uint16 if self.vocab_size <= 1 << 16 else np.uint32)
 
   def __repr__(self) -> str:
-    return (f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, "
-            f"eot_id={self.eot_id})")
+    return (
+      f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, "
+      f"eot_id={self.eot_id})"
+    )
 
 
 def _int_list(ids: Iterable[int]) -> list[int]:
@@ -75,8 +79,7 @@ def _int_list(ids: Iterable[int]) -> list[int]:
 class TiktokenTokenizer(Tokenizer):
   """A tiktoken `Encoding`."""
 
-  def __init__(self, encoding, name: str | None = None,
-               fingerprint: str | None = None):
+  def __init__(self, encoding, name: str | None = None, fingerprint: str | None = None):
     self.encoding = encoding
     self.name = name or encoding.name
     self.vocab_size = encoding.n_vocab
@@ -89,12 +92,10 @@ class TiktokenTokenizer(Tokenizer):
       return self.encoding.encode(text, allowed_special=self._eot)
     return self.encoding.encode_ordinary(text)
 
-  def encode_batch(self, texts: Sequence[str], *,
-                   allow_eot: bool = False) -> list[list[int]]:
+  def encode_batch(self, texts: Sequence[str], *, allow_eot: bool = False) -> list[list[int]]:
     texts = list(texts)
     if allow_eot:
-      return self.encoding.encode_batch(texts, allowed_special=self._eot,
-                                        num_threads=_NUM_THREADS)
+      return self.encoding.encode_batch(texts, allowed_special=self._eot, num_threads=_NUM_THREADS)
     return self.encoding.encode_ordinary_batch(texts, num_threads=_NUM_THREADS)
 
   def decode(self, ids: Iterable[int]) -> str:
@@ -136,13 +137,12 @@ class HFTokenizer(Tokenizer):
   """A Hugging Face `tokenizers` tokenizer.json."""
 
   def __init__(self, path: str | os.PathLike[str]):
-    import tokenizers  # pylint: disable=g-import-not-at-top
-
     path = Path(path).expanduser()
     if not path.is_file():
       raise errors.DataFileNotFoundError(
-          f"tokenizer file {str(path)!r} does not exist; 'bpe:<path>' needs the path of "
-          f"a Hugging Face tokenizer.json")
+        f"tokenizer file {str(path)!r} does not exist; 'bpe:<path>' needs the path of "
+        f"a Hugging Face tokenizer.json"
+      )
     self.name = f"bpe:{path}"
     self.fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
     # Two copies: one matches special tokens in text, one encodes them as text.
@@ -150,14 +150,16 @@ class HFTokenizer(Tokenizer):
     self._plain = tokenizers.Tokenizer.from_file(str(path))
     self._plain.encode_special_tokens = True
     self.vocab_size = self._special.get_vocab_size(with_added_tokens=True)
-    specials = {t.content: i for i, t in
-                self._special.get_added_tokens_decoder().items() if t.special}
+    specials = {
+      t.content: i for i, t in self._special.get_added_tokens_decoder().items() if t.special
+    }
     eot = next((c for c in EOT_CANDIDATES if c in specials), None)
     if eot is None:
       raise errors.DataError(
-          f"tokenizer {str(path)!r} has none of the end-of-text special tokens "
-          f"{list(EOT_CANDIDATES)} (its special tokens: {sorted(specials)}); add "
-          f"{EOT_TEXT!r} as a special token when training it")
+        f"tokenizer {str(path)!r} has none of the end-of-text special tokens "
+        f"{list(EOT_CANDIDATES)} (its special tokens: {sorted(specials)}); add "
+        f"{EOT_TEXT!r} as a special token when training it"
+      )
     self.eot_text = eot
     self.eot_id = specials[eot]
 
@@ -167,8 +169,7 @@ class HFTokenizer(Tokenizer):
   def encode(self, text: str, *, allow_eot: bool = False) -> list[int]:
     return self._tok(allow_eot).encode(text, add_special_tokens=False).ids
 
-  def encode_batch(self, texts: Sequence[str], *,
-                   allow_eot: bool = False) -> list[list[int]]:
+  def encode_batch(self, texts: Sequence[str], *, allow_eot: bool = False) -> list[list[int]]:
     encs = self._tok(allow_eot).encode_batch(list(texts), add_special_tokens=False)
     return [e.ids for e in encs]
 
@@ -177,19 +178,14 @@ class HFTokenizer(Tokenizer):
 
 
 def _gpt2_encoding():
-  import tiktoken  # pylint: disable=g-import-not-at-top
-  from tiktoken_ext import openai_public  # pylint: disable=g-import-not-at-top
-
-  from llmjax import assets  # pylint: disable=g-import-not-at-top
-
   # tiktoken's own "gpt2" reads encoder.json + vocab.bpe; r50k_base's ranks file
   # holds the same ranks, and the regex and special token are the same too.
   return tiktoken.Encoding(
-      name="gpt2",
-      pat_str=openai_public.r50k_pat_str,
-      mergeable_ranks=assets.gpt2_bpe_ranks(),
-      special_tokens={EOT_TEXT: 50256},
-      explicit_n_vocab=50257,
+    name="gpt2",
+    pat_str=openai_public.r50k_pat_str,
+    mergeable_ranks=assets.gpt2_bpe_ranks(),
+    special_tokens={EOT_TEXT: 50256},
+    explicit_n_vocab=50257,
   )
 
 
@@ -197,11 +193,11 @@ def _gpt2_encoding():
 def get_tokenizer(name: str) -> Tokenizer:
   """Returns the tokenizer called `name`: 'gpt2', 'char' or 'bpe:<tokenizer.json>'."""
   if name == "gpt2":
-    from llmjax import assets  # pylint: disable=g-import-not-at-top
     return TiktokenTokenizer(_gpt2_encoding(), fingerprint=assets.GPT2_BPE_SHA256)
   if name == "char":
     return ByteTokenizer()
   if name.startswith("bpe:") and len(name) > 4:
     return HFTokenizer(name[4:])
-  raise errors.DataError(f"unknown tokenizer {name!r}; valid: 'gpt2', 'char', "
-                         f"'bpe:<path/to/tokenizer.json>'")
+  raise errors.DataError(
+    f"unknown tokenizer {name!r}; valid: 'gpt2', 'char', 'bpe:<path/to/tokenizer.json>'"
+  )

@@ -36,15 +36,13 @@ import hashlib
 import json
 import os
 import re
-from pathlib import Path
-from typing import Iterable
 import warnings
+from collections.abc import Iterable
+from pathlib import Path
 
-from llmjax import assets
-from llmjax import errors
-from llmjax.data import shards
-from llmjax.data import sources
+from llmjax.data import shards, sources
 from llmjax.data.tokenizer import get_tokenizer
+from llmjax.util import assets, errors
 
 HUB_ID = "Salesforce/wikitext"
 DEFAULT_CONFIG = "wikitext-2-raw-v1"
@@ -52,8 +50,7 @@ DEFAULT_CONFIG = "wikitext-2-raw-v1"
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
 EXPECTED_ROWS = {"train": (36_718, 23_767)}  # (all rows, non-empty rows) of the real data.
 EXPECTED_TOKENS = {"train": 2_391_884, "val": 247_289, "test": 283_287}
-EXPECTED_TRAIN_PREFIX = (796, 569, 18354, 7496, 17740, 6711, 796, 220, 628, 2311, 73, 13090,
-                         645)
+EXPECTED_TRAIN_PREFIX = (796, 569, 18354, 7496, 17740, 6711, 796, 220, 628, 2311, 73, 13090, 645)
 SHAKESPEARE_PATH = "shakespeare"  # data.path of the offline stand-in.
 SHAKESPEARE_HELD_OUT = {"validation": "lovers_complaint", "test": "passionate_pilgrim"}
 _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
@@ -61,14 +58,14 @@ _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
 
 def shakespeare_rows() -> dict[str, list[str]]:
   """{'train'|'validation'|'test': rows}: the bundled Shakespeare in WikiText's layout."""
-  files = {p.name[:-len(assets.SHAKESPEARE_SUFFIX)]: p for p in assets.shakespeare_files()}
+  files = {p.name[: -len(assets.SHAKESPEARE_SUFFIX)]: p for p in assets.shakespeare_files()}
   split_files = {split: [files.pop(name)] for split, name in SHAKESPEARE_HELD_OUT.items()}
   split_files["train"] = list(files.values())
   rows = {}
   for split, paths in split_files.items():
     rows[split] = []
     for path in paths:
-      title = path.name[:-len(assets.SHAKESPEARE_SUFFIX)].replace("_", " ").title()
+      title = path.name[: -len(assets.SHAKESPEARE_SUFFIX)].replace("_", " ").title()
       rows[split] += ["", f" = {title} = \n", ""]
       for paragraph in _BLANK_LINES.split(path.read_text(encoding="utf-8")):
         if paragraph.strip():
@@ -107,10 +104,15 @@ def row_statistics(rows: Iterable[str | None]) -> dict:
       duplicated += 1
       headers += bool(_HEADER.fullmatch(row))
     seen.add(row)
-  return {"rows": len(rows), "unique": len(counts),
-          "empty": sum(1 for row in rows if not row.strip()), "most_frequent": most,
-          "most_frequent_count": most_count, "duplicated": duplicated,
-          "duplicated_headers": headers}
+  return {
+    "rows": len(rows),
+    "unique": len(counts),
+    "empty": sum(1 for row in rows if not row.strip()),
+    "most_frequent": most,
+    "most_frequent_count": most_count,
+    "duplicated": duplicated,
+    "duplicated_headers": headers,
+  }
 
 
 def resolve_path(path: str, config: str) -> tuple[str, str]:
@@ -124,29 +126,35 @@ def resolve_path(path: str, config: str) -> tuple[str, str]:
   local = Path(path).expanduser()
   if not local.exists():
     raise errors.DataFileNotFoundError(
-        f"data.path {path!r} does not exist (data.source='wikitext2'); give a directory "
-        f"of the dataset's train/validation/test parquet or json files, leave "
-        f"data.path empty to load {HUB_ID} {config} from the hub, or use "
-        f"data.path={SHAKESPEARE_PATH!r} for the offline stand-in")
+      f"data.path {path!r} does not exist (data.source='wikitext2'); give a directory "
+      f"of the dataset's train/validation/test parquet or json files, leave "
+      f"data.path empty to load {HUB_ID} {config} from the hub, or use "
+      f"data.path={SHAKESPEARE_PATH!r} for the offline stand-in"
+    )
   if (local / config).is_dir():
     local = local / config
   return str(local), ""
 
 
-def read_splits(path: str = "", config: str = DEFAULT_CONFIG,
-                text_field: str = "text") -> dict[str, tuple[str, int, int, dict]]:
+def read_splits(
+  path: str = "", config: str = DEFAULT_CONFIG, text_field: str = "text"
+) -> dict[str, tuple[str, int, int, dict]]:
   """{'train'|'val'|'test': (joined text, rows read, rows kept, `row_statistics`)}."""
   if path == SHAKESPEARE_PATH:
     rows = shakespeare_rows()
-    return {name: (*join_rows(rows[hf_split]), row_statistics(rows[hf_split]))
-            for name, hf_split in SPLITS.items()}
+    return {
+      name: (*join_rows(rows[hf_split]), row_statistics(rows[hf_split]))
+      for name, hf_split in SPLITS.items()
+    }
   ds_path, ds_config = resolve_path(path, config)
   out = {}
   for name, hf_split in SPLITS.items():
     ds = sources.load_hf_dataset(ds_path, ds_config, hf_split)
     if text_field not in ds.column_names:
-      raise errors.DataError(f"WikiText dataset {ds_path!r} split {hf_split!r} has no column "
-                             f"{text_field!r} (data.text_field); its columns: {ds.column_names}")
+      raise errors.DataError(
+        f"WikiText dataset {ds_path!r} split {hf_split!r} has no column "
+        f"{text_field!r} (data.text_field); its columns: {ds.column_names}"
+      )
     rows = ds[text_field]
     out[name] = (*join_rows(rows), row_statistics(rows))
   return out
@@ -154,40 +162,58 @@ def read_splits(path: str = "", config: str = DEFAULT_CONFIG,
 
 def statistics_table(manifest: dict) -> str:
   """The split statistics of a WikiText token directory as an aligned text table."""
-  lines = [f"WikiText ({manifest.get('hf_config')}, tokenizer {manifest['tokenizer']}):",
-           f"  {'split':<10} {'rows':>9} {'kept':>9} {'characters':>12} {'tokens':>11} "
-           f"{'chars/token':>11}"]
+  lines = [
+    f"WikiText ({manifest.get('hf_config')}, tokenizer {manifest['tokenizer']}):",
+    f"  {'split':<10} {'rows':>9} {'kept':>9} {'characters':>12} {'tokens':>11} "
+    f"{'chars/token':>11}",
+  ]
   for name, hf_split in SPLITS.items():
     s = manifest["splits"][name]
-    lines.append(f"  {hf_split:<10} {s['n_rows']:>9,} {s['n_rows_kept']:>9,} "
-                 f"{s['n_chars']:>12,} {s['n_tokens']:>11,} "
-                 f"{s['n_chars'] / max(s['n_tokens'], 1):>11.3f}")
+    lines.append(
+      f"  {hf_split:<10} {s['n_rows']:>9,} {s['n_rows_kept']:>9,} "
+      f"{s['n_chars']:>12,} {s['n_tokens']:>11,} "
+      f"{s['n_chars'] / max(s['n_tokens'], 1):>11.3f}"
+    )
   if all("row_stats" in manifest["splits"][name] for name in SPLITS):
-    lines.append(f"  {'split':<10} {'rows':>9} {'unique':>9} {'empty':>9} {'duplicated':>11} "
-                 f"{'headers':>9}  most frequent row (count)")
+    lines.append(
+      f"  {'split':<10} {'rows':>9} {'unique':>9} {'empty':>9} {'duplicated':>11} "
+      f"{'headers':>9}  most frequent row (count)"
+    )
     for name, hf_split in SPLITS.items():
       r = manifest["splits"][name]["row_stats"]
-      lines.append(f"  {hf_split:<10} {r['rows']:>9,} {r['unique']:>9,} {r['empty']:>9,} "
-                   f"{r['duplicated']:>11,} {r['duplicated_headers']:>9,}  "
-                   f"{json.dumps(r['most_frequent'])[:40]} ({r['most_frequent_count']:,})")
+      lines.append(
+        f"  {hf_split:<10} {r['rows']:>9,} {r['unique']:>9,} {r['empty']:>9,} "
+        f"{r['duplicated']:>11,} {r['duplicated_headers']:>9,}  "
+        f"{json.dumps(r['most_frequent'])[:40]} ({r['most_frequent_count']:,})"
+      )
   return "\n".join(lines)
 
 
 def _check_expected(manifest: dict) -> None:
   """Warns when the full WikiText-2 data does not give the documented GPT-2 counts."""
   train = manifest["splits"]["train"]
-  if (manifest["tokenizer"] != "gpt2" or manifest.get("hf_config") != DEFAULT_CONFIG
-      or (train["n_rows"], train["n_rows_kept"]) != EXPECTED_ROWS["train"]):
+  if (
+    manifest["tokenizer"] != "gpt2"
+    or manifest.get("hf_config") != DEFAULT_CONFIG
+    or (train["n_rows"], train["n_rows_kept"]) != EXPECTED_ROWS["train"]
+  ):
     return
   got = {name: manifest["splits"][name]["n_tokens"] for name in SPLITS}
   if got != EXPECTED_TOKENS:
-    warnings.warn(f"WikiText-2 token counts {got} differ from the expected "
-                  f"{EXPECTED_TOKENS}; the dataset files or the tokenizer changed.",
-                  stacklevel=3)
+    warnings.warn(
+      f"WikiText-2 token counts {got} differ from the expected "
+      f"{EXPECTED_TOKENS}; the dataset files or the tokenizer changed.",
+      stacklevel=3,
+    )
 
 
-def prepare_wikitext(data_cfg, cache_root: str | os.PathLike[str] | None = None, *,
-                     progress: bool = True, verbose: bool = True) -> shards.TokenSplits:
+def prepare_wikitext(
+  data_cfg,
+  cache_root: str | os.PathLike[str] | None = None,
+  *,
+  progress: bool = True,
+  verbose: bool = True,
+) -> shards.TokenSplits:
   """Tokenises WikiText's three splits once into a cached token directory.
 
   Args:
@@ -215,18 +241,29 @@ def prepare_wikitext(data_cfg, cache_root: str | os.PathLike[str] | None = None,
     arrays, split_info = {}, {}
     for name, (text, n_rows, n_kept, row_stats) in texts.items():
       if not text:
-        raise errors.DataError(f"WikiText split {SPLITS[name]!r} has no non-empty rows "
-                               f"({n_rows} rows); check data.path")
-      arrays[name] = shards.tokenize_text(text, tokenizer, progress=progress,
-                                          desc=f"tokenize wikitext {SPLITS[name]}")
-      split_info[name] = {"file": f"{name}.bin", "n_tokens": int(len(arrays[name])),
-                          "n_rows": n_rows, "n_rows_kept": n_kept, "n_chars": len(text),
-                          "row_stats": row_stats}
+        raise errors.DataError(
+          f"WikiText split {SPLITS[name]!r} has no non-empty rows ({n_rows} rows); check data.path"
+        )
+      arrays[name] = shards.tokenize_text(
+        text, tokenizer, progress=progress, desc=f"tokenize wikitext {SPLITS[name]}"
+      )
+      split_info[name] = {
+        "file": f"{name}.bin",
+        "n_tokens": int(len(arrays[name])),
+        "n_rows": n_rows,
+        "n_rows_kept": n_kept,
+        "n_chars": len(text),
+        "row_stats": row_stats,
+      }
     manifest = {
-        **shards.tokenizer_manifest(tokenizer),
-        "n_train": split_info["train"]["n_tokens"], "n_val": split_info["val"]["n_tokens"],
-        "splits": split_info, "source": f"wikitext {config} ({data_cfg.get('path') or HUB_ID})",
-        "source_fingerprint": fingerprint, "hf_config": config, "key": key,
+      **shards.tokenizer_manifest(tokenizer),
+      "n_train": split_info["train"]["n_tokens"],
+      "n_val": split_info["val"]["n_tokens"],
+      "splits": split_info,
+      "source": f"wikitext {config} ({data_cfg.get('path') or HUB_ID})",
+      "source_fingerprint": fingerprint,
+      "hf_config": config,
+      "key": key,
     }
     with shards.staging_dir(out) as tmp:
       for name, array in arrays.items():

@@ -18,41 +18,53 @@ import pathlib
 import re
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from llmjax import config_util
-from llmjax import errors
-from llmjax import markdown as md
+from llmjax import models
+from llmjax.config import validate as config_validate
+from llmjax.inference import generate
+from llmjax.runs import load as run_load
 from llmjax.train import metrics as metrics_lib
+from llmjax.util import errors
+from llmjax.util import markdown as md
 
 ARCHS = ("gpt", "conv_attention", "progressive")
 # Model keys a row of compare.models may override, and their types.
-ROW_KEYS = {"n_embd": int, "n_head": int, "n_layer": int, "block_size": int, "fan_in": int,
-            "target_offset": int}
+ROW_KEYS = {
+  "n_embd": int,
+  "n_head": int,
+  "n_layer": int,
+  "block_size": int,
+  "fan_in": int,
+  "target_offset": int,
+}
 COLUMNS = (
-    ("model", "model", "{}"),
-    ("objective", "objective", "{}"),
-    ("heads", "heads", "{}"),
-    ("embedding size", "n_embd", "{}"),
-    ("micro batch", "micro_batch", "{}"),
-    ("context window", "block_size", "{}"),
-    ("parameters", "num_params", "{:,}"),
-    ("training batches", "train_batches", "{}"),
-    ("time per batch (ms)", "ms_per_batch", "{:.1f}"),
-    ("final training loss", "final_train_loss", "{:.4f}"),
-    ("test batches", "test_batches", "{}"),
-    ("inference time per token (ms)", "ms_per_token", "{:.2f}"),
-    ("average test loss", "test_loss", "{:.4f}"),
+  ("model", "model", "{}"),
+  ("objective", "objective", "{}"),
+  ("heads", "heads", "{}"),
+  ("embedding size", "n_embd", "{}"),
+  ("micro batch", "micro_batch", "{}"),
+  ("context window", "block_size", "{}"),
+  ("parameters", "num_params", "{:,}"),
+  ("training batches", "train_batches", "{}"),
+  ("time per batch (ms)", "ms_per_batch", "{:.1f}"),
+  ("final training loss", "final_train_loss", "{:.4f}"),
+  ("test batches", "test_batches", "{}"),
+  ("inference time per token (ms)", "ms_per_token", "{:.2f}"),
+  ("average test loss", "test_loss", "{:.4f}"),
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
   """One model of the comparison: its run name, arch and model-section overrides."""
+
   name: str
   arch: str
   overrides: tuple[tuple[str, int], ...] = ()
@@ -73,16 +85,18 @@ def parse_rows(config) -> list[Row]:
     match = _ROW.match(entry)
     if not match or match.group(1) not in ARCHS:
       raise errors.ConfigError(
-          f"compare.models entry {entry.strip()!r} in {text!r}: use an arch from "
-          f"{', '.join(ARCHS)}, optionally with overrides as in "
-          "'conv_attention(n_embd=48 block_size=1024 target_offset=64)'.")
+        f"compare.models entry {entry.strip()!r} in {text!r}: use an arch from "
+        f"{', '.join(ARCHS)}, optionally with overrides as in "
+        "'conv_attention(n_embd=48 block_size=1024 target_offset=64)'."
+      )
     overrides = []
     for item in (match.group(2) or "").split():
       key, _, value = item.partition("=")
       if key not in ROW_KEYS or not re.fullmatch(r"\d+", value):
         raise errors.ConfigError(
-            f"compare.models override {item!r} in {entry.strip()!r}: use key=integer with a "
-            f"key from {', '.join(ROW_KEYS)}.")
+          f"compare.models override {item!r} in {entry.strip()!r}: use key=integer with a "
+          f"key from {', '.join(ROW_KEYS)}."
+        )
       overrides.append((key, ROW_KEYS[key](value)))
     arch = match.group(1)
     offset = dict(overrides).get("target_offset", config.model.get("target_offset", 1))
@@ -91,8 +105,9 @@ def parse_rows(config) -> list[Row]:
   names = [r.name for r in rows]
   if not rows or len(set(names)) != len(names):
     raise errors.ConfigError(
-        f"compare.models={text!r} must name at least one model and each row once (rows "
-        f"named {names}); rows of one arch differ by target_offset.")
+      f"compare.models={text!r} must name at least one model and each row once (rows "
+      f"named {names}); rows of one arch differ by target_offset."
+    )
   return rows
 
 
@@ -110,8 +125,10 @@ def run_config(config: ml_collections.ConfigDict, row: Row) -> ml_collections.Co
   for key, value in row.overrides:
     c.model[key] = value
   if row.arch != "conv_attention" and c.model.target_offset != 1:
-    raise errors.ConfigError(f"compare.models row {row.name!r}: target_offset="
-                             f"{c.model.target_offset} is for conv_attention only; drop it.")
+    raise errors.ConfigError(
+      f"compare.models row {row.name!r}: target_offset="
+      f"{c.model.target_offset} is for conv_attention only; drop it."
+    )
   return c
 
 
@@ -131,7 +148,6 @@ def embedding_size(c: ml_collections.ConfigDict) -> str:
 def count_parameters(c: ml_collections.ConfigDict) -> int:
   """Parameters of the row's model as trained last (progressive: its final stage,
   adapters included), counted from shapes without initialising anything."""
-  from llmjax import models  # pylint: disable=import-outside-toplevel
   model_cfg = c.model
   if c.model.arch == "progressive":
     model_cfg = ml_collections.ConfigDict(c.model.to_dict())
@@ -155,9 +171,7 @@ def steady_ms_per_batch(records: list[dict], batch_tokens: int) -> float | None:
 
 def inference_ms_per_token(workdir: pathlib.Path, n_tokens: int, seed: int) -> float:
   """Generation time per new token (after a first, compiling call) at batch size 1."""
-  from llmjax import api  # pylint: disable=import-outside-toplevel
-  from llmjax import generate  # pylint: disable=import-outside-toplevel
-  model, config, _ = api.load_model(workdir)
+  model, config, _ = run_load.load_model(workdir)
   generator = generate.Generator(model)
   prompt = [[0] * 8]
   params = generate.SamplingParams(temperature=1.0)
@@ -168,43 +182,52 @@ def inference_ms_per_token(workdir: pathlib.Path, n_tokens: int, seed: int) -> f
   return 1000.0 * (time.perf_counter() - start) / n_tokens
 
 
-def train_one(c: ml_collections.ConfigDict, workdir: pathlib.Path):
-  from llmjax import jobs  # pylint: disable=import-outside-toplevel
-  return jobs.run(c, str(workdir))
-
-
-def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[dict]:
-  """Trains every model of `compare.models` and writes the table and the plot."""
+def run(
+  config: ml_collections.ConfigDict,
+  workdir: str | pathlib.Path,
+  train_one: Callable[[ml_collections.ConfigDict, str], Any],
+) -> list[dict]:
+  """Trains every model of `compare.models` with `train_one(config, workdir)` (the job
+  registry's `run`) and writes the table and the plot."""
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   specs = parse_rows(config)
   names = [r.name for r in specs]
   configs = {r.name: run_config(config, r) for r in specs}
   for c in configs.values():
-    config_util.validate(c)
+    config_validate.validate(c)
   rows = []
   for name in names:
     c = configs[name]
     run_dir = workdir / name
     print(f"=== {name} -> {run_dir}", flush=True)
-    result = train_one(c, run_dir)
+    result = train_one(c, str(run_dir))
     if result.interrupted:
       raise errors.TrainingError(
-          f"Training {name} was interrupted; re-run the same command to resume.")
+        f"Training {name} was interrupted; re-run the same command to resume."
+      )
     records = metrics_lib.read_metrics(run_dir)
     tc = c.train
-    rows.append({
-        "model": name, "objective": objective(c), "heads": c.model.n_head,
+    rows.append(
+      {
+        "model": name,
+        "objective": objective(c),
+        "heads": c.model.n_head,
         "n_embd": embedding_size(c),
-        "micro_batch": tc.batch_size // tc.grad_accum, "block_size": c.model.block_size,
-        "num_params": count_parameters(c), "train_batches": result.step,
+        "micro_batch": tc.batch_size // tc.grad_accum,
+        "block_size": c.model.block_size,
+        "num_params": count_parameters(c),
+        "train_batches": result.step,
         "ms_per_batch": steady_ms_per_batch(records, tc.batch_size * c.model.block_size),
-        "final_train_loss": result.final_train_loss, "test_batches": tc.eval_batches,
-        "ms_per_token": inference_ms_per_token(run_dir, int(config.compare.inference_tokens),
-                                               tc.seed),
+        "final_train_loss": result.final_train_loss,
+        "test_batches": tc.eval_batches,
+        "ms_per_token": inference_ms_per_token(
+          run_dir, int(config.compare.inference_tokens), tc.seed
+        ),
         "test_loss": result.final_val_loss,
         "stage_steps": getattr(result, "stage_steps", None),
-    })
+      }
+    )
   (workdir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
   table = results_table(rows)
   (workdir / "results.md").write_text(table + "\n")
@@ -216,16 +239,21 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
 
 def results_table(rows: list[dict]) -> str:
   """Markdown table with the comparison's columns."""
-  return md.table([title for title, _, _ in COLUMNS],
-                  ([fmt.format(row[key]) if row.get(key) is not None else "n/a"
-                    for _, key, fmt in COLUMNS] for row in rows))
+  return md.table(
+    [title for title, _, _ in COLUMNS],
+    (
+      [fmt.format(row[key]) if row.get(key) is not None else "n/a" for _, key, fmt in COLUMNS]
+      for row in rows
+    ),
+  )
 
 
 def plot_losses(workdir: pathlib.Path, names: list[str], out: pathlib.Path) -> None:
   """Train loss per step and test-loss points of every run; stage switches dotted."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib  # Imported here: matplotlib (plots only; slow to import).
+
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt  # Imported here: matplotlib (plots only; slow to import).
 
   fig, ax = plt.subplots(figsize=(9, 5.5))
   for i, name in enumerate(names):
@@ -237,13 +265,24 @@ def plot_losses(workdir: pathlib.Path, names: list[str], out: pathlib.Path) -> N
       ax.plot(*zip(*train), color=color, lw=1.2, label=f"{name} train")
     if val:
       ax.plot(*zip(*val), "o--", color=color, ms=4, lw=0.8, label=f"{name} test")
-    switches = [r["step"] for r in records if "stage" in r and "train_loss" not in r
-                and "val_loss" not in r and r["stage"] > 1]
+    switches = [
+      r["step"]
+      for r in records
+      if "stage" in r and "train_loss" not in r and "val_loss" not in r and r["stage"] > 1
+    ]
     for j, step in enumerate(switches):
-      ax.axvline(step, color=color, ls=":", lw=1.0,
-                 label=f"{name} stage switch" if j == 0 else None)
-      ax.annotate(f"stage {j + 2}", (step, 1.0), xycoords=("data", "axes fraction"),
-                  xytext=(3, -12), textcoords="offset points", fontsize=8, color=color)
+      ax.axvline(
+        step, color=color, ls=":", lw=1.0, label=f"{name} stage switch" if j == 0 else None
+      )
+      ax.annotate(
+        f"stage {j + 2}",
+        (step, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(3, -12),
+        textcoords="offset points",
+        fontsize=8,
+        color=color,
+      )
   ax.set_xlabel("training batch (step)")
   ax.set_ylabel("loss on the row's objective (nats)")
   ax.set_title("GPT-2 baseline vs convolution-attention vs progressive")

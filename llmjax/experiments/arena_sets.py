@@ -31,50 +31,74 @@ import dataclasses
 import json
 import pathlib
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 import numpy as np
 
-from llmjax import errors
 from llmjax.models.pair_classifier import CLASSES, FREEZE_MODES
+from llmjax.util import errors
 
 # name -> (checkpoint: hub id or "minilm" for the offline all-MiniLM-L6-v2, response tokens
 # that fit the encoder's positions after a 128-token prompt).
 ENCODERS = {
-    "minilm": ("minilm", 380),
-    "distilbert": ("distilbert-base-uncased", 380),
-    "bert": ("bert-base-uncased", 380),
-    "bert-large": ("bert-large-uncased", 380),
-    "roberta": ("roberta-base", 380),
-    "electra": ("google/electra-base-discriminator", 380),
-    "albert": ("albert-base-v2", 380),
-    "deberta": ("microsoft/deberta-base", 512),
-    "deberta-v3": ("microsoft/deberta-v3-base", 512),
+  "minilm": ("minilm", 380),
+  "distilbert": ("distilbert-base-uncased", 380),
+  "bert": ("bert-base-uncased", 380),
+  "bert-large": ("bert-large-uncased", 380),
+  "roberta": ("roberta-base", 380),
+  "electra": ("google/electra-base-discriminator", 380),
+  "albert": ("albert-base-v2", 380),
+  "deberta": ("microsoft/deberta-base", 512),
+  "deberta-v3": ("microsoft/deberta-v3-base", 512),
 }
 SETS = {
-    "set1": (("distilbert", "random"), ("distilbert", "full"), ("distilbert", "frozen"),
-             ("distilbert", "bottom_frozen")),
-    "set2": (("distilbert", "full"), ("bert", "full"), ("bert-large", "full")),
-    "set3": (("roberta", "full"), ("electra", "full"), ("deberta", "full"), ("albert", "full")),
+  "set1": (
+    ("distilbert", "random"),
+    ("distilbert", "full"),
+    ("distilbert", "frozen"),
+    ("distilbert", "bottom_frozen"),
+  ),
+  "set2": (("distilbert", "full"), ("bert", "full"), ("bert-large", "full")),
+  "set3": (("roberta", "full"), ("electra", "full"), ("deberta", "full"), ("albert", "full")),
 }
 # Test accuracy (%) the original study printed for each run.
 ORIGINAL_ACCURACY = {
-    ("distilbert", "random"): 35.1, ("distilbert", "full"): 47.3,
-    ("distilbert", "frozen"): 45.3, ("distilbert", "bottom_frozen"): 46.9,
-    ("bert", "full"): 48.35, ("bert-large", "full"): 48.43,
-    ("roberta", "full"): 48.6, ("electra", "full"): 49.3, ("deberta", "full"): 35.1,
-    ("albert", "full"): 49.1,
+  ("distilbert", "random"): 35.1,
+  ("distilbert", "full"): 47.3,
+  ("distilbert", "frozen"): 45.3,
+  ("distilbert", "bottom_frozen"): 46.9,
+  ("bert", "full"): 48.35,
+  ("bert-large", "full"): 48.43,
+  ("roberta", "full"): 48.6,
+  ("electra", "full"): 49.3,
+  ("deberta", "full"): 35.1,
+  ("albert", "full"): 49.1,
 }
 # Offline stand-ins for the smoke variants: tiny random checkpoints of each family
 # (tests/goldens), read with the synthetic rows' tokenizer.
 GOLDENS = pathlib.Path(__file__).resolve().parents[2] / "tests" / "goldens"
 SMOKE_CHECKPOINTS = {
-    "distilbert": "distilbert", "bert": "bert", "bert-large": "bert", "roberta": "roberta",
-    "electra": "electra", "albert": "albert", "deberta": "deberta", "deberta-v3": "deberta_v3",
+  "distilbert": "distilbert",
+  "bert": "bert",
+  "bert-large": "bert",
+  "roberta": "roberta",
+  "electra": "electra",
+  "albert": "albert",
+  "deberta": "deberta",
+  "deberta-v3": "deberta_v3",
 }
-REQUIRED_FIELDS = ("model", "mode", "params", "trainable_params", "accuracy", "accuracy_ci95",
-                   "log_loss", "seconds_per_epoch")
+REQUIRED_FIELDS = (
+  "model",
+  "mode",
+  "params",
+  "trainable_params",
+  "accuracy",
+  "accuracy_ci95",
+  "log_loss",
+  "seconds_per_epoch",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,13 +132,17 @@ def parse_runs(spec: str) -> list[RunSpec]:
       continue
     target, sep, mode = item.rpartition(":")
     if not sep or mode not in FREEZE_MODES:
-      raise errors.ConfigError(f"arena.runs entry {item!r} must read label[@checkpoint]:mode "
-                               f"with mode one of {FREEZE_MODES}, e.g. 'distilbert:random'")
+      raise errors.ConfigError(
+        f"arena.runs entry {item!r} must read label[@checkpoint]:mode "
+        f"with mode one of {FREEZE_MODES}, e.g. 'distilbert:random'"
+      )
     label, at, checkpoint = target.partition("@")
     if not at:
       if label not in ENCODERS:
-        raise errors.ConfigError(f"arena.runs entry {item!r}: unknown encoder {label!r}; use "
-                                 f"one of {sorted(ENCODERS)} or label@checkpoint:mode")
+        raise errors.ConfigError(
+          f"arena.runs entry {item!r}: unknown encoder {label!r}; use "
+          f"one of {sorted(ENCODERS)} or label@checkpoint:mode"
+        )
       checkpoint = ENCODERS[label][0]
     runs.append(RunSpec(label, checkpoint, mode))
   names = [r.name for r in runs]
@@ -124,7 +152,8 @@ def parse_runs(spec: str) -> list[RunSpec]:
 
 
 def run_configs(
-    config: ml_collections.ConfigDict) -> list[tuple[RunSpec, ml_collections.ConfigDict]]:
+  config: ml_collections.ConfigDict,
+) -> list[tuple[RunSpec, ml_collections.ConfigDict]]:
   """One config per run of `config.arena.runs`: classifier.init_from / freeze and the run
   name set, arena.runs emptied; every other setting (the set's) is shared."""
   runs = parse_runs(config.arena.runs)
@@ -141,9 +170,12 @@ def run_configs(
   return out
 
 
-def run_set(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-            train_one: Callable[[ml_collections.ConfigDict, pathlib.Path], dict[str, Any]],
-            title: str = "") -> dict[str, pathlib.Path]:
+def run_set(
+  config: ml_collections.ConfigDict,
+  workdir: str | pathlib.Path,
+  train_one: Callable[[ml_collections.ConfigDict, pathlib.Path], dict[str, Any]],
+  title: str = "",
+) -> dict[str, pathlib.Path]:
   """Trains every run of the set in `workdir/<run name>` with `train_one(config, workdir)`
   (which returns a result dict without model / mode) and writes the report in `workdir`."""
   workdir = pathlib.Path(workdir)
@@ -174,25 +206,29 @@ def _check(results: list[dict[str, Any]]) -> None:
 def format_table(results: list[dict[str, Any]]) -> str:
   """The markdown table of a set's runs, with the original study's accuracy beside ours."""
   _check(results)
-  lines = ["| model | mode | parameters | trainable | test accuracy [95% interval] | log loss "
-           "| s / epoch | original |",
-           "|---|---|---:|---:|---|---:|---:|---:|"]
+  lines = [
+    "| model | mode | parameters | trainable | test accuracy [95% interval] | log loss "
+    "| s / epoch | original |",
+    "|---|---|---:|---:|---|---:|---:|---:|",
+  ]
   for r in results:
     low, high = r["accuracy_ci95"]
     original = r.get("original_accuracy", ORIGINAL_ACCURACY.get((r["model"], r["mode"])))
     lines.append(
-        f"| {r['model']} | {r['mode']} | {_count(r['params'])} | {_count(r['trainable_params'])} "
-        f"| {100 * r['accuracy']:.1f}% [{100 * low:.1f}, {100 * high:.1f}] "
-        f"| {r['log_loss']:.4f} | {r['seconds_per_epoch']:.1f} "
-        f"| {'' if original is None else f'{original}%'} |")
+      f"| {r['model']} | {r['mode']} | {_count(r['params'])} | {_count(r['trainable_params'])} "
+      f"| {100 * r['accuracy']:.1f}% [{100 * low:.1f}, {100 * high:.1f}] "
+      f"| {r['log_loss']:.4f} | {r['seconds_per_epoch']:.1f} "
+      f"| {'' if original is None else f'{original}%'} |"
+    )
   return "\n".join(lines)
 
 
 def plot_confusions(results: list[dict[str, Any]], path: str | pathlib.Path) -> pathlib.Path:
   """One row-normalised confusion matrix per run (counts written in the cells), as a PNG."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib  # Imported here: matplotlib (plots only; slow to import).
+
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt  # Imported here: matplotlib (plots only; slow to import).
 
   shown = [r for r in results if r.get("confusion") is not None]
   if not shown:
@@ -200,21 +236,27 @@ def plot_confusions(results: list[dict[str, Any]], path: str | pathlib.Path) -> 
   cols = min(len(shown), 4)
   rows = -(-len(shown) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.3 * rows), squeeze=False)
-  for ax in axes.flat[len(shown):]:
+  for ax in axes.flat[len(shown) :]:
     ax.axis("off")
   for ax, r in zip(axes.flat, shown):
     counts = np.asarray(r["confusion"], np.int64)
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
     for (i, j), n in np.ndenumerate(counts):
-      ax.text(j, i, str(n), ha="center", va="center",
-              color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+      ax.text(
+        j,
+        i,
+        str(n),
+        ha="center",
+        va="center",
+        color="white" if share[i, j] > 0.6 else "black",
+        fontsize=9,
+      )
     ax.set_xticks(range(len(CLASSES)), CLASSES, fontsize=8)
     ax.set_yticks(range(len(CLASSES)), CLASSES, fontsize=8)
     ax.set_xlabel("predicted", fontsize=8)
     ax.set_ylabel("true", fontsize=8)
-    ax.set_title(f"{r['model']} ({r['mode']})\naccuracy {100 * r['accuracy']:.1f}%",
-                 fontsize=9)
+    ax.set_title(f"{r['model']} ({r['mode']})\naccuracy {100 * r['accuracy']:.1f}%", fontsize=9)
   fig.tight_layout()
   path = pathlib.Path(path)
   fig.savefig(path, dpi=110)
@@ -222,8 +264,13 @@ def plot_confusions(results: list[dict[str, Any]], path: str | pathlib.Path) -> 
   return path
 
 
-def write_report(results: list[dict[str, Any]], out_dir: str | pathlib.Path, *,
-                 title: str = "arena set", stem: str = "arena_set") -> dict[str, pathlib.Path]:
+def write_report(
+  results: list[dict[str, Any]],
+  out_dir: str | pathlib.Path,
+  *,
+  title: str = "arena set",
+  stem: str = "arena_set",
+) -> dict[str, pathlib.Path]:
   """Writes `stem.md` (title + table), `stem.json` (the results) and, when the results carry
   confusion matrices, `stem_confusion.png` in `out_dir`; returns their paths by kind."""
   out_dir = pathlib.Path(out_dir)

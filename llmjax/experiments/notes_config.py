@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from llmjax import errors
-from llmjax import config_base
+from llmjax.config import schema as config_base
+from llmjax.util import errors
 
 VARIANTS = ("pre", "post", "blank", "none")
 SIZES = ("default", "large", "cpu", "cpu_bpe", "smoke")
@@ -36,12 +36,15 @@ def notes_config(variant: str, size: str | None = None) -> ml_collections.Config
   """The config of one notes run: `variant` corpus at `size` (None = default)."""
   if variant not in VARIANTS:
     raise errors.ConfigError(
-        f"Unknown notes variant {variant!r}; use one of {', '.join(VARIANTS)}.")
+      f"Unknown notes variant {variant!r}; use one of {', '.join(VARIANTS)}."
+    )
   size = size or "default"
   if size not in SIZES:
-    raise errors.ConfigError(f"Unknown variant {size!r} of the notes configs; use one of "
-                             f"{', '.join(s for s in SIZES if s != 'default')} (or none for the "
-                             "default).")
+    raise errors.ConfigError(
+      f"Unknown variant {size!r} of the notes configs; use one of "
+      f"{', '.join(s for s in SIZES if s != 'default')} (or none for the "
+      "default)."
+    )
   c = config_base.base_config()
   c.name = f"{variant}-notes"
   c.notes.variant = variant

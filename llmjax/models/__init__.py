@@ -3,20 +3,18 @@ tokens `[B, T]` returns float32 logits `[B, T, vocab]`."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from flax import nnx
 
-from llmjax import errors
-from llmjax.models import conv_attention
-from llmjax.models import gpt
-from llmjax.models import progressive
+from llmjax.models import conv_attention, gpt, progressive
+from llmjax.util import errors
 
 # arch name -> (config dataclass, module class)
 REGISTRY: dict[str, tuple[type, Callable[..., nnx.Module]]] = {
-    "gpt": (gpt.GPTConfig, gpt.GPT),
-    "conv_attention": (conv_attention.ConvAttentionConfig, conv_attention.ConvAttention),
-    "progressive": (progressive.ProgressiveConfig, progressive.ProgressiveGPT),
+  "gpt": (gpt.GPTConfig, gpt.GPT),
+  "conv_attention": (conv_attention.ConvAttentionConfig, conv_attention.ConvAttention),
+  "progressive": (progressive.ProgressiveConfig, progressive.ProgressiveGPT),
 }
 
 
@@ -27,7 +25,8 @@ def model_config(model_cfg):
     return model_cfg
   if arch not in REGISTRY:
     raise errors.ConfigError(
-        f"Unknown model.arch={arch!r}; available: {', '.join(sorted(REGISTRY))}.")
+      f"Unknown model.arch={arch!r}; available: {', '.join(sorted(REGISTRY))}."
+    )
   return REGISTRY[arch][0].from_config(model_cfg)
 
 

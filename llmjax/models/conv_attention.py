@@ -37,14 +37,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from llmjax import errors
-from llmjax.models import gpt
-from llmjax.models import layers
+from llmjax.models import gpt, layers
+from llmjax.util import errors
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvAttentionConfig:
   """Frozen hyperparameters (built from the `model` section of a config)."""
+
   vocab_size: int = 50257
   block_size: int = 256
   n_head: int = 6
@@ -59,22 +59,24 @@ class ConvAttentionConfig:
   target_offset: int = 1
 
   def __post_init__(self):
-    unit = self.fan_in ** self.n_levels
+    unit = self.fan_in**self.n_levels
     if self.fan_in < 2:
       raise errors.ConfigError(f"model.fan_in={self.fan_in} must be >= 2.")
     if self.block_size % unit:
       raise errors.ConfigError(
-          f"model.block_size={self.block_size} must be a multiple of "
-          f"fan_in**{self.n_levels} = {unit} for arch conv_attention; use e.g. "
-          f"--config.model.block_size={max(unit, self.block_size // unit * unit)}.")
+        f"model.block_size={self.block_size} must be a multiple of "
+        f"fan_in**{self.n_levels} = {unit} for arch conv_attention; use e.g. "
+        f"--config.model.block_size={max(unit, self.block_size // unit * unit)}."
+      )
     if self.n_embd % self.n_head:
-      raise errors.ConfigError(f"model.n_embd={self.n_embd} must be divisible by model.n_head="
-                               f"{self.n_head}.")
+      raise errors.ConfigError(
+        f"model.n_embd={self.n_embd} must be divisible by model.n_head={self.n_head}."
+      )
     if self.target_offset < 1:
       raise errors.ConfigError(f"model.target_offset={self.target_offset} must be >= 1.")
 
   @classmethod
-  def from_config(cls, model_cfg) -> "ConvAttentionConfig":
+  def from_config(cls, model_cfg) -> ConvAttentionConfig:
     return gpt.dataclass_from_section(cls, model_cfg)
 
   @property
@@ -86,10 +88,16 @@ class ConvAttentionConfig:
     return 4 * self.n_levels
 
   def block_config(self, level: int) -> layers.BlockConfig:
-    return layers.BlockConfig(n_embd=self.n_embd * 2 ** level, n_head=self.n_head,
-                              n_layer=self.n_blocks, dropout=self.dropout, bias=self.bias,
-                              dtype=self.dtype, param_dtype=self.param_dtype,
-                              attention=self.attention)
+    return layers.BlockConfig(
+      n_embd=self.n_embd * 2**level,
+      n_head=self.n_head,
+      n_layer=self.n_blocks,
+      dropout=self.dropout,
+      bias=self.bias,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      attention=self.attention,
+    )
 
   def plan(self) -> tuple[tuple[str, int, int], ...]:
     """The layout as (op, index, level after the op); op is block, compress or expand."""
@@ -122,8 +130,9 @@ class Compress(nnx.Module):
     self.fan_in, self.dtype = fan_in, cfg.dtype
     self.ln = layers.LayerNorm(dim, bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     std = 0.02 / math.sqrt(fan_in)
-    self.kernel = layers.normal_param(rngs, (fan_in, dim, 2 * dim), std, cfg.param_dtype,
-                                      (None, "embed", "mlp"))
+    self.kernel = layers.normal_param(
+      rngs, (fan_in, dim, 2 * dim), std, cfg.param_dtype, (None, "embed", "mlp")
+    )
     self.bias = layers.zeros_param((2 * dim,), cfg.param_dtype, ("mlp",)) if cfg.bias else None
 
   def __call__(self, x_BxTxD):
@@ -143,10 +152,12 @@ class Expand(nnx.Module):
     self.fan_in, self.dtype = fan_in, cfg.dtype
     self.ln = layers.LayerNorm(dim, bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     std = 0.02 / math.sqrt(2 * cfg.n_blocks)
-    self.kernel = layers.normal_param(rngs, (dim, fan_in, dim // 2), std, cfg.param_dtype,
-                                      ("mlp", None, "embed"))
-    self.bias = (layers.zeros_param((fan_in, dim // 2), cfg.param_dtype, (None, "embed"))
-                 if cfg.bias else None)
+    self.kernel = layers.normal_param(
+      rngs, (dim, fan_in, dim // 2), std, cfg.param_dtype, ("mlp", None, "embed")
+    )
+    self.bias = (
+      layers.zeros_param((fan_in, dim // 2), cfg.param_dtype, (None, "embed")) if cfg.bias else None
+    )
 
   def __call__(self, y_BxGxE, skip_BxTxD):
     b, g, _ = y_BxGxE.shape
@@ -166,8 +177,9 @@ class ConvAttention(nnx.Module):
     self.cfg = cfg
     v, d = cfg.padded_vocab_size, cfg.n_embd
     self.wte = layers.normal_param(rngs, (v, d), 0.02, cfg.param_dtype, ("vocab", "embed"))
-    self.wpe = layers.normal_param(rngs, (cfg.block_size, d), 0.01, cfg.param_dtype,
-                                   (None, "embed"))
+    self.wpe = layers.normal_param(
+      rngs, (cfg.block_size, d), 0.01, cfg.param_dtype, (None, "embed")
+    )
     blocks, compress, expand = [], [], []
     for op, _, level in cfg.plan():
       if op == "block":
@@ -182,15 +194,17 @@ class ConvAttention(nnx.Module):
     self.ln_f = layers.LayerNorm(d, bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
 
   def padded_length(self, t: int) -> int:
-    unit = self.cfg.fan_in ** self.cfg.n_levels
+    unit = self.cfg.fan_in**self.cfg.n_levels
     return -(-t // unit) * unit
 
   def hidden(self, tokens_BxT, *, dropout_key=None, trace: list | None = None):
     """Final normalised hidden states [B, T, D]; `trace` (a list) collects (op, shape)."""
     t = tokens_BxT.shape[1]
     if t > self.cfg.block_size:
-      raise errors.SamplingError(f"Sequence of {t} tokens exceeds model.block_size="
-                                 f"{self.cfg.block_size}; crop the input or raise block_size.")
+      raise errors.SamplingError(
+        f"Sequence of {t} tokens exceeds model.block_size="
+        f"{self.cfg.block_size}; crop the input or raise block_size."
+      )
     t_pad = self.padded_length(t)
     tokens_BxT = jnp.pad(tokens_BxT, ((0, 0), (0, t_pad - t)))
     keys = layers.split_key(dropout_key, 2)
@@ -210,8 +224,10 @@ class ConvAttention(nnx.Module):
     n_real = t_pad if n_real is None else n_real
     masks = None
     if n_real != t_pad:
-      masks = [layers.padding_causal_mask(t_pad // cfg.fan_in ** level, n_real, cfg.fan_in ** level)
-               for level in range(cfg.n_levels + 1)]
+      masks = [
+        layers.padding_causal_mask(t_pad // cfg.fan_in**level, n_real, cfg.fan_in**level)
+        for level in range(cfg.n_levels + 1)
+      ]
     keys = layers.split_key(dropout_key, cfg.n_blocks)
     x = x_BxTxD
     _record(trace, "embed", x)
@@ -230,7 +246,7 @@ class ConvAttention(nnx.Module):
 
   def unembed(self, x_BxTxD):
     logits = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte[...].astype(self.cfg.dtype))
-    return logits[..., :self.cfg.vocab_size].astype(jnp.float32)
+    return logits[..., : self.cfg.vocab_size].astype(jnp.float32)
 
   def __call__(self, tokens_BxT, *, dropout_key=None):
     return self.unembed(self.hidden(tokens_BxT, dropout_key=dropout_key))
@@ -247,17 +263,19 @@ class ConvAttention(nnx.Module):
     dtype = dtype or cfg.dtype
 
     def stream(level):
-      return jnp.zeros((batch, cfg.block_size // cfg.fan_in ** level,
-                        cfg.n_embd * 2 ** level), dtype)
+      return jnp.zeros((batch, cfg.block_size // cfg.fan_in**level, cfg.n_embd * 2**level), dtype)
 
     kv = []
     for op, _, level in cfg.plan():
       if op == "block":
-        s, d = cfg.block_size // cfg.fan_in ** level, cfg.n_embd * 2 ** level
+        s, d = cfg.block_size // cfg.fan_in**level, cfg.n_embd * 2**level
         h, k = cfg.n_head, d // cfg.n_head
         kv.append(layers.empty_kv_cache(batch, h, k, s, dtype))
-    return {"kv": kv, "down": [stream(lv) for lv in range(cfg.n_levels)],
-            "up": [stream(lv) for lv in range(1, cfg.n_levels + 1)]}
+    return {
+      "kv": kv,
+      "down": [stream(lv) for lv in range(cfg.n_levels)],
+      "up": [stream(lv) for lv in range(1, cfg.n_levels + 1)],
+    }
 
   def decode(self, tokens_BxT, cache, pos):
     """Runs tokens at positions pos.. against the cache; returns (logits_BxTxV, cache).
@@ -289,8 +307,10 @@ class ConvAttention(nnx.Module):
     cfg = self.cfg
     t = tokens_BxT.shape[1]
     if t > cfg.block_size:
-      raise ValueError(f"Sequence of {t} tokens exceeds model.block_size="
-                       f"{cfg.block_size}; crop the input or raise block_size.")
+      raise ValueError(
+        f"Sequence of {t} tokens exceeds model.block_size="
+        f"{cfg.block_size}; crop the input or raise block_size."
+      )
     window_BxT = jnp.pad(tokens_BxT.astype(jnp.int32), ((0, 0), (0, cfg.block_size - t)))
     x = self.embed(window_BxT)
     kv, down, up = list(cache["kv"]), list(cache["down"]), list(cache["up"])
@@ -314,8 +334,9 @@ class ConvAttention(nnx.Module):
     f = cfg.fan_in
     kv, down, up = list(cache["kv"]), list(cache["down"]), list(cache["up"])
     down_blocks, up_blocks = self.level_blocks()
-    x = (self.wte[...][token_Bx1]
-         + jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, 1, axis=0)[None]).astype(cfg.dtype)
+    x = (
+      self.wte[...][token_Bx1] + jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, 1, axis=0)[None]
+    ).astype(cfg.dtype)
     for index in down_blocks[0]:
       x, kv[index] = self.blocks[index](x, cache=kv[index], pos=pos)
     down[0] = _write(down[0], x, pos)
@@ -323,9 +344,10 @@ class ConvAttention(nnx.Module):
 
     # Down the levels: level L gets a new position when pos completes a group of f^L.
     for level in range(1, cfg.n_levels + 1):
+
       def compress_into(state, level=level):
         kv, down, up = state
-        p = (pos + 1) // f ** level - 1
+        p = (pos + 1) // f**level - 1
         group_BxFxD = jax.lax.dynamic_slice_in_dim(down[level - 1], p * f, f, axis=1)
         y = self.compress[level - 1](group_BxFxD)
         for index in down_blocks[level]:
@@ -335,23 +357,26 @@ class ConvAttention(nnx.Module):
         else:
           up[level - 1] = _write(up[level - 1], y, p)
         return kv, down, up
-      kv, down, up = jax.lax.cond((pos + 1) % f ** level == 0, compress_into,
-                                  lambda state: state, (kv, down, up))
+
+      kv, down, up = jax.lax.cond(
+        (pos + 1) % f**level == 0, compress_into, lambda state: state, (kv, down, up)
+      )
 
     # Up the levels: the new position of level L (below the top) adds the expansion of
     # the previous group's summary one level up, then runs its up blocks.
     for level in range(cfg.n_levels - 1, 0, -1):
+
       def expand_into(state, level=level):
         kv, up = state
-        p = (pos + 1) // f ** level - 1
+        p = (pos + 1) // f**level - 1
         skip_Bx1xD = jax.lax.dynamic_slice_in_dim(down[level], p, 1, axis=1)
         y = self.expand_one(level, up[level], p, skip_Bx1xD)
         for index in up_blocks[level]:
           y, kv[index] = self.blocks[index](y, cache=kv[index], pos=p)
         up[level - 1] = _write(up[level - 1], y, p)
         return kv, up
-      kv, up = jax.lax.cond((pos + 1) % f ** level == 0, expand_into,
-                            lambda state: state, (kv, up))
+
+      kv, up = jax.lax.cond((pos + 1) % f**level == 0, expand_into, lambda state: state, (kv, up))
 
     x = self.expand_one(0, up[0], pos, fine_x)
     for index in up_blocks[0]:
@@ -364,15 +389,16 @@ class ConvAttention(nnx.Module):
     f = self.cfg.fan_in
     module = self.expand[self.cfg.n_levels - 1 - level]
     g = p // f
-    y_Bx1xE = module.ln(jax.lax.dynamic_slice_in_dim(coarse_BxGxE, jnp.maximum(g - 1, 0), 1,
-                                                     axis=1))
+    y_Bx1xE = module.ln(
+      jax.lax.dynamic_slice_in_dim(coarse_BxGxE, jnp.maximum(g - 1, 0), 1, axis=1)
+    )
     y_Bx1xE = jnp.where(g > 0, y_Bx1xE, jnp.zeros_like(y_Bx1xE))
-    kernel_ExD = jax.lax.dynamic_index_in_dim(module.kernel[...], p % f, axis=1,
-                                              keepdims=False)
+    kernel_ExD = jax.lax.dynamic_index_in_dim(module.kernel[...], p % f, axis=1, keepdims=False)
     x_Bx1xD = jnp.einsum("bge,ed->bgd", y_Bx1xE, kernel_ExD.astype(module.dtype))
     if module.bias is not None:
       x_Bx1xD = x_Bx1xD + jax.lax.dynamic_index_in_dim(
-          module.bias[...], p % f, axis=0, keepdims=False).astype(module.dtype)
+        module.bias[...], p % f, axis=0, keepdims=False
+      ).astype(module.dtype)
     return skip_Bx1xD + x_Bx1xD
 
   def level_blocks(self):
@@ -390,8 +416,9 @@ class ConvAttention(nnx.Module):
 
 
 def _write(stream_BxTxD, x_Bx1xD, p):
-  return jax.lax.dynamic_update_slice_in_dim(stream_BxTxD, x_Bx1xD.astype(stream_BxTxD.dtype),
-                                             p, axis=1)
+  return jax.lax.dynamic_update_slice_in_dim(
+    stream_BxTxD, x_Bx1xD.astype(stream_BxTxD.dtype), p, axis=1
+  )
 
 
 def _record(trace, op, x):

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,16 +40,16 @@ FAMILIES = ("bert", "distilbert", "roberta", "electra", "albert", "deberta", "de
 DEBERTA_FAMILIES = ("deberta", "deberta-v2")
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
-    "gelu_python": functools.partial(jax.nn.gelu, approximate=False),
-    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "tanh": jnp.tanh,
+  "gelu": functools.partial(jax.nn.gelu, approximate=False),
+  "gelu_python": functools.partial(jax.nn.gelu, approximate=False),
+  "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+  "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+  "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+  "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+  "relu": jax.nn.relu,
+  "silu": jax.nn.silu,
+  "swish": jax.nn.silu,
+  "tanh": jnp.tanh,
 }
 
 
@@ -82,7 +83,9 @@ class EncoderConfig:
   relative_attention: bool = False  # DeBERTa: add disentangled relative-position scores.
   pos_att_type: tuple[str, ...] = ()  # DeBERTa: subset of ("c2p", "p2c").
   position_buckets: int = -1  # DeBERTa: log-bucket count; <= 0 = plain relative distances.
-  max_relative_positions: int = -1  # DeBERTa: relative distance span; < 1 = max_position_embeddings.
+  max_relative_positions: int = (
+    -1
+  )  # DeBERTa: relative distance span; < 1 = max_position_embeddings.
   share_att_key: bool = False  # DeBERTa: project positions with the content query/key weights.
   norm_rel_embeddings: bool = False  # DeBERTa: LayerNorm on the relative-position table.
   conv_kernel_size: int = 0  # DeBERTa-v2: kernel of the convolution after layer 0; 0 = none.
@@ -100,15 +103,19 @@ class EncoderConfig:
       raise ValueError(f"unknown encoder family {self.family!r}; supported: {FAMILIES}")
     if self.head_dim is None and self.hidden_size % self.num_heads:
       raise ValueError(
-          f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads};"
-          " set head_dim explicitly")
+        f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads};"
+        " set head_dim explicitly"
+      )
     if self.num_layer_groups is not None and not 0 < self.num_layer_groups <= self.num_layers:
-      raise ValueError(f"num_layer_groups={self.num_layer_groups} must lie in [1, num_layers="
-                       f"{self.num_layers}]")
+      raise ValueError(
+        f"num_layer_groups={self.num_layer_groups} must lie in [1, num_layers={self.num_layers}]"
+      )
     unknown = set(self.pos_att_type) - {"c2p", "p2c"}
     if unknown:
-      raise ValueError(f"pos_att_type {self.pos_att_type} has unknown entries {sorted(unknown)};"
-                       " use 'c2p' and/or 'p2c'")
+      raise ValueError(
+        f"pos_att_type {self.pos_att_type} has unknown entries {sorted(unknown)};"
+        " use 'c2p' and/or 'p2c'"
+      )
     activation_fn(self.activation)
 
   @property
@@ -143,8 +150,11 @@ class EncoderConfig:
     if self.num_layer_groups is None:
       return list(range(self.num_layers))
     per_group = self.num_layers / self.num_layer_groups
-    return [int(i / per_group) * self.inner_group_size + k
-            for i in range(self.num_layers) for k in range(self.inner_group_size)]
+    return [
+      int(i / per_group) * self.inner_group_size + k
+      for i in range(self.num_layers)
+      for k in range(self.inner_group_size)
+    ]
 
   @property
   def num_stored_layers(self) -> int:
@@ -161,14 +171,22 @@ def _dropout(x: jax.Array, rate: float, rngs: nnx.Rngs | None) -> jax.Array:
 
 
 def _layer_norm(dim: int, cfg: EncoderConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
-  return nnx.LayerNorm(dim, epsilon=cfg.layer_norm_eps, use_fast_variance=False,
-                       dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+  return nnx.LayerNorm(
+    dim,
+    epsilon=cfg.layer_norm_eps,
+    use_fast_variance=False,
+    dtype=cfg.dtype,
+    param_dtype=cfg.param_dtype,
+    rngs=rngs,
+  )
 
 
-def _linear(din: int, dout: int, cfg: EncoderConfig, rngs: nnx.Rngs,
-            use_bias: bool = True) -> nnx.Linear:
-  return nnx.Linear(din, dout, use_bias=use_bias, dtype=cfg.dtype,
-                    param_dtype=cfg.param_dtype, rngs=rngs)
+def _linear(
+  din: int, dout: int, cfg: EncoderConfig, rngs: nnx.Rngs, use_bias: bool = True
+) -> nnx.Linear:
+  return nnx.Linear(
+    din, dout, use_bias=use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs
+  )
 
 
 def _embed(num: int, dim: int, cfg: EncoderConfig, rngs: nnx.Rngs) -> nnx.Embed:
@@ -187,16 +205,22 @@ class Attention(nnx.Module):
     self.value = _linear(d, hk, cfg, rngs)
     self.out = _linear(hk, d, cfg, rngs)
     separate = cfg.relative_attention and not cfg.share_att_key
-    self.pos_key = (_linear(d, hk, cfg, rngs, use_bias=not v1)
-                    if separate and "c2p" in cfg.pos_att_type else None)
+    self.pos_key = (
+      _linear(d, hk, cfg, rngs, use_bias=not v1) if separate and "c2p" in cfg.pos_att_type else None
+    )
     self.pos_query = _linear(d, hk, cfg, rngs) if separate and "p2c" in cfg.pos_att_type else None
 
   def _heads(self, x_BxTxHK: jax.Array) -> jax.Array:
     return x_BxTxHK.reshape(*x_BxTxHK.shape[:-1], self.cfg.num_heads, self.cfg.qk_dim)
 
-  def __call__(self, x_BxTxD: jax.Array, mask_BxHxTxS: jax.Array,
-               rel_RxD: jax.Array | None, rel_pos_TxS: np.ndarray | None,
-               rngs: nnx.Rngs | None) -> jax.Array:
+  def __call__(
+    self,
+    x_BxTxD: jax.Array,
+    mask_BxHxTxS: jax.Array,
+    rel_RxD: jax.Array | None,
+    rel_pos_TxS: np.ndarray | None,
+    rngs: nnx.Rngs | None,
+  ) -> jax.Array:
     cfg = self.cfg
     q_BxTxHxK = self._heads(self.query(x_BxTxD))
     k_BxSxHxK = self._heads(self.key(x_BxTxD))
@@ -222,7 +246,7 @@ class Attention(nnx.Module):
     """Content-to-position plus position-to-content scores (unscaled), BxHxTxS."""
     cfg = self.cfg
     span = cfg.rel_span
-    rel_RxD = rel_RxD[:2 * span]
+    rel_RxD = rel_RxD[: 2 * span]
     score_BxHxTxS = 0.0
     if "c2p" in cfg.pos_att_type:
       pos_k_RxHxK = self._heads((self.key if cfg.share_att_key else self.pos_key)(rel_RxD))
@@ -230,14 +254,16 @@ class Attention(nnx.Module):
       # Query t looks up the embedding of its distance to key s.
       idx_TxS = np.clip(rel_pos_TxS + span, 0, 2 * span - 1)
       score_BxHxTxS += jnp.take_along_axis(
-          c2p_BxHxTxR, jnp.broadcast_to(idx_TxS, c2p_BxHxTxR.shape[:2] + idx_TxS.shape), axis=-1)
+        c2p_BxHxTxR, jnp.broadcast_to(idx_TxS, c2p_BxHxTxR.shape[:2] + idx_TxS.shape), axis=-1
+      )
     if "p2c" in cfg.pos_att_type:
       pos_q_RxHxK = self._heads((self.query if cfg.share_att_key else self.pos_query)(rel_RxD))
       p2c_BxHxSxR = jnp.einsum("bshk,rhk->bhsr", k_BxSxHxK, pos_q_RxHxK)
       # Key s looks up the embedding of the negated distance, then transpose to BxHxTxS.
       idx_SxT = np.clip(-rel_pos_TxS + span, 0, 2 * span - 1)
       p2c_BxHxSxT = jnp.take_along_axis(
-          p2c_BxHxSxR, jnp.broadcast_to(idx_SxT, p2c_BxHxSxR.shape[:2] + idx_SxT.shape), axis=-1)
+        p2c_BxHxSxR, jnp.broadcast_to(idx_SxT, p2c_BxHxSxR.shape[:2] + idx_SxT.shape), axis=-1
+      )
       score_BxHxTxS += jnp.swapaxes(p2c_BxHxSxT, -1, -2)
     return score_BxHxTxS
 
@@ -268,10 +294,10 @@ class Embeddings(nnx.Module):
     self.cfg = cfg
     e, d = cfg.embed_dim, cfg.hidden_size
     self.word = _embed(cfg.vocab_size, e, cfg, rngs)
-    self.position = (_embed(cfg.max_position_embeddings, e, cfg, rngs)
-                     if cfg.absolute_positions else None)
-    self.token_type = (_embed(cfg.type_vocab_size, e, cfg, rngs)
-                       if cfg.type_vocab_size > 0 else None)
+    self.position = (
+      _embed(cfg.max_position_embeddings, e, cfg, rngs) if cfg.absolute_positions else None
+    )
+    self.token_type = _embed(cfg.type_vocab_size, e, cfg, rngs) if cfg.type_vocab_size > 0 else None
     # DeBERTa projects before normalising (no bias); ELECTRA and ALBERT normalise first.
     self.project_first = cfg.is_deberta
     self.norm = _layer_norm(d if self.project_first else e, cfg, rngs)
@@ -282,15 +308,19 @@ class Embeddings(nnx.Module):
     _, t = input_ids_BxT.shape
     if cfg.family == "roberta":
       if t + cfg.pad_token_id >= cfg.max_position_embeddings:
-        raise ValueError(f"sequence length {t} too long: RoBERTa positions start at pad_token_id"
-                         f" + 1 = {cfg.pad_token_id + 1} and max_position_embeddings is "
-                         f"{cfg.max_position_embeddings}; truncate to "
-                         f"{cfg.max_position_embeddings - cfg.pad_token_id - 1} tokens")
+        raise ValueError(
+          f"sequence length {t} too long: RoBERTa positions start at pad_token_id"
+          f" + 1 = {cfg.pad_token_id + 1} and max_position_embeddings is "
+          f"{cfg.max_position_embeddings}; truncate to "
+          f"{cfg.max_position_embeddings - cfg.pad_token_id - 1} tokens"
+        )
       real_BxT = (input_ids_BxT != cfg.pad_token_id).astype(jnp.int32)
       return jnp.cumsum(real_BxT, axis=1) * real_BxT + cfg.pad_token_id
     if t > cfg.max_position_embeddings:
-      raise ValueError(f"sequence length {t} exceeds max_position_embeddings="
-                       f"{cfg.max_position_embeddings}; truncate the input")
+      raise ValueError(
+        f"sequence length {t} exceeds max_position_embeddings="
+        f"{cfg.max_position_embeddings}; truncate the input"
+      )
     return jnp.broadcast_to(jnp.arange(t), input_ids_BxT.shape)
 
   def __call__(self, input_ids_BxT, token_type_ids_BxT, rngs):
@@ -316,16 +346,24 @@ class ConvLayer(nnx.Module):
   def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     pad = (cfg.conv_kernel_size - 1) // 2
-    self.conv = nnx.Conv(cfg.hidden_size, cfg.hidden_size, cfg.conv_kernel_size,
-                         padding=[(pad, pad)], feature_group_count=cfg.conv_groups,
-                         dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+    self.conv = nnx.Conv(
+      cfg.hidden_size,
+      cfg.hidden_size,
+      cfg.conv_kernel_size,
+      padding=[(pad, pad)],
+      feature_group_count=cfg.conv_groups,
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      rngs=rngs,
+    )
     self.norm = _layer_norm(cfg.hidden_size, cfg, rngs)
 
   def __call__(self, embed_BxTxD, layer_BxTxD, mask_BxT, rngs):
     keep_BxTx1 = mask_BxT[..., None]
     h_BxTxD = jnp.where(keep_BxTx1, self.conv(embed_BxTxD), 0)
     h_BxTxD = activation_fn(self.cfg.conv_activation)(
-        _dropout(h_BxTxD, self.cfg.hidden_dropout, rngs))
+      _dropout(h_BxTxD, self.cfg.hidden_dropout, rngs)
+    )
     return self.norm(layer_BxTxD + h_BxTxD) * keep_BxTx1.astype(h_BxTxD.dtype)
 
 
@@ -343,9 +381,15 @@ class Encoder(nnx.Module):
       self.rel_embed, self.rel_norm = None, None
     self.conv = ConvLayer(cfg, rngs=rngs) if cfg.conv_kernel_size > 0 else None
 
-  def __call__(self, input_ids_BxT: jax.Array, attention_mask_BxT: jax.Array | None = None,
-               token_type_ids_BxT: jax.Array | None = None, *,
-               output_hidden_states: bool = False, rngs: nnx.Rngs | None = None):
+  def __call__(
+    self,
+    input_ids_BxT: jax.Array,
+    attention_mask_BxT: jax.Array | None = None,
+    token_type_ids_BxT: jax.Array | None = None,
+    *,
+    output_hidden_states: bool = False,
+    rngs: nnx.Rngs | None = None,
+  ):
     """Encodes a batch of token ids.
 
     Args:
@@ -372,7 +416,7 @@ class Encoder(nnx.Module):
     if cfg.is_deberta:
       # DeBERTa zeroes padded embeddings and masks padded queries as well as keys.
       x_BxTxD = x_BxTxD * mask_BxT[..., None].astype(x_BxTxD.dtype)
-      mask_BxHxTxS = (mask_BxT[:, None, :, None] & mask_BxT[:, None, None, :])
+      mask_BxHxTxS = mask_BxT[:, None, :, None] & mask_BxT[:, None, None, :]
     else:
       mask_BxHxTxS = mask_BxT[:, None, None, :]
 
@@ -382,8 +426,9 @@ class Encoder(nnx.Module):
       if self.rel_norm is not None:
         rel_RxD = self.rel_norm(rel_RxD)
       rel_RxD = _dropout(rel_RxD, cfg.hidden_dropout, rngs)
-      rel_pos_TxS = relative_positions(input_ids_BxT.shape[1], cfg.position_buckets,
-                                       cfg.max_rel_positions)
+      rel_pos_TxS = relative_positions(
+        input_ids_BxT.shape[1], cfg.position_buckets, cfg.max_rel_positions
+      )
 
     embed_BxTxD = x_BxTxD
     hidden = [x_BxTxD]

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from llmjax import errors
 from llmjax.models import layers
+from llmjax.util import errors
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -39,6 +39,7 @@ def padded_vocab(vocab_size: int) -> int:
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
   """Frozen model hyperparameters (built from the `model` section of a config)."""
+
   vocab_size: int = 50257
   block_size: int = 256
   n_layer: int = 6
@@ -54,7 +55,7 @@ class GPTConfig:
   attention: str = "auto"
 
   @classmethod
-  def from_config(cls, model_cfg) -> "GPTConfig":
+  def from_config(cls, model_cfg) -> GPTConfig:
     return dataclass_from_section(cls, model_cfg)
 
   @property
@@ -62,28 +63,44 @@ class GPTConfig:
     return padded_vocab(self.vocab_size)
 
   def block_config(self) -> layers.BlockConfig:
-    return layers.BlockConfig(n_embd=self.n_embd, n_head=self.n_head, n_layer=self.n_layer,
-                              mlp_hidden=self.mlp_hidden, dropout=self.dropout, bias=self.bias,
-                              dtype=self.dtype, param_dtype=self.param_dtype,
-                              attention=self.attention)
+    return layers.BlockConfig(
+      n_embd=self.n_embd,
+      n_head=self.n_head,
+      n_layer=self.n_layer,
+      mlp_hidden=self.mlp_hidden,
+      dropout=self.dropout,
+      bias=self.bias,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      attention=self.attention,
+    )
 
 
 def tied_logits(x_BxTxD, wte_VxD, cfg: GPTConfig):
   """Float32 logits `x @ wte.T` over the real vocabulary (padding rows dropped)."""
   logits = jnp.einsum("btd,vd->btv", x_BxTxD, wte_VxD.astype(cfg.dtype))
   logits = layers.constrain(logits, ("batch", None, "vocab"))
-  return logits[..., :cfg.vocab_size].astype(jnp.float32)
+  return logits[..., : cfg.vocab_size].astype(jnp.float32)
 
 
-def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=None,
-                 dropout_key=None, mask_BxTxS=None):
+def apply_blocks(
+  blocks,
+  x_BxTxD,
+  *,
+  scanned: bool,
+  remat: str,
+  cache=None,
+  pos=None,
+  dropout_key=None,
+  mask_BxTxS=None,
+):
   """Runs a stack of `layers.Block`s (an nnx.List, or one vmapped Block when scanned).
 
   `cache` (see `GPT.init_cache`) is a list of per-layer caches for the unrolled stack and
   one cache stacked over layers ({'k': LxNxKxS, 'v': LxNxSxK}) for the scanned one.
   Returns (x, cache).
   """
-  n_layer = (jax.tree.leaves(nnx.state(blocks))[0].shape[0] if scanned else len(blocks))
+  n_layer = jax.tree.leaves(nnx.state(blocks))[0].shape[0] if scanned else len(blocks)
   keys = None if dropout_key is None else jax.random.split(dropout_key, n_layer)
 
   def run_one(graphdef, state, x, layer_cache, key):
@@ -96,8 +113,9 @@ def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=
   if scanned:
     graphdef, state = nnx.split(blocks)
     if cache is None:
-      return jax.lax.scan(lambda x, xs: run_one(graphdef, xs[0], x, None, xs[1]),
-                          x_BxTxD, (state, keys))
+      return jax.lax.scan(
+        lambda x, xs: run_one(graphdef, xs[0], x, None, xs[1]), x_BxTxD, (state, keys)
+      )
 
     # The stacked cache rides in the carry and each layer's slice is written back where it
     # lies (as scan outputs, the whole cache would be copied several times per token).
@@ -106,12 +124,12 @@ def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=
       layer_state, key, i = xs
       layer_cache = jax.tree.map(lambda c: c[i], cache)
       x, layer_cache = run_one(graphdef, layer_state, x, layer_cache, key)
-      cache = jax.tree.map(lambda c, new: jax.lax.dynamic_update_index_in_dim(c, new, i, 0),
-                           cache, layer_cache)
+      cache = jax.tree.map(
+        lambda c, new: jax.lax.dynamic_update_index_in_dim(c, new, i, 0), cache, layer_cache
+      )
       return (x, cache), None
 
-    (x_BxTxD, cache), _ = jax.lax.scan(body, (x_BxTxD, cache),
-                                       (state, keys, jnp.arange(n_layer)))
+    (x_BxTxD, cache), _ = jax.lax.scan(body, (x_BxTxD, cache), (state, keys, jnp.arange(n_layer)))
     return x_BxTxD, cache
 
   # Separate per-layer arrays: each is updated in place in a decode loop's carry (slicing
@@ -119,8 +137,13 @@ def apply_blocks(blocks, x_BxTxD, *, scanned: bool, remat: str, cache=None, pos=
   new_caches = []
   for i, block in enumerate(blocks):
     graphdef, state = nnx.split(block)
-    x_BxTxD, new_cache = run_one(graphdef, state, x_BxTxD, None if cache is None else cache[i],
-                                 None if keys is None else keys[i])
+    x_BxTxD, new_cache = run_one(
+      graphdef,
+      state,
+      x_BxTxD,
+      None if cache is None else cache[i],
+      None if keys is None else keys[i],
+    )
     new_caches.append(new_cache)
   return x_BxTxD, None if cache is None else new_caches
 
@@ -144,8 +167,9 @@ class GPT(nnx.Module):
     self.cfg = cfg
     v, d = cfg.padded_vocab_size, cfg.n_embd
     self.wte = layers.normal_param(rngs, (v, d), 0.02, cfg.param_dtype, ("vocab", "embed"))
-    self.wpe = layers.normal_param(rngs, (cfg.block_size, d), 0.01, cfg.param_dtype,
-                                   (None, "embed"))
+    self.wpe = layers.normal_param(
+      rngs, (cfg.block_size, d), 0.01, cfg.param_dtype, (None, "embed")
+    )
     self.h = make_blocks(cfg.block_config(), cfg.n_layer, cfg.scan_layers, rngs)
     self.ln_f = layers.LayerNorm(d, bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
 
@@ -154,15 +178,24 @@ class GPT(nnx.Module):
     cfg = self.cfg
     t = tokens_BxT.shape[1]
     if not isinstance(pos, jax.Array) and pos + t > cfg.block_size:
-      raise errors.SamplingError(f"Sequence of {pos + t} tokens exceeds model.block_size="
-                                 f"{cfg.block_size}; crop the input or raise block_size.")
+      raise errors.SamplingError(
+        f"Sequence of {pos + t} tokens exceeds model.block_size="
+        f"{cfg.block_size}; crop the input or raise block_size."
+      )
     k_emb, k_blocks = layers.split_key(dropout_key, 2)
     x = self.wte[...][tokens_BxT].astype(cfg.dtype)
     positions = jax.lax.dynamic_slice_in_dim(self.wpe[...], pos, t, axis=0)
     x = layers.dropout(x + positions.astype(cfg.dtype)[None], cfg.dropout, k_emb)
     x = layers.constrain(x, ("batch", None, None))
-    x, cache = apply_blocks(self.layer_blocks(), x, scanned=cfg.scan_layers, remat=cfg.remat,
-                            cache=cache, pos=pos, dropout_key=k_blocks)
+    x, cache = apply_blocks(
+      self.layer_blocks(),
+      x,
+      scanned=cfg.scan_layers,
+      remat=cfg.remat,
+      cache=cache,
+      pos=pos,
+      dropout_key=k_blocks,
+    )
     return self.ln_f(x), cache
 
   def layer_blocks(self):

@@ -16,21 +16,27 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from llmjax.parallel import mesh as mesh_lib
+
 KVCache = dict[str, jax.Array]  # One layer's: {'k': NxKxS, 'v': NxSxK}, N = batch x heads.
 
 
-def empty_kv_cache(batch: int, n_head: int, head_dim: int, length: int, dtype,
-                   leading: tuple[int, ...] = ()) -> KVCache:
+def empty_kv_cache(
+  batch: int, n_head: int, head_dim: int, length: int, dtype, leading: tuple[int, ...] = ()
+) -> KVCache:
   """A zero KV cache in `Attention.attend_cached`'s layout, with optional leading axes
   (the layer axis of a scanned stack)."""
   n = batch * n_head
-  return {"k": jnp.zeros((*leading, n, head_dim, length), dtype),
-          "v": jnp.zeros((*leading, n, length, head_dim), dtype)}
+  return {
+    "k": jnp.zeros((*leading, n, head_dim, length), dtype),
+    "v": jnp.zeros((*leading, n, length, head_dim), dtype),
+  }
 
 
 @dataclasses.dataclass(frozen=True)
 class BlockConfig:
   """What one pre-LayerNorm transformer block needs to know."""
+
   n_embd: int
   n_head: int
   mlp_ratio: int = 4
@@ -65,7 +71,6 @@ def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return x
-  from llmjax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   spec = mesh_lib.logical_to_spec(logical_axes, x.ndim, x.shape, mesh)
   return jax.lax.with_sharding_constraint(x, spec)
 
@@ -107,17 +112,27 @@ class Attention(nnx.Module):
   def __init__(self, cfg: BlockConfig, *, rngs: nnx.Rngs):
     d, h, k = cfg.n_embd, cfg.n_head, cfg.head_dim
     self.cfg = cfg
-    self.c_attn = normal_param(rngs, (d, 3, h, k), 0.02, cfg.param_dtype,
-                               ("embed", None, "heads", "head_dim"))
-    self.c_attn_bias = (zeros_param((3, h, k), cfg.param_dtype, (None, "heads", "head_dim"))
-                        if cfg.bias else None)
+    self.c_attn = normal_param(
+      rngs, (d, 3, h, k), 0.02, cfg.param_dtype, ("embed", None, "heads", "head_dim")
+    )
+    self.c_attn_bias = (
+      zeros_param((3, h, k), cfg.param_dtype, (None, "heads", "head_dim")) if cfg.bias else None
+    )
     proj_std = 0.02 / (2 * cfg.n_layer) ** 0.5
-    self.c_proj = normal_param(rngs, (h, k, d), proj_std, cfg.param_dtype,
-                               ("heads", "head_dim", "embed"))
+    self.c_proj = normal_param(
+      rngs, (h, k, d), proj_std, cfg.param_dtype, ("heads", "head_dim", "embed")
+    )
     self.c_proj_bias = zeros_param((d,), cfg.param_dtype, ("embed",)) if cfg.bias else None
 
-  def __call__(self, x_BxTxD, *, mask_BxTxS=None, cache: KVCache | None = None,
-               pos: jax.Array | None = None, dropout_key=None):
+  def __call__(
+    self,
+    x_BxTxD,
+    *,
+    mask_BxTxS=None,
+    cache: KVCache | None = None,
+    pos: jax.Array | None = None,
+    dropout_key=None,
+  ):
     """Without a cache: causal attention over x (mask_BxTxS replaces the causal mask if given).
 
     With a cache: see `attend_cached`. Returns (y_BxTxD, new_cache or None).
@@ -130,11 +145,13 @@ class Attention(nnx.Module):
     if jax.default_backend() != "gpu" and impl == "cudnn":
       impl = None
     if mask_BxTxS is None:
-      y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True,
-                                       implementation=impl)
+      y = jax.nn.dot_product_attention(
+        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True, implementation=impl
+      )
     else:
-      y = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
-                                       mask=mask_BxTxS[:, None], implementation=impl)
+      y = jax.nn.dot_product_attention(
+        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, mask=mask_BxTxS[:, None], implementation=impl
+      )
     return dropout(self.project_out(y), self.cfg.dropout, dropout_key), None
 
   def attend_cached(self, x_BxTxD, cache: KVCache, pos):
@@ -154,17 +171,23 @@ class Attention(nnx.Module):
     k_NxKxT = jnp.einsum("bthk->bhkt", k_BxTxHxK).reshape(b * h, k, t)
     v_NxTxK = jnp.einsum("bthk->bhtk", v_BxTxHxK).reshape(b * h, t, k)
     new_cache = {
-        "k": jax.lax.dynamic_update_slice_in_dim(cache["k"], k_NxKxT.astype(cache["k"].dtype),
-                                                 pos, axis=2),
-        "v": jax.lax.dynamic_update_slice_in_dim(cache["v"], v_NxTxK.astype(cache["v"].dtype),
-                                                 pos, axis=1)}
+      "k": jax.lax.dynamic_update_slice_in_dim(
+        cache["k"], k_NxKxT.astype(cache["k"].dtype), pos, axis=2
+      ),
+      "v": jax.lax.dynamic_update_slice_in_dim(
+        cache["v"], v_NxTxK.astype(cache["v"].dtype), pos, axis=1
+      ),
+    }
     s = cache["v"].shape[1]
     q_NxTxK = jnp.einsum("bthk->bhtk", q_BxTxHxK).reshape(b * h, t, k)
-    scores_NxTxS = jnp.einsum("ntk,nks->nts", q_NxTxK, new_cache["k"].astype(dt),
-                              preferred_element_type=jnp.float32) / float(k) ** 0.5
+    scores_NxTxS = (
+      jnp.einsum(
+        "ntk,nks->nts", q_NxTxK, new_cache["k"].astype(dt), preferred_element_type=jnp.float32
+      )
+      / float(k) ** 0.5
+    )
     visible_TxS = jnp.arange(s)[None, :] <= pos + jnp.arange(t)[:, None]
-    probs_NxTxS = jax.nn.softmax(jnp.where(visible_TxS, scores_NxTxS, -jnp.inf),
-                                 axis=-1).astype(dt)
+    probs_NxTxS = jax.nn.softmax(jnp.where(visible_TxS, scores_NxTxS, -jnp.inf), axis=-1).astype(dt)
     y_NxTxK = jnp.einsum("nts,nsk->ntk", probs_NxTxS, new_cache["v"].astype(dt))
     return jnp.einsum("bhtk->bthk", y_NxTxK.reshape(b, h, t, k)), new_cache
 
@@ -235,16 +258,17 @@ class Block(nnx.Module):
 
   def __call__(self, x_BxTxD, *, mask_BxTxS=None, cache=None, pos=None, dropout_key=None):
     k_attn, k_mlp = split_key(dropout_key, 2)
-    a, new_cache = self.attn(self.ln_1(x_BxTxD), mask_BxTxS=mask_BxTxS, cache=cache, pos=pos,
-                             dropout_key=k_attn)
+    a, new_cache = self.attn(
+      self.ln_1(x_BxTxD), mask_BxTxS=mask_BxTxS, cache=cache, pos=pos, dropout_key=k_attn
+    )
     x_BxTxD = x_BxTxD + a
     x_BxTxD = x_BxTxD + self.mlp(self.ln_2(x_BxTxD), dropout_key=k_mlp)
     return constrain(x_BxTxD, ("batch", None, None)), new_cache
 
 
 REMAT_POLICIES = {
-    "full": None,
-    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "full": None,
+  "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from llmjax import errors
 from llmjax.models import layers
+from llmjax.util import errors
 
 TARGETS = ("qkv", "proj")  # Attention projections that can carry an adapter.
 BASE_NAMES = ("c_attn", "c_attn_bias", "c_proj", "c_proj_bias")
@@ -32,6 +32,7 @@ BASE_NAMES = ("c_attn", "c_attn_bias", "c_proj", "c_proj_bias")
 @dataclasses.dataclass(frozen=True)
 class LoraConfig:
   """Adapter hyperparameters: `lora.rank`, `lora.alpha`, `lora.targets`, `lora.fused`."""
+
   rank: int = 8
   alpha: float = 16.0
   targets: tuple[str, ...] = TARGETS
@@ -42,8 +43,10 @@ class LoraConfig:
       raise errors.ConfigError(f"lora.rank={self.rank} must be >= 1.")
     unknown = [t for t in self.targets if t not in TARGETS]
     if unknown or not self.targets:
-      raise errors.ConfigError(f"lora.targets={','.join(self.targets)!r} must name one or more of "
-                               f"{', '.join(TARGETS)} (comma-separated).")
+      raise errors.ConfigError(
+        f"lora.targets={','.join(self.targets)!r} must name one or more of "
+        f"{', '.join(TARGETS)} (comma-separated)."
+      )
 
   @property
   def scale(self) -> float:
@@ -72,15 +75,26 @@ class LoraAttention(layers.Attention):
     d, h, k, r = cfg.n_embd, cfg.n_head, cfg.head_dim, lora.rank
     self.lora = lora
     qkv, proj = "qkv" in lora.targets, "proj" in lora.targets
-    self.lora_qkv_a = nnx.data(layers.normal_param(
-        rngs, (d, r), 1 / math.sqrt(d), cfg.param_dtype, ("embed", None)) if qkv else None)
-    self.lora_qkv_b = nnx.data(layers.zeros_param(
-        (r, 3, h, k), cfg.param_dtype, (None, None, "heads", "head_dim")) if qkv else None)
-    self.lora_proj_a = nnx.data(layers.normal_param(
-        rngs, (h, k, r), 1 / math.sqrt(h * k), cfg.param_dtype, ("heads", "head_dim", None))
-                                if proj else None)
-    self.lora_proj_b = nnx.data(layers.zeros_param((r, d), cfg.param_dtype, (None, "embed"))
-                                if proj else None)
+    self.lora_qkv_a = nnx.data(
+      layers.normal_param(rngs, (d, r), 1 / math.sqrt(d), cfg.param_dtype, ("embed", None))
+      if qkv
+      else None
+    )
+    self.lora_qkv_b = nnx.data(
+      layers.zeros_param((r, 3, h, k), cfg.param_dtype, (None, None, "heads", "head_dim"))
+      if qkv
+      else None
+    )
+    self.lora_proj_a = nnx.data(
+      layers.normal_param(
+        rngs, (h, k, r), 1 / math.sqrt(h * k), cfg.param_dtype, ("heads", "head_dim", None)
+      )
+      if proj
+      else None
+    )
+    self.lora_proj_b = nnx.data(
+      layers.zeros_param((r, d), cfg.param_dtype, (None, "embed")) if proj else None
+    )
 
   def project_qkv(self, x_BxTxD):
     dt, s = self.cfg.dtype, self.lora.scale
@@ -124,20 +138,26 @@ def merge_attention(attn: dict, lora: LoraConfig) -> dict:
   `LoraAttention` state (adapters folded in); a plain attention dict is returned as is."""
   out = {k: v for k, v in attn.items() if not k.startswith("lora_")}
   if attn.get("lora_qkv_a") is not None:
-    out["c_attn"] = merged_qkv(attn["c_attn"], attn["lora_qkv_a"], attn["lora_qkv_b"],
-                               lora.scale)
+    out["c_attn"] = merged_qkv(attn["c_attn"], attn["lora_qkv_a"], attn["lora_qkv_b"], lora.scale)
   if attn.get("lora_proj_a") is not None:
-    out["c_proj"] = merged_proj(attn["c_proj"], attn["lora_proj_a"], attn["lora_proj_b"],
-                                lora.scale)
+    out["c_proj"] = merged_proj(
+      attn["c_proj"], attn["lora_proj_a"], attn["lora_proj_b"], lora.scale
+    )
   return out
 
 
 def frozen_mask(params) -> dict:
   """Tree of bools over pure-dict params: True for base weights that sit next to adapters."""
+
   def walk(node):
     if not isinstance(node, dict):
       return False
     has_adapter = any(str(k).startswith("lora_") for k in node)
-    return {k: (has_adapter and not str(k).startswith("lora_") and k in BASE_NAMES)
-               if not isinstance(v, dict) else walk(v) for k, v in node.items()}
+    return {
+      k: (has_adapter and not str(k).startswith("lora_") and k in BASE_NAMES)
+      if not isinstance(v, dict)
+      else walk(v)
+      for k, v in node.items()
+    }
+
   return walk(params)

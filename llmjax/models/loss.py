@@ -25,9 +25,16 @@ def cross_entropy(logits_BxTxV, targets_BxT, weights_BxT=None):
   return nll.sum() / count, (nll.sum(), valid.sum())
 
 
-def linear_cross_entropy(x_BxTxD, table_VxD, targets_BxT, weights_BxT=None, *,
-                         vocab_size: int | None = None, dtype=jnp.float32,
-                         chunk_tokens: int = 8192):
+def linear_cross_entropy(
+  x_BxTxD,
+  table_VxD,
+  targets_BxT,
+  weights_BxT=None,
+  *,
+  vocab_size: int | None = None,
+  dtype=jnp.float32,
+  chunk_tokens: int = 8192,
+):
   """`cross_entropy(x @ table[:vocab_size].T, targets)` without storing the logits.
 
   The output projection and the loss are one operation with a hand-written gradient.
@@ -64,8 +71,9 @@ def linear_cross_entropy(x_BxTxD, table_VxD, targets_BxT, weights_BxT=None, *,
     valid_BxT = jnp.pad(valid_BxT, ((0, 0), (0, pad)))
   targets_BxT = jnp.where(valid_BxT, targets_BxT, 0)
   vocab = table_VxD.shape[0] if vocab_size is None else vocab_size
-  total = _linear_nll_sum(vocab, jnp.dtype(dtype), chunk, x_BxTxD, table_VxD, targets_BxT,
-                          valid_BxT)
+  total = _linear_nll_sum(
+    vocab, jnp.dtype(dtype), chunk, x_BxTxD, table_VxD, targets_BxT, valid_BxT
+  )
   count = valid_BxT.sum()
   return total / jnp.maximum(count, 1), (total, count)
 
@@ -117,6 +125,7 @@ def _linear_nll_sum_fwd(vocab, dtype, chunk, x_BxTxD, table_VxD, targets_BxT, va
   if x_BxTxD.shape[1] == chunk:
     nll, d_x, d_table_DxV = terms(x_BxTxD, targets_BxT, valid_BxT)
   else:
+
     def one(d_table_DxV, xs):
       nll, d_x, d_table_chunk = terms(*xs)
       return d_table_DxV + d_table_chunk, (nll, d_x)
@@ -148,7 +157,8 @@ def model_loss(model, inputs_BxT, targets_BxT, weights_BxT=None, dropout_key=Non
   if hasattr(model, "output_head") and hasattr(model, "hidden"):
     x_BxTxD, _ = model.hidden(inputs_BxT, dropout_key=dropout_key)
     table, vocab_size, dtype = model.output_head()
-    return linear_cross_entropy(x_BxTxD, table, targets_BxT, weights_BxT,
-                                vocab_size=vocab_size, dtype=dtype)
+    return linear_cross_entropy(
+      x_BxTxD, table, targets_BxT, weights_BxT, vocab_size=vocab_size, dtype=dtype
+    )
   logits = model(inputs_BxT, dropout_key=dropout_key)
   return cross_entropy(logits, targets_BxT, weights_BxT)

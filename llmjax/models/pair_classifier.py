@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from llmjax import errors
 from llmjax.models.encoder import Encoder
+from llmjax.util import errors
 
 CLASSES = ("model_a", "model_b", "tie")
 A_WINS, B_WINS, TIE = 0, 1, 2
@@ -37,6 +37,7 @@ FREEZE_MODES = ("frozen", "bottom_frozen", "full", "random")
 @dataclasses.dataclass(frozen=True)
 class HeadConfig:
   """The pooling and MLP head on top of the encoder."""
+
   pooling: str = "mean"  # cls: first token's state; mean: average over real tokens.
   diff_prod: bool = True  # Also feed |a-b| and a*b to the head.
   hidden: int = 256  # Head MLP width.
@@ -80,8 +81,9 @@ class PairClassifier(nnx.Module):
     hidden_BxTxD = self.encoder(ids_BxT, mask_BxT, types_BxT, rngs=rngs)
     return pool(hidden_BxTxD, mask_BxT, self.cfg.pooling).astype(jnp.float32)
 
-  def encode_pair(self, a: dict[str, jax.Array], b: dict[str, jax.Array],
-                  rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array]:
+  def encode_pair(
+    self, a: dict[str, jax.Array], b: dict[str, jax.Array], rngs: nnx.Rngs | None = None
+  ) -> tuple[jax.Array, jax.Array]:
     """Pooled encodings (a_BxD, b_BxD) of both sides, from one encoder call."""
     batch = a["ids"].shape[0]
     stacked = {k: jnp.concatenate([a[k], b[k]]) for k in ("ids", "mask", "types")}
@@ -97,8 +99,9 @@ class PairClassifier(nnx.Module):
     h_BxH = _dropout(jax.nn.gelu(self.head_in(x_BxF)), self.cfg.dropout, rngs)
     return self.head_out(h_BxH).astype(jnp.float32)
 
-  def __call__(self, a: dict[str, jax.Array], b: dict[str, jax.Array],
-               rngs: nnx.Rngs | None = None) -> jax.Array:
+  def __call__(
+    self, a: dict[str, jax.Array], b: dict[str, jax.Array], rngs: nnx.Rngs | None = None
+  ) -> jax.Array:
     """Logits Bx3 for sides `a`, `b`: dicts of `ids`, `mask`, `types` (each BxT)."""
     return self.head(*self.encode_pair(a, b, rngs), rngs)
 
@@ -130,8 +133,9 @@ def _encoder_group(path: tuple[Any, ...], num_stored_layers: int) -> int:
   raise ValueError(f"no freezing rule for encoder parameter {'.'.join(map(str, path))}")
 
 
-def trainable_mask(params: dict, mode: str, frozen_layers: int = 0,
-                   num_stored_layers: int | None = None) -> dict:
+def trainable_mask(
+  params: dict, mode: str, frozen_layers: int = 0, num_stored_layers: int | None = None
+) -> dict:
   """A tree of Python bools (True = trains) matching a PairClassifier's pure-dict params.
 
   frozen: only the head trains. bottom_frozen: the embeddings and encoder layers
@@ -143,8 +147,8 @@ def trainable_mask(params: dict, mode: str, frozen_layers: int = 0,
   n = num_stored_layers if num_stored_layers is not None else len(params["encoder"]["layers"])
   if mode == "bottom_frozen" and not 0 <= frozen_layers <= n:
     raise errors.ConfigError(
-        f"frozen_layers={frozen_layers} must lie in [0, {n}] (the encoder has {n} "
-        "stored layers)")
+      f"frozen_layers={frozen_layers} must lie in [0, {n}] (the encoder has {n} stored layers)"
+    )
 
   def one(path, _):
     keys = tuple(getattr(p, "key", getattr(p, "idx", p)) for p in path)

@@ -22,15 +22,15 @@ from typing import Any
 
 from flax import nnx
 
-from llmjax import errors
-from llmjax.models import gpt
-from llmjax.models import layers
+from llmjax.models import gpt, layers
 from llmjax.models import lora as lora_lib
+from llmjax.util import errors
 
 
 @dataclasses.dataclass(frozen=True)
 class ProgressiveConfig(gpt.GPTConfig):
   """GPT hyperparameters plus the stage being trained and the adapter settings."""
+
   n_layer: int = 12
   stage: int = 3
   stage_groups: tuple[int, ...] = (3, 6, 12)
@@ -42,23 +42,31 @@ class ProgressiveConfig(gpt.GPTConfig):
   def __post_init__(self):
     groups = self.stage_groups
     if not 1 <= self.stage <= len(groups):
-      raise errors.ConfigError(f"stage={self.stage} must be in 1..{len(groups)} (one per entry of "
-                               f"progressive.stage_groups={groups}).")
+      raise errors.ConfigError(
+        f"stage={self.stage} must be in 1..{len(groups)} (one per entry of "
+        f"progressive.stage_groups={groups})."
+      )
     for i, g in enumerate(groups):
       if self.n_layer % g or (i and g % groups[i - 1]):
         raise errors.ConfigError(
-            f"progressive.stage_groups={groups} must each divide model.n_layer="
-            f"{self.n_layer} and each divide the next (blocks are copied).")
+          f"progressive.stage_groups={groups} must each divide model.n_layer="
+          f"{self.n_layer} and each divide the next (blocks are copied)."
+        )
     if self.scan_layers:
-      raise errors.ConfigError("model.scan_layers is not supported by arch progressive (blocks are "
-                               "shared between layers); set --config.model.scan_layers=False.")
+      raise errors.ConfigError(
+        "model.scan_layers is not supported by arch progressive (blocks are "
+        "shared between layers); set --config.model.scan_layers=False."
+      )
     self.lora_config()  # Validates the adapter settings.
 
   @classmethod
-  def from_config(cls, model_cfg) -> "ProgressiveConfig":
+  def from_config(cls, model_cfg) -> ProgressiveConfig:
     cfg = super().from_config(model_cfg)
-    return dataclasses.replace(cfg, stage_groups=tuple(int(g) for g in cfg.stage_groups),
-                               lora_targets=lora_lib.parse_targets(cfg.lora_targets))
+    return dataclasses.replace(
+      cfg,
+      stage_groups=tuple(int(g) for g in cfg.stage_groups),
+      lora_targets=lora_lib.parse_targets(cfg.lora_targets),
+    )
 
   @property
   def n_groups(self) -> int:
@@ -70,9 +78,12 @@ class ProgressiveConfig(gpt.GPTConfig):
     return self.n_layer // self.n_groups
 
   def lora_config(self) -> lora_lib.LoraConfig:
-    return lora_lib.LoraConfig(rank=self.lora_rank, alpha=self.lora_alpha,
-                               targets=lora_lib.parse_targets(self.lora_targets),
-                               fused=self.lora_fused)
+    return lora_lib.LoraConfig(
+      rank=self.lora_rank,
+      alpha=self.lora_alpha,
+      targets=lora_lib.parse_targets(self.lora_targets),
+      fused=self.lora_fused,
+    )
 
 
 class ProgressiveGPT(gpt.GPT):
@@ -83,14 +94,16 @@ class ProgressiveGPT(gpt.GPT):
     self.cfg = cfg
     v, d = cfg.padded_vocab_size, cfg.n_embd
     self.wte = layers.normal_param(rngs, (v, d), 0.02, cfg.param_dtype, ("vocab", "embed"))
-    self.wpe = layers.normal_param(rngs, (cfg.block_size, d), 0.01, cfg.param_dtype,
-                                   (None, "embed"))
+    self.wpe = layers.normal_param(
+      rngs, (cfg.block_size, d), 0.01, cfg.param_dtype, (None, "embed")
+    )
     block_cfg = cfg.block_config()
     if cfg.stage == 1:
       blocks = [layers.Block(block_cfg, rngs=rngs) for _ in range(cfg.n_groups)]
     else:
-      blocks = [lora_lib.LoraBlock(block_cfg, cfg.lora_config(), rngs=rngs)
-                for _ in range(cfg.n_groups)]
+      blocks = [
+        lora_lib.LoraBlock(block_cfg, cfg.lora_config(), rngs=rngs) for _ in range(cfg.n_groups)
+      ]
     self.h = nnx.List(blocks)
     self.ln_f = layers.LayerNorm(d, bias=cfg.bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
 
@@ -99,8 +112,9 @@ class ProgressiveGPT(gpt.GPT):
     return [self.h[i // self.cfg.repeats] for i in range(self.cfg.n_layer)]
 
 
-def grow_params(prev: dict, prev_cfg: ProgressiveConfig, fresh: dict,
-                next_cfg: ProgressiveConfig) -> dict:
+def grow_params(
+  prev: dict, prev_cfg: ProgressiveConfig, fresh: dict, next_cfg: ProgressiveConfig
+) -> dict:
   """Stage `prev_cfg.stage` params -> stage `next_cfg.stage` params (pure dicts).
 
   `fresh` is a freshly initialised next-stage model's params: it supplies the new adapters
@@ -124,16 +138,25 @@ def grow_params(prev: dict, prev_cfg: ProgressiveConfig, fresh: dict,
 def to_gpt(model: ProgressiveGPT) -> gpt.GPT:
   """A plain `n_layer`-block GPT computing the same function (adapters merged)."""
   cfg = model.cfg
-  gpt_cfg = gpt.GPTConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(
-      gpt.GPTConfig)})
+  gpt_cfg = gpt.GPTConfig(
+    **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(gpt.GPTConfig)}
+  )
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: gpt.GPT(gpt_cfg, rngs=nnx.Rngs(0))))
   params = nnx.to_pure_dict(nnx.state(model))
   lora = cfg.lora_config()
   blocks = {}
   for i in range(cfg.n_layer):
     src = params["h"][i // cfg.repeats]
-    blocks[i] = {"ln_1": src["ln_1"], "ln_2": src["ln_2"], "mlp": src["mlp"],
-                 "attn": lora_lib.merge_attention(src["attn"], lora)}
-  merged: dict[str, Any] = {"wte": params["wte"], "wpe": params["wpe"], "ln_f": params["ln_f"],
-                            "h": blocks}
+    blocks[i] = {
+      "ln_1": src["ln_1"],
+      "ln_2": src["ln_2"],
+      "mlp": src["mlp"],
+      "attn": lora_lib.merge_attention(src["attn"], lora),
+    }
+  merged: dict[str, Any] = {
+    "wte": params["wte"],
+    "wpe": params["wpe"],
+    "ln_f": params["ln_f"],
+    "h": blocks,
+  }
   return nnx.merge(graphdef, merged)

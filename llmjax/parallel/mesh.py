@@ -14,22 +14,23 @@ import jax
 import numpy as np
 from flax import nnx
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from llmjax import errors
+from llmjax.util import errors
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical axis name -> mesh axis (or None = replicated)
 LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
-    "batch": ("data", "fsdp"),
-    "vocab": "tensor",
-    "embed": "fsdp",
-    "heads": "tensor",
-    "head_dim": None,
-    "mlp": "tensor",
-    "norm": None,
-    "layers": None,
+  "batch": ("data", "fsdp"),
+  "vocab": "tensor",
+  "embed": "fsdp",
+  "heads": "tensor",
+  "head_dim": None,
+  "mlp": "tensor",
+  "norm": None,
+  "layers": None,
 }
 
 
@@ -42,13 +43,16 @@ def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int, int]:
   if -1 in sizes:
     if n_devices % known:
       raise errors.ConfigError(
-          f"{n_devices} devices do not divide into mesh {sizes}: the sizes that "
-          f"are set multiply to {known}.")
+        f"{n_devices} devices do not divide into mesh {sizes}: the sizes that "
+        f"are set multiply to {known}."
+      )
     sizes[sizes.index(-1)] = n_devices // known
   if math.prod(sizes) != n_devices:
-    raise errors.ConfigError(f"Mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = "
-                             f"{math.prod(sizes)} devices, but {n_devices} are available. Set one "
-                             "of --config.mesh.data/fsdp/tensor to -1 to use the rest.")
+    raise errors.ConfigError(
+      f"Mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = "
+      f"{math.prod(sizes)} devices, but {n_devices} are available. Set one "
+      "of --config.mesh.data/fsdp/tensor to -1 to use the rest."
+    )
   return tuple(sizes)
 
 
@@ -62,12 +66,15 @@ def mesh_devices(mesh_cfg, devices=None) -> list:
     return list(devices)
   if jax.process_count() > 1 and n != len(devices):
     raise errors.ConfigError(
-        f"mesh.num_devices={n} selects a subset of the {len(devices)} devices, "
-        f"which is not possible with {jax.process_count()} processes; leave it at "
-        "0 (all devices).")
+      f"mesh.num_devices={n} selects a subset of the {len(devices)} devices, "
+      f"which is not possible with {jax.process_count()} processes; leave it at "
+      "0 (all devices)."
+    )
   if not 0 < n <= len(devices):
-    raise errors.ConfigError(f"mesh.num_devices={n}, but {len(devices)} devices are available; use "
-                             f"a value in 1..{len(devices)}, or 0 for all.")
+    raise errors.ConfigError(
+      f"mesh.num_devices={n}, but {len(devices)} devices are available; use "
+      f"a value in 1..{len(devices)}, or 0 for all."
+    )
   return list(devices[:n])
 
 
@@ -109,11 +116,14 @@ def logical_to_spec(logical_axes, ndim: int, shape=None, mesh: Mesh | None = Non
 
 def param_shardings(abstract_state: nnx.State, mesh: Mesh):
   """A pure-dict tree of NamedShardings matching `abstract_state.to_pure_dict()`."""
+
   def one(variable):
     value = variable.get_value()
-    spec = logical_to_spec(variable.get_metadata().get("logical_axes"), value.ndim,
-                           value.shape, mesh)
+    spec = logical_to_spec(
+      variable.get_metadata().get("logical_axes"), value.ndim, value.shape, mesh
+    )
     return NamedSharding(mesh, spec)
+
   shardings = jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
   return nnx.to_pure_dict(shardings) if hasattr(nnx, "to_pure_dict") else shardings
 
@@ -121,9 +131,11 @@ def param_shardings(abstract_state: nnx.State, mesh: Mesh):
 def traced_under(mesh: Mesh, fn):
   """`fn` traced with `mesh` as the context mesh, so that models' activation constraints
   (`layers.constrain`) apply; wrap before `jax.jit`."""
+
   def wrapped(*args, **kwargs):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return fn(*args, **kwargs)
+
   return wrapped
 
 
@@ -135,8 +147,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0,
-                                 process_id: int = -1) -> bool:
+def maybe_initialize_distributed(
+  coordinator: str = "", num_processes: int = 0, process_id: int = -1
+) -> bool:
   """Calls `jax.distributed.initialize` when several processes are configured.
 
   Sources, in order: explicit arguments (the `--coordinator/--num_processes/--process_id`
@@ -155,18 +168,21 @@ def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0,
   if num_processes > 1:
     if not coordinator or not 0 <= process_id < num_processes:
       raise errors.ConfigError(
-          f"Multi-process run with num_processes={num_processes} needs a coordinator "
-          f"address (got {coordinator!r}) and a process id in 0..{num_processes - 1} (got "
-          f"{process_id}); set LLMJAX_COORDINATOR=host:port and LLMJAX_PROCESS_ID, or start "
-          "the job with launch/multihost.sh.")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+        f"Multi-process run with num_processes={num_processes} needs a coordinator "
+        f"address (got {coordinator!r}) and a process id in 0..{num_processes - 1} (got "
+        f"{process_id}); set LLMJAX_COORDINATOR=host:port and LLMJAX_PROCESS_ID, or start "
+        "the job with launch/multihost.sh."
+      )
+    jax.distributed.initialize(
+      coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
     return True
   if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
     if "SLURM_STEP_NODELIST" not in os.environ:
       raise errors.ConfigError(
-          f"SLURM_NTASKS={os.environ['SLURM_NTASKS']} but this is not a job step: start "
-          "each task with srun (see launch/slurm.sbatch) so that JAX can find its peers.")
+        f"SLURM_NTASKS={os.environ['SLURM_NTASKS']} but this is not a job step: start "
+        "each task with srun (see launch/slurm.sbatch) so that JAX can find its peers."
+      )
     jax.distributed.initialize()
     return True
   return False

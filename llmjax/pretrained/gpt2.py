@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llmjax import errors
 from llmjax.models import gpt
+from llmjax.util import errors
 
 GPT2_VOCAB_SIZE = 50257
 BYTE_VOCAB_SIZE = 257  # llmjax's `char` tokenizer: UTF-8 bytes and an end-of-text id.
@@ -53,8 +53,10 @@ def check_supported(hf: dict[str, Any]) -> None:
     problems.append("tie_word_embeddings=False (untied output layer)")
   if problems:
     raise errors.PretrainedFormatError(
-        "unsupported GPT-2 option(s) in config.json: " + "; ".join(problems) +
-        ". llmjax's GPT implements the original GPT-2 architecture only.")
+      "unsupported GPT-2 option(s) in config.json: "
+      + "; ".join(problems)
+      + ". llmjax's GPT implements the original GPT-2 architecture only."
+    )
 
 
 def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
@@ -63,9 +65,15 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
   d, h = hf.get("n_embd", 768), hf.get("n_head", 12)
   if d % h:
     raise errors.PretrainedFormatError(f"config.json has n_embd={d} not divisible by n_head={h}")
-  return dict(vocab_size=hf.get("vocab_size", 50257), block_size=hf.get("n_positions", 1024),
-              n_layer=hf.get("n_layer", 12), n_head=h, n_embd=d, bias=True,
-              mlp_hidden=hf.get("n_inner") or 4 * d)
+  return dict(
+    vocab_size=hf.get("vocab_size", 50257),
+    block_size=hf.get("n_positions", 1024),
+    n_layer=hf.get("n_layer", 12),
+    n_head=h,
+    n_embd=d,
+    bias=True,
+    mlp_hidden=hf.get("n_inner") or 4 * d,
+  )
 
 
 def config_from_hf(hf: dict[str, Any], **overrides) -> gpt.GPTConfig:
@@ -77,15 +85,21 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> gpt.GPTConfig:
   unknown = sorted(set(overrides) - known)
   if unknown:
     raise TypeError(f"unknown GPTConfig override(s) {unknown}; fields are {sorted(known)}")
-  fixed = {k: (overrides[k], fields[k]) for k in fields
-           if k in overrides and k != "block_size" and overrides[k] != fields[k]}
+  fixed = {
+    k: (overrides[k], fields[k])
+    for k in fields
+    if k in overrides and k != "block_size" and overrides[k] != fields[k]
+  }
   if fixed:
     raise errors.ConfigError(
-        f"the checkpoint fixes {', '.join(f'{k}={v[1]}' for k, v in fixed.items())};"
-        f" cannot override with {', '.join(f'{k}={v[0]}' for k, v in fixed.items())}")
+      f"the checkpoint fixes {', '.join(f'{k}={v[1]}' for k, v in fixed.items())};"
+      f" cannot override with {', '.join(f'{k}={v[0]}' for k, v in fixed.items())}"
+    )
   if overrides.get("block_size", fields["block_size"]) > fields["block_size"]:
-    raise errors.ConfigError(f"block_size={overrides['block_size']} exceeds the checkpoint's "
-                             f"n_positions={fields['block_size']}; use at most that")
+    raise errors.ConfigError(
+      f"block_size={overrides['block_size']} exceeds the checkpoint's "
+      f"n_positions={fields['block_size']}; use at most that"
+    )
   kw = {**fields, **overrides}
   for key in ("dtype", "param_dtype"):
     if isinstance(kw.get(key), str):
@@ -98,19 +112,21 @@ def _strip_prefix(tensors: dict[str, np.ndarray], source: str) -> dict[str, np.n
   found = [k for k in tensors if k == "wte.weight" or k.endswith(".wte.weight")]
   if len(found) != 1:
     raise errors.PretrainedFormatError(
-        f"{source} has {'no' if not found else 'several'} '[prefix.]wte.weight' "
-        f"tensor(s); is it a GPT-2 checkpoint? First names: {sorted(tensors)[:8]}")
-  prefix = found[0][:-len("wte.weight")]
+      f"{source} has {'no' if not found else 'several'} '[prefix.]wte.weight' "
+      f"tensor(s); is it a GPT-2 checkpoint? First names: {sorted(tensors)[:8]}"
+    )
+  prefix = found[0][: -len("wte.weight")]
   out = {}
   for name, value in tensors.items():
     if not name.startswith(prefix) or name.endswith(_BUFFER_SUFFIXES) or name == "lm_head.weight":
       continue
-    out[name[len(prefix):]] = value
+    out[name[len(prefix) :]] = value
   return out
 
 
-def params_from_tensors(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig,
-                        source: str = "checkpoint") -> dict[str, Any]:
+def params_from_tensors(
+  tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig, source: str = "checkpoint"
+) -> dict[str, Any]:
   """The pure-dict parameters of `GPT(cfg)` (numpy, cfg.param_dtype) from HF GPT-2 tensors."""
   t = _strip_prefix(tensors, source)
   d, h, k, f = cfg.n_embd, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_config().mlp_dim
@@ -123,9 +139,10 @@ def params_from_tensors(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig,
     value = t[name]
     if tuple(value.shape) != tuple(shape):
       raise errors.PretrainedFormatError(
-          f"tensor {name!r} in {source} has shape {tuple(value.shape)}, but "
-          f"config.json implies {tuple(shape)}; does config.json belong to these "
-          "weights?")
+        f"tensor {name!r} in {source} has shape {tuple(value.shape)}, but "
+        f"config.json implies {tuple(shape)}; does config.json belong to these "
+        "weights?"
+      )
     used.add(name)
     return np.asarray(value, np.float32)
 
@@ -137,28 +154,31 @@ def params_from_tensors(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig,
   wpe = t.get("wpe.weight")
   if wpe is None or wpe.ndim != 2 or wpe.shape[0] < cfg.block_size:
     raise errors.PretrainedFormatError(
-        f"{source}: wpe.weight has shape {None if wpe is None else wpe.shape}; "
-        f"need at least block_size={cfg.block_size} rows of width {d}")
-  wpe = get("wpe.weight", (wpe.shape[0], d))[:cfg.block_size]
+      f"{source}: wpe.weight has shape {None if wpe is None else wpe.shape}; "
+      f"need at least block_size={cfg.block_size} rows of width {d}"
+    )
+  wpe = get("wpe.weight", (wpe.shape[0], d))[: cfg.block_size]
   blocks = []
   for i in range(cfg.n_layer):
     p = f"h.{i}"
-    blocks.append({
+    blocks.append(
+      {
         "ln_1": norm(f"{p}.ln_1"),
         "attn": {
-            "c_attn": get(f"{p}.attn.c_attn.weight", (d, 3 * d)).reshape(d, 3, h, k),
-            "c_attn_bias": get(f"{p}.attn.c_attn.bias", (3 * d,)).reshape(3, h, k),
-            "c_proj": get(f"{p}.attn.c_proj.weight", (d, d)).reshape(h, k, d),
-            "c_proj_bias": get(f"{p}.attn.c_proj.bias", (d,)),
+          "c_attn": get(f"{p}.attn.c_attn.weight", (d, 3 * d)).reshape(d, 3, h, k),
+          "c_attn_bias": get(f"{p}.attn.c_attn.bias", (3 * d,)).reshape(3, h, k),
+          "c_proj": get(f"{p}.attn.c_proj.weight", (d, d)).reshape(h, k, d),
+          "c_proj_bias": get(f"{p}.attn.c_proj.bias", (d,)),
         },
         "ln_2": norm(f"{p}.ln_2"),
         "mlp": {
-            "c_fc": get(f"{p}.mlp.c_fc.weight", (d, f)),
-            "c_fc_bias": get(f"{p}.mlp.c_fc.bias", (f,)),
-            "c_proj": get(f"{p}.mlp.c_proj.weight", (f, d)),
-            "c_proj_bias": get(f"{p}.mlp.c_proj.bias", (d,)),
+          "c_fc": get(f"{p}.mlp.c_fc.weight", (d, f)),
+          "c_fc_bias": get(f"{p}.mlp.c_fc.bias", (f,)),
+          "c_proj": get(f"{p}.mlp.c_proj.weight", (f, d)),
+          "c_proj_bias": get(f"{p}.mlp.c_proj.bias", (d,)),
         },
-    })
+      }
+    )
   if cfg.scan_layers:
     h_tree = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
   else:
@@ -168,9 +188,9 @@ def params_from_tensors(tensors: dict[str, np.ndarray], cfg: gpt.GPTConfig,
   if unused:
     deeper = any(n.startswith(f"h.{cfg.n_layer}.") for n in unused)
     raise errors.PretrainedFormatError(
-        f"{source} holds tensors this GPT-2 config does not use: {unused[:8]}"
-        + (f"; it has more layers than config.json's n_layer={cfg.n_layer}"
-        if deeper else ""))
+      f"{source} holds tensors this GPT-2 config does not use: {unused[:8]}"
+      + (f"; it has more layers than config.json's n_layer={cfg.n_layer}" if deeper else "")
+    )
   return jax.tree.map(lambda x: x.astype(dtype), params)
 
 
@@ -182,8 +202,9 @@ def build(params: dict[str, Any], cfg: gpt.GPTConfig) -> gpt.GPT:
   return nnx.merge(graphdef, state)
 
 
-def load(model_dir, hf: dict[str, Any], tensors: dict[str, np.ndarray], source: str,
-         **overrides) -> tuple[gpt.GPT, gpt.GPTConfig]:
+def load(
+  model_dir, hf: dict[str, Any], tensors: dict[str, np.ndarray], source: str, **overrides
+) -> tuple[gpt.GPT, gpt.GPTConfig]:
   cfg = config_from_hf(hf, **overrides)
   params = params_from_tensors(tensors, cfg, source)
   logging.info("GPT-2 from %s: %d layers, width %d", model_dir, cfg.n_layer, cfg.n_embd)
@@ -202,5 +223,6 @@ def tokenizer_name(model_dir: pathlib.Path, hf: dict[str, Any]) -> str:
   if vocab == BYTE_VOCAB_SIZE:
     return "char"
   raise errors.DataError(
-      f"{model_dir} has a vocabulary of {vocab} tokens and no tokenizer.json; put the "
-      "tokenizer.json the model was trained with beside config.json")
+    f"{model_dir} has a vocabulary of {vocab} tokens and no tokenizer.json; put the "
+    "tokenizer.json the model was trained with beside config.json"
+  )

@@ -21,13 +21,14 @@ import pathlib
 from typing import Any
 
 import numpy as np
+import tokenizers
 from flax import nnx
 from safetensors import numpy as safetensors_numpy
+from tokenizers import decoders, models, pre_tokenizers
 
-from llmjax import errors
-from llmjax.models import gpt
-from llmjax.models import progressive
+from llmjax.models import gpt, progressive
 from llmjax.pretrained import weights
+from llmjax.util import assets, errors
 
 EOT_TEXT = "<|endoftext|>"
 
@@ -38,24 +39,39 @@ def as_gpt(model: nnx.Module) -> gpt.GPT:
     return progressive.to_gpt(model)
   if type(model) is not gpt.GPT:  # pylint: disable=unidiomatic-typecheck
     raise errors.ConfigError(
-        f"cannot export a {type(model).__name__}: the GPT-2 format holds plain GPTs "
-        "(model.arch='gpt', or 'progressive' with its adapters merged); conv-attention's "
-        "compressor and expander have no GPT-2 counterpart.")
+      f"cannot export a {type(model).__name__}: the GPT-2 format holds plain GPTs "
+      "(model.arch='gpt', or 'progressive' with its adapters merged); conv-attention's "
+      "compressor and expander have no GPT-2 counterpart."
+    )
   return model
 
 
 def hf_config(cfg: gpt.GPTConfig, eot_id: int) -> dict[str, Any]:
   """The GPT-2 config.json of a GPTConfig."""
   return {
-      "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-      "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size, "n_ctx": cfg.block_size,
-      "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head,
-      "n_inner": cfg.block_config().mlp_dim, "activation_function": "gelu_new",
-      "layer_norm_epsilon": 1e-5, "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout,
-      "attn_pdrop": cfg.dropout, "initializer_range": 0.02, "scale_attn_weights": True,
-      "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
-      "tie_word_embeddings": True, "use_cache": True, "bos_token_id": eot_id,
-      "eos_token_id": eot_id, "torch_dtype": "float32",
+    "architectures": ["GPT2LMHeadModel"],
+    "model_type": "gpt2",
+    "vocab_size": cfg.vocab_size,
+    "n_positions": cfg.block_size,
+    "n_ctx": cfg.block_size,
+    "n_embd": cfg.n_embd,
+    "n_layer": cfg.n_layer,
+    "n_head": cfg.n_head,
+    "n_inner": cfg.block_config().mlp_dim,
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-5,
+    "resid_pdrop": cfg.dropout,
+    "embd_pdrop": cfg.dropout,
+    "attn_pdrop": cfg.dropout,
+    "initializer_range": 0.02,
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "reorder_and_upcast_attn": False,
+    "tie_word_embeddings": True,
+    "use_cache": True,
+    "bos_token_id": eot_id,
+    "eos_token_id": eot_id,
+    "torch_dtype": "float32",
   }
 
 
@@ -67,8 +83,12 @@ def tensors_from_params(params: dict[str, Any], cfg: gpt.GPTConfig) -> dict[str,
   def bias(tree, name, size):
     return f32(tree[name]) if name in tree else np.zeros((size,), np.float32)
 
-  out = {"wte.weight": f32(params["wte"])[:cfg.vocab_size], "wpe.weight": f32(params["wpe"]),
-         "ln_f.weight": f32(params["ln_f"]["scale"]), "ln_f.bias": bias(params["ln_f"], "bias", d)}
+  out = {
+    "wte.weight": f32(params["wte"])[: cfg.vocab_size],
+    "wpe.weight": f32(params["wpe"]),
+    "ln_f.weight": f32(params["ln_f"]["scale"]),
+    "ln_f.bias": bias(params["ln_f"], "bias", d),
+  }
   for i in range(cfg.n_layer):
     block = _block(params["h"], i, cfg.scan_layers)
     p, attn, mlp = f"h.{i}", block["attn"], block["mlp"]
@@ -99,8 +119,11 @@ def _map(fn, tree):
 
 def _bytes_to_unicode() -> dict[int, str]:
   """GPT-2's printable stand-in character for each byte (its vocab.json alphabet)."""
-  keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-          *range(ord("®"), ord("ÿ") + 1)]
+  keep = [
+    *range(ord("!"), ord("~") + 1),
+    *range(ord("¡"), ord("¬") + 1),
+    *range(ord("®"), ord("ÿ") + 1),
+  ]
   chars, extra = {}, 0
   for b in range(256):
     if b in keep:
@@ -119,7 +142,7 @@ def _merge_parts(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
     if best[0] >= rank:
       break
     i = best[1]
-    parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    parts[i : i + 2] = [parts[i] + parts[i + 1]]
   if len(parts) != 2:
     raise ValueError(f"token {token!r} of rank {rank} is not one merge of lower-rank tokens")
   return parts[0], parts[1]
@@ -127,13 +150,14 @@ def _merge_parts(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
 
 def _byte_level_tokenizer(ranks: dict[bytes, int], eot_id: int):
   """A `tokenizers` byte-level BPE with GPT-2's pre-tokenizer, these ranks and EOT."""
-  import tokenizers  # pylint: disable=import-outside-toplevel
-  from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=import-outside-toplevel
   to_char = _bytes_to_unicode()
   text = lambda b: "".join(to_char[x] for x in b)  # noqa: E731
   vocab = {text(token): rank for token, rank in ranks.items()}
-  merges = [tuple(text(p) for p in _merge_parts(ranks, token))
-            for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]) if len(token) > 1]
+  merges = [
+    tuple(text(p) for p in _merge_parts(ranks, token))
+    for token, _ in sorted(ranks.items(), key=lambda kv: kv[1])
+    if len(token) > 1
+  ]
   tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=merges))
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
@@ -145,22 +169,22 @@ def _byte_level_tokenizer(ranks: dict[bytes, int], eot_id: int):
 
 def hf_tokenizer(tokenizer):
   """A `tokenizers.Tokenizer` with the same ids as an llmjax tokenizer."""
-  import tokenizers  # pylint: disable=import-outside-toplevel
   base = getattr(tokenizer, "base", tokenizer)  # A notes tokenizer extends a base one.
   if base.name == "gpt2":
-    from llmjax import assets  # pylint: disable=import-outside-toplevel
     tok = _byte_level_tokenizer(assets.gpt2_bpe_ranks(), base.eot_id)
   elif base.name == "char":
     tok = _byte_level_tokenizer({bytes([b]): b for b in range(256)}, base.eot_id)
   elif base.name.startswith("bpe:"):
-    tok = tokenizers.Tokenizer.from_file(base.name[len("bpe:"):])
+    tok = tokenizers.Tokenizer.from_file(base.name[len("bpe:") :])
   else:
     raise errors.ConfigError(f"cannot write Hugging Face files for tokenizer {base.name!r}")
   notes = getattr(tokenizer, "notes", ())
   if notes:
     if tok.get_vocab_size(with_added_tokens=True) != base.vocab_size:
-      raise ValueError(f"{base.name} has {tok.get_vocab_size(with_added_tokens=True)} ids in "
-                       f"its tokenizer.json but {base.vocab_size} in llmjax")
+      raise ValueError(
+        f"{base.name} has {tok.get_vocab_size(with_added_tokens=True)} ids in "
+        f"its tokenizer.json but {base.vocab_size} in llmjax"
+      )
     tok.add_tokens([tokenizers.AddedToken(n, normalized=False) for n in notes])
   return tok
 
@@ -172,9 +196,18 @@ def write_tokenizer(tokenizer, out: pathlib.Path, block_size: int) -> None:
     tok.model.save(str(out))  # vocab.json + merges.txt, for the slow GPT2Tokenizer.
   special = {"bos_token": EOT_TEXT, "eos_token": EOT_TEXT, "unk_token": EOT_TEXT}
   (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-  (out / "tokenizer_config.json").write_text(json.dumps(
-      {**special, "tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size,
-       "add_prefix_space": False}, indent=2) + "\n")
+  (out / "tokenizer_config.json").write_text(
+    json.dumps(
+      {
+        **special,
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": block_size,
+        "add_prefix_space": False,
+      },
+      indent=2,
+    )
+    + "\n"
+  )
 
 
 def export(model: nnx.Module, tokenizer, out_dir: str | pathlib.Path) -> pathlib.Path:
@@ -182,8 +215,10 @@ def export(model: nnx.Module, tokenizer, out_dir: str | pathlib.Path) -> pathlib
   model = as_gpt(model)
   cfg = model.cfg
   if tokenizer.vocab_size > cfg.vocab_size:
-    raise errors.ConfigError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids "
-                             f"but the model only {cfg.vocab_size}")
+    raise errors.ConfigError(
+      f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids "
+      f"but the model only {cfg.vocab_size}"
+    )
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   tensors = tensors_from_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), cfg)

@@ -19,16 +19,16 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llmjax import errors
 from llmjax.models.encoder import Encoder, EncoderConfig
-from llmjax.pretrained import gpt2
-from llmjax.pretrained import weights
+from llmjax.pretrained import gpt2, weights
+from llmjax.util import errors
 
 CONFIG = "config.json"
 _WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
@@ -39,22 +39,42 @@ _BUFFER_SUFFIXES = ("position_ids", "token_type_ids")
 def _bert_like(family: str, c: dict[str, Any], defaults: dict[str, Any]) -> EncoderConfig:
   g = lambda key: c.get(key, defaults.get(key))  # noqa: E731
   if c.get("position_embedding_type", "absolute") != "absolute":
-    raise ValueError(f"position_embedding_type={c['position_embedding_type']!r} is not supported;"
-                     " only 'absolute' position embeddings are")
+    raise ValueError(
+      f"position_embedding_type={c['position_embedding_type']!r} is not supported;"
+      " only 'absolute' position embeddings are"
+    )
   return EncoderConfig(
-      family=family, vocab_size=g("vocab_size"), hidden_size=g("hidden_size"),
-      num_layers=g("num_hidden_layers"), num_heads=g("num_attention_heads"),
-      intermediate_size=g("intermediate_size"), activation=g("hidden_act"),
-      layer_norm_eps=g("layer_norm_eps"), max_position_embeddings=g("max_position_embeddings"),
-      type_vocab_size=g("type_vocab_size"), pad_token_id=g("pad_token_id"),
-      embedding_size=g("embedding_size"),
-      hidden_dropout=g("hidden_dropout_prob"), attention_dropout=g("attention_probs_dropout_prob"))
+    family=family,
+    vocab_size=g("vocab_size"),
+    hidden_size=g("hidden_size"),
+    num_layers=g("num_hidden_layers"),
+    num_heads=g("num_attention_heads"),
+    intermediate_size=g("intermediate_size"),
+    activation=g("hidden_act"),
+    layer_norm_eps=g("layer_norm_eps"),
+    max_position_embeddings=g("max_position_embeddings"),
+    type_vocab_size=g("type_vocab_size"),
+    pad_token_id=g("pad_token_id"),
+    embedding_size=g("embedding_size"),
+    hidden_dropout=g("hidden_dropout_prob"),
+    attention_dropout=g("attention_probs_dropout_prob"),
+  )
 
 
-_BERT_DEFAULTS = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
-                      num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
-                      layer_norm_eps=1e-12, max_position_embeddings=512, type_vocab_size=2,
-                      pad_token_id=0, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+_BERT_DEFAULTS = dict(
+  vocab_size=30522,
+  hidden_size=768,
+  num_hidden_layers=12,
+  num_attention_heads=12,
+  intermediate_size=3072,
+  hidden_act="gelu",
+  layer_norm_eps=1e-12,
+  max_position_embeddings=512,
+  type_vocab_size=2,
+  pad_token_id=0,
+  hidden_dropout_prob=0.1,
+  attention_probs_dropout_prob=0.1,
+)
 
 
 def _bert(c):
@@ -66,27 +86,55 @@ def _roberta(c):
 
 
 def _electra(c):
-  return _bert_like("electra", c, {**_BERT_DEFAULTS, "embedding_size": 128, "hidden_size": 256,
-                                   "num_attention_heads": 4, "intermediate_size": 1024})
+  return _bert_like(
+    "electra",
+    c,
+    {
+      **_BERT_DEFAULTS,
+      "embedding_size": 128,
+      "hidden_size": 256,
+      "num_attention_heads": 4,
+      "intermediate_size": 1024,
+    },
+  )
 
 
 def _albert(c):
-  d = {**_BERT_DEFAULTS, "vocab_size": 30000, "embedding_size": 128, "hidden_size": 4096,
-       "num_attention_heads": 64, "intermediate_size": 16384, "hidden_act": "gelu_new",
-       "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+  d = {
+    **_BERT_DEFAULTS,
+    "vocab_size": 30000,
+    "embedding_size": 128,
+    "hidden_size": 4096,
+    "num_attention_heads": 64,
+    "intermediate_size": 16384,
+    "hidden_act": "gelu_new",
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+  }
   cfg = _bert_like("albert", c, d)
-  return dataclasses.replace(cfg, num_layer_groups=c.get("num_hidden_groups", 1),
-                             inner_group_size=c.get("inner_group_num", 1))
+  return dataclasses.replace(
+    cfg,
+    num_layer_groups=c.get("num_hidden_groups", 1),
+    inner_group_size=c.get("inner_group_num", 1),
+  )
 
 
 def _distilbert(c):
   return EncoderConfig(
-      family="distilbert", vocab_size=c.get("vocab_size", 30522), hidden_size=c.get("dim", 768),
-      num_layers=c.get("n_layers", 6), num_heads=c.get("n_heads", 12),
-      intermediate_size=c.get("hidden_dim", 3072), activation=c.get("activation", "gelu"),
-      layer_norm_eps=1e-12, max_position_embeddings=c.get("max_position_embeddings", 512),
-      type_vocab_size=0, pad_token_id=c.get("pad_token_id", 0),
-      hidden_dropout=c.get("dropout", 0.1), attention_dropout=c.get("attention_dropout", 0.1))
+    family="distilbert",
+    vocab_size=c.get("vocab_size", 30522),
+    hidden_size=c.get("dim", 768),
+    num_layers=c.get("n_layers", 6),
+    num_heads=c.get("n_heads", 12),
+    intermediate_size=c.get("hidden_dim", 3072),
+    activation=c.get("activation", "gelu"),
+    layer_norm_eps=1e-12,
+    max_position_embeddings=c.get("max_position_embeddings", 512),
+    type_vocab_size=0,
+    pad_token_id=c.get("pad_token_id", 0),
+    hidden_dropout=c.get("dropout", 0.1),
+    attention_dropout=c.get("attention_dropout", 0.1),
+  )
 
 
 def _deberta_fields(c, *, vocab, hidden, layers, heads, intermediate) -> dict[str, Any]:
@@ -96,53 +144,65 @@ def _deberta_fields(c, *, vocab, hidden, layers, heads, intermediate) -> dict[st
     pos_att_type = [x.strip() for x in pos_att_type.lower().split("|")]
   unsupported = sorted(set(pos_att_type) - {"c2p", "p2c", ""})
   if unsupported:
-    raise ValueError(f"pos_att_type {unsupported} in config.json is not supported; only "
-                     "'c2p' and 'p2c' are")
+    raise ValueError(
+      f"pos_att_type {unsupported} in config.json is not supported; only 'c2p' and 'p2c' are"
+    )
   return dict(
-      vocab_size=c.get("vocab_size", vocab), hidden_size=c.get("hidden_size", hidden),
-      num_layers=c.get("num_hidden_layers", layers),
-      num_heads=c.get("num_attention_heads", heads),
-      intermediate_size=c.get("intermediate_size", intermediate),
-      activation=c.get("hidden_act", "gelu"), layer_norm_eps=c.get("layer_norm_eps", 1e-7),
-      embedding_size=c.get("embedding_size"),
-      max_position_embeddings=c.get("max_position_embeddings", 512),
-      absolute_positions=c.get("position_biased_input", True),
-      type_vocab_size=c.get("type_vocab_size", 0), pad_token_id=c.get("pad_token_id", 0),
-      relative_attention=c.get("relative_attention", False),
-      pos_att_type=tuple(t for t in pos_att_type if t),
-      max_relative_positions=c.get("max_relative_positions", -1),
-      hidden_dropout=c.get("hidden_dropout_prob", 0.1),
-      attention_dropout=c.get("attention_probs_dropout_prob", 0.1))
+    vocab_size=c.get("vocab_size", vocab),
+    hidden_size=c.get("hidden_size", hidden),
+    num_layers=c.get("num_hidden_layers", layers),
+    num_heads=c.get("num_attention_heads", heads),
+    intermediate_size=c.get("intermediate_size", intermediate),
+    activation=c.get("hidden_act", "gelu"),
+    layer_norm_eps=c.get("layer_norm_eps", 1e-7),
+    embedding_size=c.get("embedding_size"),
+    max_position_embeddings=c.get("max_position_embeddings", 512),
+    absolute_positions=c.get("position_biased_input", True),
+    type_vocab_size=c.get("type_vocab_size", 0),
+    pad_token_id=c.get("pad_token_id", 0),
+    relative_attention=c.get("relative_attention", False),
+    pos_att_type=tuple(t for t in pos_att_type if t),
+    max_relative_positions=c.get("max_relative_positions", -1),
+    hidden_dropout=c.get("hidden_dropout_prob", 0.1),
+    attention_dropout=c.get("attention_probs_dropout_prob", 0.1),
+  )
 
 
 def _deberta(c):
   """DeBERTa v1 (`model_type` deberta): plain relative distances, no convolution."""
   if c.get("talking_head", False):
-    raise ValueError("talking_head=true in config.json is not supported (DeBERTa v1 "
-                     "checkpoints on the hub use talking_head=false)")
-  return EncoderConfig(family="deberta", **_deberta_fields(
-      c, vocab=50265, hidden=768, layers=12, heads=12, intermediate=3072))
+    raise ValueError(
+      "talking_head=true in config.json is not supported (DeBERTa v1 "
+      "checkpoints on the hub use talking_head=false)"
+    )
+  return EncoderConfig(
+    family="deberta",
+    **_deberta_fields(c, vocab=50265, hidden=768, layers=12, heads=12, intermediate=3072),
+  )
 
 
 def _deberta_v2(c):
   norm_rel = [x.strip() for x in c.get("norm_rel_ebd", "none").lower().split("|")]
   return EncoderConfig(
-      family="deberta-v2", **_deberta_fields(c, vocab=128100, hidden=1536, layers=24, heads=24,
-                                             intermediate=6144),
-      position_buckets=c.get("position_buckets", -1),
-      share_att_key=c.get("share_att_key", False), norm_rel_embeddings="layer_norm" in norm_rel,
-      conv_kernel_size=c.get("conv_kernel_size", 0), conv_groups=c.get("conv_groups", 1),
-      conv_activation=c.get("conv_act", "tanh"))
+    family="deberta-v2",
+    **_deberta_fields(c, vocab=128100, hidden=1536, layers=24, heads=24, intermediate=6144),
+    position_buckets=c.get("position_buckets", -1),
+    share_att_key=c.get("share_att_key", False),
+    norm_rel_embeddings="layer_norm" in norm_rel,
+    conv_kernel_size=c.get("conv_kernel_size", 0),
+    conv_groups=c.get("conv_groups", 1),
+    conv_activation=c.get("conv_act", "tanh"),
+  )
 
 
 CONFIG_CONVERTERS: dict[str, Callable[[dict[str, Any]], EncoderConfig]] = {
-    "bert": _bert,
-    "roberta": _roberta,
-    "electra": _electra,
-    "albert": _albert,
-    "distilbert": _distilbert,
-    "deberta": _deberta,
-    "deberta-v2": _deberta_v2,
+  "bert": _bert,
+  "roberta": _roberta,
+  "electra": _electra,
+  "albert": _albert,
+  "distilbert": _distilbert,
+  "deberta": _deberta,
+  "deberta-v2": _deberta_v2,
 }
 
 
@@ -150,8 +210,10 @@ def encoder_config_from_hf(hf_config: dict[str, Any], **overrides) -> EncoderCon
   """Converts a parsed config.json into an EncoderConfig, then applies overrides."""
   model_type = hf_config.get("model_type")
   if model_type not in CONFIG_CONVERTERS:
-    raise ValueError(f"unsupported model_type {model_type!r} in config.json; supported:"
-                     f" {sorted(CONFIG_CONVERTERS) + ['gpt2']}")
+    raise ValueError(
+      f"unsupported model_type {model_type!r} in config.json; supported:"
+      f" {sorted(CONFIG_CONVERTERS) + ['gpt2']}"
+    )
   cfg = CONFIG_CONVERTERS[model_type](hf_config)
   fields = {f.name for f in dataclasses.fields(EncoderConfig)}
   unknown = sorted(set(overrides) - fields)
@@ -163,34 +225,56 @@ def encoder_config_from_hf(hf_config: dict[str, Any], **overrides) -> EncoderCon
 def hf_module_names(cfg: EncoderConfig) -> dict[str, str]:
   """Maps each parameterised submodule of `Encoder(cfg)` to its Hugging Face module name."""
   f = cfg.family
-  names = {"embed.word": "embeddings.word_embeddings",
-           "embed.position": "embeddings.position_embeddings",
-           "embed.token_type": "embeddings.token_type_embeddings",
-           "embed.norm": "embeddings.LayerNorm",
-           "embed.proj": {"electra": "embeddings_project",
-                          "albert": "encoder.embedding_hidden_mapping_in",
-                          "deberta": "embeddings.embed_proj",
-                          "deberta-v2": "embeddings.embed_proj"}.get(f, "")}
+  names = {
+    "embed.word": "embeddings.word_embeddings",
+    "embed.position": "embeddings.position_embeddings",
+    "embed.token_type": "embeddings.token_type_embeddings",
+    "embed.norm": "embeddings.LayerNorm",
+    "embed.proj": {
+      "electra": "embeddings_project",
+      "albert": "encoder.embedding_hidden_mapping_in",
+      "deberta": "embeddings.embed_proj",
+      "deberta-v2": "embeddings.embed_proj",
+    }.get(f, ""),
+  }
   if f == "distilbert":
-    sub = {"attn.query": "attention.q_lin", "attn.key": "attention.k_lin",
-           "attn.value": "attention.v_lin", "attn.out": "attention.out_lin",
-           "attn_norm": "sa_layer_norm", "ffn_in": "ffn.lin1", "ffn_out": "ffn.lin2",
-           "ffn_norm": "output_layer_norm"}
+    sub = {
+      "attn.query": "attention.q_lin",
+      "attn.key": "attention.k_lin",
+      "attn.value": "attention.v_lin",
+      "attn.out": "attention.out_lin",
+      "attn_norm": "sa_layer_norm",
+      "ffn_in": "ffn.lin1",
+      "ffn_out": "ffn.lin2",
+      "ffn_norm": "output_layer_norm",
+    }
   elif f == "albert":
-    sub = {"attn.query": "attention.query", "attn.key": "attention.key",
-           "attn.value": "attention.value", "attn.out": "attention.dense",
-           "attn_norm": "attention.LayerNorm", "ffn_in": "ffn", "ffn_out": "ffn_output",
-           "ffn_norm": "full_layer_layer_norm"}
+    sub = {
+      "attn.query": "attention.query",
+      "attn.key": "attention.key",
+      "attn.value": "attention.value",
+      "attn.out": "attention.dense",
+      "attn_norm": "attention.LayerNorm",
+      "ffn_in": "ffn",
+      "ffn_out": "ffn_output",
+      "ffn_norm": "full_layer_layer_norm",
+    }
   else:
     # DeBERTa v1's fused in_proj is split into query_proj / key_proj / value_proj on load.
     proj = "_proj" if cfg.is_deberta else ""
     v1 = f == "deberta"
-    sub = {"attn.query": f"attention.self.query{proj}", "attn.key": f"attention.self.key{proj}",
-           "attn.value": f"attention.self.value{proj}", "attn.out": "attention.output.dense",
-           "attn_norm": "attention.output.LayerNorm", "ffn_in": "intermediate.dense",
-           "ffn_out": "output.dense", "ffn_norm": "output.LayerNorm",
-           "attn.pos_key": "attention.self." + ("pos_proj" if v1 else "pos_key_proj"),
-           "attn.pos_query": "attention.self." + ("pos_q_proj" if v1 else "pos_query_proj")}
+    sub = {
+      "attn.query": f"attention.self.query{proj}",
+      "attn.key": f"attention.self.key{proj}",
+      "attn.value": f"attention.self.value{proj}",
+      "attn.out": "attention.output.dense",
+      "attn_norm": "attention.output.LayerNorm",
+      "ffn_in": "intermediate.dense",
+      "ffn_out": "output.dense",
+      "ffn_norm": "output.LayerNorm",
+      "attn.pos_key": "attention.self." + ("pos_proj" if v1 else "pos_key_proj"),
+      "attn.pos_query": "attention.self." + ("pos_q_proj" if v1 else "pos_query_proj"),
+    }
   for i in range(cfg.num_stored_layers):
     if f == "albert":
       group, inner = divmod(i, cfg.inner_group_size)
@@ -200,37 +284,46 @@ def hf_module_names(cfg: EncoderConfig) -> dict[str, str]:
     else:
       layer = f"encoder.layer.{i}"
     names.update({f"layers.{i}.{ours}": f"{layer}.{theirs}" for ours, theirs in sub.items()})
-  names.update({"rel_embed": "encoder.rel_embeddings", "rel_norm": "encoder.LayerNorm",
-                "conv.conv": "encoder.conv.conv", "conv.norm": "encoder.conv.LayerNorm"})
+  names.update(
+    {
+      "rel_embed": "encoder.rel_embeddings",
+      "rel_norm": "encoder.LayerNorm",
+      "conv.conv": "encoder.conv.conv",
+      "conv.norm": "encoder.conv.LayerNorm",
+    }
+  )
   return names
 
 
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
 
 
-def _normalise_names(tensors: dict[str, np.ndarray],
-                     source: str) -> tuple[dict[str, np.ndarray], list[str]]:
+def _normalise_names(
+  tensors: dict[str, np.ndarray], source: str
+) -> tuple[dict[str, np.ndarray], list[str]]:
   """Strips the task-model prefix (`bert.`, `electra.`, ...) and legacy gamma/beta names.
 
   Returns the renamed encoder tensors and the names outside the encoder's prefix.
   """
   found = [k for k in tensors if k == _WORD_EMBEDDINGS or k.endswith("." + _WORD_EMBEDDINGS)]
   if not found:
-    raise KeyError(f"{source} has no tensor named '[prefix.]{_WORD_EMBEDDINGS}'; is it an"
-                   f" encoder checkpoint? First names: {sorted(tensors)[:8]}")
+    raise KeyError(
+      f"{source} has no tensor named '[prefix.]{_WORD_EMBEDDINGS}'; is it an"
+      f" encoder checkpoint? First names: {sorted(tensors)[:8]}"
+    )
   if len(found) > 1:
     raise KeyError(f"{source} holds several encoders ({found}); extract one first")
-  prefix = found[0][:-len(_WORD_EMBEDDINGS)]
+  prefix = found[0][: -len(_WORD_EMBEDDINGS)]
   out, outside = {}, []
   for name, value in tensors.items():
     if not name.startswith(prefix):
       outside.append(name)
       continue
-    name = name[len(prefix):]
+    name = name[len(prefix) :]
     if name.endswith(".gamma"):
-      name = name[:-len("gamma")] + "weight"
+      name = name[: -len("gamma")] + "weight"
     elif name.endswith(".beta"):
-      name = name[:-len("beta")] + "bias"
+      name = name[: -len("beta")] + "bias"
     out[name] = value
   return out, outside
 
@@ -238,8 +331,9 @@ def _normalise_names(tensors: dict[str, np.ndarray],
 _IN_PROJ = "attention.self.in_proj.weight"
 
 
-def split_deberta_in_proj(tensors: dict[str, np.ndarray], num_heads: int,
-                          source: str = "checkpoint") -> dict[str, np.ndarray]:
+def split_deberta_in_proj(
+  tensors: dict[str, np.ndarray], num_heads: int, source: str = "checkpoint"
+) -> dict[str, np.ndarray]:
   """DeBERTa v1's fused attention weights as separate query / key / value tensors.
 
   `in_proj.weight` ((3 H K) x D) holds, for each head in turn, K query rows, K key rows
@@ -249,13 +343,15 @@ def split_deberta_in_proj(tensors: dict[str, np.ndarray], num_heads: int,
   """
   out = dict(tensors)
   for name in [k for k in tensors if k.endswith(_IN_PROJ)]:
-    stem = name[:-len("in_proj.weight")]
+    stem = name[: -len("in_proj.weight")]
     fused = out.pop(name)
     rows, width = fused.shape
     if rows % (3 * num_heads):
-      raise ValueError(f"tensor {name!r} in {source} has {rows} rows, not a multiple of 3 x "
-                       f"num_attention_heads={num_heads}; does config.json belong to these "
-                       "weights?")
+      raise ValueError(
+        f"tensor {name!r} in {source} has {rows} rows, not a multiple of 3 x "
+        f"num_attention_heads={num_heads}; does config.json belong to these "
+        "weights?"
+      )
     per_head_HxQKVxKxD = fused.reshape(num_heads, 3, rows // (3 * num_heads), width)
     for j, part in enumerate(("query_proj", "key_proj", "value_proj")):
       out[f"{stem}{part}.weight"] = per_head_HxQKVxKxD[:, j].reshape(-1, width)
@@ -273,8 +369,9 @@ def _convert(leaf: str, value: np.ndarray, target_ndim: int) -> np.ndarray:
   return value
 
 
-def load_encoder_weights(model: Encoder, tensors: dict[str, np.ndarray],
-                         source: str = "checkpoint") -> Encoder:
+def load_encoder_weights(
+  model: Encoder, tensors: dict[str, np.ndarray], source: str = "checkpoint"
+) -> Encoder:
   """Returns `model` with every parameter replaced by the matching checkpoint tensor."""
   cfg = model.cfg
   tensors, outside = _normalise_names(tensors, source)
@@ -291,26 +388,35 @@ def load_encoder_weights(model: Encoder, tensors: dict[str, np.ndarray],
     name = f"{module_names[ours]}.{_LEAF_NAMES[leaf]}"
     if name not in tensors:
       near = sorted(k for k in tensors if k.startswith(module_names[ours].rsplit(".", 1)[0]))
-      raise KeyError(f"{source} lacks tensor {name!r} (for {'.'.join(map(str, path))});"
-                     f" nearby names: {near[:10]}")
+      raise KeyError(
+        f"{source} lacks tensor {name!r} (for {'.'.join(map(str, path))});"
+        f" nearby names: {near[:10]}"
+      )
     value = _convert(leaf, tensors[name], len(var.shape))
     if tuple(value.shape) != tuple(var.shape):
       # Kernels are stored transposed (Linear) or axis-reversed (Conv1d).
       implied = tuple(reversed(var.shape)) if leaf == "kernel" else tuple(var.shape)
-      raise ValueError(f"tensor {name!r} in {source} has shape {tuple(tensors[name].shape)}, but"
-                       f" config.json implies {implied}; does config.json belong to these"
-                       " weights?")
+      raise ValueError(
+        f"tensor {name!r} in {source} has shape {tuple(tensors[name].shape)}, but"
+        f" config.json implies {implied}; does config.json belong to these"
+        " weights?"
+      )
     used.add(name)
     leaves.append((path, var.replace(jnp.asarray(value, dtype=var.get_value().dtype))))
   unused = [k for k in tensors if k not in used and not k.endswith(_BUFFER_SUFFIXES)] + outside
   if unused:
-    logging.info("%s: %d tensors outside the encoder body (task heads, pooler) left unused: %s",
-                 source, len(unused), unused[:10])
+    logging.info(
+      "%s: %d tensors outside the encoder body (task heads, pooler) left unused: %s",
+      source,
+      len(unused),
+      unused[:10],
+    )
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
-def resolve_model_dir(path_or_repo_id: str | os.PathLike,
-                      allow_patterns: list[str] | None = None) -> pathlib.Path:
+def resolve_model_dir(
+  path_or_repo_id: str | os.PathLike, allow_patterns: list[str] | None = None
+) -> pathlib.Path:
   """A local checkpoint directory, downloading `path_or_repo_id` from the hub if needed."""
   path = pathlib.Path(path_or_repo_id).expanduser()
   if path.is_dir():
@@ -319,28 +425,42 @@ def resolve_model_dir(path_or_repo_id: str | os.PathLike,
   looks_local = path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
   if looks_local:
     raise errors.PretrainedNotFoundError(
-        f"checkpoint directory {text!r} does not exist (or is not a directory); pass a "
-        "directory holding config.json and weights")
-  import huggingface_hub  # pylint: disable=import-outside-toplevel
+      f"checkpoint directory {text!r} does not exist (or is not a directory); pass a "
+      "directory holding config.json and weights"
+    )
+  import huggingface_hub  # Imported here: huggingface_hub (only hub downloads need it).
+
   try:
     return pathlib.Path(huggingface_hub.snapshot_download(text, allow_patterns=allow_patterns))
   except Exception as e:  # the hub raises many types: offline, gated, missing repo
     raise errors.PretrainedNotFoundError(
-        f"{text!r} is neither a local directory nor a downloadable hub repository ({e}); pass a"
-        " local directory holding config.json and model.safetensors") from e
+      f"{text!r} is neither a local directory nor a downloadable hub repository ({e}); pass a"
+      " local directory holding config.json and model.safetensors"
+    ) from e
 
 
 def download_patterns() -> list[str]:
-  return [CONFIG, weights.SAFETENSORS, weights.SAFETENSORS_INDEX, "model-*.safetensors",
-          "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-          "vocab.json", "merges.txt"]
+  return [
+    CONFIG,
+    weights.SAFETENSORS,
+    weights.SAFETENSORS_INDEX,
+    "model-*.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+  ]
 
 
 def read_config(model_dir: pathlib.Path) -> dict[str, Any]:
   path = model_dir / CONFIG
   if not path.is_file():
-    raise FileNotFoundError(f"{model_dir} has no {CONFIG}; a Hugging Face checkpoint directory"
-                            " needs one beside its weights")
+    raise FileNotFoundError(
+      f"{model_dir} has no {CONFIG}; a Hugging Face checkpoint directory"
+      " needs one beside its weights"
+    )
   try:
     return json.loads(path.read_text())
   except json.JSONDecodeError as e:

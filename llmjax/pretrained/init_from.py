@@ -19,19 +19,17 @@ import pathlib
 import jax
 import ml_collections
 
-from llmjax import errors
 from llmjax.models import gpt
-from llmjax.pretrained import gpt2
-from llmjax.pretrained import hf_import
-from llmjax.pretrained import weights
+from llmjax.pretrained import gpt2, hf_import, weights
+from llmjax.util import errors
 
 SCRATCH = "scratch"
 # Hub ids of the four OpenAI GPT-2 checkpoints: (n_layer, n_head, n_embd, parameters).
 GPT2_SIZES = {
-    "gpt2": (12, 12, 768, "124M"),
-    "gpt2-medium": (24, 16, 1024, "355M"),
-    "gpt2-large": (36, 20, 1280, "774M"),
-    "gpt2-xl": (48, 25, 1600, "1558M"),
+  "gpt2": (12, 12, 768, "124M"),
+  "gpt2-medium": (24, 16, 1024, "355M"),
+  "gpt2-large": (36, 20, 1280, "774M"),
+  "gpt2-xl": (48, 25, 1600, "1558M"),
 }
 
 
@@ -50,10 +48,11 @@ def checkpoint_dir(init_from: str) -> pathlib.Path:
     reason = (str(cause).strip().splitlines() or [""])[0].rstrip(".")
     known = "" if init_from in GPT2_SIZES else f" (GPT-2 hub ids: {', '.join(GPT2_SIZES)})"
     raise errors.DownloadError(
-        f"could not fetch {init_from!r}{known} from the Hugging Face hub "
-        f"({type(cause).__name__}: {reason}). Connect to the network (or set HF_ENDPOINT to "
-        "a mirror) and retry: the download is cached, so this happens once. Or pass a local "
-        "directory holding config.json and model.safetensors.") from None
+      f"could not fetch {init_from!r}{known} from the Hugging Face hub "
+      f"({type(cause).__name__}: {reason}). Connect to the network (or set HF_ENDPOINT to "
+      "a mirror) and retry: the download is cached, so this happens once. Or pass a local "
+      "directory holding config.json and model.safetensors."
+    ) from None
 
 
 def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -62,19 +61,24 @@ def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.Co
     return config
   init_from = config.model.init_from
   if config.model.get("arch", "gpt") != "gpt":
-    raise errors.ConfigError(f"model.init_from={init_from!r} needs model.arch='gpt', got "
-                             f"{config.model.arch!r}")
+    raise errors.ConfigError(
+      f"model.init_from={init_from!r} needs model.arch='gpt', got {config.model.arch!r}"
+    )
   hf = hf_import.read_config(checkpoint_dir(init_from))
   if hf.get("model_type") != "gpt2":
-    raise errors.ConfigError(f"model.init_from={init_from!r} is a {hf.get('model_type')!r} "
-                             "checkpoint; GPT runs start from GPT-2 checkpoints (model_type "
-                             "'gpt2')")
+    raise errors.ConfigError(
+      f"model.init_from={init_from!r} is a {hf.get('model_type')!r} "
+      "checkpoint; GPT runs start from GPT-2 checkpoints (model_type "
+      "'gpt2')"
+    )
   fields = gpt2.model_fields(hf)
   n_positions = fields.pop("block_size")
   if config.model.block_size > n_positions:
-    raise errors.ConfigError(f"model.block_size={config.model.block_size} exceeds the "
-                             f"context of {init_from!r} (n_positions={n_positions}); set "
-                             f"--config.model.block_size={n_positions} or less")
+    raise errors.ConfigError(
+      f"model.block_size={config.model.block_size} exceeds the "
+      f"context of {init_from!r} (n_positions={n_positions}); set "
+      f"--config.model.block_size={n_positions} or less"
+    )
   resolved = ml_collections.ConfigDict(config.to_dict())
   changed = []
   for key, value in fields.items():
@@ -82,8 +86,10 @@ def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.Co
       changed.append(f"model.{key}={resolved.model[key]!r} -> {value!r}")
       resolved.model[key] = value
   if changed and jax.process_index() == 0:
-    print(f"llmjax: model.init_from={init_from!r} fixes the architecture: "
-          + ", ".join(changed), flush=True)
+    print(
+      f"llmjax: model.init_from={init_from!r} fixes the architecture: " + ", ".join(changed),
+      flush=True,
+    )
   return resolved
 
 
@@ -99,8 +105,8 @@ def pretrained_params(model_cfg, shardings):
   files = ", ".join(str(f) for f in weights.checkpoint_files(model_dir))
   host = gpt2.params_from_tensors(weights.load_tensors(model_dir), cfg, files)
   return jax.tree.map(
-      lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]),
-      host, shardings)
+    lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]), host, shardings
+  )
 
 
 def load_pretrained(spec: str, **overrides) -> tuple[gpt.GPT, gpt.GPTConfig, str]:
@@ -110,8 +116,9 @@ def load_pretrained(spec: str, **overrides) -> tuple[gpt.GPT, gpt.GPTConfig, str
   try:
     hf = hf_import.read_config(model_dir)
     if hf.get("model_type") != "gpt2":
-      raise ValueError(f"it is a {hf.get('model_type')!r} checkpoint, not GPT-2 (model_type "
-                       "'gpt2')")
+      raise ValueError(
+        f"it is a {hf.get('model_type')!r} checkpoint, not GPT-2 (model_type 'gpt2')"
+      )
     model, cfg = hf_import.from_hf(model_dir, **overrides)
   except (ValueError, KeyError, FileNotFoundError) as e:
     raise errors.AssetError(f"model {spec!r} ({model_dir}): {e}") from e

@@ -13,10 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llmjax import errors
 from llmjax.models.encoder import Encoder, EncoderConfig
-from llmjax.pretrained.hf_import import (CONFIG, encoder_config_from_hf, read_config,
-                                         resolve_model_dir)
+from llmjax.pretrained.hf_import import (
+  CONFIG,
+  encoder_config_from_hf,
+  read_config,
+  resolve_model_dir,
+)
+from llmjax.util import errors
 
 
 def init_like_hf(encoder: Encoder, seed: int, std: float = 0.02) -> Encoder:
@@ -39,8 +43,9 @@ def init_like_hf(encoder: Encoder, seed: int, std: float = 0.02) -> Encoder:
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
-def random_from_hf(path_or_repo_id: str | os.PathLike, seed: int,
-                   **overrides) -> tuple[Encoder, EncoderConfig]:
+def random_from_hf(
+  path_or_repo_id: str | os.PathLike, seed: int, **overrides
+) -> tuple[Encoder, EncoderConfig]:
   """An encoder of the checkpoint's architecture with seeded random weights.
 
   Only config.json is read (downloaded alone for a hub id); no weight file is opened.
@@ -49,8 +54,10 @@ def random_from_hf(path_or_repo_id: str | os.PathLike, seed: int,
   model_dir = resolve_model_dir(path_or_repo_id, [CONFIG])
   hf_config = read_config(model_dir)
   if hf_config.get("model_type") == "gpt2":
-    raise errors.ConfigError(f"{path_or_repo_id!s} is a GPT-2 checkpoint, not an encoder "
-                             "(BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, DeBERTa v1/v2/v3)")
+    raise errors.ConfigError(
+      f"{path_or_repo_id!s} is a GPT-2 checkpoint, not an encoder "
+      "(BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, DeBERTa v1/v2/v3)"
+    )
   cfg = encoder_config_from_hf(hf_config, **overrides)
   encoder = nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0)))
   return init_like_hf(encoder, seed, float(hf_config.get("initializer_range", 0.02))), cfg

@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 from safetensors import numpy as safetensors_numpy
 
-from llmjax import errors
+from llmjax.util import errors
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -35,8 +35,9 @@ def checkpoint_files(model_dir: pathlib.Path) -> list[pathlib.Path]:
     return [model_dir / TORCH_BIN]
   present = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
   raise errors.PretrainedNotFoundError(
-      f"no weights in {model_dir}: expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {TORCH_BIN};"
-      f" found {present}")
+    f"no weights in {model_dir}: expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {TORCH_BIN};"
+    f" found {present}"
+  )
 
 
 def load_tensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
@@ -45,7 +46,8 @@ def load_tensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
   for path in checkpoint_files(model_dir):
     if not path.is_file():
       raise errors.PretrainedNotFoundError(
-          f"checkpoint shard {path} listed in {SAFETENSORS_INDEX} is missing")
+        f"checkpoint shard {path} listed in {SAFETENSORS_INDEX} is missing"
+      )
     if path.suffix == ".safetensors":
       tensors.update(safetensors_numpy.load_file(path))
     else:
@@ -54,28 +56,27 @@ def load_tensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "HalfStorage": np.float16,
-    "BFloat16Storage": ml_dtypes.bfloat16,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
+  "FloatStorage": np.float32,
+  "DoubleStorage": np.float64,
+  "HalfStorage": np.float16,
+  "BFloat16Storage": ml_dtypes.bfloat16,
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
 }
 
 
 class _StorageType:
-
   def __init__(self, dtype):
     self.dtype = np.dtype(dtype)
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused_args):
   if not size:
-    return storage[offset:offset + 1].reshape(()).copy()
+    return storage[offset : offset + 1].reshape(()).copy()
   strides = tuple(s * storage.itemsize for s in stride)
   view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size), strides=strides)
   return np.array(view)
@@ -90,12 +91,12 @@ def _rebuild_from_type(func, unused_new_type, args, unused_state):
 
 
 _ALLOWED_GLOBALS = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
-    ("collections", "OrderedDict"): collections.OrderedDict,
+  ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+  ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+  ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+  ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+  ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
+  ("collections", "OrderedDict"): collections.OrderedDict,
 }
 
 
@@ -113,8 +114,9 @@ class _TorchUnpickler(pickle.Unpickler):
     if (module, name) in _ALLOWED_GLOBALS:
       return _ALLOWED_GLOBALS[(module, name)]
     raise pickle.UnpicklingError(
-        f"{self._source} refers to {module}.{name}, which a weights file should not contain;"
-        " convert the checkpoint to safetensors")
+      f"{self._source} refers to {module}.{name}, which a weights file should not contain;"
+      " convert the checkpoint to safetensors"
+    )
 
   def persistent_load(self, pid):
     kind, storage_type, key, unused_location, numel = pid
@@ -122,8 +124,9 @@ class _TorchUnpickler(pickle.Unpickler):
       raise pickle.UnpicklingError(f"{self._source}: unsupported persistent id {pid!r}")
     if key not in self._storages:
       raw = self._archive.read(f"{self._prefix}data/{key}")
-      self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype.newbyteorder("<"),
-                                          count=numel)
+      self._storages[key] = np.frombuffer(
+        raw, dtype=storage_type.dtype.newbyteorder("<"), count=numel
+      )
     return self._storages[key]
 
 
@@ -131,14 +134,16 @@ def load_torch_bin(path: pathlib.Path) -> dict[str, np.ndarray]:
   """Reads a `torch.save`d state dict (zip format, PyTorch >= 1.6) into numpy arrays."""
   if not zipfile.is_zipfile(path):
     raise errors.PretrainedFormatError(
-        f"{path} is not a zip-format PyTorch checkpoint (saved before PyTorch 1.6?);"
-        " re-save it with safetensors")
+      f"{path} is not a zip-format PyTorch checkpoint (saved before PyTorch 1.6?);"
+      " re-save it with safetensors"
+    )
   with zipfile.ZipFile(path) as archive:
     pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
     if len(pickles) != 1:
       raise errors.PretrainedFormatError(
-          f"{path}: expected one data.pkl in the archive, found {pickles}")
-    prefix = pickles[0][:-len("data.pkl")]
+        f"{path}: expected one data.pkl in the archive, found {pickles}"
+      )
+    prefix = pickles[0][: -len("data.pkl")]
     byteorder = f"{prefix}byteorder"
     if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
       raise errors.PretrainedFormatError(f"{path}: big-endian checkpoints are not supported")
@@ -146,7 +151,8 @@ def load_torch_bin(path: pathlib.Path) -> dict[str, np.ndarray]:
       state = _TorchUnpickler(f, archive, prefix, path).load()
   if not isinstance(state, dict):
     raise errors.PretrainedFormatError(
-        f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+      f"{path} holds a {type(state).__name__}, not a state dict of tensors"
+    )
   if "state_dict" in state and isinstance(state["state_dict"], dict):
     state = state["state_dict"]
   return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}

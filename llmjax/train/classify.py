@@ -20,20 +20,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from llmjax import config_util
-from llmjax import fileio
 from llmjax.data import arena
 from llmjax.models import pair_classifier as pc
-from llmjax.models.build_classifier import build_model, check_lengths
 from llmjax.parallel import mesh as mesh_lib
-from llmjax.train import checkpoint as ckpt_lib
-from llmjax.train import classify_metrics
+from llmjax.runs import checkpoint as ckpt_lib
+from llmjax.train import classify_metrics, runner
 from llmjax.train import metrics as metrics_lib
 from llmjax.train import optimizer as optim_lib
-from llmjax.train import runner
 from llmjax.train import step as step_lib
+from llmjax.train.build_classifier import build_model, check_lengths
+from llmjax.util import errors, fileio
 
 SIDES = ("a", "b")
 REPORT_FILE = "eval_report.json"
@@ -44,12 +43,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw) 
 
 
 def sides(batch):
-  return [{"ids": batch[f"ids_{s}"], "mask": batch[f"mask_{s}"], "types": batch[f"types_{s}"]}
-          for s in SIDES]
+  return [
+    {"ids": batch[f"ids_{s}"], "mask": batch[f"mask_{s}"], "types": batch[f"types_{s}"]}
+    for s in SIDES
+  ]
 
 
 def classify_loss(graphdef, mask, *, dropout: bool):
   """loss(params, batch, key) -> (mean NLL of the labels, {'train_accuracy'})."""
+
   def loss_fn(params, batch, key):
     params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, mask)
     model = nnx.merge(graphdef, params)
@@ -58,6 +60,7 @@ def classify_loss(graphdef, mask, *, dropout: bool):
     nll_B = -jnp.take_along_axis(logp_Bx3, batch["labels"][:, None], axis=-1)[:, 0]
     correct_B = jnp.argmax(logits_Bx3, -1) == batch["labels"]
     return nll_B.mean(), {"train_accuracy": correct_B.mean()}
+
   return loss_fn
 
 
@@ -65,6 +68,7 @@ def make_eval_step(graphdef, both_orders: bool):
   def eval_step(params, batch):
     model = nnx.merge(graphdef, params)
     return pc.predict_probs(model, *sides(batch), both_orders=both_orders)
+
   return eval_step
 
 
@@ -86,9 +90,10 @@ def take(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarra
 def to_global(batch: dict[str, np.ndarray], sharding, axis: int = 0) -> dict[str, jax.Array]:
   """Global arrays from the full host batch: each process passes its share of `axis`."""
   n_proc, proc = jax.process_count(), jax.process_index()
-  return {k: jax.make_array_from_process_local_data(sharding,
-                                                    np.split(v, n_proc, axis=axis)[proc])
-          for k, v in batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.split(v, n_proc, axis=axis)[proc])
+    for k, v in batch.items()
+  }
 
 
 def predict(eval_step, params, arrays, batch_size: int, sharding) -> np.ndarray:
@@ -99,7 +104,7 @@ def predict(eval_step, params, arrays, batch_size: int, sharding) -> np.ndarray:
     rows = np.arange(start, start + batch_size)
     rows = np.where(rows < n, rows, 0)  # Pad the last batch with row 0; dropped below.
     probs = eval_step(params, to_global(take(arrays, rows), sharding))
-    out.append(np.asarray(jax.device_get(probs))[:min(batch_size, n - start)])
+    out.append(np.asarray(jax.device_get(probs))[: min(batch_size, n - start)])
   return np.concatenate(out)
 
 
@@ -114,16 +119,22 @@ class ClassifyTask(runner.Task):
     chief = jax.process_index() == 0
     model, tokenizer = build_model(cc, tc.seed)
     check_lengths(model.encoder.cfg, tokenizer, ac)
-    splits = arena.prepare_splits(ac, tokenizer, model.encoder.cfg.pad_token_id, tc.seed,
-                                  show_progress=chief and ac.max_rows > 5000)
+    splits = arena.prepare_splits(
+      ac,
+      tokenizer,
+      model.encoder.cfg.pad_token_id,
+      tc.seed,
+      show_progress=chief and ac.max_rows > 5000,
+    )
     if chief:
       print(f"{splits.report} | {splits.summary()}", flush=True)
     self.train_arrays, self.test_arrays = splits.train, splits.test
     n_train, n_val = len(splits.rows["train"]), len(splits.rows["val"])
     self.val_arrays = splits.val
     if tc.eval_batches:
-      self.val_arrays = take(self.val_arrays,
-                             np.arange(min(n_val, tc.eval_batches * tc.batch_size)))
+      self.val_arrays = take(
+        self.val_arrays, np.arange(min(n_val, tc.eval_batches * tc.batch_size))
+      )
     if ac.epochs > 0:  # The run is counted in epochs: steps and evaluations follow them.
       steps, self.steps_per_epoch = arena.epoch_steps(n_train, tc.batch_size, ac.epochs)
       self.config = config = ml_collections.ConfigDict(config.to_dict())
@@ -136,55 +147,73 @@ class ClassifyTask(runner.Task):
     batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
     micro = tc.batch_size // tc.grad_accum
     if micro % batch_axes:
-      raise config_util.ConfigError(
-          f"train.batch_size / train.grad_accum = {micro} pairs per micro-batch must be "
-          f"divisible by the {batch_axes} devices on the data x fsdp mesh axes.")
+      raise errors.ConfigError(
+        f"train.batch_size / train.grad_accum = {micro} pairs per micro-batch must be "
+        f"divisible by the {batch_axes} devices on the data x fsdp mesh axes."
+      )
     replicated = NamedSharding(mesh, P())
     self.batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
     self.step_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
 
     graphdef, state = nnx.split(model)
     self.params = nnx.to_pure_dict(state)
-    mask = pc.trainable_mask(self.params, cc.freeze, cc.frozen_layers,
-                             model.encoder.cfg.num_stored_layers)
+    mask = pc.trainable_mask(
+      self.params, cc.freeze, cc.frozen_layers, model.encoder.cfg.num_stored_layers
+    )
     schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
     tx = optim_lib.make_optimizer(config.optim, tc.steps, mask)
     self.abstract = jax.eval_shape(lambda p: step_lib.init_state(p, tx), self.params)
     self.state_shardings = jax.tree.map(lambda _: replicated, self.abstract)
-    self.init_fn = jax.jit(lambda p: step_lib.init_state(p, tx),
-                           out_shardings=self.state_shardings)
+    self.init_fn = jax.jit(lambda p: step_lib.init_state(p, tx), out_shardings=self.state_shardings)
     self.train_iter = iter(
-        grain.MapDataset.range(n_train).shuffle(seed=tc.seed).repeat()
-        .batch(tc.batch_size, drop_remainder=True).to_iter_dataset())
+      grain.MapDataset.range(n_train)
+      .shuffle(seed=tc.seed)
+      .repeat()
+      .batch(tc.batch_size, drop_remainder=True)
+      .to_iter_dataset()
+    )
     enc_cfg = model.encoder.cfg
     dropout = cc.head_dropout > 0 or enc_cfg.hidden_dropout > 0 or enc_cfg.attention_dropout > 0
     loss_fn = classify_loss(graphdef, mask, dropout=dropout)
-    self.step = jax.jit(step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed,
-                                                      trainable=mask),
-                        in_shardings=(self.state_shardings, self.step_sharding),
-                        out_shardings=(self.state_shardings, replicated), donate_argnums=0)
-    self.eval_step = jax.jit(make_eval_step(graphdef, cc.both_orders),
-                             in_shardings=(self.state_shardings["params"], self.batch_sharding),
-                             out_shardings=replicated)
+    self.step = jax.jit(
+      step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed, trainable=mask),
+      in_shardings=(self.state_shardings, self.step_sharding),
+      out_shardings=(self.state_shardings, replicated),
+      donate_argnums=0,
+    )
+    self.eval_step = jax.jit(
+      make_eval_step(graphdef, cc.both_orders),
+      in_shardings=(self.state_shardings["params"], self.batch_sharding),
+      out_shardings=replicated,
+    )
     self.eval_batch = max(tc.batch_size, batch_axes)
     self.per_step = tc.batch_size
-    self.num_trainable = int(sum(np.prod(p.shape) for p, t in zip(
-        jax.tree.leaves(self.params), jax.tree.leaves(mask)) if t))
-    self.facts = {"num_trainable": self.num_trainable, "freeze": cc.freeze,
-                  "sequence_tokens": int(self.train_arrays["ids_a"].shape[1]),
-                  "n_train_pairs": n_train, "n_val_pairs": n_val,
-                  "n_test_pairs": len(splits.rows["test"]),
-                  "steps_per_epoch": self.steps_per_epoch}
+    self.num_trainable = int(
+      sum(
+        np.prod(p.shape) for p, t in zip(jax.tree.leaves(self.params), jax.tree.leaves(mask)) if t
+      )
+    )
+    self.facts = {
+      "num_trainable": self.num_trainable,
+      "freeze": cc.freeze,
+      "sequence_tokens": int(self.train_arrays["ids_a"].shape[1]),
+      "n_train_pairs": n_train,
+      "n_val_pairs": n_val,
+      "n_test_pairs": len(splits.rows["test"]),
+      "steps_per_epoch": self.steps_per_epoch,
+    }
     self.mesh = mesh
     return self.facts
 
   def startup_line(self, num_params, start_step):
     f = self.facts
-    return (f"llmjax: {self.config.name} | {num_params / 1e6:.2f}M parameters, "
-            f"{self.num_trainable / 1e6:.2f}M trainable ({f['freeze']}) | sequences of "
-            f"{f['sequence_tokens']} tokens | {f['n_train_pairs']:,} train / "
-            f"{f['n_val_pairs']:,} val / {f['n_test_pairs']:,} test pairs | mesh "
-            f"{dict(self.mesh.shape)}")
+    return (
+      f"llmjax: {self.config.name} | {num_params / 1e6:.2f}M parameters, "
+      f"{self.num_trainable / 1e6:.2f}M trainable ({f['freeze']}) | sequences of "
+      f"{f['sequence_tokens']} tokens | {f['n_train_pairs']:,} train / "
+      f"{f['n_val_pairs']:,} val / {f['n_test_pairs']:,} test pairs | mesh "
+      f"{dict(self.mesh.shape)}"
+    )
 
   def abstract_state(self, step):
     return ckpt_lib.abstract_like(self.abstract, self.state_shardings)
@@ -211,34 +240,41 @@ class ClassifyTask(runner.Task):
 
   def report(self, params, arrays) -> dict:
     probs = predict(self.eval_step, params, arrays, self.eval_batch, self.batch_sharding)
-    return classify_metrics.evaluate(probs, arrays["labels"], self.train_arrays["labels"],
-                                     interval_seed=self.config.train.seed)
+    return classify_metrics.evaluate(
+      probs, arrays["labels"], self.train_arrays["labels"], interval_seed=self.config.train.seed
+    )
 
   def evaluate(self, params):
     result = self.report(params, self.val_arrays)
-    return {"val_loss": result["log_loss"], "val_accuracy": result["accuracy"],
-            "report": result}
+    return {"val_loss": result["log_loss"], "val_accuracy": result["accuracy"], "report": result}
 
   def test(self, params):
     """Test figures of the best-on-validation parameters (what a study reports)."""
     if not len(self.test_arrays["labels"]):
       return None
     result = self.report(params, self.test_arrays)
-    return {"test_loss": result["log_loss"], "test_accuracy": result["accuracy"],
-            "test_report": result}
+    return {
+      "test_loss": result["log_loss"],
+      "test_accuracy": result["accuracy"],
+      "test_report": result,
+    }
 
   def finish(self, state, interrupted, best_eval, test):
     report = (test or {}).get("test_report") or (best_eval and best_eval["report"])
     if report is not None and jax.process_index() == 0:
       fileio.atomic_write_json(self.workdir / REPORT_FILE, report)
-      order = ("A/B and B/A averaged" if self.config.classifier.both_orders else
-               "A/B order only")
+      order = "A/B and B/A averaged" if self.config.classifier.both_orders else "A/B order only"
       split = "test" if test else "validation"
-      print(f"Best-on-validation parameters, {split} split ({order}), report in "
-            f"{self.workdir / REPORT_FILE}:\n"
-            + classify_metrics.format_report(report), flush=True)
-    return {"report": report, "report_split": "test" if test else "validation",
-            "artifacts": [REPORT_FILE] if report is not None else []}
+      print(
+        f"Best-on-validation parameters, {split} split ({order}), report in "
+        f"{self.workdir / REPORT_FILE}:\n" + classify_metrics.format_report(report),
+        flush=True,
+      )
+    return {
+      "report": report,
+      "report_split": "test" if test else "validation",
+      "artifacts": [REPORT_FILE] if report is not None else [],
+    }
 
 
 def train_for_set(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
@@ -247,11 +283,19 @@ def train_for_set(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> d
   result = train(config, workdir)
   report = result.report or {}
   steps_per_epoch = result.summary["steps_per_epoch"]
-  rates = [r["pairs_per_s"] for r in metrics_lib.read_metrics(workdir)
-           if r.get("pairs_per_s") and r["step"] > steps_per_epoch]  # Compiling epoch left out.
+  rates = [
+    r["pairs_per_s"]
+    for r in metrics_lib.read_metrics(workdir)
+    if r.get("pairs_per_s") and r["step"] > steps_per_epoch
+  ]  # Compiling epoch left out.
   rate = float(np.median(rates)) if rates else float("nan")
-  return {"params": result.num_params, "trainable_params": result.summary["num_trainable"],
-          "accuracy": report.get("accuracy"), "accuracy_ci95": report.get("accuracy_ci95"),
-          "log_loss": report.get("log_loss"),
-          "seconds_per_epoch": steps_per_epoch * config.train.batch_size / rate,
-          "confusion": report.get("confusion"), "examples": report.get("examples")}
+  return {
+    "params": result.num_params,
+    "trainable_params": result.summary["num_trainable"],
+    "accuracy": report.get("accuracy"),
+    "accuracy_ci95": report.get("accuracy_ci95"),
+    "log_loss": report.get("log_loss"),
+    "seconds_per_epoch": steps_per_epoch * config.train.batch_size / rate,
+    "confusion": report.get("confusion"),
+    "examples": report.get("examples"),
+  }

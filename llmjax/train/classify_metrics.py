@@ -23,9 +23,13 @@ def accuracy(probs_NxC: np.ndarray, labels_N: np.ndarray) -> float:
   return float((np.argmax(probs_NxC, axis=-1) == labels_N).mean())
 
 
-def bootstrap_interval(correct_N: np.ndarray, *, seed: int = BOOTSTRAP_SEED,
-                       resamples: int = BOOTSTRAP_RESAMPLES,
-                       level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+  correct_N: np.ndarray,
+  *,
+  seed: int = BOOTSTRAP_SEED,
+  resamples: int = BOOTSTRAP_RESAMPLES,
+  level: float = 0.95,
+) -> tuple[float, float]:
   """Percentile bootstrap interval of the mean of `correct_N` (0/1 per example).
 
   Resampling N examples with replacement gives a number of correct ones distributed
@@ -48,9 +52,14 @@ def bootstrap_interval(correct_N: np.ndarray, *, seed: int = BOOTSTRAP_SEED,
   return float(low), float(high)
 
 
-def accuracy_interval(probs_NxC: np.ndarray, labels_N: np.ndarray, *,
-                      seed: int = BOOTSTRAP_SEED, resamples: int = BOOTSTRAP_RESAMPLES,
-                      level: float = 0.95) -> tuple[float, float]:
+def accuracy_interval(
+  probs_NxC: np.ndarray,
+  labels_N: np.ndarray,
+  *,
+  seed: int = BOOTSTRAP_SEED,
+  resamples: int = BOOTSTRAP_RESAMPLES,
+  level: float = 0.95,
+) -> tuple[float, float]:
   """95% (by default) percentile bootstrap interval of the accuracy."""
   correct_N = np.argmax(probs_NxC, axis=-1) == np.asarray(labels_N)
   return bootstrap_interval(correct_N, seed=seed, resamples=resamples, level=level)
@@ -63,41 +72,54 @@ def log_loss(probs_NxC: np.ndarray, labels_N: np.ndarray) -> float:
   return float(-np.log(p[np.arange(len(labels_N)), labels_N]).mean())
 
 
-def confusion_matrix(probs_NxC: np.ndarray, labels_N: np.ndarray,
-                     num_classes: int = len(CLASSES)) -> np.ndarray:
+def confusion_matrix(
+  probs_NxC: np.ndarray, labels_N: np.ndarray, num_classes: int = len(CLASSES)
+) -> np.ndarray:
   """CxC counts: rows are true classes, columns predicted classes."""
   out = np.zeros((num_classes, num_classes), np.int64)
   np.add.at(out, (labels_N, np.argmax(probs_NxC, axis=-1)), 1)
   return out
 
 
-def baselines(train_labels: np.ndarray, labels_N: np.ndarray,
-              num_classes: int = len(CLASSES)) -> dict[str, dict[str, float]]:
+def baselines(
+  train_labels: np.ndarray, labels_N: np.ndarray, num_classes: int = len(CLASSES)
+) -> dict[str, dict[str, float]]:
   prior = np.bincount(train_labels, minlength=num_classes) / max(len(train_labels), 1)
   n = len(labels_N)
   return {
-      "majority": {"accuracy": float((labels_N == int(np.argmax(prior))).mean()),
-                   "log_loss": log_loss(np.tile(prior, (n, 1)), labels_N)},
-      "uniform": {"accuracy": 1.0 / num_classes, "log_loss": math.log(num_classes)},
+    "majority": {
+      "accuracy": float((labels_N == int(np.argmax(prior))).mean()),
+      "log_loss": log_loss(np.tile(prior, (n, 1)), labels_N),
+    },
+    "uniform": {"accuracy": 1.0 / num_classes, "log_loss": math.log(num_classes)},
   }
 
 
-def evaluate(probs_NxC: np.ndarray, labels_N: np.ndarray, train_labels: np.ndarray, *,
-             interval_seed: int = BOOTSTRAP_SEED) -> dict:
+def evaluate(
+  probs_NxC: np.ndarray,
+  labels_N: np.ndarray,
+  train_labels: np.ndarray,
+  *,
+  interval_seed: int = BOOTSTRAP_SEED,
+) -> dict:
   """Every metric of one evaluation, JSON-ready; `accuracy_ci95` is the bootstrap
   interval of `accuracy_interval` drawn with `interval_seed`."""
-  return {"examples": int(len(labels_N)),
-          "accuracy": accuracy(probs_NxC, labels_N),
-          "accuracy_ci95": list(accuracy_interval(probs_NxC, labels_N, seed=interval_seed)),
-          "log_loss": log_loss(probs_NxC, labels_N),
-          "confusion": confusion_matrix(probs_NxC, labels_N).tolist(),
-          "baselines": baselines(train_labels, labels_N)}
+  return {
+    "examples": int(len(labels_N)),
+    "accuracy": accuracy(probs_NxC, labels_N),
+    "accuracy_ci95": list(accuracy_interval(probs_NxC, labels_N, seed=interval_seed)),
+    "log_loss": log_loss(probs_NxC, labels_N),
+    "confusion": confusion_matrix(probs_NxC, labels_N).tolist(),
+    "baselines": baselines(train_labels, labels_N),
+  }
 
 
 def format_report(report: dict) -> str:
   """A human-readable table of an `evaluate` result."""
-  lines = [f"{'':10s} {'accuracy':>9s} {'log loss':>9s}",
-           f"{'model':10s} {report['accuracy']:9.4f} {report['log_loss']:9.4f}"]
+  lines = [
+    f"{'':10s} {'accuracy':>9s} {'log loss':>9s}",
+    f"{'model':10s} {report['accuracy']:9.4f} {report['log_loss']:9.4f}",
+  ]
   for name, b in report["baselines"].items():
     lines.append(f"{name:10s} {b['accuracy']:9.4f} {b['log_loss']:9.4f}")
   if "accuracy_ci95" in report:

@@ -16,21 +16,22 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from llmjax import config_util
 from llmjax import data as data_lib
-from llmjax import fileio
 from llmjax import models
-from llmjax.data import pipeline
-from llmjax.data import shards
+from llmjax.data import pipeline, shards
+from llmjax.inference import generate
 from llmjax.parallel import mesh as mesh_lib
 from llmjax.pretrained import init_from
-from llmjax.train import checkpoint as ckpt_lib
+from llmjax.runs import checkpoint as ckpt_lib
 from llmjax.train import metrics as metrics_lib
 from llmjax.train import optimizer as optim_lib
 from llmjax.train import runner
 from llmjax.train import step as step_lib
+from llmjax.util import errors, fileio
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw) -> runner.RunResult:
@@ -42,22 +43,25 @@ def training_mesh(config):
   try:
     mesh = mesh_lib.make_mesh(config.mesh)
   except ValueError as e:
-    raise config_util.ConfigError(str(e)) from e
+    raise errors.ConfigError(str(e)) from e
   batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
   micro = config.train.batch_size // config.train.grad_accum
   if micro % batch_axes:
-    raise config_util.ConfigError(
-        f"train.batch_size / train.grad_accum = {micro} sequences per micro-batch must be "
-        f"divisible by the {batch_axes} devices on the data x fsdp mesh axes.")
+    raise errors.ConfigError(
+      f"train.batch_size / train.grad_accum = {micro} sequences per micro-batch must be "
+      f"divisible by the {batch_axes} devices on the data x fsdp mesh axes."
+    )
   return mesh, batch_axes, micro
 
 
 def to_global_batch(batch: dict, grad_accum: int, sharding: NamedSharding) -> dict:
   """[b_local, T] host arrays -> global [A, B/A, T] arrays sharded over the batch axes."""
+
   def one(x):
     x = np.asarray(x)
     x = x.reshape((grad_accum, x.shape[0] // grad_accum) + x.shape[1:])
     return jax.make_array_from_process_local_data(sharding, x)
+
   return jax.tree.map(one, batch)
 
 
@@ -75,8 +79,10 @@ def evaluate(eval_step, params, batches, sharding) -> float:
 def state_shardings_for(abstract_state, param_shardings, mesh):
   """Shardings of the whole train state: optimizer leaves that mirror a parameter (Adam's
   moments) take that parameter's sharding; everything else (counts, step) is replicated."""
-  by_path = {tuple(str(k) for k in path): s for path, s in
-             jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+  by_path = {
+    tuple(str(k) for k in path): s
+    for path, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]
+  }
 
   def one(path, leaf):
     keys = tuple(str(k) for k in path)
@@ -94,6 +100,7 @@ def state_shardings_for(abstract_state, param_shardings, mesh):
 @dataclasses.dataclass(frozen=True)
 class Steps:
   """Everything needed to train a model section on a mesh; shared with `benchmarks/`."""
+
   mesh: jax.sharding.Mesh
   graphdef: Any  # The model's nnx.GraphDef (rebuilt inside the steps).
   abstract_state: Any  # Train state of ShapeDtypeStructs (no sharding).
@@ -107,9 +114,15 @@ class Steps:
   tx: Any = None
 
 
-def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
-                model_cfg: ml_collections.ConfigDict | None = None, seed: int | None = None,
-                trainable=None, pretrained: bool = True) -> Steps:
+def build_steps(
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  *,
+  model_cfg: ml_collections.ConfigDict | None = None,
+  seed: int | None = None,
+  trainable=None,
+  pretrained: bool = True,
+) -> Steps:
   """The sharded init and the jitted train/eval steps of `model_cfg` (default
   `config.model`) on `mesh`; `trainable` masks the optimizer (frozen leaves never move)."""
   tc, mc = config.train, model_cfg or config.model
@@ -135,23 +148,34 @@ def build_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
   eval_sharding = mesh_lib.batch_sharding(mesh)
   loss_fn = step_lib.lm_loss(graphdef, float(mc.get("dropout", 0.0)))
   step_fn = step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed, trainable=trainable)
-  train_step = jax.jit(mesh_lib.traced_under(mesh, step_fn),
-                       in_shardings=(state_shardings, batch_sharding),
-                       out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
-                       donate_argnums=0)
-  eval_step = jax.jit(mesh_lib.traced_under(mesh, step_lib.make_eval_step(graphdef)),
-                      in_shardings=(state_shardings["params"], eval_sharding))
-  return Steps(mesh=mesh, graphdef=graphdef, abstract_state=abstract_state,
-               state_shardings=state_shardings, init=init, train_step=train_step,
-               eval_step=eval_step, batch_sharding=batch_sharding, eval_sharding=eval_sharding,
-               param_shardings=param_shardings, tx=tx)
+  train_step = jax.jit(
+    mesh_lib.traced_under(mesh, step_fn),
+    in_shardings=(state_shardings, batch_sharding),
+    out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+    donate_argnums=0,
+  )
+  eval_step = jax.jit(
+    mesh_lib.traced_under(mesh, step_lib.make_eval_step(graphdef)),
+    in_shardings=(state_shardings["params"], eval_sharding),
+  )
+  return Steps(
+    mesh=mesh,
+    graphdef=graphdef,
+    abstract_state=abstract_state,
+    state_shardings=state_shardings,
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+    batch_sharding=batch_sharding,
+    eval_sharding=eval_sharding,
+    param_shardings=param_shardings,
+    tx=tx,
+  )
 
 
 def sample_after_training(graphdef, params, tok, tc) -> list[str]:
   """Samples on the mesh the params live on; multi-host: gathered, sampled on process 0."""
-  from llmjax import generate  # pylint: disable=import-outside-toplevel
   if jax.process_count() > 1:  # Every process takes part in the gather.
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     params = multihost_utils.process_allgather(params, tiled=True)
     if jax.process_index() != 0:
       return []
@@ -160,8 +184,12 @@ def sample_after_training(graphdef, params, tok, tc) -> list[str]:
     return []
   gen = generate.Generator(model, eot_id=tok.eot_id)
   prompt = tok.encode(tc.sample_prompt) if tc.sample_prompt else []
-  out = gen.generate([prompt], tc.sample_tokens, params=generate.SamplingParams(
-      temperature=0.8, top_k=200), seed=tc.seed)
+  out = gen.generate(
+    [prompt],
+    tc.sample_tokens,
+    params=generate.SamplingParams(temperature=0.8, top_k=200),
+    seed=tc.seed,
+  )
   text = tc.sample_prompt + tok.decode(out[0])
   print("\n--- sample ---\n" + text + "\n--------------", flush=True)
   return [text]
@@ -180,21 +208,26 @@ class LMTask(runner.Task):
     self.splits, self.tok = data_lib.data_splits(config, self.workdir if chief else None)
     self.mesh, batch_axes, micro = training_mesh(config)
     n_proc, proc = jax.process_count(), jax.process_index()
-    self.train_iter = pipeline.train_iterator(self.splits.train, mc.block_size, tc.batch_size,
-                                              tc.seed, shard_index=proc, shard_count=n_proc)
+    self.train_iter = pipeline.train_iterator(
+      self.splits.train, mc.block_size, tc.batch_size, tc.seed, shard_index=proc, shard_count=n_proc
+    )
     self.eval_batch_size = max(batch_axes, micro)
     self.eval_data = self.local_eval_data(self.splits.val, tc.eval_batches)
     self.per_step = tc.batch_size * mc.block_size
     entropy = metrics_lib.unigram_entropy(self.splits.val)
     self.reference = f"unigram entropy {entropy:.3f}"
-    return {"unigram_entropy": entropy, "n_train_tokens": len(self.splits.train),
-            "n_val_tokens": len(self.splits.val),
-            "bytes_per_token": metrics_lib.bytes_per_token(self.splits.val, self.tok)}
+    return {
+      "unigram_entropy": entropy,
+      "n_train_tokens": len(self.splits.train),
+      "n_val_tokens": len(self.splits.val),
+      "bytes_per_token": metrics_lib.bytes_per_token(self.splits.val, self.tok),
+    }
 
   def local_eval_data(self, tokens, n_batches):
     n_proc, proc = jax.process_count(), jax.process_index()
-    data = pipeline.eval_batches(tokens, self.config.model.block_size, self.eval_batch_size,
-                                 n_batches)
+    data = pipeline.eval_batches(
+      tokens, self.config.model.block_size, self.eval_batch_size, n_batches
+    )
     return [{k: np.split(np.asarray(v), n_proc)[proc] for k, v in b.items()} for b in data]
 
   def setup(self):
@@ -203,9 +236,11 @@ class LMTask(runner.Task):
     return facts
 
   def startup_line(self, num_params, start_step):
-    return (f"llmjax: {self.config.name} | {num_params / 1e6:.2f}M parameters | mesh "
-            f"{dict(self.mesh.shape)} | {len(self.splits.train):,} train / "
-            f"{len(self.splits.val):,} val tokens | {self.reference} nats")
+    return (
+      f"llmjax: {self.config.name} | {num_params / 1e6:.2f}M parameters | mesh "
+      f"{dict(self.mesh.shape)} | {len(self.splits.train):,} train / "
+      f"{len(self.splits.val):,} val tokens | {self.reference} nats"
+    )
 
   def abstract_state(self, step):
     return ckpt_lib.abstract_like(self.steps.abstract_state, self.steps.state_shardings)
@@ -231,12 +266,20 @@ class LMTask(runner.Task):
     if test_tokens is None:
       return None
     n_batches = -(-len(test_tokens) // (self.eval_batch_size * self.config.model.block_size))
-    loss = evaluate(self.steps.eval_step, params, self.local_eval_data(test_tokens, n_batches),
-                    self.steps.eval_sharding)
-    return {"test_loss": loss, "test_perplexity": metrics_lib.perplexity(loss),
-            "test_bits_per_byte": metrics_lib.bits_per_byte(
-                loss, metrics_lib.bytes_per_token(test_tokens, self.tok)),
-            "test_tokens": len(test_tokens)}
+    loss = evaluate(
+      self.steps.eval_step,
+      params,
+      self.local_eval_data(test_tokens, n_batches),
+      self.steps.eval_sharding,
+    )
+    return {
+      "test_loss": loss,
+      "test_perplexity": metrics_lib.perplexity(loss),
+      "test_bits_per_byte": metrics_lib.bits_per_byte(
+        loss, metrics_lib.bytes_per_token(test_tokens, self.tok)
+      ),
+      "test_tokens": len(test_tokens),
+    }
 
   def graphdef(self):
     return self.steps.graphdef
@@ -256,6 +299,7 @@ def check_restored_shapes(state, abstract_state):
   flat_got = jax.tree_util.tree_flatten_with_path(state)[0]
   for (path, want), (_, got) in zip(flat_now, flat_got):
     if want.shape != got.shape:
-      raise config_util.ConfigError(
-          f"Checkpoint parameter {jax.tree_util.keystr(path)} has shape {got.shape} but the "
-          f"model expects {want.shape}. The config changed the model; use a new --workdir.")
+      raise errors.ConfigError(
+        f"Checkpoint parameter {jax.tree_util.keystr(path)} has shape {got.shape} but the "
+        f"model expects {want.shape}. The config changed the model; use a new --workdir."
+      )

@@ -7,7 +7,7 @@ import os
 
 import jax
 
-from llmjax import errors
+from llmjax.util import errors
 
 GiB = 1 << 30
 OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory")
@@ -43,14 +43,19 @@ def step_bytes(compiled) -> int | None:
     return None
   if stats is None:
     return None
-  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-             - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+  return int(
+    stats.argument_size_in_bytes
+    + stats.output_size_in_bytes
+    - stats.alias_size_in_bytes
+    + stats.temp_size_in_bytes
+  )
 
 
 def fit_advice(config) -> str:
   tc, mc = config.train, config.get("model")
-  hints = [f"raise train.grad_accum (now {tc.grad_accum}) or lower train.batch_size "
-           f"(now {tc.batch_size})"]
+  hints = [
+    f"raise train.grad_accum (now {tc.grad_accum}) or lower train.batch_size (now {tc.batch_size})"
+  ]
   if mc is not None:
     if mc.get("remat", "full") == "none":
       hints.append("set model.remat=full")
@@ -73,8 +78,9 @@ def check_step_fits(compiled, config, limit_gib: float = 0.0) -> int | None:
     have, where = int(limit_gib * GiB), "train.memory_limit_gib"
   if need > have:
     raise errors.TrainingError(
-        f"One training step needs about {need / GiB:.2f} GiB per device but {where} allows "
-        f"{have / GiB:.2f} GiB; nothing was trained. To fit: {fit_advice(config)}.")
+      f"One training step needs about {need / GiB:.2f} GiB per device but {where} allows "
+      f"{have / GiB:.2f} GiB; nothing was trained. To fit: {fit_advice(config)}."
+    )
   return need
 
 
@@ -84,6 +90,7 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 def out_of_memory_error(e: BaseException, step: int, last_checkpoint, config):
   return errors.TrainingError(
-      f"Out of memory at step {step} ({' '.join(str(e).split())[:160]}). The last "
-      f"checkpoint (step {last_checkpoint}) is kept. To fit: {fit_advice(config)}; then "
-      "re-run the same command to resume.")
+    f"Out of memory at step {step} ({' '.join(str(e).split())[:160]}). The last "
+    f"checkpoint (step {last_checkpoint}) is kept. To fit: {fit_advice(config)}; then "
+    "re-run the same command to resume."
+  )

@@ -7,13 +7,12 @@ import json
 import math
 import pathlib
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from llmjax import errors
-from llmjax import fileio
+from llmjax.util import errors, fileio
 
 
 class MetricsWriter:
@@ -23,24 +22,39 @@ class MetricsWriter:
   The rewrite on resume is atomic, and a last line torn by a killed process is dropped.
   """
 
-  def __init__(self, workdir: str | pathlib.Path, *, resume_step: int | None, enabled: bool = True,
-               filename: str = "metrics.jsonl"):
+  def __init__(
+    self,
+    workdir: str | pathlib.Path,
+    *,
+    resume_step: int | None,
+    enabled: bool = True,
+    filename: str = "metrics.jsonl",
+  ):
     self.path = pathlib.Path(workdir) / filename
     self.enabled = enabled
     if not enabled:
       return
     kept = []
     if resume_step is not None and self.path.exists():
-      kept = [line for line in self.path.read_text().splitlines()
-              if _parses(line) and json.loads(line).get("step", 0) <= resume_step]
+      kept = [
+        line
+        for line in self.path.read_text().splitlines()
+        if _parses(line) and json.loads(line).get("step", 0) <= resume_step
+      ]
     fileio.atomic_write_text(self.path, "".join(line + "\n" for line in kept))
     self._file = self.path.open("a")
 
   def write(self, record: dict) -> None:
     if not self.enabled:
       return
-    clean = {k: (float(v) if isinstance(v, (np.floating, np.integer)) and not isinstance(
-        v, (bool, np.bool_)) else v) for k, v in record.items()}
+    clean = {
+      k: (
+        float(v)
+        if isinstance(v, (np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
+        else v
+      )
+      for k, v in record.items()
+    }
     self._file.write(json.dumps(clean, sort_keys=True) + "\n")
     self._file.flush()
 
@@ -106,8 +120,17 @@ class LaggedMetrics:
   `<unit>` (the running total).
   """
 
-  def __init__(self, *, total_steps: int, log_every: int, per_step: int, unit: str,
-               last_good_step: Callable[[], int | None], bar, write):
+  def __init__(
+    self,
+    *,
+    total_steps: int,
+    log_every: int,
+    per_step: int,
+    unit: str,
+    last_good_step: Callable[[], int | None],
+    bar,
+    write,
+  ):
     self.total_steps, self.log_every = total_steps, max(log_every, 1)
     self.per_step, self.unit, self.last_good_step = per_step, unit, last_good_step
     self.bar, self.write = bar, write
@@ -130,8 +153,11 @@ class LaggedMetrics:
       self.throughput = self._since * self.per_step / (now - self._t_last)
       self.restart_clock()
       if self.last:
-        self.bar.set_postfix(loss=f"{self.last['train_loss']:.3f}",
-                             **{("tok_s" if self.unit == "tokens" else f"{self.unit}_s"): f"{self.throughput:,.0f}"}, refresh=False)
+        self.bar.set_postfix(
+          loss=f"{self.last['train_loss']:.3f}",
+          **{("tok_s" if self.unit == "tokens" else f"{self.unit}_s"): f"{self.throughput:,.0f}"},
+          refresh=False,
+        )
     self.bar.update(1)
 
   def flush(self) -> None:
@@ -144,10 +170,17 @@ class LaggedMetrics:
     loss, norm = host["train_loss"], host.get("grad_norm", 0.0)
     if not (math.isfinite(loss) and math.isfinite(norm)):
       raise errors.TrainingError(
-          f"Loss became {loss} (grad norm {norm}) at step {step}. Stopping; the last good "
-          f"checkpoint (step {self.last_good_step()}) is intact. Lower optim.learning_rate "
-          "or raise optim.warmup_steps, then re-run to resume from it.")
+        f"Loss became {loss} (grad norm {norm}) at step {step}. Stopping; the last good "
+        f"checkpoint (step {self.last_good_step()}) is intact. Lower optim.learning_rate "
+        "or raise optim.warmup_steps, then re-run to resume from it."
+      )
     self.last = host
     if step % self.log_every == 0 or step == self.total_steps:
-      self.write({"step": step, **host, f"{self.unit}_per_s": self.throughput,
-                  self.unit: step * self.per_step})
+      self.write(
+        {
+          "step": step,
+          **host,
+          f"{self.unit}_per_s": self.throughput,
+          self.unit: step * self.per_step,
+        }
+      )

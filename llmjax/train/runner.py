@@ -24,12 +24,13 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from llmjax import config_util
-from llmjax import track as track_lib
-from llmjax.train import checkpoint as ckpt_lib
+from llmjax.config import validate as config_validate
+from llmjax.runs import checkpoint as ckpt_lib
+from llmjax.runs import report
+from llmjax.runs import track as track_lib
+from llmjax.runs import workdir as workdir_lib
 from llmjax.train import memory
 from llmjax.train import metrics as metrics_lib
-from llmjax.train import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ class Task:
   train_iter: Any = None  # The checkpointable (Grain) iterator that feeds `next_batch`.
   reference = ""  # Printed beside each evaluation (e.g. the unigram entropy).
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path,
-               latest_step: int | None):
+  def __init__(
+    self, config: ml_collections.ConfigDict, workdir: pathlib.Path, latest_step: int | None
+  ):
     self.config, self.workdir, self.latest_step = config, workdir, latest_step
 
   def run_config(self) -> ml_collections.ConfigDict:
@@ -132,12 +134,17 @@ class RunResult:
     return (self.test or {}).get("test_loss")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task_class, *,
-        stop_at_step: int | None = None) -> RunResult:
+def run(
+  config: ml_collections.ConfigDict,
+  workdir: str | pathlib.Path,
+  task_class,
+  *,
+  stop_at_step: int | None = None,
+) -> RunResult:
   """Trains (or resumes) `config` in `workdir` with the job's `task_class`.
 
   `stop_at_step` saves and returns there as if a stop signal had arrived (for tests)."""
-  config_util.validate(config)
+  config_validate.validate(config)
   workdir = pathlib.Path(workdir).absolute()
   with workdir_lib.workdir_lock(workdir), workdir_lib.StopSignal() as stop:
     return _Run(config, workdir, task_class, stop, stop_at_step).run()
@@ -211,21 +218,38 @@ class _Run:
     if self.best_val is None or self.last_val < self.best_val:
       self.best_val, self.best_eval, self.best_step = self.last_val, result, step
       self.evals_without_improvement = 0
-      self.checkpointer.save_best(step, state["params"], {
-          "step": step, "val_loss": self.last_val, "eval": result, **self.task.record_extras()})
+      self.checkpointer.save_best(
+        step,
+        state["params"],
+        {"step": step, "val_loss": self.last_val, "eval": result, **self.task.record_extras()},
+      )
     else:
       self.evals_without_improvement += 1
-    self.log_record({"step": step, **{k: v for k, v in result.items() if not isinstance(v, dict)},
-                     self.task.unit: step * self.task.per_step})
+    self.log_record(
+      {
+        "step": step,
+        **{k: v for k, v in result.items() if not isinstance(v, dict)},
+        self.task.unit: step * self.task.per_step,
+      }
+    )
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))
-    self.say(f"step {step}: {shown} (best val_loss {self.best_val:.4f}"
-             + (f", {self.task.reference}" if self.task.reference else "") + ")")
+    self.say(
+      f"step {step}: {shown} (best val_loss {self.best_val:.4f}"
+      + (f", {self.task.reference}" if self.task.reference else "")
+      + ")"
+    )
 
   def meta(self, step: int) -> dict:
-    return {"step": step, "best_val_loss": self.best_val, "best_eval": self.best_eval,
-            "best_step": self.best_step, "elapsed_s": self.elapsed(),
-            "evals_without_improvement": self.evals_without_improvement,
-            "config_name": self.config.name, **self.task.record_extras()}
+    return {
+      "step": step,
+      "best_val_loss": self.best_val,
+      "best_eval": self.best_eval,
+      "best_step": self.best_step,
+      "elapsed_s": self.elapsed(),
+      "evals_without_improvement": self.evals_without_improvement,
+      "config_name": self.config.name,
+      **self.task.record_extras(),
+    }
 
   def run(self) -> RunResult:
     task = self.task
@@ -240,29 +264,53 @@ class _Run:
     self.evals_without_improvement = meta.get("evals_without_improvement", 0)
     self.last_val = None
     num_params = metrics_lib.count_params(state["params"])
-    summary = {"name": self.config.name, "job": self.config.job, "status": "running",
-               "num_params": num_params, "resumed_from": start_step if resuming else None,
-               **summary_facts}
+    summary = {
+      "name": self.config.name,
+      "job": self.config.job,
+      "status": "running",
+      "num_params": num_params,
+      "resumed_from": start_step if resuming else None,
+      **summary_facts,
+    }
     if self.chief:
-      print(task.startup_line(num_params, start_step)
-            + (f" | resuming from step {start_step}" if resuming else ""), flush=True)
+      print(
+        task.startup_line(num_params, start_step)
+        + (f" | resuming from step {start_step}" if resuming else ""),
+        flush=True,
+      )
       metrics_lib.write_summary(self.workdir, summary)
     self.tracker = track_lib.make_tracker(self.config, self.workdir, enabled=self.chief)
     self.tracker.log_params(self.config)
     self.tracker.log_artifact(self.workdir / "config.json")
     resume_step = start_step if resuming else None
-    self.writer = metrics_lib.MetricsWriter(self.workdir, resume_step=resume_step,
-                                            enabled=self.chief)
-    hash_log = metrics_lib.MetricsWriter(self.workdir, resume_step=resume_step,
-                                         enabled=self.chief and tc.log_batch_hashes,
-                                         filename="batch_hashes.jsonl")
+    self.writer = metrics_lib.MetricsWriter(
+      self.workdir, resume_step=resume_step, enabled=self.chief
+    )
+    hash_log = metrics_lib.MetricsWriter(
+      self.workdir,
+      resume_step=resume_step,
+      enabled=self.chief and tc.log_batch_hashes,
+      filename="batch_hashes.jsonl",
+    )
     if not resuming and task.record_extras():
       self.log_record({"step": 0, task.unit: 0})
-    self.bar = tqdm(total=tc.steps, initial=start_step, disable=not self.chief, unit="step",
-                    dynamic_ncols=True, desc=self.config.name)
+    self.bar = tqdm(
+      total=tc.steps,
+      initial=start_step,
+      disable=not self.chief,
+      unit="step",
+      dynamic_ncols=True,
+      desc=self.config.name,
+    )
     lagged = metrics_lib.LaggedMetrics(
-        total_steps=tc.steps, log_every=tc.log_every, per_step=task.per_step, unit=task.unit,
-        last_good_step=self.checkpointer.latest_step, bar=self.bar, write=self.log_record)
+      total_steps=tc.steps,
+      log_every=tc.log_every,
+      per_step=task.per_step,
+      unit=task.unit,
+      last_good_step=self.checkpointer.latest_step,
+      bar=self.bar,
+      write=self.log_record,
+    )
     step, stopped_early, interrupted, status = start_step, False, None, "FAILED"
     try:
       while step < tc.steps:
@@ -277,15 +325,17 @@ class _Run:
           state, device_metrics = step_fn(state, batch)
         except Exception as e:  # noqa: BLE001 - only out-of-memory is translated.
           if memory.is_out_of_memory(e):
-            raise memory.out_of_memory_error(e, step + 1, self.checkpointer.latest_step(),
-                                             self.config) from None
+            raise memory.out_of_memory_error(
+              e, step + 1, self.checkpointer.latest_step(), self.config
+            ) from None
           raise
         step += 1
         lagged.dispatched(step, device_metrics)
         switch = step < tc.steps and task.switch_due(step)
         is_eval = bool(tc.eval_every and step % tc.eval_every == 0) or step == tc.steps
         is_save = bool(tc.checkpoint_every and step % tc.checkpoint_every == 0) or (
-            step == tc.steps)
+          step == tc.steps
+        )
         stop_here = self.stop_at_step is not None and step >= self.stop_at_step
         if switch or is_eval or is_save or self.stop.received or stop_here:
           lagged.flush()  # Never switch, evaluate or save a state whose loss was not finite.
@@ -293,7 +343,9 @@ class _Run:
           state = task.switch(state, step)
           self.write_config(resuming=True)
           self.log_record({"step": step, task.unit: step * task.per_step})
-          self.bar.set_description(" ".join([self.config.name] + [f"{k} {v}" for k, v in task.record_extras().items()]))
+          self.bar.set_description(
+            " ".join([self.config.name] + [f"{k} {v}" for k, v in task.record_extras().items()])
+          )
           self.best_val, self.evals_without_improvement = None, 0
           self.run_eval(step, state)  # Refreshes the best slot with the new model.
           lagged.restart_clock()  # Compilation is not throughput.
@@ -301,14 +353,14 @@ class _Run:
           self.run_eval(step, state)
           if tc.patience and self.evals_without_improvement >= tc.patience:
             stopped_early = True
-            self.say(f"Early stop at step {step}: no improvement in {tc.patience} "
-                     "evaluations.")
+            self.say(f"Early stop at step {step}: no improvement in {tc.patience} evaluations.")
         if is_save or stopped_early or self.stop.received or stop_here:
           self.checkpointer.save(step, state, task.train_iter, self.meta(step))
         if self.stop.received or stop_here:
           interrupted = self.stop.received or "stop_at_step"
-          self.say(f"Received {interrupted}: saved checkpoint {step}; re-run the same "
-                   "command to resume.")
+          self.say(
+            f"Received {interrupted}: saved checkpoint {step}; re-run the same command to resume."
+          )
           break
         if stopped_early:
           break
@@ -321,8 +373,10 @@ class _Run:
       self.checkpointer.close()
       if status == "FAILED":
         if self.chief:
-          metrics_lib.write_summary(self.workdir, {**summary, "status": "failed",
-                                                   "steps": step, "elapsed_s": self.elapsed()})
+          metrics_lib.write_summary(
+            self.workdir,
+            {**summary, "status": "failed", "steps": step, "elapsed_s": self.elapsed()},
+          )
         self.tracker.close("FAILED")
 
     try:
@@ -331,24 +385,29 @@ class _Run:
         test = task.test(self.best_params(state))
         if test:
           summary.update(test)
-          self.say("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()
-                                         if isinstance(v, float))
-                   + " (best-validation parameters)")
+          self.say(
+            "test: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
+            + " (best-validation parameters)"
+          )
       finished = dict(task.finish(state, interrupted is not None, self.best_eval, test))
       artifacts = finished.pop("artifacts", ())
       summary.update(finished)
       final_train = lagged.last and lagged.last["train_loss"]
       if resuming and step == start_step:  # Nothing left to train: the logged figures stand.
         records = metrics_lib.read_metrics(self.workdir)
-        final_train = next((r["train_loss"] for r in reversed(records) if "train_loss" in r),
-                           None)
+        final_train = next((r["train_loss"] for r in reversed(records) if "train_loss" in r), None)
         self.last_val = next((r["val_loss"] for r in reversed(records) if "val_loss" in r), None)
       summary.update(
-          status=("interrupted" if interrupted else "stopped_early" if stopped_early else
-                  "finished"), steps=step, final_train_loss=final_train,
-          best_val_loss=self.best_val, final_val_loss=self.last_val,
-          best_step=self.best_step, elapsed_s=self.elapsed(),
-          **{task.unit: step * task.per_step})
+        status=("interrupted" if interrupted else "stopped_early" if stopped_early else "finished"),
+        steps=step,
+        final_train_loss=final_train,
+        best_val_loss=self.best_val,
+        final_val_loss=self.last_val,
+        best_step=self.best_step,
+        elapsed_s=self.elapsed(),
+        **{task.unit: step * task.per_step},
+      )
       if self.chief:
         self.tracker.log_artifact(metrics_lib.write_summary(self.workdir, summary))
         for name in artifacts:
@@ -359,11 +418,20 @@ class _Run:
       raise
     finally:
       self.tracker.close(status)
-    return RunResult(workdir=self.workdir, step=step, final_train_loss=final_train,
-                     best_val_loss=self.best_val, final_val_loss=self.last_val,
-                     stopped_early=stopped_early, interrupted=interrupted is not None,
-                     num_params=num_params, tokens_per_s=lagged.throughput,
-                     best_eval=self.best_eval, test=test, summary=summary)
+    return RunResult(
+      workdir=self.workdir,
+      step=step,
+      final_train_loss=final_train,
+      best_val_loss=self.best_val,
+      final_val_loss=self.last_val,
+      stopped_early=stopped_early,
+      interrupted=interrupted is not None,
+      num_params=num_params,
+      tokens_per_s=lagged.throughput,
+      best_eval=self.best_eval,
+      test=test,
+      summary=summary,
+    )
 
   def best_params(self, state):
     """The parameters of the best evaluation (from DIR/best), else the current ones."""
@@ -377,10 +445,9 @@ class _Run:
     """Writes this run's report and plots to DIR/report and logs them (MLflow runs only)."""
     if not self.tracker.active:
       return
-    from llmjax import report  # pylint: disable=import-outside-toplevel
     try:
-      self.tracker.log_artifact(report.write_report([self.workdir], self.workdir / "report"),
-                                "report")
+      self.tracker.log_artifact(
+        report.write_report([self.workdir], self.workdir / "report"), "report"
+      )
     except Exception as e:  # noqa: BLE001 - a plotting problem must not fail a finished run.
-      log.warning("Could not write the report of %s: %s: %s", self.workdir,
-                  type(e).__name__, e)
+      log.warning("Could not write the report of %s: %s: %s", self.workdir, type(e).__name__, e)

@@ -8,7 +8,8 @@ A micro-batches whose gradients are averaged (gradient accumulation).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +26,11 @@ def offset_targets(batch: dict, offset: int) -> dict:
   targets[t + offset - 1]; the last offset - 1 positions have no target and are ignored."""
   if offset == 1:
     return batch
+
   def shift(x, fill):
     pad = jnp.full(x.shape[:-1] + (offset - 1,), fill, x.dtype)
-    return jnp.concatenate([x[..., offset - 1:], pad], axis=-1)
+    return jnp.concatenate([x[..., offset - 1 :], pad], axis=-1)
+
   out = dict(batch, targets=shift(batch["targets"], -1))
   if "weights" in batch:
     out["weights"] = shift(batch["weights"], 0)
@@ -40,17 +43,30 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
 
 def lm_loss(graphdef, dropout: float) -> Callable:
   """Language-model loss(params, micro-batch, dropout key) -> (mean loss, no aux metrics)."""
+
   def loss_fn(params, micro, key):
     model = nnx.merge(graphdef, params)
     micro = offset_targets(micro, getattr(model.cfg, "target_offset", 1))
-    loss, _ = loss_lib.model_loss(model, micro["inputs"], micro["targets"], micro.get("weights"),
-                         None if dropout == 0.0 else key)
+    loss, _ = loss_lib.model_loss(
+      model,
+      micro["inputs"],
+      micro["targets"],
+      micro.get("weights"),
+      None if dropout == 0.0 else key,
+    )
     return loss, {}
+
   return loss_fn
 
 
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, seed: int, trainable=None):
+def make_train_step(
+  loss_fn: Callable,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  *,
+  seed: int,
+  trainable=None,
+):
   """Returns step(state, batch) -> (state, metrics) for any job.
 
   `loss_fn(params, micro_batch, dropout_key) -> (loss, aux)`, aux a dict of scalar
@@ -71,19 +87,25 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
     if n_micro == 1:
       (loss, aux), grads = grads_of(params, jax.tree.map(lambda x: x[0], batch), state["step"])
     else:
+
       def accumulate(carry, micro_and_index):
         loss_sum, aux_sum, grad_sum = carry
         micro, i = micro_and_index
         (loss, aux), grads = grads_of(params, micro, state["step"] * n_micro + i)
-        return (loss_sum + loss, jax.tree.map(jnp.add, aux_sum, aux),
-                jax.tree.map(jnp.add, grad_sum, grads)), None
+        return (
+          loss_sum + loss,
+          jax.tree.map(jnp.add, aux_sum, aux),
+          jax.tree.map(jnp.add, grad_sum, grads),
+        ), None
 
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-      aux_shape = jax.eval_shape(lambda: grads_of(
-          params, jax.tree.map(lambda x: x[0], batch), 0)[0][1])
+      aux_shape = jax.eval_shape(
+        lambda: grads_of(params, jax.tree.map(lambda x: x[0], batch), 0)[0][1]
+      )
       aux_zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape)
-      (loss, aux, grads), _ = jax.lax.scan(accumulate, (jnp.zeros(()), aux_zeros, zeros),
-                                           (batch, jnp.arange(n_micro)))
+      (loss, aux, grads), _ = jax.lax.scan(
+        accumulate, (jnp.zeros(()), aux_zeros, zeros), (batch, jnp.arange(n_micro))
+      )
       loss = loss / n_micro
       aux = jax.tree.map(lambda a: a / n_micro, aux)
       grads = jax.tree.map(lambda g, p: (g / n_micro).astype(p.dtype), grads, params)
@@ -92,12 +114,16 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
       new_params = optax.apply_updates(params, updates)
     else:
       mask = trainable(params) if callable(trainable) else trainable
-      new_params = jax.tree.map(lambda p, u, t: (p + u).astype(p.dtype) if t else p,
-                                params, updates, mask)
-    new_state = {"params": new_params, "opt_state": opt_state,
-                 "step": state["step"] + 1}
-    metrics = {"train_loss": loss, "grad_norm": optax.tree.norm(grads),
-               "lr": schedule(state["step"]), **aux}
+      new_params = jax.tree.map(
+        lambda p, u, t: (p + u).astype(p.dtype) if t else p, params, updates, mask
+      )
+    new_state = {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}
+    metrics = {
+      "train_loss": loss,
+      "grad_norm": optax.tree.norm(grads),
+      "lr": schedule(state["step"]),
+      **aux,
+    }
     return new_state, metrics
 
   return train_step
@@ -105,10 +131,13 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
 
 def make_eval_step(graphdef):
   """Returns eval(params, batch) -> (sum of token losses, token count) for a [B, T] batch."""
+
   def eval_step(params, batch):
     model = nnx.merge(graphdef, params)
     batch = offset_targets(batch, getattr(model.cfg, "target_offset", 1))
-    _, (total, count) = loss_lib.model_loss(model, batch["inputs"], batch["targets"],
-                                   batch.get("weights"))
+    _, (total, count) = loss_lib.model_loss(
+      model, batch["inputs"], batch["targets"], batch.get("weights")
+    )
     return total, count
+
   return eval_step

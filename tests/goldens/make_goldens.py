@@ -43,52 +43,113 @@ REAL_LENGTHS = (13, 9, 5)  # rows 1 and 2 are right-padded
 SHAPES = {"deberta": [(17, (17, 11, 4)), (7, (7, 5))]}
 
 FAMILIES = {
-    # head_dim 9; saved with a `bert.` prefix, legacy gamma/beta names and an MLM bias.
-    "bert": transformers.BertConfig(
-        vocab_size=97, hidden_size=36, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=52, max_position_embeddings=24, type_vocab_size=2),
-    # head_dim 6; saved as pytorch_model.bin.
-    "distilbert": transformers.DistilBertConfig(
-        vocab_size=97, dim=30, n_layers=2, n_heads=5, hidden_dim=44, max_position_embeddings=24),
-    # pad_token_id 1: position ids start at 2 and skip padding.
-    "roberta": transformers.RobertaConfig(
-        vocab_size=97, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=40, max_position_embeddings=LENGTH + 3, type_vocab_size=1,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2),
-    # embedding_size 20 != hidden_size 36, head_dim 12.
-    "electra": transformers.ElectraConfig(
-        vocab_size=97, embedding_size=20, hidden_size=36, num_hidden_layers=2,
-        num_attention_heads=3, intermediate_size=48, max_position_embeddings=24),
-    # 3 layers over 2 shared groups of 2 inner layers (group of layer i: int(i / 1.5)),
+  # head_dim 9; saved with a `bert.` prefix, legacy gamma/beta names and an MLM bias.
+  "bert": transformers.BertConfig(
+    vocab_size=97,
+    hidden_size=36,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=52,
+    max_position_embeddings=24,
+    type_vocab_size=2,
+  ),
+  # head_dim 6; saved as pytorch_model.bin.
+  "distilbert": transformers.DistilBertConfig(
+    vocab_size=97, dim=30, n_layers=2, n_heads=5, hidden_dim=44, max_position_embeddings=24
+  ),
+  # pad_token_id 1: position ids start at 2 and skip padding.
+  "roberta": transformers.RobertaConfig(
+    vocab_size=97,
+    hidden_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=40,
+    max_position_embeddings=LENGTH + 3,
+    type_vocab_size=1,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+  ),
+  # embedding_size 20 != hidden_size 36, head_dim 12.
+  "electra": transformers.ElectraConfig(
+    vocab_size=97,
+    embedding_size=20,
+    hidden_size=36,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    intermediate_size=48,
+    max_position_embeddings=24,
+  ),
+  # 3 layers over 2 shared groups of 2 inner layers (group of layer i: int(i / 1.5)),
   # embedding_size 16, head_dim 10, gelu_new.
-    "albert": transformers.AlbertConfig(
-        vocab_size=97, embedding_size=16, hidden_size=30, num_hidden_layers=3,
-        num_hidden_groups=2, inner_group_num=2, num_attention_heads=3, intermediate_size=40,
-        max_position_embeddings=24, hidden_act="gelu_new"),
-    # DeBERTa-v3 layout: log buckets, shared position keys, normed relative table,
-    # no absolute positions or token types; embedding_size 28 != hidden_size 36.
-    "deberta_v3": transformers.DebertaV2Config(
-        vocab_size=97, hidden_size=36, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=52, max_position_embeddings=24, relative_attention=True,
-        position_buckets=8, pos_att_type="p2c|c2p", share_att_key=True,
-        norm_rel_ebd="layer_norm", position_biased_input=False, type_vocab_size=0,
-        embedding_size=28),
-    # DeBERTa-v2-xlarge layout: separate position projections, plain relative distances
-    # clipped at 6, a grouped convolution after layer 0, head_dim 10, relu.
-    "deberta_v2": transformers.DebertaV2Config(
-        vocab_size=97, hidden_size=30, num_hidden_layers=2, num_attention_heads=3,
-        intermediate_size=40, max_position_embeddings=24,
-        relative_attention=True, max_relative_positions=6, pos_att_type="c2p|p2c",
-        share_att_key=False, position_biased_input=True, type_vocab_size=2,
-        conv_kernel_size=3, conv_groups=2, conv_act="gelu", hidden_act="relu"),
-    # DeBERTa v1 (microsoft/deberta-base layout: no absolute positions or token types):
-    # 3 heads of 11, vocabulary 97, relative span 10 (shorter than the 17 tokens read),
-    # embedding_size 26 != hidden_size 33 (an unbiased projection).
-    "deberta": transformers.DebertaConfig(
-        vocab_size=97, hidden_size=33, num_hidden_layers=2, num_attention_heads=3,
-        intermediate_size=50, max_position_embeddings=24, relative_attention=True,
-        max_relative_positions=10, pos_att_type="c2p|p2c", position_biased_input=False,
-        type_vocab_size=0, embedding_size=26, layer_norm_eps=1e-7),
+  "albert": transformers.AlbertConfig(
+    vocab_size=97,
+    embedding_size=16,
+    hidden_size=30,
+    num_hidden_layers=3,
+    num_hidden_groups=2,
+    inner_group_num=2,
+    num_attention_heads=3,
+    intermediate_size=40,
+    max_position_embeddings=24,
+    hidden_act="gelu_new",
+  ),
+  # DeBERTa-v3 layout: log buckets, shared position keys, normed relative table,
+  # no absolute positions or token types; embedding_size 28 != hidden_size 36.
+  "deberta_v3": transformers.DebertaV2Config(
+    vocab_size=97,
+    hidden_size=36,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=52,
+    max_position_embeddings=24,
+    relative_attention=True,
+    position_buckets=8,
+    pos_att_type="p2c|c2p",
+    share_att_key=True,
+    norm_rel_ebd="layer_norm",
+    position_biased_input=False,
+    type_vocab_size=0,
+    embedding_size=28,
+  ),
+  # DeBERTa-v2-xlarge layout: separate position projections, plain relative distances
+  # clipped at 6, a grouped convolution after layer 0, head_dim 10, relu.
+  "deberta_v2": transformers.DebertaV2Config(
+    vocab_size=97,
+    hidden_size=30,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    intermediate_size=40,
+    max_position_embeddings=24,
+    relative_attention=True,
+    max_relative_positions=6,
+    pos_att_type="c2p|p2c",
+    share_att_key=False,
+    position_biased_input=True,
+    type_vocab_size=2,
+    conv_kernel_size=3,
+    conv_groups=2,
+    conv_act="gelu",
+    hidden_act="relu",
+  ),
+  # DeBERTa v1 (microsoft/deberta-base layout: no absolute positions or token types):
+  # 3 heads of 11, vocabulary 97, relative span 10 (shorter than the 17 tokens read),
+  # embedding_size 26 != hidden_size 33 (an unbiased projection).
+  "deberta": transformers.DebertaConfig(
+    vocab_size=97,
+    hidden_size=33,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    intermediate_size=50,
+    max_position_embeddings=24,
+    relative_attention=True,
+    max_relative_positions=10,
+    pos_att_type="c2p|p2c",
+    position_biased_input=False,
+    type_vocab_size=0,
+    embedding_size=26,
+    layer_norm_eps=1e-7,
+  ),
 }
 
 
@@ -110,8 +171,9 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
       p.copy_(torch.as_tensor(value, dtype=p.dtype))
 
 
-def inputs(cfg, seed: int, length: int = LENGTH,
-           real_lengths: tuple[int, ...] = REAL_LENGTHS) -> dict[str, np.ndarray]:
+def inputs(
+  cfg, seed: int, length: int = LENGTH, real_lengths: tuple[int, ...] = REAL_LENGTHS
+) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   pad = cfg.pad_token_id
   batch = len(real_lengths)
@@ -139,8 +201,7 @@ def make_family(name: str, cfg, seed: int) -> None:
   for i, (length, real_lengths) in enumerate(SHAPES.get(name, [(LENGTH, REAL_LENGTHS)])):
     feed = inputs(cfg, seed + 1 + i, length, real_lengths)
     with torch.no_grad():
-      result = model(**{k: torch.as_tensor(v) for k, v in feed.items()},
-                     output_hidden_states=True)
+      result = model(**{k: torch.as_tensor(v) for k, v in feed.items()}, output_hidden_states=True)
     hidden = np.stack([h.numpy() for h in result.hidden_states]).astype(np.float32)
     np.testing.assert_array_equal(hidden[-1], result.last_hidden_state.numpy())
     prefix = "short_" if i else ""
@@ -154,8 +215,9 @@ def make_family(name: str, cfg, seed: int) -> None:
     renamed = {}
     for key, value in tensors.items():
       key = "bert." + key
-      key = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias",
-                                                                     "LayerNorm.beta")
+      key = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+        "LayerNorm.bias", "LayerNorm.beta"
+      )
       renamed[key] = value
     renamed["cls.predictions.bias"] = torch.zeros(cfg.vocab_size)
     save_file(renamed, weights_path, metadata={"format": "pt"})
@@ -165,8 +227,9 @@ def make_family(name: str, cfg, seed: int) -> None:
     save_file(renamed, weights_path, metadata={"format": "pt"})
   elif name == "distilbert":
     weights_path.unlink()
-    torch.save({k: v.clone().contiguous() for k, v in tensors.items()},
-               out_dir / "pytorch_model.bin")
+    torch.save(
+      {k: v.clone().contiguous() for k, v in tensors.items()}, out_dir / "pytorch_model.bin"
+    )
   for extra in out_dir.iterdir():
     if extra.name not in ("config.json", "model.safetensors", "pytorch_model.bin"):
       extra.unlink()
@@ -181,16 +244,18 @@ def make_buckets() -> None:
   for bucket_size, max_position in ((256, 512), (8, 24), (64, 1024)):
     got = modeling_deberta_v2.make_log_bucket_position(rel, bucket_size, max_position)
     tables[f"b{bucket_size}_m{max_position}"] = got.to(torch.int16).numpy()
-  np.savez_compressed(ROOT / "deberta_buckets.npz", relative=rel.numpy().astype(np.int16),
-                      **tables)
+  np.savez_compressed(ROOT / "deberta_buckets.npz", relative=rel.numpy().astype(np.int16), **tables)
 
 
-MINILM_SENTENCES = ("A man is playing a guitar.", "Someone plays an acoustic guitar.",
-                    "The stock market fell sharply today.")
+MINILM_SENTENCES = (
+  "A man is playing a guitar.",
+  "Someone plays an acoustic guitar.",
+  "The stock market fell sharply today.",
+)
 
 
 def make_minilm() -> None:
-  from llmjax.pretrained import assets  # pylint: disable=import-outside-toplevel
+  from llmjax.util import assets  # pylint: disable=import-outside-toplevel
 
   model_dir = assets.minilm_dir()
   tokenizer = transformers.BertTokenizer(str(model_dir / "vocab.txt"), do_lower_case=True)
@@ -202,21 +267,29 @@ def make_minilm() -> None:
   pooled = (last * mask).sum(1) / mask.sum(1)
   pooled = torch.nn.functional.normalize(pooled, dim=-1)
   record = {
-      "sentences": MINILM_SENTENCES,
-      "input_ids": batch["input_ids"].tolist(),
-      "pooled_first8": pooled[:, :8].tolist(),
-      "cosine_paraphrase": float(pooled[0] @ pooled[1]),
-      "cosine_unrelated": float(pooled[0] @ pooled[2]),
-      "last_hidden_cls_first4": last[:, 0, :4].tolist(),
+    "sentences": MINILM_SENTENCES,
+    "input_ids": batch["input_ids"].tolist(),
+    "pooled_first8": pooled[:, :8].tolist(),
+    "cosine_paraphrase": float(pooled[0] @ pooled[1]),
+    "cosine_unrelated": float(pooled[0] @ pooled[2]),
+    "last_hidden_cls_first4": last[:, 0, :4].tolist(),
   }
   (ROOT / "minilm.json").write_text(json.dumps(record) + "\n")
   print("minilm", record["cosine_paraphrase"], record["cosine_unrelated"])
 
 
 # n_inner 52 (not 4 * 36), head_dim 9, vocabulary 257 (padded to 320 in llmjax).
-GPT2 = transformers.GPT2Config(vocab_size=257, n_positions=24, n_embd=36, n_layer=2, n_head=4,
-                               n_inner=52, activation_function="gelu_new",
-                               bos_token_id=256, eos_token_id=256)
+GPT2 = transformers.GPT2Config(
+  vocab_size=257,
+  n_positions=24,
+  n_embd=36,
+  n_layer=2,
+  n_head=4,
+  n_inner=52,
+  activation_function="gelu_new",
+  bos_token_id=256,
+  eos_token_id=256,
+)
 
 
 def make_gpt2(seed: int = 700) -> None:
@@ -241,10 +314,14 @@ def make_gpt2(seed: int = 700) -> None:
   with torch.no_grad():
     logits = model(torch.as_tensor(ids)).logits.numpy().astype(np.float32)
   # The hub layout: GPT2Model names, plus the causal-mask buffers old exports carry.
-  state = {k[len("transformer."):]: v.contiguous() for k, v in model.state_dict().items()
-           if k.startswith("transformer.")}
+  state = {
+    k[len("transformer.") :]: v.contiguous()
+    for k, v in model.state_dict().items()
+    if k.startswith("transformer.")
+  }
   tril = torch.tril(torch.ones(GPT2.n_positions, GPT2.n_positions)).view(
-      1, 1, GPT2.n_positions, GPT2.n_positions)
+    1, 1, GPT2.n_positions, GPT2.n_positions
+  )
   for i in range(GPT2.n_layer):
     state[f"h.{i}.attn.bias"] = tril.clone()
   out_dir.mkdir()

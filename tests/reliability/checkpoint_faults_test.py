@@ -10,7 +10,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 import reliability_harness as h
 
 pytestmark = pytest.mark.slow
@@ -26,36 +25,44 @@ def truncate_arrays(step_dir):
   assert files
   for path in files:
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
 
 
 @pytest.fixture(scope="module")
 def runs(base, corpus, reference):
-  work = {name: base / f"ckpt-{name}" for name in
-          ("kill", "enospc", "nan", "corrupt", "all_corrupt")}
+  work = {
+    name: base / f"ckpt-{name}" for name in ("kill", "enospc", "nan", "corrupt", "all_corrupt")
+  }
   for name in ("corrupt", "all_corrupt"):
     shutil.copytree(reference, work[name])
   truncate_arrays(work["corrupt"] / "checkpoints" / str(h.STEPS))
   for step in range(h.CHECKPOINT_EVERY, h.STEPS + 1, h.CHECKPOINT_EVERY):
     truncate_arrays(work["all_corrupt"] / "checkpoints" / str(step))
   disk = {"all_corrupt": h.steps_on_disk(work["all_corrupt"])}
-  first = h.run_many(base, [
+  first = h.run_many(
+    base,
+    [
       {"argv": h.train_argv(corpus, work["kill"]), "faults": {"kill_in_save": KILL_IN_SAVE}},
-      {"argv": h.train_argv(corpus, work["enospc"]),
-       "faults": {"enospc_in_save": ENOSPC_IN_SAVE}},
+      {"argv": h.train_argv(corpus, work["enospc"]), "faults": {"enospc_in_save": ENOSPC_IN_SAVE}},
       {"argv": h.train_argv(corpus, work["nan"], train__debug_nan_step=NAN_STEP)},
       {"argv": h.train_argv(corpus, work["corrupt"])},
       {"argv": h.train_argv(corpus, work["all_corrupt"])},
-  ])
+    ],
+  )
   out = dict(zip(("kill", "enospc", "nan", "corrupt", "all_corrupt"), first))
   disk.update({name: h.steps_on_disk(work[name]) for name in ("kill", "enospc", "nan")})
-  states = {name: h.load_state(work[name], step) for name, step in
-            (("kill", KILL_IN_SAVE - h.CHECKPOINT_EVERY),
-             ("enospc", ENOSPC_IN_SAVE - h.CHECKPOINT_EVERY),
-             ("nan", NAN_STEP - h.CHECKPOINT_EVERY))}
+  states = {
+    name: h.load_state(work[name], step)
+    for name, step in (
+      ("kill", KILL_IN_SAVE - h.CHECKPOINT_EVERY),
+      ("enospc", ENOSPC_IN_SAVE - h.CHECKPOINT_EVERY),
+      ("nan", NAN_STEP - h.CHECKPOINT_EVERY),
+    )
+  }
   metrics_nan = h.metrics(work["nan"])
-  again = h.run_many(base, [{"argv": h.train_argv(corpus, work[name])}
-                            for name in ("kill", "enospc")])
+  again = h.run_many(
+    base, [{"argv": h.train_argv(corpus, work[name])} for name in ("kill", "enospc")]
+  )
   out.update({"kill_again": again[0], "enospc_again": again[1]})
   return work, out, disk, states, metrics_nan
 
@@ -91,15 +98,15 @@ def test_truncated_latest_checkpoint_falls_back_with_a_warning_naming_it(runs, r
   assert f"{h.STEPS}.corrupt" in h.steps_on_disk(work["corrupt"])
   # The steps after the fallback were trained again, bit for bit.
   assert h.metrics(work["corrupt"]) == h.metrics(reference)
-  h.assert_trees_equal(h.load_state(work["corrupt"], h.STEPS),
-                       h.load_state(reference, h.STEPS))
+  h.assert_trees_equal(h.load_state(work["corrupt"], h.STEPS), h.load_state(reference, h.STEPS))
 
 
 def test_no_readable_checkpoint_left_is_a_clear_error_that_renames_nothing(runs):
   work, out, disk, _, _ = runs
   line = h.error_line(out["all_corrupt"])
-  assert line.startswith(f"Error: No readable checkpoint in {work['all_corrupt']}/checkpoints: "
-                         f"step {h.STEPS}: "), line
+  assert line.startswith(
+    f"Error: No readable checkpoint in {work['all_corrupt']}/checkpoints: step {h.STEPS}: "
+  ), line
   assert f"step {h.CHECKPOINT_EVERY}: " in line and "Nothing was renamed or deleted" in line
   assert h.steps_on_disk(work["all_corrupt"]) == disk["all_corrupt"]
 
@@ -121,11 +128,15 @@ def test_disk_full_during_save_is_a_clear_error_and_previous_checkpoint_intact(r
   work, out, disk, states, _ = runs
   previous = ENOSPC_IN_SAVE - h.CHECKPOINT_EVERY
   line = h.error_line(out["enospc"])
-  assert line.startswith(f"Error: Saving checkpoint {work['enospc']}/checkpoints/"
-                         f"{ENOSPC_IN_SAVE} failed (OSError: [Errno 28] No space left on "
-                         "device"), line
-  assert line.endswith(f"The previous checkpoint (step {previous}) is intact. Free disk space "
-                       "and re-run the same command to resume."), line
+  assert line.startswith(
+    f"Error: Saving checkpoint {work['enospc']}/checkpoints/"
+    f"{ENOSPC_IN_SAVE} failed (OSError: [Errno 28] No space left on "
+    "device"
+  ), line
+  assert line.endswith(
+    f"The previous checkpoint (step {previous}) is intact. Free disk space "
+    "and re-run the same command to resume."
+  ), line
   assert [n for n in disk["enospc"] if n.isdigit()] == [str(previous)]
   h.assert_trees_equal(states["enospc"], h.load_state(reference, previous))
   assert out["enospc_again"].returncode == 0, out["enospc_again"].describe()
@@ -135,4 +146,5 @@ def test_disk_full_during_save_is_a_clear_error_and_previous_checkpoint_intact(r
 
 def jax_leaves(tree):
   import jax  # pylint: disable=import-outside-toplevel
+
   return jax.tree.leaves(tree)

@@ -3,7 +3,6 @@
 import pathlib
 
 import pytest
-
 import reliability_harness as h
 
 

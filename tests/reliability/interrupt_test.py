@@ -10,7 +10,6 @@ import re
 import signal
 
 import pytest
-
 import reliability_harness as h
 
 pytestmark = pytest.mark.slow
@@ -22,18 +21,33 @@ def chain(base, corpus):
   rng = random.Random(9)
   kills = sorted(rng.sample(range(2, 13), 3))
   term = rng.randint(kills[-1] + 1, 15)
-  plan = [("SIGKILL", k) for k in kills] + [("SIGTERM", term),
-                                            ("SIGINT", rng.randint(term + 1, 17))]
+  plan = [("SIGKILL", k) for k in kills] + [
+    ("SIGTERM", term),
+    ("SIGINT", rng.randint(term + 1, 17)),
+  ]
   argv = h.train_argv(corpus, workdir)
   segments = []
   for name, step in plan:
     proc = h.start(base, argv, faults={"step_delay": 0.05})
     result = h.interrupt_at(proc, workdir, step, getattr(signal, name))
-    segments.append({"signal": name, "at": step, "run": result,
-                     "disk": h.steps_on_disk(workdir), "hashes": h.batch_hashes(workdir)})
+    segments.append(
+      {
+        "signal": name,
+        "at": step,
+        "run": result,
+        "disk": h.steps_on_disk(workdir),
+        "hashes": h.batch_hashes(workdir),
+      }
+    )
   final = h.run(base, argv)
-  segments.append({"signal": None, "run": final, "disk": h.steps_on_disk(workdir),
-                   "hashes": h.batch_hashes(workdir)})
+  segments.append(
+    {
+      "signal": None,
+      "run": final,
+      "disk": h.steps_on_disk(workdir),
+      "hashes": h.batch_hashes(workdir),
+    }
+  )
   return workdir, segments
 
 
@@ -61,8 +75,11 @@ def test_signal_saves_exits_cleanly_and_rerun_resumes(chain, name):
   index = next(i for i, s in enumerate(segments) if s["signal"] == name)
   result = segments[index]["run"]
   assert result.returncode == 0, result.describe()
-  match = re.search(rf"Received {name}: saved checkpoint (\d+); re-run the same command to "
-                    "resume", result.stdout)
+  match = re.search(
+    rf"Received {name}: saved checkpoint (\d+); re-run the same command to "
+    "resume",
+    result.stdout,
+  )
   assert match, result.describe()
   saved = int(match.group(1))
   assert saved >= segments[index]["at"]

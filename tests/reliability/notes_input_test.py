@@ -8,9 +8,11 @@ import pytest
 notes = pytest.importorskip("llmjax.data.notes")
 from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 
-MIXED = ("Příliš žluťoučký kůň úpěl ďábelské ódy. Η γρήγορη καφέ αλεπού. "
-         "敏捷的棕色狐狸跳过了懒狗。 الثعلب البني السريع 🦊🐕 naïve café e\u0301\n\n"
-         "Zurück zum Anfang!\tTabs\u00a0and\u2003odd spaces.\n")
+MIXED = (
+  "Příliš žluťoučký kůň úpěl ďábelské ódy. Η γρήγορη καφέ αλεπού. "
+  "敏捷的棕色狐狸跳过了懒狗。 الثعلب البني السريع 🦊🐕 naïve café e\u0301\n\n"
+  "Zurück zum Anfang!\tTabs\u00a0and\u2003odd spaces.\n"
+)
 
 
 @pytest.fixture(autouse=True)

@@ -35,42 +35,63 @@ EVAL_EVERY = 5  # Not a multiple of CHECKPOINT_EVERY: a kill can fall between th
 
 # The tiny run: ~1 ms per step; 20 steps cross one epoch of the corpus below.
 TINY = {
-    "data.source": "file", "data.tokenizer": "char", "model.vocab_size": 257,
-    "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 16, "model.block_size": 16,
-    "train.batch_size": 4, "train.steps": STEPS, "train.checkpoint_every": CHECKPOINT_EVERY,
-    "train.eval_every": EVAL_EVERY, "train.eval_batches": 1, "train.keep_checkpoints": 10,
-    "train.log_every": 1, "train.sample_tokens": 0, "train.log_batch_hashes": True,
-    "optim.learning_rate": 3e-3, "optim.warmup_steps": 2,
+  "data.source": "file",
+  "data.tokenizer": "char",
+  "model.vocab_size": 257,
+  "model.n_layer": 1,
+  "model.n_head": 2,
+  "model.n_embd": 16,
+  "model.block_size": 16,
+  "train.batch_size": 4,
+  "train.steps": STEPS,
+  "train.checkpoint_every": CHECKPOINT_EVERY,
+  "train.eval_every": EVAL_EVERY,
+  "train.eval_batches": 1,
+  "train.keep_checkpoints": 10,
+  "train.log_every": 1,
+  "train.sample_tokens": 0,
+  "train.log_batch_hashes": True,
+  "optim.learning_rate": 3e-3,
+  "optim.warmup_steps": 2,
 }
 
 
 def write_corpus(path: pathlib.Path, n_lines: int = 40, seed: int = 0) -> pathlib.Path:
   """A small deterministic English-like text (about 25 characters a line)."""
-  words = ("the king shall speak of love and war to all his men while rain falls on "
-           "old stone towers").split()
+  words = (
+    "the king shall speak of love and war to all his men while rain falls on old stone towers"
+  ).split()
   rng = random.Random(seed)
-  path.write_text("".join(" ".join(rng.choice(words) for _ in range(5)) + "\n"
-                          for _ in range(n_lines)))
+  path.write_text(
+    "".join(" ".join(rng.choice(words) for _ in range(5)) + "\n" for _ in range(n_lines))
+  )
   return path
 
 
 def subprocess_env(base: pathlib.Path, devices: int = 1, faults: dict | None = None) -> dict:
   """Environment of a run: this checkout first, offline, shared caches, `devices` CPUs."""
   env = dict(os.environ)
-  flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if "xla_force_host_platform_device_count" not in f]
+  flags = [
+    f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f
+  ]
   if devices > 1:
     flags.append(f"--xla_force_host_platform_device_count={devices}")
-  env.update({
-      "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-      "LLMJAX_CACHE": str(base / "llmjax-cache"), "LLMJAX_NO_FETCH": "1",
+  env.update(
+    {
+      "XLA_FLAGS": " ".join(flags),
+      "JAX_PLATFORMS": "cpu",
+      "PYTHONPATH": str(REPO),
+      "LLMJAX_CACHE": str(base / "llmjax-cache"),
+      "LLMJAX_NO_FETCH": "1",
       # The session's cache when the test run has one: every file's runs share it.
-      "JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR",
-                                                  str(base / "jax-cache")),
+      "JAX_COMPILATION_CACHE_DIR": os.environ.get(
+        "JAX_COMPILATION_CACHE_DIR", str(base / "jax-cache")
+      ),
       "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
       "TQDM_DISABLE": "1",
-  })
+    }
+  )
   env.pop(FAULTS_ENV, None)
   if faults:
     env[FAULTS_ENV] = json.dumps(faults)
@@ -79,38 +100,56 @@ def subprocess_env(base: pathlib.Path, devices: int = 1, faults: dict | None = N
 
 def train_argv(corpus: pathlib.Path, workdir: pathlib.Path, **overrides) -> list[str]:
   """`python -m llmjax.main` arguments of the tiny run (`section__key=value` overrides)."""
-  values = {**TINY, "data.path": str(corpus),
-            **{k.replace("__", "."): v for k, v in overrides.items()}}
+  values = {
+    **TINY,
+    "data.path": str(corpus),
+    **{k.replace("__", "."): v for k, v in overrides.items()},
+  }
   return config_argv("configs/shakespeare.py:smoke", workdir, values)
 
 
 def config_argv(spec: str, workdir: pathlib.Path, values: dict) -> list[str]:
   """`python -m llmjax.main` arguments of config `spec` with dotted-key `values`."""
   return [f"--config={spec}", f"--workdir={workdir}"] + [
-      f"--config.{k}={v}" for k, v in values.items()]
+    f"--config.{k}={v}" for k, v in values.items()
+  ]
 
 
 @dataclasses.dataclass
 class Run:
   """A finished subprocess."""
+
   returncode: int
   stdout: str
   stderr: str
 
   def describe(self) -> str:
-    return (f"exit {self.returncode}\n--- stdout ---\n{self.stdout[-3000:]}\n"
-            f"--- stderr ---\n{self.stderr[-3000:]}")
+    return (
+      f"exit {self.returncode}\n--- stdout ---\n{self.stdout[-3000:]}\n"
+      f"--- stderr ---\n{self.stderr[-3000:]}"
+    )
 
 
-def start(base: pathlib.Path, argv: list[str], *, module: str = "llmjax.main",
-          faults: dict | None = None, devices: int = 1,
-          env: dict | None = None) -> subprocess.Popen:
+def start(
+  base: pathlib.Path,
+  argv: list[str],
+  *,
+  module: str = "llmjax.main",
+  faults: dict | None = None,
+  devices: int = 1,
+  env: dict | None = None,
+) -> subprocess.Popen:
   """Starts `python -m module argv` (through this file's fault hooks when `faults`);
   `env` adds to or overrides `subprocess_env`."""
   entry = [__file__, module] if faults else ["-m", module]
-  return subprocess.Popen([sys.executable, *entry, *argv], cwd=REPO, text=True,
-                          env={**subprocess_env(base, devices, faults), **(env or {})},
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  return subprocess.Popen(
+    [sys.executable, *entry, *argv],
+    cwd=REPO,
+    text=True,
+    env={**subprocess_env(base, devices, faults), **(env or {})},
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> Run:
@@ -158,8 +197,9 @@ def _inode(path: pathlib.Path) -> int | None:
     return None
 
 
-def interrupt_at(proc: subprocess.Popen, workdir: pathlib.Path, step: int, sig: int,
-                 timeout: float = 120) -> Run:
+def interrupt_at(
+  proc: subprocess.Popen, workdir: pathlib.Path, step: int, sig: int, timeout: float = 120
+) -> Run:
   """Sends `sig` once the just-started `proc` has logged `step` (it is then at step + 1 or
   so). Lines of an earlier process do not count: a starting run replaces metrics.jsonl."""
   old = _inode(workdir / "metrics.jsonl")
@@ -178,8 +218,7 @@ def interrupt_at(proc: subprocess.Popen, workdir: pathlib.Path, step: int, sig: 
 def metrics(workdir: pathlib.Path) -> list[dict]:
   """metrics.jsonl without wall-clock fields: what must be bitwise reproducible."""
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return [{k: v for k, v in row.items() if k not in ("tokens_per_s", "elapsed_s")}
-          for row in rows]
+  return [{k: v for k, v in row.items() if k not in ("tokens_per_s", "elapsed_s")} for row in rows]
 
 
 def batch_hashes(workdir: pathlib.Path) -> list[tuple[int, str]]:
@@ -195,8 +234,9 @@ def batch_hashes(workdir: pathlib.Path) -> list[tuple[int, str]]:
 def steps_on_disk(workdir: pathlib.Path) -> list[str]:
   """Entries of DIR/checkpoints, sorted: finished steps, `.corrupt` and temporary dirs."""
   root = workdir / "checkpoints"
-  return sorted((p.name for p in root.iterdir()), key=lambda n: (len(n), n)) \
-      if root.is_dir() else []
+  return (
+    sorted((p.name for p in root.iterdir()), key=lambda n: (len(n), n)) if root.is_dir() else []
+  )
 
 
 def load_state(workdir: pathlib.Path, step: int) -> dict:
@@ -204,6 +244,7 @@ def load_state(workdir: pathlib.Path, step: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   with ocp.StandardCheckpointer() as ckptr:
     state = ckptr.restore(workdir / "checkpoints" / str(step) / "state")
   return jax.tree.map(np.asarray, state)
@@ -213,10 +254,15 @@ def assert_trees_equal(a, b) -> None:
   """Bitwise equality of two pytrees of arrays, naming the first differing leaf."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   def flat(tree):  # Layer keys are ints in a model and strings in a checkpoint.
-    return {jax.tree_util.keystr(tuple(jax.tree_util.DictKey(str(getattr(k, "key", k)))
-                                       for k in path)): np.asarray(x)
-            for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {
+      jax.tree_util.keystr(
+        tuple(jax.tree_util.DictKey(str(getattr(k, "key", k))) for k in path)
+      ): np.asarray(x)
+      for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
   flat_a, flat_b = flat(a), flat(b)
   assert sorted(flat_a) == sorted(flat_b)
   for name, x in flat_a.items():
@@ -241,6 +287,7 @@ def _step_of(directory) -> tuple[str, int]:
 
 def _install_faults(faults: dict) -> None:
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   from llmjax.train import runner  # pylint: disable=import-outside-toplevel
 
   if "step_delay" in faults:  # Every job's step goes through the runner's step_fn.
@@ -249,6 +296,7 @@ def _install_faults(faults: dict) -> None:
     def slow_step_fn(*args, **kwargs):
       time.sleep(faults["step_delay"])
       return step_fn(*args, **kwargs)
+
     runner._Run.step_fn = slow_step_fn  # pylint: disable=protected-access
 
   save = ocp.StandardCheckpointHandler.async_save
@@ -260,11 +308,13 @@ def _install_faults(faults: dict) -> None:
     if root == "checkpoints" and step == faults.get("enospc_in_save"):
       raise OSError(errno.ENOSPC, "No space left on device", str(directory))
     return await save(self, directory, *args, **kwargs)
+
   ocp.StandardCheckpointHandler.async_save = faulty_save
 
 
 def _main() -> None:
   import runpy  # pylint: disable=import-outside-toplevel
+
   module = sys.argv[1]
   sys.argv = [module] + sys.argv[2:]
   sys.path.insert(0, str(REPO))

@@ -47,41 +47,48 @@ importable from `llmjax.data.notes` itself.
 
 from __future__ import annotations
 
-from llmjax.data.notes.corpus import CORPUS_FORMAT
-from llmjax.data.notes.corpus import read_corpus
-from llmjax.data.notes.corpus import split_word
-from llmjax.data.notes.corpus import write_corpus
-from llmjax.data.notes.corpus import write_streamed_corpus
-from llmjax.data.notes.pipelines import BLANK
-from llmjax.data.notes.pipelines import DEFAULT_BATCH_SIZE
-from llmjax.data.notes.pipelines import DEFAULT_MAX_CHARS
-from llmjax.data.notes.pipelines import DEFAULT_MODEL
-from llmjax.data.notes.pipelines import install_hint
-from llmjax.data.notes.pipelines import label_inventory
-from llmjax.data.notes.pipelines import load_pipeline
-from llmjax.data.notes.pipelines import model_id
-from llmjax.data.notes.pipelines import needed_components
-from llmjax.data.notes.pipelines import scheme_attrs
-from llmjax.data.notes.pipelines import SCHEMES
-from llmjax.data.notes.pipelines import UPOS
-from llmjax.data.notes.pipelines import VARIANTS
-from llmjax.data.notes.prepare import default_config
+from llmjax.data.notes.corpus import (
+  CORPUS_FORMAT,
+  read_corpus,
+  split_word,
+  write_corpus,
+  write_streamed_corpus,
+)
+from llmjax.data.notes.notes_tokenizer import NotesTokenizer
+from llmjax.data.notes.pipelines import (
+  BLANK,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_MAX_CHARS,
+  DEFAULT_MODEL,
+  SCHEMES,
+  UPOS,
+  VARIANTS,
+  install_hint,
+  label_inventory,
+  load_pipeline,
+  model_id,
+  needed_components,
+  scheme_attrs,
+)
 from llmjax.data.notes.prepare import prepare_notes
-from llmjax.data.notes.tagging import cache_dir
-from llmjax.data.notes.tagging import merge_labels
-from llmjax.data.notes.tagging import note_entropy
-from llmjax.data.notes.tagging import scheme_entropies
-from llmjax.data.notes.tagging import split_text
-from llmjax.data.notes.tagging import tag_text
-from llmjax.data.notes.tagging import TaggedText
-from llmjax.data.notes.tagging import WordRate
-from llmjax.data.notes.tokenizer import NotesTokenizer
-from llmjax.data.notes.weaving import build
-from llmjax.data.notes.weaving import note_vocab
-from llmjax.data.notes.weaving import NotesStream
-from llmjax.data.notes.weaving import pieces
-from llmjax.data.notes.weaving import plain_agreement
-from llmjax.data.notes.weaving import strip_notes
-from llmjax.data.notes.weaving import tagging_scheme
-from llmjax.data.notes.weaving import weave
-from llmjax.errors import SpacyModelMissingError
+from llmjax.data.notes.tagging import (
+  TaggedText,
+  WordRate,
+  cache_dir,
+  merge_labels,
+  note_entropy,
+  scheme_entropies,
+  split_text,
+  tag_text,
+)
+from llmjax.data.notes.weaving import (
+  NotesStream,
+  build,
+  note_vocab,
+  pieces,
+  plain_agreement,
+  strip_notes,
+  tagging_scheme,
+  weave,
+)
+from llmjax.util.errors import SpacyModelMissingError

@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 import dataclasses
 import hashlib
 import json
 import pathlib
 import re
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from llmjax import assets
-from llmjax import errors
-from llmjax import fileio
-from llmjax.data.notes.pipelines import DEFAULT_BATCH_SIZE
-from llmjax.data.notes.pipelines import DEFAULT_MAX_CHARS
-from llmjax.data.notes.pipelines import DEFAULT_MODEL
-from llmjax.data.notes.pipelines import label_inventory
-from llmjax.data.notes.pipelines import labeler
-from llmjax.data.notes.pipelines import load_pipeline
-from llmjax.data.notes.pipelines import model_id
-from llmjax.data.notes.pipelines import SCHEMES
-from llmjax.data.notes.pipelines import scheme_attrs
+from llmjax.data.notes.pipelines import (
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_MAX_CHARS,
+  DEFAULT_MODEL,
+  SCHEMES,
+  label_inventory,
+  labeler,
+  load_pipeline,
+  model_id,
+  scheme_attrs,
+)
+from llmjax.util import assets, errors, fileio
 
 _CACHE_FORMAT = 1
 
 
 # Where long texts are cut, best first: after a blank line, a line break, a
 # sentence end, any whitespace (a cut never splits a spaCy token).
-_CUTS = (re.compile(r'\n[^\S\n]*\n\s*'), re.compile(r'\n\s*'),
-         re.compile(r'[.!?]\s+'), re.compile(r'\s+'))
+_CUTS = (
+  re.compile(r"\n[^\S\n]*\n\s*"),
+  re.compile(r"\n\s*"),
+  re.compile(r"[.!?]\s+"),
+  re.compile(r"\s+"),
+)
 
 
 def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
@@ -44,8 +48,7 @@ def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
   concatenate to `text` exactly.
   """
   if max_chars < 1:
-    raise errors.ConfigError(
-        f'max_chars must be positive, got {max_chars}.')
+    raise errors.ConfigError(f"max_chars must be positive, got {max_chars}.")
   pieces = []
   start, n = 0, len(text)
   while n - start > max_chars:
@@ -69,7 +72,6 @@ def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
   return pieces
 
 
-
 @dataclasses.dataclass(frozen=True)
 class TaggedText:
   """A text with one label per word (non-whitespace spaCy token).
@@ -83,6 +85,7 @@ class TaggedText:
     model: the spaCy pipeline, `name==version`.
     scheme: the tagging scheme.
   """
+
   text: str
   starts: np.ndarray
   ends: np.ndarray
@@ -101,48 +104,64 @@ class TaggedText:
 
 def cache_dir() -> pathlib.Path:
   """`$LLMJAX_CACHE/notes`, default `~/.cache/llmjax/notes`."""
-  return assets.cache_dir() / 'notes'
+  return assets.cache_dir() / "notes"
 
 
-def _cache_path(text: str, model: str, scheme: str, max_chars: int
-                ) -> pathlib.Path:
-  import spacy  # pylint: disable=g-import-not-at-top
-  key = json.dumps({
-      'format': _CACHE_FORMAT,
-      'text_sha256': hashlib.sha256(text.encode('utf-8')).hexdigest(),
-      'model': model, 'spacy': spacy.__version__, 'scheme': scheme,
-      'max_chars': max_chars}, sort_keys=True)
-  return cache_dir() / f'{hashlib.sha256(key.encode()).hexdigest()}.npz'
+def _cache_path(text: str, model: str, scheme: str, max_chars: int) -> pathlib.Path:
+  import spacy  # Imported here: spaCy (heavy; only the notes corpora need it).
+
+  key = json.dumps(
+    {
+      "format": _CACHE_FORMAT,
+      "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+      "model": model,
+      "spacy": spacy.__version__,
+      "scheme": scheme,
+      "max_chars": max_chars,
+    },
+    sort_keys=True,
+  )
+  return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
 
 
 def _save(path: pathlib.Path, tagged: TaggedText) -> None:
-  meta = json.dumps({'labels': list(tagged.labels), 'model': tagged.model,
-                     'scheme': tagged.scheme})
-  fileio.atomic_write_with(path, lambda tmp: np.savez(
-      tmp, starts=tagged.starts, ends=tagged.ends, label_ids=tagged.label_ids,
-      meta=np.array(meta)))
+  meta = json.dumps({"labels": list(tagged.labels), "model": tagged.model, "scheme": tagged.scheme})
+  fileio.atomic_write_with(
+    path,
+    lambda tmp: np.savez(
+      tmp, starts=tagged.starts, ends=tagged.ends, label_ids=tagged.label_ids, meta=np.array(meta)
+    ),
+  )
 
 
 def _load(path: pathlib.Path, text: str) -> TaggedText | None:
   try:
     with np.load(path) as f:
-      meta = json.loads(str(f['meta']))
-      return TaggedText(text=text, starts=f['starts'], ends=f['ends'],
-                        labels=tuple(meta['labels']), label_ids=f['label_ids'],
-                        model=meta['model'], scheme=meta['scheme'])
+      meta = json.loads(str(f["meta"]))
+      return TaggedText(
+        text=text,
+        starts=f["starts"],
+        ends=f["ends"],
+        labels=tuple(meta["labels"]),
+        label_ids=f["label_ids"],
+        model=meta["model"],
+        scheme=meta["scheme"],
+      )
   except (OSError, ValueError, KeyError):
     return None  # A damaged cache entry is re-tagged and overwritten.
 
 
-def tag_text(text: str,
-             model: str = DEFAULT_MODEL,
-             scheme: str = 'tag',
-             *,
-             n_process: int = 1,
-             batch_size: int = DEFAULT_BATCH_SIZE,
-             max_chars: int = DEFAULT_MAX_CHARS,
-             use_cache: bool = True,
-             progress: Callable[[int, int], None] | None = None) -> TaggedText:
+def tag_text(
+  text: str,
+  model: str = DEFAULT_MODEL,
+  scheme: str = "tag",
+  *,
+  n_process: int = 1,
+  batch_size: int = DEFAULT_BATCH_SIZE,
+  max_chars: int = DEFAULT_MAX_CHARS,
+  use_cache: bool = True,
+  progress: Callable[[int, int], None] | None = None,
+) -> TaggedText:
   """Tags `text` with spaCy pipeline `model`, one label per word.
 
   Args:
@@ -170,14 +189,13 @@ def tag_text(text: str,
         progress(tagged.num_words, len(text))
       return tagged
 
-  attrs = ['IDX', 'LENGTH', 'IS_SPACE'] + list(scheme_attrs(nlp, scheme))
+  attrs = ["IDX", "LENGTH", "IS_SPACE"] + list(scheme_attrs(nlp, scheme))
   label_of = labeler(nlp, scheme)
   starts, ends, words = [], [], []
   pieces = [(p, o) for o, p in split_text(text, max_chars) if p.strip()]
   if progress:  # Whitespace-only pieces are not tagged.
     progress(0, len(text) - sum(len(p) for p, _ in pieces))
-  docs = nlp.pipe(pieces, as_tuples=True, n_process=n_process,
-                  batch_size=batch_size)
+  docs = nlp.pipe(pieces, as_tuples=True, n_process=n_process, batch_size=batch_size)
   for doc, offset in docs:
     n_before = len(words)
     for idx, length, is_space, *keys in doc.to_array(attrs).tolist():
@@ -192,10 +210,14 @@ def tag_text(text: str,
   labels = tuple(sorted(set(label_inventory(nlp, scheme)) | set(words)))
   index = {label: i for i, label in enumerate(labels)}
   tagged = TaggedText(
-      text=text, starts=np.asarray(starts, np.int64),
-      ends=np.asarray(ends, np.int64), labels=labels,
-      label_ids=np.asarray([index[w] for w in words], np.int32),
-      model=mid, scheme=scheme)
+    text=text,
+    starts=np.asarray(starts, np.int64),
+    ends=np.asarray(ends, np.int64),
+    labels=labels,
+    label_ids=np.asarray([index[w] for w in words], np.int32),
+    model=mid,
+    scheme=scheme,
+  )
   if path is not None:
     _save(path, tagged)
   return tagged
@@ -215,12 +237,11 @@ def note_entropy(tagged: TaggedText) -> float:
   return float(-(p * np.log2(p)).sum()) + 0.0
 
 
-def scheme_entropies(text: str, model: str = DEFAULT_MODEL,
-                     schemes: Iterable[str] = SCHEMES,
-                     **tag_kwargs: Any) -> dict[str, float]:
+def scheme_entropies(
+  text: str, model: str = DEFAULT_MODEL, schemes: Iterable[str] = SCHEMES, **tag_kwargs: Any
+) -> dict[str, float]:
   """Bits per word of each scheme's notes on `text` (tag_text kwargs apply)."""
-  return {s: note_entropy(tag_text(text, model, s, **tag_kwargs))
-          for s in schemes}
+  return {s: note_entropy(tag_text(text, model, s, **tag_kwargs)) for s in schemes}
 
 
 class WordRate:
@@ -235,10 +256,8 @@ class WordRate:
     self.words += words
     if self.bar is not None:
       self.bar.update(chars)
-      self.bar.set_postfix_str(f'{self.rate:,.0f} words/s', refresh=False)
+      self.bar.set_postfix_str(f"{self.rate:,.0f} words/s", refresh=False)
 
   @property
   def rate(self) -> float:
     return self.words / max(time.perf_counter() - self.t0, 1e-9)
-
-

@@ -33,7 +33,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from llmjax import errors
+from llmjax.util import errors
 
 log = logging.getLogger(__name__)
 

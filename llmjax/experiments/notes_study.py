@@ -32,14 +32,22 @@ import json
 import math
 import pathlib
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 
-from llmjax import errors
-from llmjax import fileio
-from llmjax.experiments import notes_report
+from llmjax import data as data_lib
+from llmjax.data import notes
+from llmjax.data import tokenizer as tokenizer_lib
+from llmjax.experiments import czech_text, notes_report
+from llmjax.runs import load as run_load
+from llmjax.train import lm
+from llmjax.util import errors, fileio
 
 LN2 = math.log(2.0)
 EXPERIMENT_1_VARIANTS = ("pre", "post", "blank", "none")
@@ -50,9 +58,17 @@ LEVELS = ("blank", "upos", "tag", "tag+morph", "tag+morph+dep")
 # Metrics
 
 
-def fair_metrics(ids_N: np.ndarray, nll_N: np.ndarray, top_N: np.ndarray, *,
-                 base_vocab_size: int, n_bytes: int, n_words: int,
-                 block_size: int, variant: str) -> dict[str, Any]:
+def fair_metrics(
+  ids_N: np.ndarray,
+  nll_N: np.ndarray,
+  top_N: np.ndarray,
+  *,
+  base_vocab_size: int,
+  n_bytes: int,
+  n_words: int,
+  block_size: int,
+  variant: str,
+) -> dict[str, Any]:
   """The fair evaluation of one model on one held-out token stream.
 
   Args:
@@ -74,8 +90,10 @@ def fair_metrics(ids_N: np.ndarray, nll_N: np.ndarray, top_N: np.ndarray, *,
   nll_N = np.asarray(nll_N, np.float64)
   top_N = np.asarray(top_N, np.int64)
   if not ids_N.shape == nll_N.shape == top_N.shape or not len(ids_N):
-    raise ValueError(f"ids, nll and top must be equal-length, non-empty arrays; got shapes "
-                     f"{ids_N.shape}, {nll_N.shape}, {top_N.shape}.")
+    raise ValueError(
+      f"ids, nll and top must be equal-length, non-empty arrays; got shapes "
+      f"{ids_N.shape}, {nll_N.shape}, {top_N.shape}."
+    )
   if n_bytes < 1 or n_words < 1:
     raise ValueError(f"n_bytes={n_bytes} and n_words={n_words} must be positive.")
   is_word = ids_N < base_vocab_size
@@ -84,20 +102,21 @@ def fair_metrics(ids_N: np.ndarray, nll_N: np.ndarray, top_N: np.ndarray, *,
   if variant in ("pre", "post") and is_note.any():
     accuracy = float((top_N[is_note] == ids_N[is_note]).mean())
   return {
-      "bits_per_byte": float(nll_N.sum() / LN2 / n_bytes),
-      "word_bits_per_byte": float(nll_N[is_word].sum() / LN2 / n_bytes),
-      "note_bits_per_word": float(nll_N[is_note].sum() / LN2 / n_words),
-      "word_ppl_given_notes": float(np.exp(nll_N[is_word].mean())),
-      "note_accuracy": accuracy,
-      "words_per_window": float(block_size * n_words / len(ids_N)),
-      "tokens_per_word": float(len(ids_N) / n_words),
-      "n_tokens": int(len(ids_N)),
-      "n_notes": int(is_note.sum()),
+    "bits_per_byte": float(nll_N.sum() / LN2 / n_bytes),
+    "word_bits_per_byte": float(nll_N[is_word].sum() / LN2 / n_bytes),
+    "note_bits_per_word": float(nll_N[is_note].sum() / LN2 / n_words),
+    "word_ppl_given_notes": float(np.exp(nll_N[is_word].mean())),
+    "note_accuracy": accuracy,
+    "words_per_window": float(block_size * n_words / len(ids_N)),
+    "tokens_per_word": float(len(ids_N) / n_words),
+    "n_tokens": int(len(ids_N)),
+    "n_notes": int(is_note.sum()),
   }
 
 
-def score_tokens(model, ids_N: np.ndarray, *, eot_id: int,
-                 batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def score_tokens(
+  model, ids_N: np.ndarray, *, eot_id: int, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
   """Per-token NLL (nats) and top prediction of `model` on a token stream.
 
   The stream, preceded by `eot_id` as the start symbol, is cut into windows of
@@ -108,10 +127,6 @@ def score_tokens(model, ids_N: np.ndarray, *, eot_id: int,
   Returns:
     nll_N (float64) and top_N (int64), aligned with ids_N.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-
   ids_N = np.asarray(ids_N, np.int64)
   n, t = len(ids_N), model.cfg.block_size
   seq = np.concatenate([[eot_id], ids_N, np.full(t, -1)])
@@ -135,24 +150,21 @@ def score_tokens(model, ids_N: np.ndarray, *, eot_id: int,
 
   nll, top = [], []
   for r in range(0, n_rows, batch_size):
-    nll_BxT, top_BxT = forward(state, inputs_RxT[r:r + batch_size],
-                               targets_RxT[r:r + batch_size])
+    nll_BxT, top_BxT = forward(
+      state, inputs_RxT[r : r + batch_size], targets_RxT[r : r + batch_size]
+    )
     nll.append(np.asarray(nll_BxT, np.float64))
     top.append(np.asarray(top_BxT, np.int64))
   return np.concatenate(nll).reshape(-1)[:n], np.concatenate(top).reshape(-1)[:n]
 
 
-def heldout(corpus_dir: str | pathlib.Path, eval_words: int = 0
-            ) -> tuple[np.ndarray, int, int]:
+def heldout(corpus_dir: str | pathlib.Path, eval_words: int = 0) -> tuple[np.ndarray, int, int]:
   """The held-out stream of a notes corpus: (ids, n_words, n_bytes).
 
   `eval_words` > 0 keeps the first that many words (cut at a word boundary, so
   every variant of a text keeps the same text); n_bytes counts the UTF-8 bytes
   of the kept text, decoded from the stream without its notes.
   """
-  from llmjax.data import notes  # pylint: disable=g-import-not-at-top
-  from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-
   d = pathlib.Path(corpus_dir)
   splits, manifest = notes.read_corpus(d)
   info = manifest["splits"]["val"]
@@ -160,7 +172,7 @@ def heldout(corpus_dir: str | pathlib.Path, eval_words: int = 0
   words = np.fromfile(d / info["words_file"], np.uint32)
   n_words = len(words)
   if eval_words and eval_words < n_words:
-    ids, n_words = ids[:int(words[eval_words])], int(eval_words)
+    ids, n_words = ids[: int(words[eval_words])], int(eval_words)
   base = manifest["notes"]["base_vocab_size"]
   tok = tokenizer_lib.get_tokenizer(manifest["notes"]["base_tokenizer"])
   n_bytes = len(tok.decode(notes.strip_notes(ids, base).tolist()).encode("utf-8"))
@@ -186,61 +198,57 @@ def _prepare_text(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
     return
   if text != "czech":
     raise errors.ConfigError(
-        f"experiment.text={text!r}: use '' (the data section) or 'czech' (a "
-        "generated Czech text).")
-  from llmjax.experiments import czech_text  # pylint: disable=g-import-not-at-top
+      f"experiment.text={text!r}: use '' (the data section) or 'czech' (a generated Czech text)."
+    )
   path = workdir / "czech.txt"
   if not path.is_file():
     workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(czech_text.czech_text(config.experiment.text_sentences, seed=0),
-                    encoding="utf-8")
+    path.write_text(
+      czech_text.czech_text(config.experiment.text_sentences, seed=0), encoding="utf-8"
+    )
   config.data.source, config.data.path = "file", str(path)
 
 
 def budget_steps(unit: str, budget: int, manifest: dict, tokens_per_step: int) -> int:
   """Optimizer steps that show a run `budget` words (or tokens) of its train split."""
   if budget <= 0:
-    raise errors.ConfigError(
-        f"experiment.budget={budget} must be positive.")
+    raise errors.ConfigError(f"experiment.budget={budget} must be positive.")
   if unit == "tokens":
     tokens = budget
   elif unit == "words":
     train = manifest["splits"]["train"]
     tokens = budget * train["n_tokens"] / train["n_words"]
   else:
-    raise errors.ConfigError(
-        f"experiment.budget_unit={unit!r}: use 'words' or 'tokens'.")
+    raise errors.ConfigError(f"experiment.budget_unit={unit!r}: use 'words' or 'tokens'.")
   return max(1, int(round(tokens / tokens_per_step)))
 
 
-def _run_configs(config: ml_collections.ConfigDict, workdir: pathlib.Path,
-                 runs: Sequence[tuple[str, str, str]]) -> dict[str, Any]:
+def _run_configs(
+  config: ml_collections.ConfigDict, workdir: pathlib.Path, runs: Sequence[tuple[str, str, str]]
+) -> dict[str, Any]:
   """Prepares every run's corpus; returns {label: (config, splits)} with one shared
   vocabulary size, so all models have the same shape."""
-  from llmjax import data as data_lib  # pylint: disable=g-import-not-at-top
   if not config.data.val_fraction:
     raise errors.ConfigError(
-        "data.val_fraction=0 leaves no held-out text, and the notes experiments score every "
-        "run on held-out text; use e.g. --config.data.val_fraction=0.01.")
+      "data.val_fraction=0 leaves no held-out text, and the notes experiments score every "
+      "run on held-out text; use e.g. --config.data.val_fraction=0.01."
+    )
   prepared = {}
   for label, variant, scheme in runs:
     c = _plain(config)
     c.notes.variant, c.notes.scheme = variant, scheme
     c.model.vocab_size = 1 << 30  # Checked below, once all corpora are known.
     prepared[label] = (c, data_lib.data_splits(c)[0])
-  vocab = max(config.model.vocab_size,
-              *(s.manifest["vocab_size"] for _, s in prepared.values()))
+  vocab = max(config.model.vocab_size, *(s.manifest["vocab_size"] for _, s in prepared.values()))
   for c, _ in prepared.values():
     c.model.vocab_size = vocab
   return prepared
 
 
-def train_and_score(run_cfg: ml_collections.ConfigDict, splits, run_dir: pathlib.Path,
-                    exp: ml_collections.ConfigDict) -> dict[str, Any]:
+def train_and_score(
+  run_cfg: ml_collections.ConfigDict, splits, run_dir: pathlib.Path, exp: ml_collections.ConfigDict
+) -> dict[str, Any]:
   """Trains one run for the experiment's budget, then scores it on held-out text."""
-  from llmjax import api  # pylint: disable=g-import-not-at-top
-  from llmjax.train import lm  # pylint: disable=g-import-not-at-top
-
   tc, mc = run_cfg.train, run_cfg.model
   tokens_per_step = tc.batch_size * mc.block_size
   tc.steps = budget_steps(exp.budget_unit, exp.budget, splits.manifest, tokens_per_step)
@@ -251,68 +259,97 @@ def train_and_score(run_cfg: ml_collections.ConfigDict, splits, run_dir: pathlib
   result = lm.train(run_cfg, run_dir)
   if result.interrupted:
     raise errors.TrainingError(
-        f"{run_dir.name} was interrupted at step {result.step} of {tc.steps}; re-run the same "
-        "command to resume it (finished runs are kept).")
+      f"{run_dir.name} was interrupted at step {result.step} of {tc.steps}; re-run the same "
+      "command to resume it (finished runs are kept)."
+    )
   score_start = time.perf_counter()
-  model, _, _ = api.load_model(run_dir, "latest")
+  model, _, _ = run_load.load_model(run_dir, "latest")
   ids, n_words, n_bytes = heldout(splits.dir, exp.eval_words)
-  nll, top = score_tokens(model, ids, eot_id=splits.manifest["eot_id"],
-                          batch_size=exp.eval_batch_size)
+  nll, top = score_tokens(
+    model, ids, eot_id=splits.manifest["eot_id"], batch_size=exp.eval_batch_size
+  )
   notes_manifest = splits.manifest["notes"]
-  metrics = fair_metrics(ids, nll, top, base_vocab_size=notes_manifest["base_vocab_size"],
-                         n_bytes=n_bytes, n_words=n_words, block_size=mc.block_size,
-                         variant=notes_manifest["variant"])
+  metrics = fair_metrics(
+    ids,
+    nll,
+    top,
+    base_vocab_size=notes_manifest["base_vocab_size"],
+    n_bytes=n_bytes,
+    n_words=n_words,
+    block_size=mc.block_size,
+    variant=notes_manifest["variant"],
+  )
   train = splits.manifest["splits"]["train"]
   val = splits.manifest["splits"]["val"]
   tokens_per_word = train["n_tokens"] / train["n_words"]
   curve = []
-  for record in (json.loads(line) for line in
-                 (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()):
+  for record in (
+    json.loads(line)
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    if line.strip()
+  ):
     if "val_loss" in record:
-      curve.append({"words": record["step"] * tokens_per_step / tokens_per_word,
-                    "bits_per_byte": record["val_loss"] / LN2 * val["n_tokens"]
-                    / max(val.get("n_bytes", 0), 1)})
+      curve.append(
+        {
+          "words": record["step"] * tokens_per_step / tokens_per_word,
+          "bits_per_byte": record["val_loss"]
+          / LN2
+          * val["n_tokens"]
+          / max(val.get("n_bytes", 0), 1),
+        }
+      )
   return {
-      **metrics,
-      "variant": notes_manifest["variant"], "scheme": notes_manifest["scheme"],
-      "note_entropy": notes_manifest["note_entropy_bits_per_word"],
-      "note_vocab": len(notes_manifest["note_vocab"]), "seed": tc.seed,
-      "steps": result.step, "num_params": result.num_params,
-      "tokens_seen": result.step * tokens_per_step,
-      "words_seen": result.step * tokens_per_step / tokens_per_word,
-      "eval_bytes": n_bytes, "eval_words": n_words, "val_loss": result.final_val_loss,
-      "train_s": result.elapsed_s, "score_s": time.perf_counter() - score_start,
-      "curve": curve,
+    **metrics,
+    "variant": notes_manifest["variant"],
+    "scheme": notes_manifest["scheme"],
+    "note_entropy": notes_manifest["note_entropy_bits_per_word"],
+    "note_vocab": len(notes_manifest["note_vocab"]),
+    "seed": tc.seed,
+    "steps": result.step,
+    "num_params": result.num_params,
+    "tokens_seen": result.step * tokens_per_step,
+    "words_seen": result.step * tokens_per_step / tokens_per_word,
+    "eval_bytes": n_bytes,
+    "eval_words": n_words,
+    "val_loss": result.final_val_loss,
+    "train_s": result.elapsed_s,
+    "score_s": time.perf_counter() - score_start,
+    "curve": curve,
   }
 
 
 def _check_same_text(rows: list[dict]) -> None:
   if len({(r["eval_bytes"], r["eval_words"]) for r in rows}) > 1:
     raise errors.DataError(
-        "The runs were scored on different held-out texts: "
-        f"{sorted({(r['eval_bytes'], r['eval_words']) for r in rows})} "
-        "(bytes, words). Use one data section and val_fraction for all.")
+      "The runs were scored on different held-out texts: "
+      f"{sorted({(r['eval_bytes'], r['eval_words']) for r in rows})} "
+      "(bytes, words). Use one data section and val_fraction for all."
+    )
 
 
 def _check_experiment(exp) -> None:
   """Fails on a bad budget or seed list before any corpus is tagged."""
-  budget_steps(exp.budget_unit, exp.budget, {"splits": {"train": {"n_tokens": 1,
-                                                                  "n_words": 1}}}, 1)
+  budget_steps(exp.budget_unit, exp.budget, {"splits": {"train": {"n_tokens": 1, "n_words": 1}}}, 1)
   _seeds(exp)
 
 
 def _seeds(exp) -> list[int]:
   seeds = [int(s) for s in exp.seeds]
   if not seeds:
-    raise errors.ConfigError(
-        "experiment.seeds is empty; give at least one, e.g. (0,).")
+    raise errors.ConfigError("experiment.seeds is empty; give at least one, e.g. (0,).")
   return seeds
 
 
 def run_experiment(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Experiment 1: trains each of `experiment.variants` per seed, writes report.md."""
-  return _run(config, workdir, "variants", EXPERIMENT_1_VARIANTS,
-              lambda scheme, v: (v, v, scheme), notes_report.write_experiment_report)
+  return _run(
+    config,
+    workdir,
+    "variants",
+    EXPERIMENT_1_VARIANTS,
+    lambda scheme, v: (v, v, scheme),
+    notes_report.write_experiment_report,
+  )
 
 
 def _run(config, workdir, key: str, known: Sequence[str], run_of, write_report) -> dict:
@@ -376,6 +413,11 @@ def finished_row(run_dir: pathlib.Path) -> dict | None:
 
 def run_richness(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Experiment 2: one post-notes model per tag-richness level, writes report.md."""
-  return _run(config, workdir, "levels", LEVELS,
-              lambda _, level: (level, "blank" if level == "blank" else "post", level),
-              notes_report.write_richness_report)
+  return _run(
+    config,
+    workdir,
+    "levels",
+    LEVELS,
+    lambda _, level: (level, "blank" if level == "blank" else "post", level),
+    notes_report.write_richness_report,
+  )

@@ -11,9 +11,11 @@ import signal
 import jax
 import ml_collections
 
-from llmjax import config_util
-from llmjax import errors
-from llmjax import fileio
+from llmjax.config import load as config_load
+
+from llmjax.config import validate as config_validate
+from llmjax.util import errors
+from llmjax.util import fileio
 
 
 @contextlib.contextmanager
@@ -67,5 +69,5 @@ def write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, resum
   """DIR/config.json; on resume, first refuses a config that changed the model's shape."""
   path = workdir / "config.json"
   if resuming and path.exists():
-    config_util.check_resume_compatible(json.loads(path.read_text()), config)
-  fileio.atomic_write_text(path, config_util.to_json(config))
+    config_validate.check_resume_compatible(json.loads(path.read_text()), config)
+  fileio.atomic_write_text(path, config_load.to_json(config))

@@ -3,10 +3,9 @@
 import contextlib
 import sys
 
-from absl import flags
-from absl import logging
+from absl import flags, logging
 
-from llmjax import errors
+from llmjax.util import errors
 
 
 def quiet_logs():

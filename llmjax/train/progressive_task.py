@@ -30,13 +30,12 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from llmjax import config_util
 from llmjax import models
 from llmjax.models import lora as lora_lib
 from llmjax.models import progressive as progressive_lib
-from llmjax.train import checkpoint as ckpt_lib
-from llmjax.train import lm
-from llmjax.train import runner
+from llmjax.runs import checkpoint as ckpt_lib
+from llmjax.train import lm, runner
+from llmjax.util import errors
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw) -> runner.RunResult:
@@ -48,14 +47,16 @@ def stage_boundaries(total_steps: int, fractions) -> list[int]:
   """Cumulative end step of each stage; the last is `total_steps`."""
   fractions = [float(f) for f in fractions]
   if not fractions or min(fractions) <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
-    raise config_util.ConfigError(
-        f"progressive.stage_fractions={tuple(fractions)} must be positive and sum to 1, one "
-        "per stage, e.g. (1/3, 1/3, 1/3).")
+    raise errors.ConfigError(
+      f"progressive.stage_fractions={tuple(fractions)} must be positive and sum to 1, one "
+      "per stage, e.g. (1/3, 1/3, 1/3)."
+    )
   ends = [int(round(total_steps * f)) for f in np.cumsum(fractions)[:-1]] + [total_steps]
   if any(b <= a for a, b in zip([0] + ends, ends)):
-    raise config_util.ConfigError(
-        f"train.steps={total_steps} is too few for progressive.stage_fractions="
-        f"{tuple(fractions)}: a stage would get no step ({ends}). Raise train.steps.")
+    raise errors.ConfigError(
+      f"train.steps={total_steps} is too few for progressive.stage_fractions="
+      f"{tuple(fractions)}: a stage would get no step ({ends}). Raise train.steps."
+    )
   return ends
 
 
@@ -83,9 +84,10 @@ def model_section(config: ml_collections.ConfigDict, stage: int) -> ml_collectio
 def check_config(config) -> None:
   groups = tuple(config.progressive.stage_groups)
   if len(groups) != len(tuple(config.progressive.stage_fractions)):
-    raise config_util.ConfigError(
-        f"progressive.stage_fractions has {len(tuple(config.progressive.stage_fractions))} "
-        f"entries but progressive.stage_groups={groups} has {len(groups)}: one per stage.")
+    raise errors.ConfigError(
+      f"progressive.stage_fractions has {len(tuple(config.progressive.stage_fractions))} "
+      f"entries but progressive.stage_groups={groups} has {len(groups)}: one per stage."
+    )
   stage_boundaries(config.train.steps, config.progressive.stage_fractions)
   for stage in range(1, len(groups) + 1):
     models.model_config(model_section(config, stage))  # Raises with the offending key.
@@ -109,8 +111,9 @@ def carry_moments(old_opt_state, new_opt_state, ratio: int):
   Leaves are matched by path: block j of the new stage reads block j // ratio of the old
   one; adapter (`lora_*`) moments stay fresh; counts carry over.
   """
-  old = {jax.tree_util.keystr(p): v
-         for p, v in jax.tree_util.tree_flatten_with_path(old_opt_state)[0]}
+  old = {
+    jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(old_opt_state)[0]
+  }
 
   def pick(path, new_leaf):
     key = jax.tree_util.keystr(path)
@@ -142,8 +145,13 @@ class ProgressiveTask(lm.LMTask):
   def stage_steps(self, stage: int) -> lm.Steps:
     if stage not in self.stages:
       self.stages[stage] = lm.build_steps(
-          self.config, self.mesh, model_cfg=model_section(self.config, stage),
-          seed=stage_seed(self.config, stage), trainable=trainable, pretrained=False)
+        self.config,
+        self.mesh,
+        model_cfg=model_section(self.config, stage),
+        seed=stage_seed(self.config, stage),
+        trainable=trainable,
+        pretrained=False,
+      )
     return self.stages[stage]
 
   @property
@@ -154,10 +162,12 @@ class ProgressiveTask(lm.LMTask):
     return self.load_data()
 
   def startup_line(self, num_params, start_step):
-    return (f"llmjax: {self.config.name} | progressive stage {self.stage} of "
-            f"{len(self.boundaries)} | {num_params / 1e6:.2f}M parameters | stage ends at "
-            f"steps {self.boundaries} | {len(self.splits.train):,} train / "
-            f"{len(self.splits.val):,} val tokens")
+    return (
+      f"llmjax: {self.config.name} | progressive stage {self.stage} of "
+      f"{len(self.boundaries)} | {num_params / 1e6:.2f}M parameters | stage ends at "
+      f"steps {self.boundaries} | {len(self.splits.train):,} train / "
+      f"{len(self.splits.val):,} val tokens"
+    )
 
   def abstract_state(self, step):
     steps = self.stage_steps(stage_at(step, self.boundaries))

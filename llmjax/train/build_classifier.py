@@ -18,12 +18,11 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from llmjax import config_util
 from llmjax.data import arena
 from llmjax.models import pair_classifier as pc
 from llmjax.models.encoder import Encoder, EncoderConfig
-from llmjax.pretrained import assets
 from llmjax.pretrained import from_hf, load_tokenizer, random_init
+from llmjax.util import assets, errors
 
 RANDOM = "random"  # classifier.freeze value: the checkpoint's architecture, random weights.
 SYNTHETIC_TOKENIZER = "synthetic"  # classifier.tokenizer value: arena.synthetic_tokenizer().
@@ -41,10 +40,12 @@ def _pad_id(tokenizer) -> int:
   return 0
 
 
-def _not_an_encoder(init_from: str) -> config_util.ConfigError:
-  return config_util.ConfigError(f"classifier.init_from={init_from!r} is not an encoder "
-                                 "checkpoint (BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, "
-                                 "DeBERTa v1/v2/v3).")
+def _not_an_encoder(init_from: str) -> errors.ConfigError:
+  return errors.ConfigError(
+    f"classifier.init_from={init_from!r} is not an encoder "
+    "checkpoint (BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, "
+    "DeBERTa v1/v2/v3)."
+  )
 
 
 def build_model(cc: ml_collections.ConfigDict, seed: int):
@@ -53,8 +54,10 @@ def build_model(cc: ml_collections.ConfigDict, seed: int):
   `seed` seeds the head and, for `init_from='scratch'` or `freeze='random'`, the encoder.
   """
   if cc.init_from == "scratch" and not cc.tokenizer:
-    raise config_util.ConfigError("classifier.init_from='scratch' needs classifier.tokenizer (a "
-                                  "tokenizer directory, hub id, or minilm).")
+    raise errors.ConfigError(
+      "classifier.init_from='scratch' needs classifier.tokenizer (a "
+      "tokenizer directory, hub id, or minilm)."
+    )
   if cc.tokenizer == SYNTHETIC_TOKENIZER:
     tokenizer = arena.synthetic_tokenizer()
   else:
@@ -64,21 +67,29 @@ def build_model(cc: ml_collections.ConfigDict, seed: int):
     overrides.update(hidden_dropout=cc.dropout, attention_dropout=cc.dropout)
   if cc.init_from == "scratch":
     enc_cfg = EncoderConfig(
-        family=cc.family, vocab_size=tokenizer.get_vocab_size(), hidden_size=cc.hidden_size,
-        num_layers=cc.num_layers, num_heads=cc.num_heads,
-        intermediate_size=cc.intermediate_size,
-        max_position_embeddings=cc.max_position_embeddings, pad_token_id=_pad_id(tokenizer),
-        type_vocab_size=0 if cc.family == "distilbert" else 2, **overrides)
+      family=cc.family,
+      vocab_size=tokenizer.get_vocab_size(),
+      hidden_size=cc.hidden_size,
+      num_layers=cc.num_layers,
+      num_heads=cc.num_heads,
+      intermediate_size=cc.intermediate_size,
+      max_position_embeddings=cc.max_position_embeddings,
+      pad_token_id=_pad_id(tokenizer),
+      type_vocab_size=0 if cc.family == "distilbert" else 2,
+      **overrides,
+    )
     encoder = Encoder(enc_cfg, rngs=nnx.Rngs(params=seed))
   elif cc.freeze == RANDOM:
-    encoder, enc_cfg = random_init.random_from_hf(resolve_checkpoint(cc.init_from), seed,
-                                                  **overrides)
+    encoder, enc_cfg = random_init.random_from_hf(
+      resolve_checkpoint(cc.init_from), seed, **overrides
+    )
   else:
     encoder, enc_cfg = from_hf(resolve_checkpoint(cc.init_from), **overrides)
     if not isinstance(encoder, Encoder):
       raise _not_an_encoder(cc.init_from)
-  head = pc.HeadConfig(pooling=cc.pooling, diff_prod=cc.diff_prod, hidden=cc.head_hidden,
-                       dropout=cc.head_dropout)
+  head = pc.HeadConfig(
+    pooling=cc.pooling, diff_prod=cc.diff_prod, hidden=cc.head_hidden, dropout=cc.head_dropout
+  )
   return pc.PairClassifier(encoder, head, rngs=nnx.Rngs(params=seed + 1)), tokenizer
 
 
@@ -93,11 +104,13 @@ def check_lengths(enc_cfg: EncoderConfig, tokenizer, ac) -> None:
     limit -= enc_cfg.pad_token_id + 1
   if enc_cfg.absolute_positions and longest > limit:
     if ac.get("max_length", 0):
-      raise config_util.ConfigError(
-          f"arena.max_length={ac.max_length} exceeds the encoder's {limit} positions; set "
-          f"--config.arena.max_length={limit} or less.")
+      raise errors.ConfigError(
+        f"arena.max_length={ac.max_length} exceeds the encoder's {limit} positions; set "
+        f"--config.arena.max_length={limit} or less."
+      )
     fit = limit - ac.prompt_max_tokens - specials
-    raise config_util.ConfigError(
-        f"arena.prompt_max_tokens={ac.prompt_max_tokens} + arena.response_max_tokens="
-        f"{ac.response_max_tokens} + {specials} special tokens = {longest} exceeds the "
-        f"encoder's {limit} positions; set --config.arena.response_max_tokens={fit} or less.")
+    raise errors.ConfigError(
+      f"arena.prompt_max_tokens={ac.prompt_max_tokens} + arena.response_max_tokens="
+      f"{ac.response_max_tokens} + {specials} special tokens = {longest} exceeds the "
+      f"encoder's {limit} positions; set --config.arena.response_max_tokens={fit} or less."
+    )

@@ -7,13 +7,13 @@ file and leaves the target as it was. Files get mode 0o644, directories 0o755.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import contextlib
 import json
 import os
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 PathLike = str | os.PathLike[str]
@@ -54,8 +54,9 @@ def atomic_write_text(path: PathLike, text: str) -> None:
   atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 2,
-                      sort_keys: bool = False) -> None:
+def atomic_write_json(
+  path: PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False
+) -> None:
   """Writes `obj` as JSON (with a final newline) to `path` atomically."""
   atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
 
@@ -70,8 +71,9 @@ def atomic_write_with(path: PathLike, write: Callable[[pathlib.Path], None]) -> 
 
 
 @contextlib.contextmanager
-def atomic_dir(path: PathLike, *, is_complete: Callable[[pathlib.Path], bool] | None = None
-               ) -> Iterator[pathlib.Path]:
+def atomic_dir(
+  path: PathLike, *, is_complete: Callable[[pathlib.Path], bool] | None = None
+) -> Iterator[pathlib.Path]:
   """A temporary sibling directory, renamed to `path` when the block ends.
 
   When `path` already exists on success (another writer finished first), the

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llmjax import errors
+from llmjax import models
+from llmjax.util import errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +95,14 @@ def inference_dtype(dtype):
   """A dtype name or dtype -> the jnp dtype (a SamplingError names the choices)."""
   if isinstance(dtype, str):
     if dtype not in INFERENCE_DTYPES:
-      raise errors.SamplingError(f"dtype={dtype!r} is not an inference dtype; use one of "
-                                 f"{', '.join(INFERENCE_DTYPES)}.")
+      raise errors.SamplingError(
+        f"dtype={dtype!r} is not an inference dtype; use one of {', '.join(INFERENCE_DTYPES)}."
+      )
     return INFERENCE_DTYPES[dtype]
   if jnp.dtype(dtype) not in {jnp.dtype(d) for d in INFERENCE_DTYPES.values()}:
-    raise errors.SamplingError(f"dtype={dtype} is not an inference dtype; use one of "
-                               f"{', '.join(INFERENCE_DTYPES)}.")
+    raise errors.SamplingError(
+      f"dtype={dtype} is not an inference dtype; use one of {', '.join(INFERENCE_DTYPES)}."
+    )
   return jnp.dtype(dtype).type
 
 
@@ -108,7 +111,8 @@ def cast_params(params, dtype):
   (integer arrays, if any, are left as they are)."""
   dtype = inference_dtype(dtype)
   return jax.tree.map(
-      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
+  )
 
 
 def cast_model(model: nnx.Module, dtype) -> nnx.Module:
@@ -116,7 +120,6 @@ def cast_model(model: nnx.Module, dtype) -> nnx.Module:
   config's `dtype` and `param_dtype` set to it, so the matmuls and the KV cache run in
   `dtype` (LayerNorm statistics, attention softmax and the logits stay float32). A model
   already in `dtype` is returned as it is; the argument is never changed."""
-  from llmjax import models  # pylint: disable=import-outside-toplevel
   dtype = inference_dtype(dtype)
   cfg = model.cfg
   if cfg.dtype == dtype and cfg.param_dtype == dtype:
@@ -172,8 +175,14 @@ class Generator:
     cache, out_BxN, _ = jax.lax.fori_loop(1, n_steps, body, (cache, out_BxN, key))
     return out_BxN, cache
 
-  def generate(self, prompts: list[list[int]], max_new_tokens: int, *,
-               params: SamplingParams = SamplingParams(), seed: int = 0) -> list[list[int]]:
+  def generate(
+    self,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    *,
+    params: SamplingParams = SamplingParams(),
+    seed: int = 0,
+  ) -> list[list[int]]:
     """Returns the new tokens for each prompt (all prompts must have equal length)."""
     if max_new_tokens < 0:
       raise errors.SamplingError(f"max_new_tokens={max_new_tokens} must be >= 0.")
@@ -182,7 +191,8 @@ class Generator:
     lengths = {len(p) for p in prompts}
     if len(lengths) != 1:
       raise errors.SamplingError(
-          f"Prompts in one batch must have equal length, got {sorted(lengths)}.")
+        f"Prompts in one batch must have equal length, got {sorted(lengths)}."
+      )
     seqs = [list(p) for p in prompts]
     if not seqs[0]:
       if self.eot_id is None:
@@ -190,24 +200,35 @@ class Generator:
       seqs = [[self.eot_id] for _ in seqs]
     kept = self.block_size - self._room(len(seqs[0]), max_new_tokens)
     if len(seqs[0]) > kept:
-      warnings.warn(f"Prompt of {len(seqs[0])} tokens plus {max_new_tokens} new ones is longer "
-                    f"than the context ({self.block_size}); generating from its last {kept} "
-                    "tokens.")
+      warnings.warn(
+        f"Prompt of {len(seqs[0])} tokens plus {max_new_tokens} new ones is longer "
+        f"than the context ({self.block_size}); generating from its last {kept} "
+        "tokens.",
+        stacklevel=2,
+      )
     key = jax.random.key(seed)
     new = [[] for _ in seqs]
     remaining = max_new_tokens
     while remaining > 0:
       room = self._room(len(seqs[0]), remaining)
-      context = [s[-(self.block_size - room):] for s in seqs]
+      context = [s[-(self.block_size - room) :] for s in seqs]
       n = len(context[0])
       bucket = bucket_length(n, self.block_size)
       tokens = np.zeros((len(context), bucket), np.int32)
       tokens[:, :n] = np.asarray(context, np.int32)
       logits, cache = self._prefill(self.state, jnp.asarray(tokens), jnp.int32(n))
       key, sub = jax.random.split(key)
-      out, _ = self._decode_loop(self.state, cache, logits, jnp.int32(n), jnp.int32(room),
-                                 sub, jnp.float32(params.temperature),
-                                 jnp.int32(params.top_k), jnp.float32(params.top_p))
+      out, _ = self._decode_loop(
+        self.state,
+        cache,
+        logits,
+        jnp.int32(n),
+        jnp.int32(room),
+        sub,
+        jnp.float32(params.temperature),
+        jnp.int32(params.top_k),
+        jnp.float32(params.top_p),
+      )
       out = np.asarray(out)[:, :room].tolist()
       for i, toks in enumerate(out):
         seqs[i].extend(toks)
@@ -217,8 +238,9 @@ class Generator:
 
   def _room(self, n_tokens: int, remaining: int) -> int:
     """New tokens the next segment generates after keeping the last block_size - room."""
-    room = min(remaining, self.block_size // 2) if n_tokens + remaining > self.block_size \
-        else remaining
+    room = (
+      min(remaining, self.block_size // 2) if n_tokens + remaining > self.block_size else remaining
+    )
     return max(1, min(room, self.block_size - 1))
 
 
@@ -249,10 +271,11 @@ class WindowGreedy:
     n = len(prompts[0])
     if any(len(p) != n for p in prompts) or not 0 < n + max_new_tokens <= self.block_size:
       raise errors.SamplingError(
-          f"WindowGreedy needs equal, non-empty prompts with prompt + max_new_tokens <= "
-          f"block_size={self.block_size}; got lengths {sorted({len(p) for p in prompts})} "
-          f"and max_new_tokens={max_new_tokens}.")
+        f"WindowGreedy needs equal, non-empty prompts with prompt + max_new_tokens <= "
+        f"block_size={self.block_size}; got lengths {sorted({len(p) for p in prompts})} "
+        f"and max_new_tokens={max_new_tokens}."
+      )
     window = np.zeros((len(prompts), self.block_size), np.int32)
     window[:, :n] = np.asarray(prompts, np.int32)
     out = self._loop(self.state, jnp.asarray(window), jnp.int32(n), jnp.int32(n + max_new_tokens))
-    return np.asarray(out)[:, n:n + max_new_tokens].tolist()
+    return np.asarray(out)[:, n : n + max_new_tokens].tolist()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[str]],
-          right: Sequence[bool] | None = None) -> str:
+def table(
+  header: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool] | None = None
+) -> str:
   """A markdown table with `header` and the already-formatted cells of `rows`.
 
   Args:
@@ -17,8 +18,10 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]],
   right = list(right) if right is not None else [False] * len(header)
   if len(right) != len(header):
     raise ValueError(f"{len(right)} alignments for {len(header)} columns")
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+  lines = [
+    "| " + " | ".join(header) + " |",
+    "|" + "|".join("---:" if r else "---" for r in right) + "|",
+  ]
   for cells in rows:
     cells = list(cells)
     if len(cells) != len(header):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Sequence
 
 from llmjax.data.tokenizer import Tokenizer
+
 
 class NotesTokenizer(Tokenizer):
   """A base tokenizer extended with notes: id base_vocab_size + i is notes[i].
@@ -20,14 +21,16 @@ class NotesTokenizer(Tokenizer):
   def __init__(self, base: Tokenizer, notes: Sequence[str]):
     self.base = base
     self.notes = tuple(notes)
-    self.name = f'{base.name}+notes'
+    self.name = f"{base.name}+notes"
     self.vocab_size = base.vocab_size + len(self.notes)
     self.eot_id = base.eot_id
-    self.fingerprint = hashlib.sha256(json.dumps(
-        [base.fingerprint, self.notes]).encode()).hexdigest()
+    self.fingerprint = hashlib.sha256(
+      json.dumps([base.fingerprint, self.notes]).encode()
+    ).hexdigest()
     self._ids = {n: base.vocab_size + i for i, n in enumerate(self.notes)}
-    self._pattern = re.compile('|'.join(
-        re.escape(n) for n in sorted(self.notes, key=len, reverse=True)))
+    self._pattern = re.compile(
+      "|".join(re.escape(n) for n in sorted(self.notes, key=len, reverse=True))
+    )
 
   def encode(self, text: str, *, allow_eot: bool = False) -> list[int]:
     if not self.notes:
@@ -35,7 +38,7 @@ class NotesTokenizer(Tokenizer):
     ids, pos = [], 0
     for m in self._pattern.finditer(text):
       if m.start() > pos:
-        ids += self.base.encode(text[pos:m.start()], allow_eot=allow_eot)
+        ids += self.base.encode(text[pos : m.start()], allow_eot=allow_eot)
       ids.append(self._ids[m.group()])
       pos = m.end()
     if pos < len(text):
@@ -53,10 +56,7 @@ class NotesTokenizer(Tokenizer):
       if run:
         out.append(self.base.decode(run))
         run = []
-      out.append(self.notes[i - base] if i - base < len(self.notes)
-                 else f'[?{i}]')
+      out.append(self.notes[i - base] if i - base < len(self.notes) else f"[?{i}]")
     if run:
       out.append(self.base.decode(run))
-    return ''.join(out)
-
-
+    return "".join(out)

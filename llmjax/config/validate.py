@@ -1,0 +1,190 @@
+"""Validation: a config has exactly the declared keys, each of its declared type and range.
+
+Validation compares a config with `llmjax.config.schema.base_config()`: a key that is not in
+the base inside a known section is a typo, reported with the closest valid key.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from llmjax.config import schema as config_schema
+from llmjax.config.load import flatten, unknown_key_error
+from llmjax.data import registry
+from llmjax.util.errors import ConfigError
+
+MODEL_SHAPE_KEYS = (
+  "model.arch",
+  "model.n_layer",
+  "model.n_head",
+  "model.n_embd",
+  "model.block_size",
+  "model.vocab_size",
+  "model.bias",
+  "model.scan_layers",
+  "model.mlp_hidden",
+)
+
+TOP_LEVEL_KEYS = ("name", "job")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for typos and impossible values before any work starts.
+
+  The config must have exactly the keys of `config_schema.schema()` plus those of the
+  optional sections it holds, each of the declared type; then every range is checked."""
+  sections = [k for k, v in config.items() if isinstance(v, ml_collections.ConfigDict)]
+  base_sections = {
+    k for k, v in config_schema.base_config().items() if isinstance(v, ml_collections.ConfigDict)
+  }
+  for name in sections:
+    if name not in base_sections and name not in config_schema.OPTIONAL_SECTIONS:
+      known = sorted(base_sections | set(config_schema.OPTIONAL_SECTIONS))
+      raise ConfigError(
+        f"Unknown config section {name!r}; the sections are "
+        f"{', '.join(known)} (llmjax/config/schema.py)."
+      )
+  schema = flatten(config_schema.schema([s for s in sections if s not in base_sections]))
+  flat = flatten(config)
+  for name in flat:
+    if name not in schema:
+      raise unknown_key_error(name, list(schema))
+  for name, default in schema.items():
+    if name not in flat:
+      raise ConfigError(
+        f"Config is missing key {name!r}; start configs from llmjax.config.schema.schema()."
+      )
+    value = flat[name]
+    if (
+      isinstance(default, bool) != isinstance(value, bool)
+      or (isinstance(default, (int, float)) and not isinstance(value, (int, float)))
+      or (isinstance(default, str) and not isinstance(value, str))
+      or (isinstance(default, tuple) and not isinstance(value, (tuple, list)))
+    ):
+      raise ConfigError(
+        f"Config key {name!r} must be {type(default).__name__}, "
+        f"got {value!r} ({type(value).__name__})."
+      )
+  _check_values(config)
+
+
+def check_keys_read(job: str, reads: tuple[str, ...], ignores: tuple[str, ...], keys) -> None:
+  """Refuses a key set by the user that job `job` never reads (so no setting is silently
+  ignored); `reads` are the sections it reads, `ignores` single keys inside them it does
+  not."""
+  for key in keys:
+    key = key.replace("__", ".")
+    if key in TOP_LEVEL_KEYS:
+      continue
+    if key.split(".")[0] not in reads or key in ignores:
+      raise ConfigError(
+        f"{key} is set but config.job={job!r} never reads it; drop it. That job reads "
+        f"the sections {', '.join(reads)}"
+        + (f" (except {', '.join(ignores)})" if ignores else "")
+        + "."
+      )
+
+
+def _check_values(c: ml_collections.ConfigDict) -> None:
+  def require(ok: bool, key: str, msg: str):
+    if not ok:
+      raise ConfigError(f"{key}={flatten(c)[key]!r}: {msg}")
+
+  for key in (
+    "model.n_layer",
+    "model.n_head",
+    "model.n_embd",
+    "model.block_size",
+    "model.vocab_size",
+    "train.steps",
+    "train.batch_size",
+    "train.grad_accum",
+  ):
+    require(flatten(c)[key] > 0, key, "must be positive.")
+  require(
+    c.model.n_embd % c.model.n_head == 0,
+    "model.n_embd",
+    f"must be divisible by model.n_head={c.model.n_head}.",
+  )
+  require(0.0 <= c.model.dropout < 1.0, "model.dropout", "must be in [0, 1).")
+  require(
+    c.train.batch_size % c.train.grad_accum == 0,
+    "train.batch_size",
+    f"must be divisible by train.grad_accum={c.train.grad_accum}.",
+  )
+  require(
+    c.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype", "use float32 or bfloat16."
+  )
+  require(
+    c.model.param_dtype in ("float32", "bfloat16"), "model.param_dtype", "use float32 or bfloat16."
+  )
+  require(
+    c.model.remat in ("none", "full", "dots_saveable"),
+    "model.remat",
+    "use none, full or dots_saveable.",
+  )
+  require(
+    c.model.attention in ("auto", "xla", "cudnn"), "model.attention", "use auto, xla or cudnn."
+  )
+  registry.check_data(c.data)
+  require(
+    c.notes.variant in ("", "pre", "post", "blank", "none"),
+    "notes.variant",
+    "use '' (plain text), pre, post, blank or none.",
+  )
+  for key in (
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.patience",
+    "optim.warmup_steps",
+    "train.log_every",
+    "mesh.num_devices",
+  ):
+    require(flatten(c)[key] >= 0, key, "must be >= 0.")
+  require(c.optim.learning_rate > 0, "optim.learning_rate", "must be positive.")
+  require(c.train.memory_limit_gib >= 0, "train.memory_limit_gib", "must be >= 0.")
+  _check_optional_sections(c, require)
+
+
+def _check_optional_sections(c: ml_collections.ConfigDict, require) -> None:
+  if "progressive" in c:
+    fractions = [float(f) for f in c.progressive.stage_fractions]
+    require(
+      bool(fractions) and min(fractions) > 0 and abs(sum(fractions) - 1.0) < 1e-6,
+      "progressive.stage_fractions",
+      "must be positive and sum to 1, one per stage.",
+    )
+    require(
+      len(c.progressive.stage_groups) == len(fractions),
+      "progressive.stage_groups",
+      f"needs one entry per stage: progressive.stage_fractions has {len(fractions)}.",
+    )
+  if "lora" in c:
+    require(c.lora.rank > 0, "lora.rank", "must be positive.")
+  if "classifier" in c:
+    require(c.classifier.pooling in ("cls", "mean"), "classifier.pooling", "use cls or mean.")
+    require(c.classifier.frozen_layers >= 0, "classifier.frozen_layers", "must be >= 0.")
+  if "arena" in c:
+    require(0.0 < c.arena.val_fraction < 1.0, "arena.val_fraction", "must be in (0, 1).")
+    for key in ("arena.prompt_max_tokens", "arena.response_max_tokens"):
+      require(flatten(c)[key] > 0, key, "must be positive.")
+  if "experiment" in c:
+    require(
+      c.experiment.budget_unit in ("words", "tokens"),
+      "experiment.budget_unit",
+      "use 'words' or 'tokens'.",
+    )
+    require(c.experiment.budget > 0, "experiment.budget", "must be positive.")
+    require(len(c.experiment.seeds) > 0, "experiment.seeds", "needs at least one seed.")
+
+
+def check_resume_compatible(saved: dict, config: ml_collections.ConfigDict) -> None:
+  """Fails naming the first model-shape key that differs from the saved run."""
+  saved_flat = flatten(ml_collections.ConfigDict(saved))
+  now = flatten(config)
+  for key in MODEL_SHAPE_KEYS:
+    if key in saved_flat and key in now and saved_flat[key] != now[key]:
+      raise ConfigError(
+        f"The workdir holds a run with {key}={saved_flat[key]!r} but the config now says "
+        f"{now[key]!r}. Use a new --workdir, or set {key}={saved_flat[key]!r} to resume."
+      )
