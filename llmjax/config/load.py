@@ -38,7 +38,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def available_configs() -> list[str]:
-  configs_dir = pathlib.Path(__file__).resolve().parent.parent / "configs"
+  configs_dir = pathlib.Path(__file__).resolve().parents[2] / "configs"
   return sorted(f"configs/{p.name}" for p in configs_dir.glob("*.py") if p.stem != "__init__")
 
 
