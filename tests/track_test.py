@@ -47,6 +47,18 @@ def test_make_tracker_off_unless_asked(tmp_path, monkeypatch):
   assert t.uri == "sqlite:///" + str(tmp_path / "mlflow.db")
 
 
+def test_track_mlflow_uri_names_the_server_over_the_environment(tmp_path, monkeypatch):
+  # The original's users start `mlflow server --port 5000`; the key points a run at it.
+  pytest.importorskip("mlflow")
+  monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:1")
+  c = config_base.base_config()
+  c.track.mlflow = True
+  c.track.mlflow_uri = "http://127.0.0.1:5000"
+  assert track.make_tracker(c, tmp_path / "run").uri == "http://127.0.0.1:5000"
+  c.track.mlflow_uri = ""
+  assert track.make_tracker(c, tmp_path / "run").uri == "http://elsewhere:1"
+
+
 def test_tracking_uri_from_environment(tmp_path, monkeypatch):
   monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")
   assert track.tracking_uri(tmp_path / "run") == "http://tracker:5000"

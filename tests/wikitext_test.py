@@ -1,6 +1,7 @@
 """Tests for llmjax.data.wikitext on a small local dataset in the hub's format."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -56,22 +57,25 @@ def cfg(**kw):
 
 
 def expected_text(rows):
-  return "\n".join(r for r in rows if r.strip())
+  return "\n".join(r for r in rows if r)
 
 
-def test_join_rows_drops_empty_keeps_duplicates():
-  text, n_rows, n_kept = wikitext.join_rows(["", " = A = \n", "", " = A = \n", "  ", " b \n"])
-  assert (n_rows, n_kept) == (6, 3)
-  assert text == " = A = \n\n = A = \n\n b \n"
+def test_join_rows_drops_empty_strings_keeps_duplicates_and_blank_rows():
+  # The original's filter drops "" only; a row of spaces stays (and is counted).
+  text, n_rows, n_kept = wikitext.join_rows(["", " = A = \n", "", " = A = \n", "  ", " b \n", None])
+  assert (n_rows, n_kept) == (7, 4)
+  assert text == " = A = \n\n = A = \n\n  \n b \n"
 
 
-# Counted by hand from SPLIT_ROWS: rows, unique, empty (whitespace-only), most frequent
-# row and its count, repeats of an earlier non-empty row, and how many repeats are headers.
+# Counted by hand from SPLIT_ROWS: rows, unique, empty strings, rows of only whitespace,
+# most frequent row and its count, repeats of an earlier kept row, and how many repeats
+# are headers.
 HAND_COUNTED = {
   "train": {
     "rows": 15,
     "unique": 7,
-    "empty": 8,
+    "empty": 7,
+    "whitespace_only": 1,
     "most_frequent": "",
     "most_frequent_count": 7,
     "duplicated": 2,
@@ -81,6 +85,7 @@ HAND_COUNTED = {
     "rows": 4,
     "unique": 3,
     "empty": 2,
+    "whitespace_only": 0,
     "most_frequent": "",
     "most_frequent_count": 2,
     "duplicated": 0,
@@ -90,6 +95,7 @@ HAND_COUNTED = {
     "rows": 5,
     "unique": 3,
     "empty": 3,
+    "whitespace_only": 0,
     "most_frequent": "",
     "most_frequent_count": 3,
     "duplicated": 0,
@@ -117,6 +123,7 @@ def test_row_statistics_match_a_hand_count():
     "rows": 8,
     "unique": 4,
     "empty": 1,
+    "whitespace_only": 0,
     "most_frequent": " = = B = = \n",
     "most_frequent_count": 3,
     "duplicated": 4,
@@ -136,15 +143,15 @@ def test_prepare_tokenizes_each_split(tmp_path, capsys, fmt):
   np.testing.assert_array_equal(splits.train, shards.optional_split(splits, "train"))
   np.testing.assert_array_equal(splits.val, shards.optional_split(splits, "val"))
   # The documented start of the real train tokens.
-  assert tuple(splits.train[:13].tolist()) == wikitext.EXPECTED_TRAIN_PREFIX
+  assert tuple(splits.train[:13].tolist()) == wikitext.ORIGINAL_TRAIN_PREFIX
   train = splits.manifest["splits"]["train"]
-  assert (train["n_rows"], train["n_rows_kept"]) == (15, 7)
+  assert (train["n_rows"], train["n_rows_kept"]) == (15, 8)  # The row of spaces is kept.
   assert gpt2.decode(splits.train).count(" = = Gameplay = = \n") == 2
   out = capsys.readouterr().out
   assert "validation" in out and f"{len(splits.val):>11,}" in out
   for name, hf_split in wikitext.SPLITS.items():
     assert splits.manifest["splits"][name]["row_stats"] == HAND_COUNTED[hf_split]
-  assert '  train             15         7         8           2         1  "" (7)' in out
+  assert '  train             15         7         7       1           2         1  "" (7)' in out
 
 
 def test_loader_dispatch_and_cache(tmp_path, monkeypatch):
@@ -183,7 +190,7 @@ def test_expected_counts_check():
   }
   wikitext._check_expected(manifest)  # Matches: silent.
   manifest["splits"]["test"]["n_tokens"] = 1
-  with pytest.warns(UserWarning, match="differ from the expected"):
+  with pytest.warns(UserWarning, match="differ from the original study"):
     wikitext._check_expected(manifest)
 
 
@@ -239,3 +246,13 @@ def test_shakespeare_stand_in_has_wikitext_layout(tmp_path):
   assert [len(splits.train), len(splits.val), len(shards.optional_split(splits, "test"))] == [
     len(texts[name][0].encode("utf-8")) for name in ("train", "val", "test")
   ]
+
+
+def test_statistics_table_shows_measured_rows_beside_the_original_figures(tmp_path):
+  data = write_dataset(tmp_path / "wikitext")
+  splits = wikitext.prepare_wikitext(cfg(path=str(data)), tmp_path / "cache", progress=False)
+  table = wikitext.statistics_table(splits.manifest)
+  # Measured from the fixture: train has 15 rows, 7 empty strings, one row of spaces.
+  assert re.search(r"train\s+15\s+7\s+7\s+1\s+2\s+1", table), table
+  assert "original study's figures" in table and "not measured here" in table
+  assert "36,718 rows, 21,714 unique, 23,767 kept" in table

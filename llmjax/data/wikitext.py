@@ -4,20 +4,23 @@ The procedure, per split of `wikitext-2-raw-v1`:
 
 1. load it with `datasets` (hub id `Salesforce/wikitext`, or `data.path`: a local
    directory of the dataset's parquet/json files, or a `save_to_disk` directory);
-2. drop the empty rows (train: 36,718 rows -> 23,767), keep everything else as is,
-   duplicate section headers included;
+2. drop the empty strings, exactly as the original study did (its train split: 36,718
+   rows -> 23,767), keep everything else as is, duplicate section headers and rows of
+   only whitespace included (those are counted and reported: `whitespace_only`);
 3. join the rows with "\\n" (each row already ends with its own newline);
 4. GPT-2 tokenize the whole split; training windows give inputs and targets shifted
    by one token.
 
-The row statistics of the tracking study's exploration are kept per split (`row_statistics`):
-rows, unique rows, empty rows, the most frequent row and its count, and the duplicated
-rows (repeats of an earlier non-empty row) with how many of them are section headers. Of
-the real train split: 36,718 rows, 21,714 unique, the most frequent being the empty row.
-
-Expected GPT-2 token counts of the real data: train 2,391,884, validation 247,289,
-test 283,287; the train tokens start `EXPECTED_TRAIN_PREFIX`. A load of the full data
-(36,718 train rows) is checked against these counts. The splits are cached like any
+The row statistics of the tracking study's exploration are computed per split from the
+rows actually read (`row_statistics`): rows, unique rows, empty strings, rows of only
+whitespace, the most frequent row and its count, and the duplicated rows (repeats of an
+earlier kept row) with how many of them are section headers. They are printed on every
+load, with the original study's figures beside them, labelled as the original's
+(`ORIGINAL_*`; llmjax has not loaded the real data on this machine): train 36,718 rows,
+21,714 unique, the most frequent the empty string, 23,767 after the filter; GPT-2 tokens
+train 2,391,884, validation 247,289, test 283,287, the train tokens starting
+`ORIGINAL_TRAIN_PREFIX`. A load of the full data (36,718 train rows) that gives other
+token counts warns. The splits are cached like any
 token directory (`llmjax.data.shards`): files train.bin, val.bin (the validation split)
 and test.bin, and the statistics are printed on every load.
 
@@ -48,9 +51,11 @@ HUB_ID = "Salesforce/wikitext"
 DEFAULT_CONFIG = "wikitext-2-raw-v1"
 # Token directory split name -> dataset split name.
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
-EXPECTED_ROWS = {"train": (36_718, 23_767)}  # (all rows, non-empty rows) of the real data.
-EXPECTED_TOKENS = {"train": 2_391_884, "val": 247_289, "test": 283_287}
-EXPECTED_TRAIN_PREFIX = (796, 569, 18354, 7496, 17740, 6711, 796, 220, 628, 2311, 73, 13090, 645)
+# The original study's figures for the real wikitext-2-raw-v1 (not measured by llmjax).
+ORIGINAL_ROWS = {"train": (36_718, 23_767)}  # (all rows, rows after dropping "").
+ORIGINAL_UNIQUE_TRAIN_ROWS = 21_714
+ORIGINAL_TOKENS = {"train": 2_391_884, "val": 247_289, "test": 283_287}
+ORIGINAL_TRAIN_PREFIX = (796, 569, 18354, 7496, 17740, 6711, 796, 220, 628, 2311, 73, 13090, 645)
 SHAKESPEARE_PATH = "shakespeare"  # data.path of the offline stand-in.
 SHAKESPEARE_HELD_OUT = {"validation": "lovers_complaint", "test": "passionate_pilgrim"}
 _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
@@ -74,14 +79,15 @@ def shakespeare_rows() -> dict[str, list[str]]:
 
 
 def join_rows(rows: Iterable[str | None]) -> tuple[str, int, int]:
-  """(text, rows read, rows kept): the non-empty rows joined with "\\n".
+  """(text, rows read, rows kept): every row but the empty strings, joined with "\\n".
 
-  A row is empty when it holds only whitespace (the dataset stores blank lines as "").
+  Exactly the original's filter: a row of only whitespace is kept (and counted by
+  `row_statistics`); a missing value (None) counts as empty.
   """
   kept, n_rows = [], 0
   for row in rows:
     n_rows += 1
-    if row is not None and row.strip():
+    if row:
       kept.append(row)
   return "\n".join(kept), n_rows, len(kept)
 
@@ -90,15 +96,15 @@ _HEADER = re.compile(r"\s*(= )+\S.*?( =)+\s*")  # " = Title = \n", " = = Section
 
 
 def row_statistics(rows: Iterable[str | None]) -> dict:
-  """Rows, unique rows, empty (whitespace-only) rows, the most frequent row and its count,
-  duplicated non-empty rows (each repeat of an earlier one counts) and how many of those
-  are section headers (`= Title =`, `= = Section = =`, ...)."""
+  """Rows, unique rows, empty strings, rows of only whitespace (kept by the filter), the
+  most frequent row and its count, duplicated kept rows (each repeat of an earlier one
+  counts) and how many of those are section headers (`= Title =`, `= = Section = =`)."""
   rows = ["" if row is None else row for row in rows]
   counts = collections.Counter(rows)
   most, most_count = counts.most_common(1)[0] if counts else ("", 0)
   seen, duplicated, headers = set(), 0, 0
   for row in rows:
-    if not row.strip():
+    if not row:
       continue
     if row in seen:
       duplicated += 1
@@ -107,7 +113,8 @@ def row_statistics(rows: Iterable[str | None]) -> dict:
   return {
     "rows": len(rows),
     "unique": len(counts),
-    "empty": sum(1 for row in rows if not row.strip()),
+    "empty": sum(1 for row in rows if not row),
+    "whitespace_only": sum(1 for row in rows if row and not row.strip()),
     "most_frequent": most,
     "most_frequent_count": most_count,
     "duplicated": duplicated,
@@ -176,16 +183,23 @@ def statistics_table(manifest: dict) -> str:
     )
   if all("row_stats" in manifest["splits"][name] for name in SPLITS):
     lines.append(
-      f"  {'split':<10} {'rows':>9} {'unique':>9} {'empty':>9} {'duplicated':>11} "
-      f"{'headers':>9}  most frequent row (count)"
+      f"  {'split':<10} {'rows':>9} {'unique':>9} {'empty':>9} {'blank':>7} "
+      f"{'duplicated':>11} {'headers':>9}  most frequent row (count)"
     )
     for name, hf_split in SPLITS.items():
       r = manifest["splits"][name]["row_stats"]
       lines.append(
         f"  {hf_split:<10} {r['rows']:>9,} {r['unique']:>9,} {r['empty']:>9,} "
-        f"{r['duplicated']:>11,} {r['duplicated_headers']:>9,}  "
+        f"{r.get('whitespace_only', 0):>7,} {r['duplicated']:>11,} {r['duplicated_headers']:>9,}  "
         f"{json.dumps(r['most_frequent'])[:40]} ({r['most_frequent_count']:,})"
       )
+  rows, kept = ORIGINAL_ROWS["train"]
+  tokens = ORIGINAL_TOKENS
+  lines.append(
+    f"  The original study's figures for the real {DEFAULT_CONFIG} (not measured here): "
+    f"train {rows:,} rows, {ORIGINAL_UNIQUE_TRAIN_ROWS:,} unique, {kept:,} kept; GPT-2 tokens "
+    f"train {tokens['train']:,}, validation {tokens['val']:,}, test {tokens['test']:,}."
+  )
   return "\n".join(lines)
 
 
@@ -195,14 +209,14 @@ def _check_expected(manifest: dict) -> None:
   if (
     manifest["tokenizer"] != "gpt2"
     or manifest.get("hf_config") != DEFAULT_CONFIG
-    or (train["n_rows"], train["n_rows_kept"]) != EXPECTED_ROWS["train"]
+    or (train["n_rows"], train["n_rows_kept"]) != ORIGINAL_ROWS["train"]
   ):
     return
   got = {name: manifest["splits"][name]["n_tokens"] for name in SPLITS}
-  if got != EXPECTED_TOKENS:
+  if got != ORIGINAL_TOKENS:
     warnings.warn(
-      f"WikiText-2 token counts {got} differ from the expected "
-      f"{EXPECTED_TOKENS}; the dataset files or the tokenizer changed.",
+      f"WikiText-2 token counts {got} differ from the original study's "
+      f"{ORIGINAL_TOKENS}; the dataset files or the tokenizer changed.",
       stacklevel=3,
     )
 

@@ -316,7 +316,8 @@ def make_tracker(config: ml_collections.ConfigDict, workdir: str | os.PathLike[s
   """The tracker `config.track` asks for: MLflow when `track.mlflow`, else a no-op.
 
   Args:
-    config: the run config (`track.mlflow`, `track.experiment`, `track.run_name`).
+    config: the run config (`track.mlflow`, `track.mlflow_uri`, `track.experiment`,
+      `track.run_name`).
     workdir: the run directory.
     enabled: False on processes other than the chief: they never track.
   """
@@ -333,6 +334,7 @@ def make_tracker(config: ml_collections.ConfigDict, workdir: str | os.PathLike[s
   workdir = pathlib.Path(workdir).absolute()
   return MlflowTracker(workdir, track.get("experiment") or "llmjax",
                        track.get("run_name") or workdir.name,
+                       uri=track.get("mlflow_uri") or None,
                        tags={"llmjax.config_name": str(config.get("name", ""))})
 
 
