@@ -7,11 +7,14 @@
   python -m llmjax.main --config=configs/arena_classifier.py:smoke --workdir=/tmp/arena-smoke
   python -m llmjax.main --config=configs/arena_classifier.py:set1 --workdir=runs/arena-set1
   python -m llmjax.main --config=configs/arena_classifier.py:set3,smoke --workdir=/tmp/set3
+  python -m llmjax.main --config=configs/arena_classifier.py:run1 --workdir=runs/arena-run1
 
 The variant is a comma-separated list: one encoder (minilm, distilbert, bert, bert-large,
 roberta, electra, albert, deberta, deberta-v3; default minilm), optionally one freezing
 mode (frozen, bottom_frozen, full, random; default full), `original` (the original
-study's head, length and optimiser, below), or `smoke` (a tiny encoder trained from
+study's head, length and optimiser, below), `run1` (the original's first run: the
+response alone, no prompt, up to 512 tokens, on DistilBERT unless another encoder is
+named; the original reported chance accuracy, about 33%), or `smoke` (a tiny encoder trained from
 scratch on a generated set where the longer answer wins; seconds on a CPU).
 
 `set1`, `set2`, `set3` are the original study's experiment sets (llmjax.experiments.
@@ -34,7 +37,7 @@ from llmjax.util import errors
 
 ENCODERS = arena_sets.ENCODERS
 FREEZE_MODES = ("frozen", "bottom_frozen", "full", "random")
-FLAGS = ("smoke", "original")
+FLAGS = ("smoke", "original", "run1")
 
 
 def _original(c, encoder, set_name=None, smoke=False):
@@ -90,7 +93,7 @@ def get_config(arg=None):
       f"Unknown variant part(s) {unknown} of configs/arena_classifier.py; use "
       f"an encoder ({', '.join(ENCODERS)}), a freezing mode "
       f"({', '.join(FREEZE_MODES)}), a set ({', '.join(arena_sets.SETS)}), "
-      "original or smoke."
+      "original, run1 or smoke."
     )
   set_name = next((p for p in parts if p in arena_sets.SETS), None)
   if set_name and any(p in ENCODERS or p in FREEZE_MODES for p in parts):
@@ -98,7 +101,10 @@ def get_config(arg=None):
       f"Variant {arg!r}: {set_name} fixes its own encoders and freezing modes; "
       f"drop {[p for p in parts if p in ENCODERS or p in FREEZE_MODES]}."
     )
-  encoder = next((p for p in parts if p in ENCODERS), "minilm")
+  run1 = "run1" in parts
+  if run1 and set_name:
+    raise errors.ConfigError(f"Variant {arg!r}: run1 is one run, not part of {set_name}.")
+  encoder = next((p for p in parts if p in ENCODERS), "distilbert" if run1 else "minilm")
   freeze = next((p for p in parts if p in FREEZE_MODES), "full")
   checkpoint, response_tokens = ENCODERS[encoder]
 
@@ -123,8 +129,14 @@ def get_config(arg=None):
   c.optim.beta2 = 0.999  # AdamW second moment, BERT-style.
   if freeze == "frozen":
     c.optim.learning_rate = 1e-3  # Only the head trains: a larger step is safe.
-  if set_name or "original" in parts:
+  if set_name or "original" in parts or run1:
     _original(c, encoder, set_name, smoke="smoke" in parts)
+    if run1:
+      c.name = f"arena-run1-{encoder}" + ("-smoke" if "smoke" in parts else "")
+      c.arena.prompt_max_tokens = 0  # Run 1 read the responses alone.
+      if "smoke" not in parts:
+        c.arena.max_length = 512  # distilbert-base-uncased's full length.
+        c.arena.response_max_tokens = 510  # 512 minus [CLS] and [SEP].
   elif "smoke" in parts:
     c.name = "arena-smoke"
     c.classifier.init_from = "scratch"

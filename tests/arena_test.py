@@ -92,7 +92,7 @@ def test_missing_file_and_unknown_source():
     arena.load_examples("csv", "nope.csv")
   with pytest.raises(ValueError, match="arena.source='xls'"):
     arena.load_examples("xls", "a.xls")
-  with pytest.raises(ValueError, match="No usable rows in jsonl:.*missing prompt"):
+  with pytest.raises(ValueError, match="No usable rows in jsonl:.*(missing prompt|not an object)"):
     arena.load_examples("jsonl", __file__)  # Python, not JSON lines: every row is bad.
 
 
@@ -187,6 +187,49 @@ def test_split_grouped_on_synthetic_rows_and_errors():
     arena.split_grouped(same_prompt)
   # The default synthetic rows keep their old, unrepeated prompts.
   assert arena.synthetic_rows(5, seed=3) == arena.synthetic_rows(5, seed=3, distinct_prompts=0)
+
+
+def test_encode_pairs_response_only_reads_no_prompt(tokenizer):
+  # prompt_max_tokens=0: the original's first run, [CLS] response [SEP] per side.
+  examples = [
+    arena.Example("the cat dog runs", "blue red house tree water", "day", 0),
+    arena.Example("sun", "night", "good bad", 2),
+  ]
+  out = arena.encode_pairs(
+    examples, tokenizer, prompt_max_tokens=0, response_max_tokens=3, pad_id=0, max_length=4
+  )
+  v = tokenizer.token_to_id
+  cls, sep = v("[CLS]"), v("[SEP]")
+  assert out["ids_a"].shape == (2, 4)
+  np.testing.assert_array_equal(out["ids_a"][0], [cls, v("blue"), v("red"), sep])
+  np.testing.assert_array_equal(out["ids_b"][0], [cls, v("day"), sep, 0])
+  np.testing.assert_array_equal(out["ids_b"][1], [cls, v("good"), v("bad"), sep])
+  np.testing.assert_array_equal(out["types_a"][0], [0, 0, 0, 0])
+
+
+def test_run1_variant_is_the_originals_first_run():
+  c = config_load.load_config("configs/arena_classifier.py:run1")
+  config_validate.validate(c)
+  assert c.classifier.init_from == "distilbert-base-uncased"
+  assert (c.arena.prompt_max_tokens, c.arena.response_max_tokens, c.arena.max_length) == (
+    0,
+    510,
+    512,
+  )
+  assert (c.train.batch_size, c.arena.epochs, c.optim.learning_rate) == (32, 3, 1e-5)
+  assert c.classifier.pooling == "cls" and not c.classifier.diff_prod
+  smoke = config_load.load_config("configs/arena_classifier.py:run1,smoke")
+  config_validate.validate(smoke)
+  assert smoke.arena.prompt_max_tokens == 0 and smoke.arena.source == "synthetic"
+  with pytest.raises(errors.ConfigError, match="run1 is one run"):
+    config_load.load_config("configs/arena_classifier.py:run1,set1")
+
+
+def test_negative_prompt_tokens_are_refused():
+  c = config_load.load_config("configs/arena_classifier.py:smoke").unlock()
+  c.arena.prompt_max_tokens = -1
+  with pytest.raises(errors.ConfigError, match=r"arena.prompt_max_tokens=-1: must be >= 0"):
+    config_validate.validate(c)
 
 
 def test_encode_pairs_max_length_lets_the_prompt_go_first(tokenizer):

@@ -114,6 +114,8 @@ def _winner_flag(value: Any, field: str) -> int:
 
 def parse_row(row: dict[str, Any]) -> Example:
   """An Example from one LMSYS-layout row; raises BadRow with the reason."""
+  if not isinstance(row, dict):
+    raise BadRow(f"not an object with fields (a {type(row).__name__})")
   texts = [TURN_SEPARATOR.join(parse_turns(row.get(f), f)) for f in TEXT_FIELDS]
   flags = [_winner_flag(row.get(f), f) for f in WINNER_FIELDS]
   if sum(flags) == 0:
@@ -308,8 +310,12 @@ def encode_pairs(
   T is the longest encoded side, rounded up to a multiple of 8 (at most `max_length`).
   `max_length` > 0 caps each side at that many tokens: the prompt keeps up to
   `max_length` minus the special tokens, the response what is left (possibly nothing).
+  `prompt_max_tokens=0` encodes the response alone (`[CLS] response [SEP]`), as the
+  original study's first run did.
   """
-  budget = max_length - tokenizer.num_special_tokens_to_add(True) if max_length else 0
+  response_only = prompt_max_tokens == 0
+  specials = tokenizer.num_special_tokens_to_add(not response_only)
+  budget = max_length - specials if max_length else 0
   if max_length and budget < 1:
     raise errors.ConfigError(
       f"arena.max_length={max_length} leaves no room for text after "
@@ -329,6 +335,10 @@ def encode_pairs(
       desc=f"encode side {side}",
       unit="pair",
     ):
+      if response_only:
+        r.truncate(min(response_max_tokens, budget) if budget else response_max_tokens)
+        encoded.append(tokenizer.post_process(r, add_special_tokens=True))
+        continue
       p.truncate(min(prompt_max_tokens, budget) if budget else prompt_max_tokens)
       r.truncate(min(response_max_tokens, budget - len(p.ids)) if budget else response_max_tokens)
       encoded.append(tokenizer.post_process(p, r, add_special_tokens=True))
