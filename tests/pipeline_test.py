@@ -72,6 +72,26 @@ def test_a_book_s_last_tokens_are_trained_on():
     assert set(next(it)["targets"].ravel().tolist()) == set(range(1, 2738))
 
 
+def test_line_starts_are_the_tokens_after_a_line_break():
+  # Ids 9 and 7 end a line ("\n", ".\n"); the text starts a line too.
+  tokens = np.asarray([1, 2, 9, 3, 4, 5, 7, 6, 9, 9, 2], np.uint16)
+  starts = pipeline.line_starts(tokens, lambda i: i in (7, 9))
+  assert starts.tolist() == [0, 3, 7, 9, 10]
+
+
+def test_line_windows_start_every_line_once_per_epoch():
+  tokens = np.arange(200, dtype=np.uint16)
+  starts = np.asarray([0, 17, 40, 41, 90, 150, 195, 199])  # 195, 199 clamp to 200 - 9 = 191.
+  it = pipeline.train_iterator(tokens, block_size=8, batch_size=7, seed=0, starts=starts)
+  for _ in range(3):  # 7 distinct windows = one batch an epoch.
+    batch = next(it)
+    assert sorted(batch["inputs"][:, 0].tolist()) == [0, 17, 40, 41, 90, 150, 191]
+    np.testing.assert_array_equal(batch["targets"], batch["inputs"] + 1)
+  a = take(pipeline.train_iterator(tokens, 8, 7, seed=0, starts=starts), 2)
+  b = take(pipeline.train_iterator(tokens, 8, 7, seed=1, starts=starts), 2)
+  assert a[0]["inputs"][:, 0].tolist() != b[0]["inputs"][:, 0].tolist()  # Seeded order.
+
+
 def test_seeds():
   tokens = np.arange(1001, dtype=np.uint16)
   a = take(pipeline.train_iterator(tokens, 8, 4, seed=1), 3)

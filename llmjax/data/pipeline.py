@@ -4,7 +4,10 @@ Training reads windows of `block_size + 1` ids on a grid of stride `block_size`,
 by a seeded offset in [0, block_size) per epoch, so the text is cut at new places every
 epoch; the grid's first and last windows are clamped to the text, so every id is a target
 at least once per epoch, the first and last ones included (a book's last page is learned
-too). Each epoch visits its windows in a fresh seeded order, epochs repeat forever. Global batch `b` is the same set of windows for
+too). With `starts` (e.g. `line_starts`: every token that begins a line) the epoch's
+windows are exactly those, clamped to the text, with no grid: a model that must continue
+a line prompt given alone sees every line at the start of a window, once per epoch.
+Each epoch visits its windows in a fresh seeded order, epochs repeat forever. Global batch `b` is the same set of windows for
 any number of processes; process `shard_index` of `shard_count` loads only its
 `batch_size // shard_count` rows of it: rows `r * shard_count + shard_index` of the
 global batch.
@@ -108,6 +111,15 @@ class WindowLoader:
     }
 
 
+def line_starts(tokens: np.ndarray, ends_line) -> np.ndarray:
+  """Offsets of the tokens that begin a line: 0 and every token after one for which
+  `ends_line(id)` holds (its text ends with a line break); asked once per distinct id."""
+  tokens = np.asarray(tokens)
+  breaking = np.asarray([i for i in np.unique(tokens) if ends_line(int(i))], tokens.dtype)
+  after = np.flatnonzero(np.isin(tokens[:-1], breaking)) + 1
+  return np.unique(np.concatenate([[0], after])).astype(np.int64)
+
+
 def n_train_windows(n_tokens: int, block_size: int) -> int:
   """Windows per epoch: enough grid windows to cover targets 1 .. n_tokens - 1 from any
   shift in [0, block_size), plus the one the shift pushes before the start."""
@@ -116,6 +128,9 @@ def n_train_windows(n_tokens: int, block_size: int) -> int:
 
 class TrainBatches:
   """Random access to this process's training batches (a Grain data source).
+
+  With `starts`, window k of every epoch starts at `starts[k]` clamped to
+  [0, n_tokens - T - 1] instead.
 
   Global element g (g = 0, 1, ...) is window `perm_e[g % W]` of epoch e = g // W, where
   `perm_e` is a seeded permutation of the W windows. Window k of epoch e starts at
@@ -134,14 +149,22 @@ class TrainBatches:
     seed: int,
     shard_index: int,
     shard_count: int,
+    starts: np.ndarray | None = None,
   ):
     check_length(len(tokens), block_size, "train")
     self.local_batch = _check_sharding(batch_size, shard_index, shard_count)
     if not 0 <= seed < 2**32:
       raise errors.DataError(f"seed={seed} must be in [0, 2**32)")
     self.loader = WindowLoader(tokens, block_size)
-    self.n_windows = n_train_windows(len(tokens), block_size)
     self.last_start = len(tokens) - block_size - 1
+    self.starts = None
+    if starts is not None:
+      self.starts = np.unique(np.clip(np.asarray(starts, np.int64), 0, self.last_start))
+      if not len(self.starts):
+        raise errors.DataError("starts is empty: give at least one window start")
+    self.n_windows = (
+      len(self.starts) if self.starts is not None else n_train_windows(len(tokens), block_size)
+    )
     self.seed, self.batch_size = seed, batch_size
     self.shard_index, self.shard_count = shard_index, shard_count
     self._perms: dict[int, np.ndarray] = {}
@@ -178,6 +201,9 @@ class TrainBatches:
     out = np.empty_like(g_B)
     for epoch in range(first, last + 1):  # A batch may straddle epoch boundaries.
       sel = epoch_B == epoch
+      if self.starts is not None:
+        out[sel] = self.starts[self.permutation(epoch)[pos_B[sel]]]
+        continue
       grid = self.shift(epoch) + (self.permutation(epoch)[pos_B[sel]] - 1) * self.loader.block_size
       out[sel] = np.clip(grid, 0, self.last_start)
     return out
@@ -194,10 +220,11 @@ def train_dataset(
   *,
   shard_index: int = 0,
   shard_count: int = 1,
+  starts: np.ndarray | None = None,
 ) -> grain.MapDataset:
   """The endless `MapDataset` behind `train_iterator` (element i = local batch i)."""
   return grain.MapDataset.source(
-    TrainBatches(tokens, block_size, batch_size, seed, shard_index, shard_count)
+    TrainBatches(tokens, block_size, batch_size, seed, shard_index, shard_count, starts)
   )
 
 
@@ -210,6 +237,7 @@ def train_iterator(
   shard_index: int = 0,
   shard_count: int = 1,
   worker_count: int = 0,
+  starts: np.ndarray | None = None,
 ) -> grain.DatasetIterator:
   """Endless training batches of this process: {'inputs', 'targets'} int32 [B/S, T].
 
@@ -222,12 +250,19 @@ def train_iterator(
     shard_count: number of processes (`jax.process_count()`).
     worker_count: 0 loads in this process; > 0 uses that many Grain worker processes
       (needs a `__main__` guard in the launching script).
+    starts: the window starts of every epoch (default: the shifted grid).
 
   Returns:
     A Grain `DatasetIterator`; `get_state()`/`set_state()` save and restore it exactly.
   """
   ds = train_dataset(
-    tokens, block_size, batch_size, seed, shard_index=shard_index, shard_count=shard_count
+    tokens,
+    block_size,
+    batch_size,
+    seed,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    starts=starts,
   )
   iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   if worker_count > 0:

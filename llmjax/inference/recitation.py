@@ -1,0 +1,89 @@
+"""Recitation: does a model continue a book's lines with the book's next lines?
+
+Every non-empty line in the last `tail` of the text that is followed by another non-empty
+line is a prompt, given twice: as the line alone, and as the line with its line break.
+The model continues it greedily; it recites the line when, after ending the prompt's line
+(the first form) or straight away (the second), it writes the book's next line (leading
+and trailing spaces ignored). `llmjax.recite` prints the table; book training stops once
+`recite.goal` of the prompts are recited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llmjax.util import errors
+
+# (prompt text, max new tokens) -> the greedy continuation's text.
+ContinueFn = Callable[[str, int], str]
+FORMS = ("line", "line+newline")
+
+
+def tail_pairs(text: str, tail: float) -> list[tuple[str, str]]:
+  """(line, next line) for every non-empty line starting in the last `tail` of `text`
+  whose next line is non-empty and ends with a line break (a text cut mid-line has no
+  complete last line to recite)."""
+  if not 0 < tail <= 1:
+    raise errors.ConfigError(
+      f"tail={tail} must be in (0, 1]: the share of the text, from its end, whose lines are "
+      "prompts."
+    )
+  start = len(text) - int(round(tail * len(text)))
+  pairs, offset = [], 0
+  lines = text.split("\n")
+  for line, following in zip(lines, lines[1:-1]):  # The last piece has no line end.
+    if offset >= start and line.strip() and following.strip():
+      pairs.append((line, following))
+    offset += len(line) + 1
+  return pairs
+
+
+def next_line(prompt: str, continuation: str) -> tuple[str, bool]:
+  """(the line the model wrote after the prompt, whether it ended the prompt's line first);
+  when it went on with the prompt's line, that whole line instead. A prompt that ends with
+  a line break has ended its line already."""
+  if prompt.endswith("\n"):
+    return continuation.split("\n", 1)[0], True
+  same_line, _, rest = continuation.partition("\n")
+  if same_line.strip():
+    return prompt.strip() + same_line.rstrip(), False
+  return rest.split("\n", 1)[0], True
+
+
+def recite(
+  continue_fn: ContinueFn,
+  count_tokens: Callable[[str], int],
+  text: str,
+  tail: float = 0.05,
+  forms: tuple[str, ...] = FORMS,
+) -> dict:
+  """Greedy continuation of every prompt of `tail_pairs` in each of `forms`; returns the
+  rows and the share of prompts whose next line is recited exactly."""
+  unknown = [f for f in forms if f not in FORMS]
+  if unknown or not forms:
+    raise errors.ConfigError(f"forms={forms!r}: use one or both of {FORMS}.")
+  rows = []
+  for line, following in tail_pairs(text, tail):
+    budget = count_tokens("\n" + following) + 4
+    for form in forms:
+      prompt = line + "\n" if form == "line+newline" else line
+      got, ended = next_line(prompt, continue_fn(prompt, budget))
+      rows.append(
+        {
+          "prompt": line.strip(),
+          "form": form,
+          "expected": following.strip(),
+          "got": got.strip(),
+          "recited": ended and got.strip() == following.strip(),
+        }
+      )
+  recited = sum(r["recited"] for r in rows)
+  return {
+    "tail": tail,
+    "forms": list(forms),
+    "lines": len(rows) // len(forms),
+    "prompts": len(rows),
+    "recited": recited,
+    "share": recited / len(rows) if rows else 0.0,
+    "rows": rows,
+  }
