@@ -4,8 +4,13 @@
   python -m llmjax.sample --workdir=runs/book --prompt="First sentence of the book" --temperature=0
 
 Whole-book learning: `data.val_fraction=0` trains on every token of the text, the last
-page too, and the evaluation that drives early stopping (`train.patience`) reads fixed
-windows of that same text: it measures memorisation, which is the goal here.
+page too, with one training window starting at every line (`data.windows=lines`: a line
+given alone as a prompt is how the book is asked for). Every evaluation also asks the
+model for the book: each line of its last 5% is a prompt, alone and with its line break,
+and training stops once 95% of them are continued with the book's next line
+(`recite.goal`, `recite.tail`: the criterion of `python -m llmjax.recite`), or when the
+evaluation loss (fixed windows of the same text) stops improving (`train.patience`), or at
+`train.steps`. `summary.json` keeps the share recited at the last evaluation.
 
 Variants: default (GPU-sized width), `cpu` (a ~10 kB text memorised in minutes on 2
 cores), `smoke` (seconds, for tests). Without data.path the `cpu` and `smoke` variants
@@ -17,7 +22,7 @@ from llmjax.util import errors
 
 
 def get_config(arg=None):
-  c = config_base.base_config()
+  c = config_base.schema(("recite",))
   c.name = "book"  # Run name.
   c.model.n_layer = 6  # The book-learning model: 6 layers.
   c.model.n_head = 6  # 6 heads.
@@ -27,6 +32,9 @@ def get_config(arg=None):
   c.data.source = "file"  # One local text file.
   c.data.path = ""  # The book: --config.data.path=book.txt
   c.data.val_fraction = 0.0  # Train on the whole book; evaluate on windows of it (memorisation).
+  c.data.windows = "lines"  # One training window starting at every line of the book.
+  c.recite.goal = 0.95  # Stop once 95% of the tail's line prompts are continued exactly.
+  c.recite.tail = 0.05  # The prompts: every line of the book's last 5%.
   c.train.steps = 3000  # Train until it recites.
   c.train.batch_size = 16  # Sequences per step.
   c.train.eval_every = 250  # Evaluation cadence.

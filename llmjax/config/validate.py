@@ -1,13 +1,17 @@
 """Validation: a config has exactly the declared keys, each of its declared type and range.
 
-Validation compares a config with `llmjax.config.schema.base_config()`: a key that is not in
-the base inside a known section is a typo, reported with the closest valid key.
+Validation compares a config with `llmjax.config.schema.base_config(arch)` for the config's
+`model.arch`: a key that is not in the base inside a known section is a typo, reported with
+the closest valid key; a model key the arch does not declare is refused the same way.
 """
 
 from __future__ import annotations
 
+import weakref
+
 import ml_collections
 
+from llmjax import models
 from llmjax.config import schema as config_schema
 from llmjax.config.load import flatten, unknown_key_error
 from llmjax.data import registry
@@ -23,6 +27,11 @@ MODEL_SHAPE_KEYS = (
   "model.bias",
   "model.scan_layers",
   "model.mlp_hidden",
+  "model.fan_in",
+  "model.n_levels",
+  "model.stage_groups",
+  "model.lora_rank",
+  "model.lora_targets",
 )
 
 TOP_LEVEL_KEYS = ("name", "job")
@@ -44,11 +53,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"Unknown config section {name!r}; the sections are "
         f"{', '.join(known)} (llmjax/config/schema.py)."
       )
-  schema = flatten(config_schema.schema([s for s in sections if s not in base_sections]))
+  arch = config.model.get("arch", "gpt") if "model" in config else "gpt"
+  models.config_class(arch)  # An unknown arch lists the available ones.
+  optional = [s for s in sections if s not in base_sections]
+  schema = flatten(config_schema.schema(optional, arch=arch))
   flat = flatten(config)
   for name in flat:
     if name not in schema:
-      raise unknown_key_error(name, list(schema))
+      raise unknown_key_error(name, list(schema), arch)
   for name, default in schema.items():
     if name not in flat:
       raise ConfigError(
@@ -90,43 +102,16 @@ def _check_values(c: ml_collections.ConfigDict) -> None:
     if not ok:
       raise ConfigError(f"{key}={flatten(c)[key]!r}: {msg}")
 
-  for key in (
-    "model.n_layer",
-    "model.n_head",
-    "model.n_embd",
-    "model.block_size",
-    "model.vocab_size",
-    "train.steps",
-    "train.batch_size",
-    "train.grad_accum",
-  ):
+  _check_model(c.model, require)
+  for key in ("train.steps", "train.batch_size", "train.grad_accum"):
     require(flatten(c)[key] > 0, key, "must be positive.")
-  require(
-    c.model.n_embd % c.model.n_head == 0,
-    "model.n_embd",
-    f"must be divisible by model.n_head={c.model.n_head}.",
-  )
-  require(0.0 <= c.model.dropout < 1.0, "model.dropout", "must be in [0, 1).")
   require(
     c.train.batch_size % c.train.grad_accum == 0,
     "train.batch_size",
     f"must be divisible by train.grad_accum={c.train.grad_accum}.",
   )
-  require(
-    c.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype", "use float32 or bfloat16."
-  )
-  require(
-    c.model.param_dtype in ("float32", "bfloat16"), "model.param_dtype", "use float32 or bfloat16."
-  )
-  require(
-    c.model.remat in ("none", "full", "dots_saveable"),
-    "model.remat",
-    "use none, full or dots_saveable.",
-  )
-  require(
-    c.model.attention in ("auto", "xla", "cudnn"), "model.attention", "use auto, xla or cudnn."
-  )
   registry.check_data(c.data)
+  require(c.data.windows in ("grid", "lines"), "data.windows", "use grid or lines.")
   require(
     c.notes.variant in ("", "pre", "post", "blank", "none"),
     "notes.variant",
@@ -146,6 +131,30 @@ def _check_values(c: ml_collections.ConfigDict) -> None:
   _check_optional_sections(c, require)
 
 
+def _check_model(m: ml_collections.ConfigDict, require) -> None:
+  """The keys the section's arch declares (each arch declares its own), then the arch's own
+  checks (its config dataclass: e.g. conv_attention's block_size, progressive's stages)."""
+  for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "lora_rank"):
+    if key in m:
+      require(m[key] > 0, f"model.{key}", "must be positive.")
+  if "n_embd" in m and "n_head" in m:
+    require(
+      m.n_embd % m.n_head == 0, "model.n_embd", f"must be divisible by model.n_head={m.n_head}."
+    )
+  choices = {
+    "dtype": ("float32", "bfloat16", "float16"),
+    "param_dtype": ("float32", "bfloat16"),
+    "remat": ("none", "full", "dots_saveable"),
+    "attention": ("auto", "xla", "cudnn"),
+  }
+  for key, allowed in choices.items():
+    if key in m:
+      require(m[key] in allowed, f"model.{key}", f"use {', '.join(allowed)}.")
+  if "dropout" in m:
+    require(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1).")
+  models.model_config(m)
+
+
 def _check_optional_sections(c: ml_collections.ConfigDict, require) -> None:
   if "progressive" in c:
     fractions = [float(f) for f in c.progressive.stage_fractions]
@@ -154,20 +163,26 @@ def _check_optional_sections(c: ml_collections.ConfigDict, require) -> None:
       "progressive.stage_fractions",
       "must be positive and sum to 1, one per stage.",
     )
-    require(
-      len(c.progressive.stage_groups) == len(fractions),
-      "progressive.stage_groups",
-      f"needs one entry per stage: progressive.stage_fractions has {len(fractions)}.",
-    )
-  if "lora" in c:
-    require(c.lora.rank > 0, "lora.rank", "must be positive.")
+    if "stage_groups" in c.model:
+      require(
+        len(c.model.stage_groups) == len(fractions),
+        "model.stage_groups",
+        f"needs one entry per stage: progressive.stage_fractions has {len(fractions)}.",
+      )
   if "classifier" in c:
     require(c.classifier.pooling in ("cls", "mean"), "classifier.pooling", "use cls or mean.")
     require(c.classifier.frozen_layers >= 0, "classifier.frozen_layers", "must be >= 0.")
   if "arena" in c:
     require(0.0 < c.arena.val_fraction < 1.0, "arena.val_fraction", "must be in (0, 1).")
-    for key in ("arena.prompt_max_tokens", "arena.response_max_tokens"):
-      require(flatten(c)[key] > 0, key, "must be positive.")
+    require(
+      c.arena.prompt_max_tokens >= 0,
+      "arena.prompt_max_tokens",
+      "must be >= 0 (0 = the response alone, the original's first run).",
+    )
+    require(c.arena.response_max_tokens > 0, "arena.response_max_tokens", "must be positive.")
+  if "recite" in c:
+    require(0.0 < c.recite.goal <= 1.0, "recite.goal", "must be in (0, 1].")
+    require(0.0 < c.recite.tail <= 1.0, "recite.tail", "must be in (0, 1].")
   if "experiment" in c:
     require(
       c.experiment.budget_unit in ("words", "tokens"),
@@ -182,9 +197,30 @@ def check_resume_compatible(saved: dict, config: ml_collections.ConfigDict) -> N
   """Fails naming the first model-shape key that differs from the saved run."""
   saved_flat = flatten(ml_collections.ConfigDict(saved))
   now = flatten(config)
+
+  def same(a, b):  # config.json holds tuples as lists.
+    return (tuple(a) if isinstance(a, list) else a) == (tuple(b) if isinstance(b, list) else b)
+
   for key in MODEL_SHAPE_KEYS:
-    if key in saved_flat and key in now and saved_flat[key] != now[key]:
+    if key in saved_flat and key in now and not same(saved_flat[key], now[key]):
       raise ConfigError(
         f"The workdir holds a run with {key}={saved_flat[key]!r} but the config now says "
         f"{now[key]!r}. Use a new --workdir, or set {key}={saved_flat[key]!r} to resume."
       )
+
+
+# id(config) -> (weak reference, flattened contents) of every config `validated` passed.
+_VALIDATED: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`validate(config)` once per run: a run's entry point (the command line, `Trainer`)
+  validates the config and the runner it hands it to does not again, unless the config
+  was changed since. Returns `config`."""
+  key, contents = id(config), repr(flatten(config))
+  seen = _VALIDATED.get(key)
+  if seen is not None and seen[0]() is config and seen[1] == contents:
+    return config
+  validate(config)
+  _VALIDATED[key] = (weakref.ref(config, lambda _, key=key: _VALIDATED.pop(key, None)), contents)
+  return config

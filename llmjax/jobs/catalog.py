@@ -15,16 +15,14 @@ LM_SECTIONS = ("model", "train", "optim", "data", "notes", "mesh", "track")
 
 
 def lm_unread(config) -> tuple[str, ...]:
-  """Keys of the LM sections that this config's model and data source leave unread."""
-  unread = []
-  if config.model.arch != "conv_attention":
-    unread.append("model.fan_in")
+  """Keys of the LM sections that this config's data source leaves unread. (The `model`
+  section holds only the keys its arch declares, so the schema refuses any other.)"""
   if config.data.source != "hf":
-    unread += ["data.hf_config", "data.hf_split", "data.hf_streaming"]
-  return tuple(unread)
+    return ("data.hf_config", "data.hf_split", "data.hf_streaming")
+  return ()
 
 
-@job("train", reads=LM_SECTIONS, ignores=lm_unread)
+@job("train", reads=LM_SECTIONS + ("recite",), ignores=lm_unread)
 def train_job(config, workdir):
   mesh.maybe_initialize_distributed()
   result = lm.train(config, workdir)
@@ -40,8 +38,8 @@ def train_job(config, workdir):
 
 @job(
   "progressive",
-  reads=LM_SECTIONS + ("progressive", "lora"),
-  ignores=lambda c: lm_unread(c) + ("model.init_from",),
+  reads=LM_SECTIONS + ("progressive",),
+  ignores=lambda c: lm_unread(c) + ("model.stage",),  # The job sets the stage it trains.
 )
 def progressive_job(config, workdir):
   mesh.maybe_initialize_distributed()
@@ -56,8 +54,8 @@ def progressive_job(config, workdir):
 
 @job(
   "arch_compare",
-  reads=LM_SECTIONS + ("compare", "progressive", "lora"),
-  ignores=("model.init_from", "data.hf_config", "data.hf_split", "data.hf_streaming"),
+  reads=LM_SECTIONS + ("compare", "progressive"),
+  ignores=("model.stage", "data.hf_config", "data.hf_split", "data.hf_streaming"),
 )
 def arch_compare_job(config, workdir):
   return arch_compare.run(config, workdir, run)

@@ -29,29 +29,35 @@ from llmjax.pretrained import init_from
 from llmjax.runs import checkpoint as ckpt_lib
 from llmjax.train import metrics as metrics_lib
 from llmjax.train import optimizer as optim_lib
-from llmjax.train import runner
+from llmjax.train import recite_check, runner
 from llmjax.train import step as step_lib
+from llmjax.train.shape import RunShape, lm_shape
+from llmjax.train.task import RunResult, Task
 from llmjax.util import errors, fileio
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw) -> runner.RunResult:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LMResult(RunResult):
+  """A language-model run's result: the run's figures plus the data's and the samples."""
+
+  unigram_entropy: float  # Nats per token of the validation split's unigram distribution.
+  bytes_per_token: float  # UTF-8 bytes per validation token.
+  n_train_tokens: int
+  n_val_tokens: int
+  samples: list[str]  # The end-of-training samples (none when interrupted or disabled).
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw) -> LMResult:
   return runner.run(config, workdir, LMTask, **kw)
 
 
-def training_mesh(config):
-  """(mesh, devices on the batch axes, sequences per micro-batch), checked against each other."""
+def training_mesh(config) -> tuple[jax.sharding.Mesh, RunShape]:
+  """The mesh and the run's shape on it (the micro-batch checked against its batch axes)."""
   try:
     mesh = mesh_lib.make_mesh(config.mesh)
   except ValueError as e:
     raise errors.ConfigError(str(e)) from e
-  batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
-  micro = config.train.batch_size // config.train.grad_accum
-  if micro % batch_axes:
-    raise errors.ConfigError(
-      f"train.batch_size / train.grad_accum = {micro} sequences per micro-batch must be "
-      f"divisible by the {batch_axes} devices on the data x fsdp mesh axes."
-    )
-  return mesh, batch_axes, micro
+  return mesh, lm_shape(config, batch_axes=mesh.shape["data"] * mesh.shape["fsdp"])
 
 
 def to_global_batch(batch: dict, grad_accum: int, sharding: NamedSharding) -> dict:
@@ -195,8 +201,10 @@ def sample_after_training(graphdef, params, tok, tc) -> list[str]:
   return [text]
 
 
-class LMTask(runner.Task):
+class LMTask(Task):
   """Next-token (or `model.target_offset`-ahead) training on `data_splits(config)`."""
+
+  result_type = LMResult
 
   def __init__(self, config, workdir, latest_step):
     # model.init_from fixes the architecture before anything is written or built.
@@ -206,14 +214,23 @@ class LMTask(runner.Task):
     config, tc, mc = self.config, self.config.train, self.config.model
     chief = jax.process_index() == 0
     self.splits, self.tok = data_lib.data_splits(config, self.workdir if chief else None)
-    self.mesh, batch_axes, micro = training_mesh(config)
+    self.mesh, self.shape = training_mesh(config)
     n_proc, proc = jax.process_count(), jax.process_index()
+    starts = None
+    if config.data.windows == "lines":
+      starts = pipeline.line_starts(
+        self.splits.train, lambda i: self.tok.decode([i]).endswith("\n")
+      )
     self.train_iter = pipeline.train_iterator(
-      self.splits.train, mc.block_size, tc.batch_size, tc.seed, shard_index=proc, shard_count=n_proc
+      self.splits.train,
+      mc.block_size,
+      self.shape.batch,
+      tc.seed,
+      shard_index=proc,
+      shard_count=n_proc,
+      starts=starts,
     )
-    self.eval_batch_size = max(batch_axes, micro)
     self.eval_data = self.local_eval_data(self.splits.val, tc.eval_batches)
-    self.per_step = tc.batch_size * mc.block_size
     entropy = metrics_lib.unigram_entropy(self.splits.val)
     self.reference = f"unigram entropy {entropy:.3f}"
     return {
@@ -226,13 +243,19 @@ class LMTask(runner.Task):
   def local_eval_data(self, tokens, n_batches):
     n_proc, proc = jax.process_count(), jax.process_index()
     data = pipeline.eval_batches(
-      tokens, self.config.model.block_size, self.eval_batch_size, n_batches
+      tokens, self.config.model.block_size, self.shape.eval_batch, n_batches
     )
     return [{k: np.split(np.asarray(v), n_proc)[proc] for k, v in b.items()} for b in data]
 
   def setup(self):
     facts = self.load_data()
     self.steps = build_steps(self.config, self.mesh)
+    self.recite_check = None
+    if "recite" in self.config:
+      self.recite_check = recite_check.RecitationCheck(
+        self.config.recite, self.steps.graphdef, self.tok, self.splits.train
+      )
+      facts["recite_prompts"] = 2 * len(self.recite_check.pairs)
     return facts
 
   def startup_line(self, num_params, start_step):
@@ -252,20 +275,26 @@ class LMTask(runner.Task):
     check_restored_shapes(state, self.steps.abstract_state)
 
   def device_batch(self, host_batch, step):
-    return to_global_batch(host_batch, self.config.train.grad_accum, self.steps.batch_sharding)
+    return to_global_batch(host_batch, self.shape.grad_accum, self.steps.batch_sharding)
 
   def train_step(self, step):
     return self.steps.train_step
 
   def evaluate(self, params):
     loss = evaluate(self.steps.eval_step, params, self.eval_data, self.steps.eval_sharding)
-    return {"val_loss": loss, "val_perplexity": metrics_lib.perplexity(loss)}
+    result = {"val_loss": loss, "val_perplexity": metrics_lib.perplexity(loss)}
+    if self.recite_check is not None:
+      result.update(self.recite_check(params))
+    return result
+
+  def goal_reached(self, result):
+    return self.recite_check.goal_reached(result) if self.recite_check is not None else None
 
   def test(self, params):
     test_tokens = shards.optional_split(self.splits, "test")
     if test_tokens is None:
       return None
-    n_batches = -(-len(test_tokens) // (self.eval_batch_size * self.config.model.block_size))
+    n_batches = -(-len(test_tokens) // (self.shape.eval_batch * self.config.model.block_size))
     loss = evaluate(
       self.steps.eval_step,
       params,

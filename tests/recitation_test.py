@@ -1,0 +1,92 @@
+"""Tests for llmjax.inference.recitation and book training's recitation goal."""
+
+import json
+
+import pytest
+
+from llmjax import jobs
+from llmjax.config import load as config_load
+from llmjax.inference import recitation
+from llmjax.train import recite_check
+from llmjax.util import errors
+
+TEXT = "Title\n\nOne line\nTwo line\n  Three line\n\nFour\nFive\n"
+
+
+def test_tail_pairs_take_lines_starting_in_the_tail_followed_by_a_line():
+  assert recitation.tail_pairs(TEXT, 1.0) == [
+    ("One line", "Two line"),
+    ("Two line", "  Three line"),
+    ("Four", "Five"),
+  ]
+  # "Four" starts 10 characters before the end; "Five" is followed by no line.
+  assert recitation.tail_pairs(TEXT, 10 / len(TEXT)) == [("Four", "Five")]
+  assert recitation.tail_pairs(TEXT, 9 / len(TEXT)) == []
+  assert recitation.tail_pairs(TEXT + "Six, cut sh", 1.0)[-1] == ("Four", "Five")
+  with pytest.raises(errors.ConfigError, match=r"tail=0 must be in \(0, 1\]"):
+    recitation.tail_pairs(TEXT, 0)
+
+
+def test_both_prompt_forms_must_give_the_next_line():
+  answers = {
+    "One line": "\nTwo line\nmore",  # Ends its line, then the next line: recited.
+    "One line\n": "Two line\n",  # Given the line break: the next line at once.
+    "Two line": "\nThree line",
+    "Two line\n": "Three line and more",  # Went on past the book's line: not recited.
+    "Four": " Five\nFive",  # Went on with the prompt's own line: not recited.
+    "Four\n": "Five",
+  }
+  calls = []
+
+  def continue_fn(prompt, max_tokens):
+    calls.append((prompt, max_tokens))
+    return answers[prompt]
+
+  result = recitation.recite(continue_fn, len, TEXT, 1.0)
+  assert [(r["prompt"], r["form"], r["recited"]) for r in result["rows"]] == [
+    ("One line", "line", True),
+    ("One line", "line+newline", True),
+    ("Two line", "line", True),
+    ("Two line", "line+newline", False),
+    ("Four", "line", False),
+    ("Four", "line+newline", True),
+  ]
+  assert result["rows"][4]["got"] == "Four Five"
+  assert (result["lines"], result["prompts"], result["recited"]) == (3, 6, 4)
+  assert result["share"] == pytest.approx(4 / 6)
+  assert calls[0] == ("One line", len("\nTwo line") + 4)
+  only_alone = recitation.recite(continue_fn, len, TEXT, 1.0, forms=("line",))
+  assert (only_alone["prompts"], only_alone["recited"]) == (3, 2)
+  with pytest.raises(errors.ConfigError, match="forms="):
+    recitation.recite(continue_fn, len, TEXT, 1.0, forms=("sentence",))
+
+
+def book_smoke(tmp_path, **overrides):
+  config = config_load.load_config("configs/book.py:smoke").unlock()
+  config_load.apply_overrides(
+    config, {"train.steps": 12, "train.eval_every": 4, "mesh.num_devices": 1, **overrides}
+  )
+  return config
+
+
+def test_book_run_reports_the_share_recited_at_every_evaluation(tmp_path):
+  jobs.run(book_smoke(tmp_path), tmp_path / "run")
+  records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+  evals = [r for r in records if "val_loss" in r]
+  assert [r["step"] for r in evals] == [4, 8, 12]
+  for r in evals:  # A 10-step model recites nothing, but every prompt was asked.
+    assert r["recited_share"] == 0.0 and r["recite_prompts"] > 0
+
+
+def test_book_run_stops_once_the_goal_is_recited(tmp_path, monkeypatch, capsys):
+  shares = iter([0.5, 1.0, 1.0])
+
+  def fake_check(self, params):
+    del self, params
+    share = next(shares)
+    return {"recited_share": share, "recited": int(10 * share), "recite_prompts": 10}
+
+  monkeypatch.setattr(recite_check.RecitationCheck, "__call__", fake_check)
+  result = jobs.run(book_smoke(tmp_path, **{"recite.goal": 0.9}), tmp_path / "run")
+  assert result.step == 8 and result.stopped_early
+  assert "Goal reached at step 8: recited 10 of 10 prompts" in capsys.readouterr().out
