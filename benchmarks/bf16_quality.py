@@ -3,7 +3,7 @@ r"""What sampling in bfloat16 costs a trained model: agreement with float32 and 
   python -m llmjax.main --config=configs/shakespeare.py:cpu --workdir=runs/shakespeare
   python -m benchmarks.bf16_quality --workdir=runs/shakespeare
 
-Restores the run (`llmjax.api.Sampler`), casts it with `llmjax.generate.cast_model(model,
+Restores the run (`llmjax.api.Sampler`), casts it with `llmjax.inference.generate.cast_model(model,
 "bfloat16")` and compares, on held-out text (by default the tail of the run's corpus, the
 validation split, `data.val_fraction` of it):
 
@@ -37,7 +37,9 @@ _NEW = flags.DEFINE_integer("new_tokens", 128, "Greedy tokens per prompt.")
 _WINDOWS = flags.DEFINE_integer(
   "windows", 32, "Held-out windows (of block_size + 1 tokens) scored."
 )
-_DTYPE = flags.DEFINE_string("dtype", "bfloat16", "The lower precision compared to float32.")
+_DTYPE = flags.DEFINE_string(
+  "dtype", "bfloat16", "The lower precision compared to float32: bfloat16, float16 or int8."
+)
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 
@@ -76,7 +78,7 @@ def main(argv):
     raise app.UsageError("--workdir=RUN is required.")
   with cli.user_errors():
     sampler = api.Sampler(_WORKDIR.value)
-    low = generate.cast_model(sampler.model, _DTYPE.value)
+    low = generate.inference_model(sampler.model, _DTYPE.value)  # bfloat16, or int8.
   config, tok = sampler.config, sampler.tokenizer
   ids = np.asarray(tok.encode(held_out_text(config, config.data.val_fraction)), np.int32)
   block = sampler.model.cfg.block_size

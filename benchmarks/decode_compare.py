@@ -9,10 +9,19 @@ Systems (float32 unless named):
                 products alone, no attention or norms (what moving the weights costs)
   reference     `benchmarks.decode_reference.ReferenceDecoder`: the least code that decodes
                 with a KV cache (what the bare step is for training)
-  llmjax        `llmjax.generate.Generator`
+  llmjax        `llmjax.inference.generate.Generator`
   torch         `GPT2LMHeadModel.generate(use_cache=True)`
-  llmjax_bf16   `Generator` over `llmjax.generate.cast_model(model, "bfloat16")`
+  llmjax_bf16   `Generator` over `llmjax.inference.generate.cast_model(model, "bfloat16")`
   torch_bf16    the same HF model cast with `.to(torch.bfloat16)`
+  llmjax_int8   `Generator(model, dtype="int8")`: int8 weights with per-output-channel
+                scales, int8 activations per row, int32 accumulation
+                (`llmjax.inference.quantize`)
+
+Quality of the low precisions against float32: greedy agreement over the n new tokens and
+the first divergence; with `heldout` windows, the mean log-probability per token under
+each model and the mean absolute per-token difference (`log_prob_difference`).
+Batched decoding (`run_batches`): tokens/s at each batch size for the float32 and int8
+`Generator` and HF, the prompt repeated over the batch.
 
 Ratios are paired per repeat (both systems timed back to back), then the median.
 """
@@ -39,8 +48,40 @@ def first_divergence(a: list[int], b: list[int]) -> int:
   return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
 
 
+def log_prob_difference(model, low, windows_NxT1) -> dict:
+  """Mean log-probability per held-out token under `model` and `low`, and the mean absolute
+  per-token difference (windows: int [N, T + 1])."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  def scores(m):
+    @jax.jit
+    def score(inputs, targets):
+      logp = jax.nn.log_softmax(m(inputs).astype(jnp.float32), axis=-1)
+      return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+    return np.asarray(score(windows_NxT1[:, :-1], windows_NxT1[:, 1:]))
+
+  a, b = scores(model), scores(low)
+  return {
+    "tokens": int(a.size),
+    "mean_float32": round(float(a.mean()), 5),
+    "mean_low": round(float(b.mean()), 5),
+    "mean_difference": round(float(b.mean() - a.mean()), 5),
+    "mean_abs_token_difference": round(float(np.abs(b - a).mean()), 5),
+  }
+
+
 def run(
-  model, cfg, hf, prompt: list[int], n_new: int, repeats: int, dtypes=("float32", "bfloat16")
+  model,
+  cfg,
+  hf,
+  prompt: list[int],
+  n_new: int,
+  repeats: int,
+  dtypes=("float32", "bfloat16", "int8"),
+  heldout=None,
 ) -> dict:
   """Times every system; returns the `decode` section of vs_pytorch's JSON."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -60,6 +101,8 @@ def run(
   if "bfloat16" in dtypes:
     generators["llmjax_bf16"] = generate.Generator(generate.cast_model(model, "bfloat16"))
     hf_models["torch_bf16"] = _hf_copy(hf).to(torch.bfloat16)
+  if "int8" in dtypes:
+    generators["llmjax_int8"] = generate.Generator(model, dtype="int8")
 
   def jax_fn(gen):
     return lambda n: gen.generate([prompt], n, params=greedy)[0]
@@ -151,6 +194,10 @@ def run(
     "llmjax_bf16_over_torch_bf16": ("llmjax_bf16", "torch_bf16", "total_s"),
     "llmjax_bf16_over_llmjax": ("llmjax_bf16", "llmjax", "total_s"),
     "llmjax_bf16_over_torch": ("llmjax_bf16", "torch", "total_s"),
+    "llmjax_int8_over_llmjax": ("llmjax_int8", "llmjax", "total_s"),
+    "per_token_llmjax_int8_over_llmjax": ("llmjax_int8", "llmjax", "per_token_s"),
+    "llmjax_int8_over_torch": ("llmjax_int8", "torch", "total_s"),
+    "floor_over_llmjax_int8": ("floor", "llmjax_int8", "per_token_s"),
   }
   for key, (num, den, field) in pairs.items():
     if num in runs and den in runs:
@@ -177,6 +224,25 @@ def run(
         "torch_bf16_first_divergence": first_divergence(tokens["torch_bf16"], tokens["torch"]),
       }
     )
+  if "llmjax_int8" in tokens:
+    int8_agreement = agreement(tokens["llmjax_int8"], base)
+    out["greedy_tokens"].update(
+      {
+        "llmjax_int8_vs_llmjax_agreement": int8_agreement,
+        "llmjax_int8_first_divergence": first_divergence(tokens["llmjax_int8"], base),
+      }
+    )
+    out["goals"]["per_token_llmjax_int8_over_llmjax>=1.5"] = (
+      ratios["per_token_llmjax_int8_over_llmjax"] >= 1.5
+    )
+    out["goals"]["int8_greedy_agreement>=0.9"] = int8_agreement >= 0.9
+  if heldout is not None:
+    low = {"llmjax_bf16": "bfloat16", "llmjax_int8": "int8"}
+    out["log_prob"] = {
+      name: log_prob_difference(model, generate.inference_model(model, dt), heldout)
+      for name, dt in low.items()
+      if name in generators
+    }
   out["torch_threads"] = torch.get_num_threads()
   out["cores"] = len(os.sched_getaffinity(0))
   return out
@@ -186,3 +252,62 @@ def _hf_copy(hf):
   import copy  # pylint: disable=import-outside-toplevel
 
   return copy.deepcopy(hf)
+
+
+def run_batches(model, hf, prompt: list[int], n_new: int, batches, repeats: int) -> dict:
+  """Tokens/s of batched greedy decoding (the prompt repeated `batch` times, `n_new` new
+  tokens per row, prefill included): float32 and int8 `Generator` and HF, in turn per
+  repeat; median over repeats."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  from llmjax.inference import generate  # pylint: disable=import-outside-toplevel
+
+  greedy = generate.SamplingParams(temperature=0.0)
+  gens = {
+    "llmjax": generate.Generator(model),
+    "llmjax_int8": generate.Generator(model, dtype="int8"),
+  }
+
+  def hf_gen(ids):
+    with torch.no_grad():
+      hf.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=n_new,
+        min_new_tokens=n_new,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=0,
+      )
+
+  out = {}
+  for b in batches:
+    prompts = [list(prompt)] * b
+    ids = torch.tensor(prompts)
+    systems = {
+      name: (lambda g=g, p=prompts: g.generate(p, n_new, params=greedy)) for name, g in gens.items()
+    }
+    systems["torch"] = lambda ids=ids: hf_gen(ids)
+    for fn in systems.values():
+      fn()  # Warm-up (compiles the Generators for this batch).
+    times = {name: [] for name in systems}
+    for _ in range(repeats):
+      for name, fn in systems.items():
+        t0 = time.perf_counter()
+        fn()
+        times[name].append(time.perf_counter() - t0)
+    row = {
+      name: {
+        "tokens_per_s": round(b * n_new / _median(ts), 1),
+        "tokens_per_s_each": [round(b * n_new / t, 1) for t in ts],
+      }
+      for name, ts in times.items()
+    }
+    row["llmjax_over_torch"] = round(_median(times["torch"]) / _median(times["llmjax"]), 3)
+    row["llmjax_int8_over_llmjax"] = round(
+      _median(times["llmjax"]) / _median(times["llmjax_int8"]), 3
+    )
+    out[f"batch_{b}"] = row
+  out["new_tokens"] = n_new
+  out["repeats"] = repeats
+  return out

@@ -43,14 +43,10 @@ def build(arch: str):
   from llmjax import models  # pylint: disable=import-outside-toplevel
   from llmjax.config import schema as config_base  # pylint: disable=import-outside-toplevel
 
-  c = config_base.base_config()
-  c.model.arch = arch
-  c.model.n_layer, c.model.n_head, c.model.n_embd = 12, _N_HEAD.value, _N_EMBD.value
-  c.model.block_size, c.model.vocab_size, c.model.fan_in = (
-    _BLOCK.value,
-    _VOCAB.value,
-    _FAN_IN.value,
-  )
+  c = config_base.base_config(arch)
+  shape = dict(n_layer=12, n_head=_N_HEAD.value, n_embd=_N_EMBD.value, block_size=_BLOCK.value)
+  shape.update(vocab_size=_VOCAB.value, fan_in=_FAN_IN.value)
+  c.model.update({k: v for k, v in shape.items() if k in c.model})  # The keys arch declares.
   return models.build(c.model, 0)
 
 

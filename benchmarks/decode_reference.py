@@ -1,4 +1,4 @@
-"""The minimal KV-cache greedy decode loop: the yardstick for `llmjax.generate.Generator`.
+"""The minimal KV-cache greedy decode loop: the yardstick for `llmjax.inference.generate.Generator`.
 
 What the bare jitted step is for training, this is for decoding: the least code that
 produces GPT-2's greedy continuation with a KV cache, written as plain functions over the

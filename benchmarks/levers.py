@@ -26,6 +26,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks import timing
+
 _VARIANTS = flags.DEFINE_list(
   "variants", ["default", "plain_loss", "scan_layers"], "Variants, the first is the reference."
 )
@@ -118,16 +120,16 @@ def main(argv):
   ref = _VARIANTS.value[0]
   out = {"load_average": os.getloadavg(), "variants": {}}
   for name in steps:
-    out["variants"][name] = {
-      "step_s": round(statistics.median(wall[name]), 3),
-      "cpu_s_per_step": round(statistics.median(cpu[name]), 3),
-      "speed_vs_" + ref: round(
-        statistics.median([a / b_ for a, b_ in zip(wall[ref], wall[name])]), 3
-      ),
-      "cpu_speed_vs_" + ref: round(
-        statistics.median([a / b_ for a, b_ in zip(cpu[ref], cpu[name])]), 3
-      ),
-    }
+    out["variants"][name] = timing.flag(
+      {
+        "step_s": round(statistics.median(wall[name]), 3),
+        "cpu_s_per_step": round(statistics.median(cpu[name]), 3),
+        "speed_vs_" + ref: timing.median_ratio(wall[ref], wall[name], 3),
+        "cpu_speed_vs_" + ref: timing.median_ratio(cpu[ref], cpu[name], 3),
+      },
+      "speed_vs_" + ref,
+      "cpu_speed_vs_" + ref,
+    )
   print(json.dumps(out, indent=1))
 
 

@@ -23,6 +23,7 @@ import time
 
 from absl import app, flags
 
+from benchmarks import timing
 from llmjax.data import notes
 
 _INPUT = flags.DEFINE_string(
@@ -156,14 +157,14 @@ def main(argv):
       use_cache=False,
     )
     dt = time.perf_counter() - t0
-    result["words_per_s"][str(n)] = round(tagged.num_words / dt)
+    result["words_per_s"][str(n)] = timing.rate(tagged.num_words, dt, 0)
     # Per-process speed, whatever else shares the machine: words per second
     # of CPU time spent by this process and its spaCy workers.
-    result["words_per_cpu_s"][str(n)] = round(tagged.num_words / (_cpu_seconds() - cpu0))
+    result["words_per_cpu_s"][str(n)] = timing.rate(tagged.num_words, _cpu_seconds() - cpu0, 0)
   result["load_average_after"] = os.getloadavg()[0]
   result["text_words"] = tagged.num_words
   rates = list(result["words_per_s"].values())
-  result["scaling_vs_first"] = [round(r / rates[0], 2) for r in rates]
+  result["scaling_vs_first"] = [timing.ratio(r, rates[0], 2) for r in rates]
 
   from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 
@@ -171,8 +172,13 @@ def main(argv):
   t0 = time.perf_counter()
   stream = notes.weave(tagged, "pre", tok)
   dt = time.perf_counter() - t0
-  result["weave_words_per_s"] = round(tagged.num_words / dt)
+  result["weave_words_per_s"] = timing.rate(tagged.num_words, dt, 0)
   result["pre_tokens"] = int(stream.ids.shape[0])
+  result[timing.TOO_FAST] = sorted(
+    [f"words_per_s.{n}" for n, v in result["words_per_s"].items() if v is None]
+    + [f"words_per_cpu_s.{n}" for n, v in result["words_per_cpu_s"].items() if v is None]
+    + (["weave_words_per_s"] if result["weave_words_per_s"] is None else [])
+  )
   print(json.dumps(result))
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from benchmarks import machine
+from benchmarks import machine, timing
 from llmjax.cli import common as cli
 from llmjax.config import validate as config_validate
 from llmjax.parallel import mesh as mesh_lib
@@ -154,7 +154,7 @@ def main(argv):
   cpu_per_step = (time.process_time() - cpu_start) / max(_STEPS.value, 1)
 
   tokens_per_step = config.train.batch_size * config.model.block_size
-  tokens_per_s = tokens_per_step / step_time
+  tokens_per_s = timing.rate(tokens_per_step, step_time)
   fpt, n_params = flops_per_token(config, state["params"])
   peak, peak_source = peak_flops_per_device(config.model.dtype)
   n_devices = mesh.devices.size
@@ -181,7 +181,7 @@ def main(argv):
     "tokens_per_s": tokens_per_s,
     "step_time_s": step_time,
     "process_cpu_s_per_step": cpu_per_step,  # Host CPU time: on a busy CPU, compare this.
-    "mfu": tokens_per_s * fpt / (peak * n_devices) if peak else None,
+    "mfu": tokens_per_s * fpt / (peak * n_devices) if peak and tokens_per_s else None,
     "peak_flops_per_device": peak,
     "peak_flops_source": peak_source,
     "compile_s": compile_s,
@@ -193,6 +193,7 @@ def main(argv):
     "jax": jax.__version__,
     "python": platform.python_version(),
   }
+  timing.flag(result, "tokens_per_s")
   stats = device.memory_stats() if device.platform != "cpu" else None
   if stats and "peak_bytes_in_use" in stats:
     result["peak_device_mem_mb"] = stats["peak_bytes_in_use"] / 2**20

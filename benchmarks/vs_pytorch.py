@@ -22,9 +22,13 @@ Training, per repeat, in turn:
            the logits (no label-shift copy), `clip_grad_norm_`.
 Decoding (`benchmarks/decode_compare.py`): greedy, batch 1, 16-token prompt, 128 new
 tokens: the weights-only floor and the minimal KV-cache loop of
-`benchmarks/decode_reference.py`, `llmjax.generate.Generator` and `GPT2LMHeadModel.generate(use_cache=True)`, in float32,
-then Generator and HF with the parameters cast to bfloat16. Prefill = a 1-token
-generation; per-token cost = (t(128) - t(1)) / 127, measured the same way for all.
+`benchmarks/decode_reference.py`, `llmjax.inference.generate.Generator` and `GPT2LMHeadModel.generate(use_cache=True)`, in float32,
+then Generator and HF with the parameters cast to bfloat16, and the int8 Generator
+(`Generator(model, dtype="int8")`), with each low precision's greedy agreement with
+float32 and log-probability difference on held-out Shakespeare windows. Prefill = a
+1-token generation; per-token cost = (t(128) - t(1)) / 127, measured the same way for all.
+Then batched decoding (`--decode_batches`, default 1, 8, 32): tokens/s of the float32 and
+int8 Generator and HF at each batch, in the same JSON (`decode.batches`).
 
 Prints one JSON object (also written to --out): tokens/s per system (median over
 repeats), paired ratios, compile time, peak RSS per phase, achieved GFLOP/s and its share
@@ -44,7 +48,7 @@ import time
 
 from absl import app, flags, logging
 
-from benchmarks import machine
+from benchmarks import machine, timing
 
 _WHAT = flags.DEFINE_list("what", ["train", "decode"], "Benchmarks to run: train, decode.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repeats of each system.")
@@ -65,9 +69,15 @@ _FMA_UNITS = flags.DEFINE_integer(
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 _DTYPES = flags.DEFINE_list(
   "decode_dtypes",
-  ["float32", "bfloat16"],
-  "Decode dtypes: float32 (floor, reference, llmjax, torch) and bfloat16 "
-  "(llmjax and torch with parameters cast).",
+  ["float32", "bfloat16", "int8"],
+  "Decode dtypes: float32 (floor, reference, llmjax, torch), bfloat16 "
+  "(llmjax and torch with parameters cast) and int8 (llmjax, `llmjax.inference.quantize`).",
+)
+_BATCHES = flags.DEFINE_list(
+  "decode_batches", ["1", "8", "32"], "Batch sizes of the batched-decoding rows ('' = none)."
+)
+_HELDOUT = flags.DEFINE_integer(
+  "heldout_windows", 8, "Held-out Shakespeare windows scored for the low precisions' log-probs."
 )
 
 
@@ -284,9 +294,8 @@ def bench_train(result: dict) -> None:
     # Record i is written when step i's metrics arrive, i.e. when it finished; step i + 1
     # was dispatched before that, so consecutive differences are steady-state step times.
     step_s = [b_ - a_ for a_, b_ in zip(times, times[1:])]
-    dt = sum(step_s) / max(len(step_s), 1)
     return {
-      "step_s": dt,
+      "step_s": sum(step_s) / len(step_s) if step_s else None,
       "first_step_s": times[0] if times else None,
       "run_overhead_s": total - sum(step_s),
       "first_loss": recs[0]["train_loss"],
@@ -325,7 +334,7 @@ def bench_train(result: dict) -> None:
         runs[name].append(fn())
       rss[name] = max(rss.get(name) or 0, peak.mib or 0)
       print(
-        f"repeat {r} {name}: {tokens_per_step / runs[name][-1]['step_s']:.0f} tokens/s",
+        f"repeat {r} {name}: {timing.rate(tokens_per_step, runs[name][-1]['step_s'], 0)} tokens/s",
         file=sys.stderr,
         flush=True,
       )
@@ -334,16 +343,20 @@ def bench_train(result: dict) -> None:
   peak = machine.cpu_peak(_FMA_UNITS.value)
   out = {}
   for name, rs in runs.items():
-    tps = [tokens_per_step / x["step_s"] for x in rs]
-    gflops = median(tps) * flops_per_token / 1e9
+    tps = [timing.rate(tokens_per_step, x["step_s"]) for x in rs]
+    timed = [x for x in tps if x is not None]
+    gflops = median(timed) * flops_per_token / 1e9 if timed else None
     out[name] = {
-      "tokens_per_s": round(median(tps), 1),
-      "tokens_per_s_each": [round(x, 1) for x in tps],
-      "step_s": round(median([x["step_s"] for x in rs]), 4),
-      "achieved_gflops": round(gflops, 1),
-      "share_of_peak": round(gflops / peak["peak_gflops"], 3),
+      "tokens_per_s": round(median(timed), 1) if timed else None,
+      "tokens_per_s_each": [None if x is None else round(x, 1) for x in tps],
+      "step_s": round(median(ts), 4)
+      if (ts := [x["step_s"] for x in rs if timing.timed(x["step_s"])])
+      else None,
+      "achieved_gflops": None if gflops is None else round(gflops, 1),
+      "share_of_peak": None if gflops is None else timing.ratio(gflops, peak["peak_gflops"], 3),
       "peak_rss_mib": rss[name],
     }
+    timing.flag(out[name], "tokens_per_s", "step_s")
     if "cpu_s" in rs[0]:
       out[name]["cpu_s_per_step"] = round(median([x["cpu_s"] for x in rs]), 3)
   out["trainer"]["first_step_s_each_run"] = [x["first_step_s"] for x in runs["trainer"]]
@@ -355,21 +368,32 @@ def bench_train(result: dict) -> None:
   first_losses["trainer"] = runs["trainer"][0]["first_loss"]
 
   def paired(a, b_):
-    return [round(runs[b_][i]["step_s"] / runs[a][i]["step_s"], 3) for i in range(len(runs[a]))]
+    return [
+      timing.ratio(runs[b_][i]["step_s"], runs[a][i]["step_s"], 3) for i in range(len(runs[a]))
+    ]
+
+  def median_paired(a, b_):
+    timed = [x for x in paired(a, b_) if x is not None]
+    return round(median(timed), 3) if timed else None
 
   out["ratios"] = {
-    "trainer_over_torch": round(median(paired("trainer", "torch")), 3),
-    "bare_over_torch": round(median(paired("bare", "torch")), 3),
-    "trainer_over_bare": round(median(paired("trainer", "bare")), 3),
+    "trainer_over_torch": median_paired("trainer", "torch"),
+    "bare_over_torch": median_paired("bare", "torch"),
+    "trainer_over_bare": median_paired("trainer", "bare"),
     "each_repeat": {
       "trainer_over_torch": paired("trainer", "torch"),
       "bare_over_torch": paired("bare", "torch"),
       "trainer_over_bare": paired("trainer", "bare"),
     },
   }
+  timing.flag(out["ratios"], "trainer_over_torch", "bare_over_torch", "trainer_over_bare")
   out["goals"] = {
-    "trainer_over_torch>=1.25": out["ratios"]["trainer_over_torch"] >= 1.25,
-    "trainer_within_5pct_of_bare": out["ratios"]["trainer_over_bare"] >= 0.95,
+    key: value >= bound
+    for key, value, bound in (
+      ("trainer_over_torch>=1.25", out["ratios"]["trainer_over_torch"], 1.25),
+      ("trainer_within_5pct_of_bare", out["ratios"]["trainer_over_bare"], 0.95),
+    )
+    if value is not None  # Judged only where both times were measured.
   }
   out["first_loss"] = {k: round(x, 5) for k, x in first_losses.items()}
   out["flops_per_token"] = flops_per_token
@@ -394,11 +418,32 @@ def bench_decode(result: dict) -> None:
   torch.set_num_threads(len(os.sched_getaffinity(0)))
   hf = hf_model_from_llmjax(jax.device_get(nnx.to_pure_dict(nnx.state(model))), cfg).eval()
   prompt = np.random.default_rng(1).integers(0, 50257, _PROMPT.value).tolist()
+  heldout = None
+  if _HELDOUT.value:
+    from llmjax.data import sources  # pylint: disable=import-outside-toplevel
+    from llmjax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+
+    text = sources.read_source(config.data).text
+    ids = np.asarray(tokenizer_lib.get_tokenizer("gpt2").encode(text[-len(text) // 10 :]))
+    starts = np.random.default_rng(0).integers(0, len(ids) - cfg.block_size - 1, _HELDOUT.value)
+    heldout = np.stack([ids[s : s + cfg.block_size + 1] for s in starts]).astype(np.int32)
   with PeakRss() as rss:
     out = decode_compare.run(
-      model, cfg, hf, prompt, _NEW.value, _REPEATS.value, dtypes=_DTYPES.value
+      model,
+      cfg,
+      hf,
+      prompt,
+      _NEW.value,
+      _REPEATS.value,
+      dtypes=_DTYPES.value,
+      heldout=heldout,
     )
   out["peak_rss_mib_all_systems"] = rss.mib
+  batches = [int(b) for b in _BATCHES.value if b]
+  if batches:
+    out["batches"] = decode_compare.run_batches(
+      model, hf, prompt, _NEW.value, batches, max(1, _REPEATS.value - 1)
+    )
   result["decode"] = out
 
 

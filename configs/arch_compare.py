@@ -4,9 +4,11 @@
 
 Trains the models of `compare.models` one after the other with the same data, micro-batch
 and steps, then writes results.md, results.json and loss_curves.png in the workdir
-(llmjax.experiments.arch_compare). A row of `compare.models` may override its model's
-width, heads, context or objective: `conv_attention(n_embd=48 block_size=1024
-target_offset=64)`.
+(llmjax.experiments.arch_compare). The `model` section is the progressive model's (its
+keys are gpt's plus the stages and adapters); each row's run takes the keys its arch
+declares from it and the rest from the arch's defaults. A row of `compare.models` may
+override its model's width, heads, context, compression or objective:
+`conv_attention(n_embd=48 block_size=1024 fan_in=4 target_offset=64)`.
 
 Variants:
   (none) or `original`: the original study's table: GPT-2 baseline and progressive with 6
@@ -31,7 +33,7 @@ ORIGINAL_MODELS = (
 
 
 def get_config(arg=None):
-  c = config_base.schema(("compare", "progressive", "lora"))
+  c = config_base.schema(("compare", "progressive"), arch="progressive")
   c.name = "arch"  # Prefix of the run names.
   c.job = "arch_compare"  # llmjax.experiments.arch_compare.
   c.compare.models = ORIGINAL_MODELS  # The original study's rows (see the docstring).
@@ -39,8 +41,6 @@ def get_config(arg=None):
   c.model.n_head = 6  # Heads in every attention block.
   c.model.n_embd = 192  # Width D (conv_attention widens to 2D, 4D, 8D when compressing).
   c.model.block_size = 256  # Context window (conv_attention: a multiple of fan_in**3 = 64).
-  c.model.fan_in = 4  # conv_attention compression factor.
-  c.model.target_offset = 1  # Next-token objective unless a row overrides it.
   c.data.source = "math"  # Maths-College then open-web-math, streamed.
   c.data.path = ""  # "" = both default datasets; comma-separated ids or local data files.
   c.data.max_tokens = 1_000_000_000  # Tokens streamed into the token cache.
@@ -72,13 +72,12 @@ def get_config(arg=None):
     c.compare.inference_tokens = 32
   elif arg == "smoke":
     c.name = "arch-smoke"
-    c.compare.models = "gpt, conv_attention(n_embd=8 block_size=64 target_offset=8)"
+    c.compare.models = "gpt, conv_attention(n_embd=8 block_size=64 fan_in=2 target_offset=8)"
     c.model.n_layer = 4
     c.model.n_head = 2
     c.model.n_embd = 16
     c.model.block_size = 32
-    c.model.fan_in = 2
-    c.progressive.stage_groups = (1, 2, 4)
+    c.model.stage_groups = (1, 2, 4)
     c.data.path = "generated"  # Generated exercises (offline).
     c.data.max_tokens = 20_000
     c.data.val_fraction = 0.1
@@ -89,7 +88,7 @@ def get_config(arg=None):
     c.train.log_every = 1
     c.optim.warmup_steps = 1
     c.compare.inference_tokens = 4
-    c.lora.rank = 2
+    c.model.lora_rank = 2
   else:
     raise errors.ConfigError(
       f"Unknown variant {arg!r} of configs/arch_compare.py; use original, matched, cpu or smoke."

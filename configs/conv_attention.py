@@ -14,9 +14,8 @@ from llmjax.util import errors
 
 
 def get_config(arg=None):
-  c = config_base.base_config()
+  c = config_base.base_config("conv_attention")  # llmjax.models.conv_attention.
   c.name = "conv_attention"  # Run name.
-  c.model.arch = "conv_attention"  # llmjax.models.conv_attention.
   c.model.n_head = 12  # Heads in every block (head size grows with the width).
   c.model.n_embd = 768  # Width D at full length (2D, 4D, 8D after each compression).
   c.model.block_size = 512  # Context; a multiple of fan_in**3.

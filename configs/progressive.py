@@ -23,11 +23,11 @@ def math_data(c: ml_collections.ConfigDict, max_tokens: int, path: str = "") -> 
 
 
 def get_config(arg=None):
-  c = config_base.schema(("progressive", "lora"))
+  c = config_base.schema(("progressive",), arch="progressive")  # llmjax.models.progressive.
   c.name = "progressive"  # Run name.
-  c.job = "progressive"  # Staged training (llmjax.train.progressive).
-  c.model.arch = "progressive"  # llmjax.models.progressive.
+  c.job = "progressive"  # Staged training (llmjax.train.progressive_task).
   c.model.n_layer = 12  # Layers of the final model (stage 3 has this many blocks).
+  c.model.stage_groups = (3, 6, 12)  # Blocks per stage: 3 shared, then 6 and 12 LoRA copies.
   c.model.n_head = 12  # GPT-2 small heads.
   c.model.n_embd = 768  # GPT-2 small width.
   c.model.block_size = 512  # Context length.
@@ -59,7 +59,7 @@ def get_config(arg=None):
     c.model.n_head = 2
     c.model.n_embd = 32
     c.model.n_layer = 4  # Quick to compile: stages of 1, 2 and 4 blocks.
-    c.progressive.stage_groups = (1, 2, 4)
+    c.model.stage_groups = (1, 2, 4)
     c.model.block_size = 64
     math_data(c, 40_000, "generated")
     c.train.steps = 9
@@ -70,7 +70,7 @@ def get_config(arg=None):
     c.train.log_every = 1
     c.train.sample_tokens = 8
     c.optim.warmup_steps = 2
-    c.lora.rank = 4
+    c.model.lora_rank = 4
   elif arg:
     raise errors.ConfigError(
       f"Unknown variant {arg!r} of configs/progressive.py; use cpu or smoke."

@@ -74,6 +74,7 @@ trap 'cleanup; exit 130' INT TERM
 command_words=$(printf '%q ' "$@")
 for ((i = 0; i < n; i++)); do
   log="$log_dir/process_$i.log"
+  : > "$log"  # Exists before the tail below starts.
   if [[ -n "$hosts" ]]; then
     # -tt: the remote process gets SIGHUP when the connection is closed.
     setsid ssh -tt -o BatchMode=yes "${host_list[$i]}" \

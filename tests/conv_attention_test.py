@@ -131,8 +131,7 @@ def test_cached_decode_equals_full_window_greedy_for_64_tokens():
 
 
 def test_registry_builds_it_from_a_config_section():
-  c = config_base.base_config()
-  c.model.arch = "conv_attention"
+  c = config_base.base_config("conv_attention")
   c.model.block_size, c.model.n_embd, c.model.n_head, c.model.vocab_size = 64, 16, 2, VOCAB
   model = models.build(c.model, seed=0)
   assert isinstance(model, ca.ConvAttention) and model.cfg.fan_in == 4

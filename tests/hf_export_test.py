@@ -1,6 +1,9 @@
 """Export to a Hugging Face GPT-2 directory: round trip through from_hf, tokenizer files."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -92,3 +95,104 @@ def test_tokenizer_files_give_the_same_ids(tmp_path):
   noted = "dog [NN] runs [VB]"
   assert tok.encode(noted).ids == notes.encode(noted) and notes.encode(noted)[4] == 257
   assert tok.decode(notes.encode(noted)) == noted
+
+
+# --- export never overwrites, mixes or writes through what is at the destination -----------
+
+
+def _tiny():
+  return gpt.GPT(gpt.GPTConfig(**TINY), rngs=nnx.Rngs(3)), tokenizer_lib.get_tokenizer("char")
+
+
+def _tree(root):
+  return {
+    str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_bytes())
+    for p in sorted(root.rglob("*"))
+    if p.is_symlink() or p.is_file()
+  }
+
+
+def test_export_refuses_a_directory_holding_user_files(tmp_path):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "config.json").write_text("my own config")
+  with pytest.raises(
+    errors.ConfigError, match=r"'.*out' is not empty \(config\.json\).*--overwrite"
+  ):
+    hf_export.export(*_tiny(), out)
+  (out / "notes.txt").write_text("mine")
+  with pytest.raises(
+    errors.ConfigError, match=r"holds files an export does not write \(notes\.txt\)"
+  ):
+    hf_export.export(*_tiny(), out, overwrite=True)
+  assert _tree(out) == {"config.json": b"my own config", "notes.txt": b"mine"}
+  assert sorted(os.listdir(tmp_path)) == ["out"]  # No temporary directory left.
+
+
+def test_overwrite_replaces_a_previous_export_whole(tmp_path):
+  out = hf_export.export(*_tiny(), tmp_path / "out")
+  (out / "config.json").write_text("stale")
+  model = gpt.GPT(gpt.GPTConfig(**TINY), rngs=nnx.Rngs(4))
+  hf_export.export(model, tokenizer_lib.get_tokenizer("char"), out, overwrite=True)
+  assert json.loads((out / "config.json").read_text())["model_type"] == "gpt2"
+  back, _ = from_hf(out)
+  np.testing.assert_array_equal(back.wpe[...], model.wpe[...])
+  assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_export_into_a_snapshot_of_symlinks_never_touches_the_blobs(tmp_path):
+  """A Hugging Face cache snapshot: its files are symlinks to blobs shared by snapshots."""
+  blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "abc"
+  blobs.mkdir()
+  snapshot.mkdir(parents=True)
+  for name in ("config.json", "model.safetensors", "tokenizer.json"):
+    (blobs / name).write_bytes(f"blob of {name}".encode())
+    (snapshot / name).symlink_to(blobs / name)
+  before = _tree(blobs)
+  with pytest.raises(errors.ConfigError, match="is not empty"):
+    hf_export.export(*_tiny(), snapshot)
+  hf_export.export(*_tiny(), snapshot, overwrite=True)
+  assert _tree(blobs) == before
+  assert not any(p.is_symlink() for p in snapshot.iterdir())
+  assert json.loads((snapshot / "config.json").read_text())["n_embd"] == 16
+  link = tmp_path / "link"
+  link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+  with pytest.raises(errors.ConfigError, match=r"is a symlink.*never writes through symlinks"):
+    hf_export.export(*_tiny(), link)
+  assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_crash_mid_export_leaves_the_previous_export(tmp_path, monkeypatch):
+  out = hf_export.export(*_tiny(), tmp_path / "out")
+  before = _tree(out)
+
+  def crash(*args):
+    raise RuntimeError("killed while writing the tokenizer")
+
+  monkeypatch.setattr(hf_export, "write_tokenizer", crash)
+  with pytest.raises(RuntimeError, match="killed"):
+    hf_export.export(
+      gpt.GPT(gpt.GPTConfig(**TINY), rngs=nnx.Rngs(5)), _tiny()[1], out, overwrite=True
+    )
+  assert _tree(out) == before
+  assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_export_onto_a_file_is_one_line_from_the_cli(tmp_path):
+  target = tmp_path / "model.bin"
+  target.write_bytes(b"not a directory")
+  with pytest.raises(errors.ConfigError, match=r"is a file, not a directory"):
+    hf_export.export(*_tiny(), target)
+  proc = subprocess.run(
+    [sys.executable, "-m", "llmjax.export", f"--workdir={tmp_path / 'run'}", f"--out={target}"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
+  assert proc.returncode == 1
+  assert proc.stderr.strip() == (
+    f"Error: export destination {str(target)!r} is a file, not a directory; give a new or "
+    "empty directory"
+  )
+  assert target.read_bytes() == b"not a directory"

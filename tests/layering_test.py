@@ -4,12 +4,13 @@ except the listed optional heavy dependencies.
 
 Layers, bottom to top (see docs/architecture.md):
 
-  util < config.schema < parallel < models < pretrained < data < inference < config
+  util < parallel < models < config.schema < pretrained < data < inference < config
        < runs < train < experiments < jobs < api < cli
 
-`config.schema` declares every config key and default once and imports nothing of llmjax,
-so any layer may read a default from it; the rest of `config` (loading, validation, help)
-sits above the layers whose sections it checks.
+`config.schema` declares every config key and default once; its `model` section is the
+registered architecture's config dataclass, so it sits on `models` and every layer above
+may read a default from it; the rest of `config` (loading, validation, help) sits above
+the layers whose sections it checks.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "llmjax"
 LAYERS = (
   "util",
-  "config.schema",
   "parallel",
   "models",
+  "config.schema",
   "pretrained",
   "data",
   "inference",

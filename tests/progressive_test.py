@@ -122,10 +122,9 @@ def test_causal_and_shared_block_gradients_accumulate():
 
 
 def test_registry_reads_stage_and_adapter_settings_from_the_model_section():
-  c = config_base.base_config().model
+  c = config_base.base_config("progressive").model
   c.unlock()
   c.update(
-    arch="progressive",
     n_layer=12,
     n_head=2,
     n_embd=16,
@@ -171,7 +170,7 @@ def smoke_config(tmp_path) -> ml_collections.ConfigDict:
   c.model.vocab_size = 257
   c.train.steps, c.train.checkpoint_every, c.train.eval_every = 9, 2, 3
   c.train.sample_tokens = 0
-  c.model.n_layer, c.progressive.stage_groups = 4, (1, 2, 4)  # Quicker to compile.
+  c.model.n_layer, c.model.stage_groups = 4, (1, 2, 4)  # Quicker to compile.
   c.lock()
   return c
 

@@ -43,9 +43,7 @@ def parity_config(name, tmp_path):
     "progressive": "configs/progressive.py:smoke",
   }[name]
   config = config_util.load_config(spec)
-  extra = (
-    {"model.n_layer": 4, "progressive.stage_groups": (1, 2, 4)} if name == "progressive" else {}
-  )
+  extra = {"model.n_layer": 4, "model.stage_groups": (1, 2, 4)} if name == "progressive" else {}
   return config, {
     **extra,
     "data.source": "file",

@@ -52,7 +52,7 @@ LM_DATA = {
   "train.sample_tokens": 0,
   "optim.warmup_steps": 2,
 }
-UNREAD = {"train": "model.fan_in", "progressive": "model.init_from", "classify": "model.n_layer"}
+UNREAD = {"train": "data.hf_config", "progressive": "model.stage", "classify": "model.n_layer"}
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +81,9 @@ def job_config(job: str, base: pathlib.Path) -> tuple[str, dict]:
       **LM_DATA,
       "data.path": str(base / "corpus.txt"),
       "model.n_layer": 2,
-      "progressive.stage_groups": (1, 2),
+      "model.stage_groups": (1, 2),
       "progressive.stage_fractions": (0.5, 0.5),
-      "lora.rank": 2,
+      "model.lora_rank": 2,
       **COMMON,
     }
   return "configs/arena_classifier.py:smoke", {

@@ -145,6 +145,126 @@ def test_url_errors(cache):
     read_source(cfg(source="url"))
 
 
+# --- downloads refuse what is not the whole, intended text ----------------------------------
+
+
+@pytest.fixture
+def serve():
+  """serve(routes) -> base URL of a local server answering `routes` (path -> (headers,
+  body)); the server runs on 127.0.0.1 in a daemon thread and stops when the test ends."""
+  servers = []
+
+  def start(routes):
+    class Handler(http.server.BaseHTTPRequestHandler):
+      timeout = 5  # A stuck client cannot hold the handler.
+
+      def do_GET(self):
+        headers, body = routes[self.path]
+        self.send_response(200)
+        for key, value in headers.items():
+          self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)  # HTTP/1.0: the connection closes after the body.
+
+      def log_message(self, *args):
+        pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(
+      target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    servers.append(server)
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+  yield start
+  for server in servers:
+    server.shutdown()
+    server.server_close()
+
+
+def _cached(cache):
+  return sorted(p.name for p in (cache / "downloads").glob("*")) if cache.exists() else []
+
+
+def test_url_truncated_body_is_an_error_and_not_cached(cache, serve):
+  base = serve({"/book.txt": ({"Content-Length": "1000000"}, b"ten bytes!")})
+  with pytest.raises(ConnectionError, match=r"ended after 10 of the 1,000,000 bytes"):
+    read_source(cfg(source="url", path=f"{base}/book.txt"))
+  assert _cached(cache) == []  # Not even a temporary file.
+
+
+@pytest.mark.parametrize(
+  "headers, body",
+  [
+    ({"Content-Type": "text/html; charset=utf-8"}, b"Please sign in to continue."),
+    ({"Content-Type": "text/plain"}, b"\n  <!DOCTYPE html>\n<html><body>Sign in</body></html>"),
+  ],
+  ids=["content-type", "sniffed"],
+)
+def test_url_html_page_is_refused(cache, serve, headers, body):
+  base = serve({"/book.txt": (headers, body)})
+  with pytest.raises(ValueError, match=r"book\.txt.*HTML page.*nothing was cached"):
+    read_source(cfg(source="url", path=f"{base}/book.txt"))
+  assert _cached(cache) == []
+
+
+def test_url_binary_body_is_refused(cache, serve):
+  base = serve({"/book.txt.gz": ({}, b"\x1f\x8b\x08\x00\x00\x00\x00\x00text")})
+  with pytest.raises(ValueError, match=r"NUL byte \(at byte 3\).*not a text file"):
+    read_source(cfg(source="url", path=f"{base}/book.txt.gz"))
+  assert _cached(cache) == []
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["content-length", "streamed"])
+def test_url_body_over_the_size_limit_is_refused(cache, serve, announce):
+  body = b"a" * 1_000_001
+  base = serve({"/big.txt": ({"Content-Length": str(len(body))} if announce else {}, body)})
+  match = "announces 1,000,001 bytes" if announce else "passed 1,000,001 bytes"
+  with pytest.raises(ValueError, match=rf"{match}, over the limit data\.max_download_mb=1"):
+    read_source(cfg(source="url", path=f"{base}/big.txt", max_download_mb=1.0))
+  assert _cached(cache) == []
+  # 0 lifts the limit.
+  assert len(read_source(cfg(source="url", path=f"{base}/big.txt", max_download_mb=0.0)).text) == (
+    1_000_001
+  )
+
+
+def test_url_sha256_pin(cache, serve):
+  served = {"/book.txt": ({}, b"the pinned text\n")}
+  base = serve(served)
+  url = f"{base}/book.txt"
+  good = hashlib.sha256(b"the pinned text\n").hexdigest()
+  wrong = hashlib.sha256(b"another text\n").hexdigest()
+  with pytest.raises(ValueError, match=rf"have sha256 {good}, but data\.sha256 pins {wrong}"):
+    read_source(cfg(source="url", path=url, sha256=wrong))
+  assert _cached(cache) == []
+  assert read_source(cfg(source="url", path=url, sha256=good.upper())).fingerprint == good
+  # A cached file that no longer matches the pin is downloaded again, and checked.
+  served["/book.txt"] = ({}, b"changed on the server\n")
+  sources.url_cache_path(url).write_bytes(b"rotten")
+  with pytest.raises(ValueError, match=r"but data\.sha256 pins"):
+    read_source(cfg(source="url", path=url, sha256=good))
+  assert sources.url_cache_path(url).read_bytes() == b"rotten"  # Left as it was.
+  with pytest.raises(ValueError, match=r"data\.sha256='abc' is not a sha256 digest"):
+    read_source(cfg(source="url", path=url, sha256="abc"))
+
+
+def test_sha256_pin_applies_to_a_local_file(tmp_path):
+  path = tmp_path / "book.txt"
+  path.write_text("local text\n")
+  digest = hashlib.sha256(b"local text\n").hexdigest()
+  assert read_source(cfg(source="file", path=str(path), sha256=digest)).fingerprint == digest
+  with pytest.raises(ValueError, match=rf"fingerprint {digest}, but data\.sha256 pins 0{{64}}"):
+    read_source(cfg(source="file", path=str(path), sha256="0" * 64))
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/book.txt", "data:,hello", "book.txt"])
+def test_url_scheme_other_than_http_or_file_is_refused(cache, url):
+  with pytest.raises(ValueError, match=r"not an http\(s\):// or file:// URL"):
+    read_source(cfg(source="url", path=url))
+
+
 def _write_jsonl(path, rows):
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -30,8 +30,9 @@ MODEL_ARGS = {
   "and cached) or a local Hugging Face GPT-2 directory.",
   "init_from": "'resume' (a trained run in out_dir) or 'online' (a pretrained GPT-2).",
   "checkpoint_name": "Same as which ('last' is accepted for 'latest').",
-  "dtype": "Inference dtype: float32, or bfloat16 (parameters cast, matmuls and KV cache "
-  "in bfloat16; see docs/performance.md for what it costs).",
+  "dtype": "Inference dtype: float32, bfloat16 (parameters cast, matmuls and KV cache "
+  "in bfloat16) or int8 (int8 weights with per-channel scales, int8 activations; GPT "
+  "models); see docs/performance.md for what each costs and gains.",
 }
 TEXT_ARGS = {
   "prompt": "Prompt to start generation; '<|endoftext|>' is the end-of-text token; "
@@ -108,7 +109,7 @@ class Sampler:
         f"init_from={init_from!r}: use 'resume' (a trained run) or 'online' (a pretrained GPT-2)."
       )
     if dtype != "float32":
-      self.model = generate.cast_model(self.model, dtype)
+      self.model = generate.inference_model(self.model, dtype)
     self.generator = generate.Generator(self.model, eot_id=self.tokenizer.eot_id)
 
   @classmethod
@@ -125,9 +126,10 @@ class Sampler:
     print(text)
     return text
 
-  def export(self, out_dir: str | pathlib.Path) -> pathlib.Path:
-    """Writes the model and its tokenizer as a Hugging Face GPT-2 directory."""
-    return hf_export.export(self.model, self.tokenizer, out_dir)
+  def export(self, out_dir: str | pathlib.Path, *, overwrite: bool = False) -> pathlib.Path:
+    """Writes the model and its tokenizer as a Hugging Face GPT-2 directory (new or empty;
+    `overwrite=True` replaces a previous export there)."""
+    return hf_export.export(self.model, self.tokenizer, out_dir, overwrite=overwrite)
 
   def _seed(self, seed: int | None) -> int:
     if seed is not None:
@@ -168,7 +170,13 @@ class Sampler:
       path = pathlib.Path(prompt[len("FILE:") :]).expanduser()
       if not path.is_file():
         raise errors.SamplingError(f"prompt={prompt!r}: {path} is not a file.")
-      prompt = path.read_text(encoding="utf-8")
+      try:
+        prompt = path.read_text(encoding="utf-8")
+      except UnicodeDecodeError as e:
+        raise errors.SamplingError(
+          f"prompt={prompt!r}: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+          f"offset {e.start}); save the prompt file as UTF-8."
+        ) from None
     tokens = self.tokenizer.encode(prompt, allow_eot=True) if prompt else []
     out = self.generate_tokens(
       tokens,

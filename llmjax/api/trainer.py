@@ -21,6 +21,7 @@ from llmjax.config import docs as config_docs
 from llmjax.config import load as config_load
 from llmjax.config import validate as config_validate
 from llmjax.pretrained import init_from
+from llmjax.train import shape
 from llmjax.util import errors
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -75,9 +76,9 @@ class Trainer:
     config_load.apply_overrides(self.config, {**(overrides or {}), **names.overrides})
     explicit = names.explicit | {k.replace("__", ".") for k in (overrides or {})}
     self._book_defaults(kwargs, explicit)
+    config_validate.validated(self.config)  # Once: the run does not validate it again.
     if any(name in api_names.BY_NAME for name in kwargs):
-      self._fit_mesh_to_batch()
-    config_validate.validate(self.config)
+      self._fit_mesh_to_batch()  # A mesh it changes is checked again when the run starts.
     jobs.check_overrides(self.config, [*(overrides or {}), *names.overrides])
     self.workdir = pathlib.Path(workdir or names.workdir or f"runs/{self.config.name}")
     if names.resume and not (self.workdir / "config.json").is_file():
@@ -101,10 +102,10 @@ class Trainer:
   def _fit_mesh_to_batch(self) -> None:
     """The book library trains on one device; here a batch that does not split over every
     local device trains on the largest number of them it does split over."""
-    m, t = self.config.mesh, self.config.train
-    if m.num_devices or m.tensor != 1 or t.grad_accum <= 0 or t.batch_size % t.grad_accum:
+    m = self.config.mesh
+    if m.num_devices or m.tensor != 1:
       return
-    micro, n = t.batch_size // t.grad_accum, jax.device_count()
+    micro, n = shape.lm_shape(self.config).micro_batch, jax.device_count()
     if micro % n:
       m.num_devices = max(d for d in range(1, n + 1) if micro % d == 0)
       print(

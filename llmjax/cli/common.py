@@ -16,7 +16,7 @@ def quiet_logs():
 
 @contextlib.contextmanager
 def user_errors():
-  """Turns a user error (`llmjax.errors.LlmjaxError`) into one line on stderr and exit
+  """Turns a user error (`llmjax.util.errors.LlmjaxError`) into one line on stderr and exit
   status 1, and Ctrl-C outside the training loop into status 130; other exceptions are
   bugs and keep their traceback."""
   try:

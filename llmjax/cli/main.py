@@ -54,7 +54,7 @@ def main(argv):
     print(config_docs.help_text(config, flags.FLAGS["config"].config_filename))
     return
   try:
-    config_validate.validate(config)
+    config_validate.validated(config)
     jobs.check_overrides(config, _OVERRIDDEN)
   except errors.ConfigError as e:
     sys.exit(f"Config error: {e}")
@@ -100,7 +100,7 @@ def check_config_flags(args: list[str]) -> None:
     name, _, text = arg[len("--config.") :].partition("=")
     _OVERRIDDEN.append(name)
     if name not in current:
-      raise config_load.unknown_key_error(name, list(current))
+      raise config_load.unknown_key_error(name, list(current), current.get("model.arch"))
     want = type(current[name])
     value = config_load.parse_value(text)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)

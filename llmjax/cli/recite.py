@@ -11,14 +11,15 @@ table of the prompts and the share recited, and writes it as JSON with `--out`.
 
 from __future__ import annotations
 
-import json
+import os
 import pathlib
 
 from absl import app, flags
 
 from llmjax import api
 from llmjax.cli import common as cli
-from llmjax.util import errors, markdown
+from llmjax.data import sources
+from llmjax.util import errors, fileio, markdown
 
 
 def tail_pairs(text: str, tail: float) -> list[tuple[str, str]]:
@@ -97,8 +98,29 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["workdir", "text"])
 
 
+def check_out(out: str) -> pathlib.Path | None:
+  """The `--out` path, checked before any work: its directory exists and is writable."""
+  if not out:
+    return None
+  path = pathlib.Path(out).expanduser()
+  parent = path.parent
+  if path.is_dir():
+    raise errors.ConfigError(
+      f"--out={out} is a directory; give a file name, e.g. {path}/recite.json."
+    )
+  if not parent.is_dir():
+    raise errors.ConfigError(
+      f"--out={out}: directory {parent} does not exist; create it (mkdir -p {parent}) or "
+      "pick another path."
+    )
+  if not os.access(parent, os.W_OK):
+    raise errors.ConfigError(f"--out={out}: directory {parent} is not writable; pick another path.")
+  return path
+
+
 def main(argv):
   del argv
+  cli.quiet_logs()
   args = flags.FLAGS
   with cli.user_errors():
     path = pathlib.Path(args.text).expanduser()
@@ -106,10 +128,13 @@ def main(argv):
       raise errors.DataError(
         f"--text={args.text}: no such file; give the book the run was trained on."
       )
-    result = recite(api.Sampler(args.workdir, seed=0), path.read_text(encoding="utf-8"), args.tail)
+    out = check_out(args.out)
+    # Read as training reads it: bytes that are not UTF-8 become U+FFFD, with a warning.
+    text, _ = sources.decode_text(path.read_bytes(), f"--text={args.text}")
+    result = recite(api.Sampler(args.workdir, seed=0), text, args.tail)
     print(table(result))
-    if args.out:
-      pathlib.Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if out is not None:
+      fileio.atomic_write_json(out, result, indent=1)
 
 
 def run():

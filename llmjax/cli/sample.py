@@ -5,9 +5,11 @@
   python -m llmjax.sample --workdir=runs/shakespeare --prompt="ROMEO:" --dtype=bfloat16
 
 `--dtype=bfloat16` casts the restored parameters and runs the matmuls and the KV cache in
-bfloat16 (`llmjax.generate.cast_model`): half the memory traffic per token; docs/
+bfloat16 (`llmjax.inference.generate.cast_model`): half the memory traffic per token; docs/
 performance.md states what it costs in agreement with float32 (`Sampler(..., dtype=...)`
-in Python).
+in Python). `--dtype=int8` quantizes a GPT's matrices to int8 with one scale per output
+channel and decodes with int8 x int8 dots (`llmjax.inference.quantize`): on CPU the fastest
+batch-1 decoding, at the agreement docs/performance.md states.
 
   python -m llmjax.sample --init_from=online --model=gpt2 --prompt="Today I decided to"
 """
@@ -44,8 +46,9 @@ _NUM = flags.DEFINE_integer("num_samples", 1, "Independent samples to draw.")
 _DTYPE = flags.DEFINE_enum(
   "dtype",
   "float32",
-  ["float32", "bfloat16", "float16"],
-  "Inference dtype the restored parameters are cast to.",
+  ["float32", "bfloat16", "float16", "int8"],
+  "Inference dtype the restored parameters are cast to (int8: quantized weights and "
+  "activations, `llmjax.inference.quantize`).",
 )
 _WHICH = flags.DEFINE_enum(
   "checkpoint",

@@ -1,4 +1,5 @@
-"""Help text: every config key with its value and the comment that declares it."""
+"""Help text: every config key with its value and the comment that declares it (in
+`config/schema.py`, or after the field of the model's config dataclass for `model` keys)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 
 import ml_collections
 
+from llmjax import models
 from llmjax.config import schema as config_schema
 from llmjax.config.load import flatten
 
@@ -23,9 +25,19 @@ def comments(path: str | pathlib.Path) -> dict[str, str]:
   return out
 
 
+def key_comments(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """'section.key' -> help text for the keys of `config`'s schema: the schema's comments,
+  and for `model` keys the comments of the fields of `model.arch`'s config dataclass."""
+  docs = comments(config_schema.__file__)
+  arch = config.model.get("arch", "gpt") if "model" in config else None
+  if arch in models.REGISTRY:
+    docs.update({f"model.{k}": v for k, v in models.comments(arch).items()})
+  return docs
+
+
 def help_text(config: ml_collections.ConfigDict, config_path: str | None = None) -> str:
   """Every key with its value in `config` and its comment."""
-  docs = comments(config_schema.__file__)
+  docs = key_comments(config)
   if config_path:
     docs.update({k: v for k, v in comments(config_path.partition(":")[0]).items() if k not in docs})
   flat = flatten(config)

@@ -15,6 +15,7 @@ from typing import Any
 
 import ml_collections
 
+from llmjax import models
 from llmjax.util.errors import ConfigError
 
 
@@ -62,7 +63,12 @@ def closest_key(name: str, valid: list[str]) -> str:
   return matches[0]
 
 
-def unknown_key_error(name: str, valid: list[str]) -> ConfigError:
+def unknown_key_error(name: str, valid: list[str], arch: str | None = None) -> ConfigError:
+  """One line naming the closest valid key; a `model` key that another architecture
+  declares says so (each arch's `model` section holds only its own keys)."""
+  section, _, key = name.partition(".")
+  if section == "model" and arch in models.REGISTRY and models.owners(key):
+    return models.undeclared_key_error(key, arch)
   suggestion = closest_key(name, valid)
   hint = f" Did you mean {suggestion!r}?" if suggestion else ""
   return ConfigError(f"Unknown config key {name!r}.{hint} List every key with --config_help.")
@@ -74,7 +80,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
   for name, value in overrides.items():
     name = name.replace("__", ".")
     if name not in valid:
-      raise unknown_key_error(name, valid)
+      arch = config.model.get("arch", "gpt") if "model" in config else None
+      raise unknown_key_error(name, valid, arch)
     *parents, leaf = name.split(".")
     node = config
     for part in parents:

@@ -1,39 +1,30 @@
-"""The configuration schema: every key llmjax knows, its default and what it means.
+"""The configuration schema: every config key llmjax knows, its default and what it means.
 
-Every config has the sections of `base_config()`; a job that needs more adds them with
-`with_sections(c, "progressive", "lora")` (the optional sections are declared below, once).
-Experiment files in `configs/` start from these and override fields. The comment after
-each assignment below is the help text printed by `--config_help`, so every field keeps
-exactly one trailing comment.
+Every config has the sections of `base_config(arch)`; a job that needs more adds them with
+`with_sections(c, "progressive", "experiment")` (the optional sections are declared below,
+once). The `model` section is `arch` plus the fields of that architecture's config dataclass
+(`llmjax.models.REGISTRY`; e.g. `fan_in` only for conv_attention), so each architecture
+declares its own keys, once, in its model file. Experiment files in `configs/` start from
+these and override fields. The comment after each assignment below (and after each field of
+a model config) is the help text printed by `--config_help`, so every field keeps exactly
+one trailing comment.
 """
 
 import ml_collections
 
+from llmjax import models
 
-def base_config() -> ml_collections.ConfigDict:
-  """Returns the full default configuration (a small GPT on Shakespeare)."""
+
+def base_config(arch: str = "gpt") -> ml_collections.ConfigDict:
+  """Returns the full default configuration (a small GPT on Shakespeare) with the `model`
+  section of `arch`."""
   c = ml_collections.ConfigDict()
   c.name = "default"  # Run name used in logs and reports.
   c.job = "train"  # What main.py runs: a name in llmjax.jobs.JOBS (train, progressive, classify, notes_experiment, ...).
 
   c.model = ml_collections.ConfigDict()
-  c.model.arch = "gpt"  # Architecture from llmjax.models.REGISTRY.
-  c.model.n_layer = 6  # Number of transformer blocks.
-  c.model.n_head = 6  # Attention heads per block.
-  c.model.n_embd = 384  # Residual stream width.
-  c.model.block_size = 256  # Context length in tokens.
-  c.model.dropout = 0.0  # Dropout rate on attention output, MLP output and embeddings.
-  c.model.vocab_size = 50257  # Tokenizer vocabulary; the embedding is padded to a multiple of 64.
-  c.model.bias = True  # Biases in linear layers and LayerNorms (GPT-2 style).
-  c.model.mlp_hidden = 0  # MLP hidden width (HF n_inner); 0 = 4 * n_embd.
-  c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16 (loss and softmax stay float32).
-  c.model.param_dtype = "float32"  # Parameter storage dtype.
-  c.model.scan_layers = False  # Apply the blocks with a scan: compile time flat in depth.
-  c.model.remat = "none"  # Rematerialisation per block: none, full or dots_saveable.
-  c.model.attention = "auto"  # Attention kernel: auto (cuDNN on GPU), xla or cudnn.
-  c.model.init_from = "scratch"  # scratch, a hub id (gpt2, gpt2-xl, ...) or a local HF directory.
-  c.model.fan_in = 4  # conv_attention: tokens merged per compression step.
-  c.model.target_offset = 1  # Predict the token this many positions ahead (1 = next token).
+  c.model.arch = arch  # Architecture from llmjax.models.REGISTRY; its config dataclass declares the other model keys.
+  c.model.update(models.defaults(arch))
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 2000  # Optimizer steps to run.
@@ -51,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_batch_hashes = False  # Debug: log a digest of every batch to batch_hashes.jsonl.
   c.train.debug_nan_step = 0  # Debug: make this step's loss NaN to test the stop (0 = off).
   c.train.memory_limit_gib = 0.0  # Memory one device may use, checked before the first step (0 = the device's own).
+  c.train.stop_check_every = 10  # Several processes: every N steps all agree on a stop signal (SIGTERM/SIGINT) any of them got, and stop at the same step.
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 6e-4  # Peak learning rate after warmup.
@@ -65,12 +57,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.source = "shakespeare"  # shakespeare, file, url, hf or math (streamed, see docs).
   c.data.path = ""  # File path, URL, or HF dataset id / local dataset directory.
+  c.data.sha256 = ""  # sha256 the corpus must have (its fingerprint); "" = no pin.
+  c.data.max_download_mb = 1024.0  # Largest download data.source=url accepts, MB (0 = no limit).
   c.data.hf_config = ""  # HF dataset configuration name ("" = none).
   c.data.hf_split = "train"  # HF dataset split to read.
   c.data.text_field = "text"  # Column holding the text in an HF dataset.
   c.data.val_fraction = 0.1  # Share of the token stream (its tail) held out for validation.
   c.data.tokenizer = "gpt2"  # gpt2, char, or bpe:<tokenizer.json>.
   c.data.max_tokens = 0  # Cap on the tokens read from a streamed source such as math (0 = no cap).
+  c.data.windows = "grid"  # Training windows: grid (a new shifted grid every epoch) or lines (one window starting at every line).
   c.data.hf_streaming = False  # Stream the HF dataset instead of downloading it (notes corpora need notes.limit_chars).
 
   c.notes = ml_collections.ConfigDict()
@@ -98,16 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 def add_progressive(c: ml_collections.ConfigDict) -> None:
   c.progressive = ml_collections.ConfigDict()
-  c.progressive.stage_fractions = (1 / 3, 1 / 3, 1 / 3)  # Share of train.steps (tokens) per stage; sums to 1.
-  c.progressive.stage_groups = (3, 6, 12)  # Distinct blocks per stage; each divides model.n_layer.
-
-
-def add_lora(c: ml_collections.ConfigDict) -> None:
-  c.lora = ml_collections.ConfigDict()
-  c.lora.rank = 8  # Adapter rank r.
-  c.lora.alpha = 16.0  # Adapter scale numerator: the update is (alpha / rank) * A @ B.
-  c.lora.targets = "qkv,proj"  # Attention projections with adapters: qkv, proj or both.
-  c.lora.fused = True  # Merge adapters into the weight in each step (one matmul) vs x@A@B.
+  c.progressive.stage_fractions = (1 / 3, 1 / 3, 1 / 3)  # Share of train.steps (tokens) per stage, one per entry of model.stage_groups; sums to 1.
 
 
 def add_classifier(c: ml_collections.ConfigDict) -> None:
@@ -170,9 +156,15 @@ def add_compare(c: ml_collections.ConfigDict) -> None:
   c.compare.inference_tokens = 64  # New tokens generated to time inference per token.
 
 
+def add_recite(c: ml_collections.ConfigDict) -> None:
+  c.recite = ml_collections.ConfigDict()
+  c.recite.goal = 0.95  # Stop training once this share of the tail's prompts is recited (checked at every evaluation).
+  c.recite.tail = 0.05  # Share of the book, from its end, whose lines are the prompts (each alone and with its line break).
+
+
 OPTIONAL_SECTIONS = {
+  "recite": add_recite,
   "progressive": add_progressive,
-  "lora": add_lora,
   "classifier": add_classifier,
   "arena": add_arena,
   "experiment": add_experiment,
@@ -192,6 +184,16 @@ def with_sections(c: ml_collections.ConfigDict, *names: str) -> ml_collections.C
   return c
 
 
-def schema(sections=()) -> ml_collections.ConfigDict:
-  """The base config plus the named optional sections, all at their defaults."""
-  return with_sections(base_config(), *sections)
+def schema(sections=(), arch: str = "gpt") -> ml_collections.ConfigDict:
+  """The base config for `arch` plus the named optional sections, all at their defaults."""
+  return with_sections(base_config(arch), *sections)
+
+
+def section(name: str, given=None) -> ml_collections.ConfigDict:
+  """A copy of section `name` at its defaults, with the keys of `given` (a mapping or a
+  section, possibly partial) set over them: what a library function reads when it is
+  called without a full, validated config."""
+  out = ml_collections.ConfigDict(schema((name,) if name in OPTIONAL_SECTIONS else ())[name])
+  if given is not None:
+    out.update(given.to_dict() if isinstance(given, ml_collections.ConfigDict) else dict(given))
+  return out

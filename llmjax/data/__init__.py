@@ -13,6 +13,7 @@ import logging
 import os
 import pathlib
 
+from llmjax.config import schema as config_schema
 from llmjax.data import notes, registry
 from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.util import errors, fileio
@@ -25,8 +26,8 @@ WHOLE_TEXT_MESSAGE = (
 
 
 def _notes_variant(config) -> str:
-  notes_cfg = config.get("notes") if hasattr(config, "get") else None
-  return (notes_cfg.get("variant", "") or "") if notes_cfg else ""
+  """notes.variant ('' = plain text); a saved run's config may lack the section."""
+  return config_schema.section("notes", config.get("notes")).variant
 
 
 def data_splits(config, workdir: str | os.PathLike[str] | None = None):
@@ -63,6 +64,13 @@ def _splits(config):
       f"vocabulary ({base.vocab_size}); set --config.model.vocab_size={base.vocab_size}."
     )
   if not _notes_variant(config):
+    if config.model.vocab_size > base.vocab_size:  # Its samples could not all be decoded.
+      raise errors.ConfigError(
+        f"model.vocab_size={config.model.vocab_size} is larger than the vocabulary of "
+        f"data.tokenizer={config.data.tokenizer!r} ({base.vocab_size}): the model would "
+        "sample ids the tokenizer cannot decode; set "
+        f"--config.model.vocab_size={base.vocab_size}."
+      )
     return registry.prepare_tokens(config.data), base
   registry.check_data(config.data)
   splits = notes.prepare_notes(config.data, config.notes)

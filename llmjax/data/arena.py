@@ -438,8 +438,7 @@ def prepare_splits(
 
   Reads arena.{source, path, split, max_rows, synthetic_rows, synthetic_prompts,
   synthetic_max_words, val_fraction, test_fraction, prompt_max_tokens,
-  response_max_tokens, max_length}; keys missing from an older config take their
-  defaults (no test split, no repeated synthetic prompts, no length cap).
+  response_max_tokens, max_length} (a validated section: every key is there).
   """
   examples, report = load_examples(
     ac.source,
@@ -448,10 +447,10 @@ def prepare_splits(
     max_rows=ac.max_rows,
     synthetic_n=ac.synthetic_rows,
     seed=seed,
-    synthetic_prompts=ac.get("synthetic_prompts", 0),
-    synthetic_max_words=ac.get("synthetic_max_words", 24),
+    synthetic_prompts=ac.synthetic_prompts,
+    synthetic_max_words=ac.synthetic_max_words,
   )
-  fractions = split_fractions(ac.val_fraction, ac.get("test_fraction", 0.0))
+  fractions = split_fractions(ac.val_fraction, ac.test_fraction)
   rows = dict(zip(("train", "val", "test"), split_grouped(examples, fractions, seed)))
   arrays = encode_pairs(
     examples,
@@ -459,7 +458,7 @@ def prepare_splits(
     prompt_max_tokens=ac.prompt_max_tokens,
     response_max_tokens=ac.response_max_tokens,
     pad_id=pad_id,
-    max_length=ac.get("max_length", 0),
+    max_length=ac.max_length,
     show_progress=show_progress,
   )
   take = lambda idx: {k: v[idx] for k, v in arrays.items()}  # noqa: E731

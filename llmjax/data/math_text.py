@@ -11,7 +11,7 @@ documents left in that tokenizer batch, the following documents form the trainin
 validation reads the training split. The directory is cached under
 `$LLMJAX_CACHE/tokens/math-<key>` keyed on datasets, split, field, tokenizer and sizes.
 
-  python -m llmjax.data.math_text 2000000   # tokenise 2M tokens of the default datasets
+  python -m llmjax.cli.math_tokens 2000000   # tokenise 2M tokens of the default datasets
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmjax.config import schema as config_schema
 from llmjax.data import generated_math, shards, sources
 from llmjax.data.tokenizer import get_tokenizer
 from llmjax.util import assets, errors
@@ -97,17 +98,17 @@ def prepare_math_tokens(
   data_cfg, cache_root: str | os.PathLike[str] | None = None, *, progress: bool = True
 ) -> shards.TokenSplits:
   """Train/val token memmaps of the math datasets `data_cfg` names (built once, cached)."""
-  max_tokens = int(data_cfg.get("max_tokens", 0) or 0)
+  data_cfg = config_schema.section("data", data_cfg)  # Keys it lacks: their defaults.
+  max_tokens = data_cfg.max_tokens
   if max_tokens <= 0:
     raise errors.ConfigError(
       "data.source='math' streams open-ended corpora: set "
       "data.max_tokens, e.g. --config.data.max_tokens=20000000."
     )
-  val_fraction = shards.check_val_fraction(data_cfg.get("val_fraction", 0.1))
-  ids = dataset_ids(data_cfg.get("path", ""))
-  split = data_cfg.get("hf_split", "train") or "train"
-  field = data_cfg.get("text_field", "text") or "text"
-  tokenizer = get_tokenizer(data_cfg.get("tokenizer", "gpt2") or "gpt2")
+  val_fraction = shards.check_val_fraction(data_cfg.val_fraction)
+  ids = dataset_ids(data_cfg.path)
+  split, field = data_cfg.hf_split, data_cfg.text_field
+  tokenizer = get_tokenizer(data_cfg.tokenizer)
   key = cache_key(ids, split, field, tokenizer, max_tokens, val_fraction)
   root = Path(cache_root) if cache_root is not None else assets.cache_dir()
   out = root / "tokens" / f"math-{key}"

@@ -46,7 +46,7 @@ class Source:
   fixed_splits: bool = False
 
 
-DEFAULT_VAL_FRACTION = config_base.base_config().data.val_fraction
+DEFAULT_VAL_FRACTION = config_base.section("data").val_fraction
 
 SOURCES: dict[str, Source] = {
   s.name: s
@@ -112,13 +112,14 @@ def get_source(name: str) -> Source:
 
 def check_data(data_cfg) -> None:
   """Checks `data.source`, `data.path` and `data.val_fraction` before any work."""
-  source = get_source(data_cfg.get("source", "shakespeare"))
-  if source.needs_path and not data_cfg.get("path"):
+  data_cfg = config_base.section("data", data_cfg)  # Keys it lacks: their defaults.
+  source = get_source(data_cfg.source)
+  if source.needs_path and not data_cfg.path:
     raise errors.ConfigError(
       f"data.source={source.name!r} needs data.path: "
       f"{source.summary}; e.g. --config.data.path=book.txt"
     )
-  val_fraction = shards.check_val_fraction(data_cfg.get("val_fraction", DEFAULT_VAL_FRACTION))
+  val_fraction = shards.check_val_fraction(data_cfg.val_fraction)
   if source.fixed_splits and val_fraction != DEFAULT_VAL_FRACTION:
     raise errors.ConfigError(
       f"data.val_fraction={val_fraction} is not read by data.source={source.name!r}, which has "
@@ -137,7 +138,6 @@ def prepare_tokens(
     cache_root: cache root; default `$LLMJAX_CACHE`.
     progress: show progress bars while building.
   """
+  data_cfg = config_base.section("data", data_cfg)  # Keys it lacks: their defaults.
   check_data(data_cfg)
-  return get_source(data_cfg.get("source", "shakespeare")).build(
-    data_cfg, cache_root, progress=progress
-  )
+  return get_source(data_cfg.source).build(data_cfg, cache_root, progress=progress)

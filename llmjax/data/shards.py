@@ -10,7 +10,7 @@ split file with bounded memory.
 
 Command line (tokenise the configured default and print the manifest)::
 
-  python -m llmjax.data.shards [source] [path] [tokenizer]
+  python -m llmjax.cli.tokens [source] [path] [tokenizer]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import tqdm
 
+from llmjax.config import schema as config_schema
 from llmjax.data import sources
 from llmjax.data.tokenizer import Tokenizer, get_tokenizer
 from llmjax.util import assets, errors, fileio
@@ -275,9 +276,10 @@ def prepare_tokens(
     starting at a line boundary when one is within a few thousand tokens. With
     val_fraction 0 every token is trained on and `val` is the training stream.
   """
-  val_fraction = check_val_fraction(data_cfg.get("val_fraction", 0.1))
+  data_cfg = config_schema.section("data", data_cfg)  # Keys it lacks: their defaults.
+  val_fraction = check_val_fraction(data_cfg.val_fraction)
   src = sources.read_source(data_cfg)
-  tokenizer = get_tokenizer(data_cfg.get("tokenizer", "gpt2") or "gpt2")
+  tokenizer = get_tokenizer(data_cfg.tokenizer)
   key = token_cache_key(src.fingerprint, tokenizer, val_fraction)
   root = Path(cache_root) if cache_root is not None else assets.cache_dir()
   out = root / "tokens" / key

@@ -31,6 +31,7 @@ from llmjax.config import validate as config_validate
 from llmjax.inference import generate
 from llmjax.runs import load as run_load
 from llmjax.train import metrics as metrics_lib
+from llmjax.train.shape import lm_shape
 from llmjax.util import errors
 from llmjax.util import markdown as md
 
@@ -116,19 +117,20 @@ def model_names(config) -> list[str]:
 
 
 def run_config(config: ml_collections.ConfigDict, row: Row) -> ml_collections.ConfigDict:
-  """The config of one row's run: the shared config with the row's arch, job and model
-  overrides. Only conv_attention may train on a token further ahead than the next."""
+  """The config of one row's run: the shared config with the row's job and the row's arch's
+  model section (the keys it declares from the shared section, then the row's overrides).
+  An override the row's arch does not declare (target_offset for gpt) is refused."""
   c = ml_collections.ConfigDict(config.to_dict())
   c.name = f"{config.name}-{row.name}"
-  c.model.arch = row.arch
   c.job = "progressive" if row.arch == "progressive" else "train"
+  section = models.section_for(row.arch, config.model)
   for key, value in row.overrides:
-    c.model[key] = value
-  if row.arch != "conv_attention" and c.model.target_offset != 1:
-    raise errors.ConfigError(
-      f"compare.models row {row.name!r}: target_offset="
-      f"{c.model.target_offset} is for conv_attention only; drop it."
-    )
+    if key not in section:
+      raise errors.ConfigError(
+        f"compare.models row {row.name!r}: {models.undeclared_key_error(key, row.arch)}"
+      )
+    section[key] = value
+  c.model = ml_collections.ConfigDict(section)
   return c
 
 
@@ -148,14 +150,7 @@ def embedding_size(c: ml_collections.ConfigDict) -> str:
 def count_parameters(c: ml_collections.ConfigDict) -> int:
   """Parameters of the row's model as trained last (progressive: its final stage,
   adapters included), counted from shapes without initialising anything."""
-  model_cfg = c.model
-  if c.model.arch == "progressive":
-    model_cfg = ml_collections.ConfigDict(c.model.to_dict())
-    model_cfg.stage = len(c.progressive.stage_groups)
-    model_cfg.stage_groups = tuple(c.progressive.stage_groups)
-    for key in ("rank", "alpha", "targets", "fused"):
-      model_cfg[f"lora_{key}"] = c.lora[key]
-  abstract = nnx.eval_shape(lambda: models.build(model_cfg, 0))
+  abstract = nnx.eval_shape(lambda: models.build(c.model, 0))  # progressive: the last stage.
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
 
 
@@ -195,7 +190,7 @@ def run(
   names = [r.name for r in specs]
   configs = {r.name: run_config(config, r) for r in specs}
   for c in configs.values():
-    config_validate.validate(c)
+    config_validate.validated(c)
   rows = []
   for name in names:
     c = configs[name]
@@ -207,18 +202,18 @@ def run(
         f"Training {name} was interrupted; re-run the same command to resume."
       )
     records = metrics_lib.read_metrics(run_dir)
-    tc = c.train
+    tc, shape = c.train, lm_shape(c)
     rows.append(
       {
         "model": name,
         "objective": objective(c),
         "heads": c.model.n_head,
         "n_embd": embedding_size(c),
-        "micro_batch": tc.batch_size // tc.grad_accum,
+        "micro_batch": shape.micro_batch,
         "block_size": c.model.block_size,
         "num_params": count_parameters(c),
         "train_batches": result.step,
-        "ms_per_batch": steady_ms_per_batch(records, tc.batch_size * c.model.block_size),
+        "ms_per_batch": steady_ms_per_batch(records, shape.per_step),
         "final_train_loss": result.final_train_loss,
         "test_batches": tc.eval_batches,
         "ms_per_token": inference_ms_per_token(

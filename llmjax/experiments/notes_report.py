@@ -1,4 +1,4 @@
-"""report.md, results.json and PNG plots of the notes experiments (llmjax.experiments.notes)."""
+"""report.md, results.json and PNG plots of the notes experiments (llmjax.experiments.notes_study)."""
 
 from __future__ import annotations
 

@@ -47,6 +47,7 @@ from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.experiments import czech_text, notes_report
 from llmjax.runs import load as run_load
 from llmjax.train import lm
+from llmjax.train.shape import lm_shape
 from llmjax.util import errors, fileio
 
 LN2 = math.log(2.0)
@@ -250,7 +251,7 @@ def train_and_score(
 ) -> dict[str, Any]:
   """Trains one run for the experiment's budget, then scores it on held-out text."""
   tc, mc = run_cfg.train, run_cfg.model
-  tokens_per_step = tc.batch_size * mc.block_size
+  tokens_per_step = lm_shape(run_cfg).per_step
   tc.steps = budget_steps(exp.budget_unit, exp.budget, splits.manifest, tokens_per_step)
   tc.eval_every = max(1, tc.steps // max(exp.evals, 1))
   tc.checkpoint_every = tc.steps

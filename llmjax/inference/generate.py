@@ -4,6 +4,8 @@ A prompt is right-padded to a power-of-two bucket and run through one jitted pre
 then a jitted `lax.while_loop` produces the new tokens one cached step at a time (the
 number of steps is a traced value, so it never triggers a recompilation). Generations
 longer than the context continue in segments: the last half-context is re-prefilled.
+`inference_model` prepares a model for decoding in bfloat16 / float16 (cast) or int8
+(`quantize.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from llmjax import models
+from llmjax.inference import quantize
 from llmjax.util import errors
 
 
@@ -129,15 +132,37 @@ def cast_model(model: nnx.Module, dtype) -> nnx.Module:
   return nnx.merge(graphdef, cast_params(nnx.state(model), dtype))
 
 
+QUANTIZED_DTYPES = ("int8",)
+
+
+def inference_model(model: nnx.Module, dtype) -> nnx.Module:
+  """`model` prepared for decoding in `dtype`: a float dtype casts it (`cast_model`);
+  'int8' quantizes it (`quantize.quantize_model`: int8 weights with per-output-channel
+  scales and int8 activations, a GPT only). The argument is never changed."""
+  if isinstance(dtype, str) and dtype in QUANTIZED_DTYPES:
+    return quantize.quantize_model(model)
+  if isinstance(dtype, str) and dtype not in INFERENCE_DTYPES:
+    raise errors.SamplingError(
+      f"dtype={dtype!r} is not an inference dtype; use one of "
+      f"{', '.join([*INFERENCE_DTYPES, *QUANTIZED_DTYPES])}."
+    )
+  return cast_model(model, dtype)
+
+
 def bucket_length(n: int, limit: int) -> int:
   return min(limit, max(16, 1 << (max(n, 1) - 1).bit_length()))
 
 
 class Generator:
   """Generates from a model that implements `decode(tokens, cache, pos)` and `init_cache`
-  (and optionally `decode_last(tokens, cache, pos, index)`, used for the prefill)."""
+  (and optionally `decode_last(tokens, cache, pos, index)`, used for the prefill).
 
-  def __init__(self, model: nnx.Module, *, eot_id: int | None = None):
+  `dtype` (optional): decode `inference_model(model, dtype)` instead, e.g. 'bfloat16' or
+  'int8'; the model given is left as it is."""
+
+  def __init__(self, model: nnx.Module, *, eot_id: int | None = None, dtype=None):
+    if dtype is not None:
+      model = inference_model(model, dtype)
     self.graphdef, self.state = nnx.split(model)
     self.block_size = model.cfg.block_size
     self.eot_id = eot_id

@@ -21,7 +21,7 @@ checks this with gradients: d logits[t] / d embedding[s] is exactly zero for eve
 
 Inputs shorter than a multiple of f^3 are right-padded with token 0 and the padded keys are
 masked out of attention; the model being causal, real positions never see the padding.
-`decode` (for `llmjax.generate.Generator`) is incremental: a KV cache per block and the
+`decode` (for `llmjax.inference.generate.Generator`) is incremental: a KV cache per block and the
 streams of every level are kept, so a new token costs one step of the finest level's blocks,
 plus one step at level L only when it completes a group of fan_in**L tokens (a coarse
 position is never recomputed before its group is complete, so it is computed exactly once).
@@ -31,37 +31,42 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from llmjax.models import gpt, layers
+from llmjax.models import gpt, layers, sections
 from llmjax.util import errors
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvAttentionConfig:
-  """Frozen hyperparameters (built from the `model` section of a config)."""
+  """`model.arch='conv_attention'` (built from the `model` section of a config). Each field
+  is a key of that section; its comment is the key's help text."""
 
-  vocab_size: int = 50257
-  block_size: int = 256
-  n_head: int = 6
-  n_embd: int = 384
-  fan_in: int = 4
-  n_levels: int = 3
-  dropout: float = 0.0
-  bias: bool = True
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  attention: str = "auto"
-  target_offset: int = 1
+  ARCH: ClassVar[str] = "conv_attention"
+
+  vocab_size: int = 50257  # Tokenizer vocabulary; the embedding is padded to a multiple of 64.
+  block_size: int = 256  # Context length in tokens; a multiple of fan_in**n_levels.
+  n_head: int = 6  # Attention heads in every block (the head size grows with the width).
+  n_embd: int = 384  # Width D at full length (2D, 4D, ... after each compression).
+  fan_in: int = 4  # Positions merged per compression step.
+  n_levels: int = 3  # Compressions (and expansions); the model has 4 * n_levels blocks.
+  dropout: float = 0.0  # Dropout rate on attention output, MLP output and embeddings.
+  bias: bool = True  # Biases in linear layers, convolutions and LayerNorms.
+  dtype: Any = jnp.float32  # Compute dtype: float32 or bfloat16 (loss and softmax stay float32).
+  param_dtype: Any = jnp.float32  # Parameter storage dtype: float32 or bfloat16.
+  attention: str = "auto"  # Attention kernel: auto (cuDNN on GPU), xla or cudnn.
+  target_offset: int = 1  # Predict the token this many positions ahead (1 = next token).
 
   def __post_init__(self):
     unit = self.fan_in**self.n_levels
     if self.fan_in < 2:
       raise errors.ConfigError(f"model.fan_in={self.fan_in} must be >= 2.")
+    if self.n_levels < 1:
+      raise errors.ConfigError(f"model.n_levels={self.n_levels} must be >= 1.")
     if self.block_size % unit:
       raise errors.ConfigError(
         f"model.block_size={self.block_size} must be a multiple of "
@@ -77,7 +82,8 @@ class ConvAttentionConfig:
 
   @classmethod
   def from_config(cls, model_cfg) -> ConvAttentionConfig:
-    return gpt.dataclass_from_section(cls, model_cfg)
+    """From a `model` config section; a key that is not a field is refused."""
+    return sections.from_section(cls, model_cfg)
 
   @property
   def padded_vocab_size(self) -> int:

@@ -8,27 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from llmjax.models import layers
+from llmjax.models import layers, sections
 from llmjax.util import errors
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def dataclass_from_section(cls, model_cfg):
-  """A model config dataclass from the `model` config section: keys it lacks are ignored
-  (the section serves every architecture) and dtype names become dtypes."""
-  fields = {f.name for f in dataclasses.fields(cls)}
-  kw = {k: v for k, v in dict(model_cfg).items() if k in fields}
-  for key in ("dtype", "param_dtype"):
-    if isinstance(kw.get(key), str):
-      kw[key] = DTYPES[kw[key]]
-  return cls(**kw)
+DTYPES = sections.DTYPES
 
 
 def padded_vocab(vocab_size: int) -> int:
@@ -37,26 +26,27 @@ def padded_vocab(vocab_size: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class GPTConfig:
-  """Frozen model hyperparameters (built from the `model` section of a config)."""
+class GPTBaseConfig:
+  """The transformer stack's hyperparameters, shared by `gpt` and `progressive`. Each field
+  is a key of the `model` config section; its comment is the key's help text."""
 
-  vocab_size: int = 50257
-  block_size: int = 256
-  n_layer: int = 6
-  n_head: int = 6
-  n_embd: int = 384
-  dropout: float = 0.0
-  bias: bool = True
-  mlp_hidden: int = 0
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  scan_layers: bool = False
-  remat: str = "none"
-  attention: str = "auto"
+  vocab_size: int = 50257  # Tokenizer vocabulary; the embedding is padded to a multiple of 64.
+  block_size: int = 256  # Context length in tokens.
+  n_layer: int = 6  # Number of transformer blocks.
+  n_head: int = 6  # Attention heads per block.
+  n_embd: int = 384  # Residual stream width.
+  dropout: float = 0.0  # Dropout rate on attention output, MLP output and embeddings.
+  bias: bool = True  # Biases in linear layers and LayerNorms (GPT-2 style).
+  mlp_hidden: int = 0  # MLP hidden width (HF n_inner); 0 = 4 * n_embd.
+  dtype: Any = jnp.float32  # Compute dtype: float32 or bfloat16 (loss and softmax stay float32).
+  param_dtype: Any = jnp.float32  # Parameter storage dtype: float32 or bfloat16.
+  remat: str = "none"  # Rematerialisation per block: none, full or dots_saveable.
+  attention: str = "auto"  # Attention kernel: auto (cuDNN on GPU), xla or cudnn.
 
   @classmethod
-  def from_config(cls, model_cfg) -> GPTConfig:
-    return dataclass_from_section(cls, model_cfg)
+  def from_config(cls, model_cfg):
+    """From a `model` config section; a key that is not a field is refused."""
+    return sections.from_section(cls, model_cfg)
 
   @property
   def padded_vocab_size(self) -> int:
@@ -76,7 +66,17 @@ class GPTConfig:
     )
 
 
-def tied_logits(x_BxTxD, wte_VxD, cfg: GPTConfig):
+@dataclasses.dataclass(frozen=True)
+class GPTConfig(GPTBaseConfig):
+  """`model.arch='gpt'`: GPT-2 (built from the `model` section of a config)."""
+
+  ARCH: ClassVar[str] = "gpt"
+
+  scan_layers: bool = False  # Apply the blocks with a scan: compile time flat in depth.
+  init_from: str = "scratch"  # scratch, a hub id (gpt2, gpt2-xl, ...) or a local HF directory.
+
+
+def tied_logits(x_BxTxD, wte_VxD, cfg: GPTBaseConfig):
   """Float32 logits `x @ wte.T` over the real vocabulary (padding rows dropped)."""
   logits = jnp.einsum("btd,vd->btv", x_BxTxD, wte_VxD.astype(cfg.dtype))
   logits = layers.constrain(logits, ("batch", None, "vocab"))

@@ -18,7 +18,7 @@ logits right after a transition as right before it (`tests/progressive_test.py`)
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 from flax import nnx
 
@@ -28,36 +28,44 @@ from llmjax.util import errors
 
 
 @dataclasses.dataclass(frozen=True)
-class ProgressiveConfig(gpt.GPTConfig):
-  """GPT hyperparameters plus the stage being trained and the adapter settings."""
+class ProgressiveConfig(gpt.GPTBaseConfig):
+  """`model.arch='progressive'`: the GPT stack plus the stages it grows through and the
+  adapters of stages 2 on. Each field is a key of the `model` config section; its comment
+  is the key's help text. (The training schedule, `progressive.stage_fractions`, is the
+  job's.)"""
 
-  n_layer: int = 12
-  stage: int = 3
-  stage_groups: tuple[int, ...] = (3, 6, 12)
-  lora_rank: int = 8
-  lora_alpha: float = 16.0
-  lora_targets: tuple[str, ...] = lora_lib.TARGETS
-  lora_fused: bool = True
+  ARCH: ClassVar[str] = "progressive"
+  scan_layers: ClassVar[bool] = False  # Blocks are shared between layers: never scanned.
+
+  n_layer: int = 12  # Layers of the final model (the last stage has this many blocks).
+  stage_groups: tuple[int, ...] = (3, 6, 12)  # Blocks per stage; each divides n_layer and the next.
+  stage: int = 0  # Stage to build, 1-based (0 = the last); the progressive job sets it.
+  lora_rank: int = 8  # Adapter rank r (stages 2 on train attention through adapters).
+  lora_alpha: float = 16.0  # Adapter scale numerator: the update is (alpha / rank) * A @ B.
+  lora_targets: str = "qkv,proj"  # Attention projections with adapters: qkv, proj or both.
+  lora_fused: bool = True  # Merge adapters into the weight in each step (one matmul) vs x@A@B.
 
   def __post_init__(self):
     groups = self.stage_groups
-    if not 1 <= self.stage <= len(groups):
+    if not 0 <= self.stage <= len(groups):
       raise errors.ConfigError(
-        f"stage={self.stage} must be in 1..{len(groups)} (one per entry of "
-        f"progressive.stage_groups={groups})."
+        f"model.stage={self.stage} must be in 1..{len(groups)} (one per entry of "
+        f"model.stage_groups={groups}), or 0 for the last."
       )
     for i, g in enumerate(groups):
-      if self.n_layer % g or (i and g % groups[i - 1]):
+      if g < 1 or self.n_layer % g or (i and g % groups[i - 1]):
         raise errors.ConfigError(
-          f"progressive.stage_groups={groups} must each divide model.n_layer="
+          f"model.stage_groups={groups} must each divide model.n_layer="
           f"{self.n_layer} and each divide the next (blocks are copied)."
         )
-    if self.scan_layers:
+    if self.lora_rank < 1:
+      raise errors.ConfigError(f"model.lora_rank={self.lora_rank} must be >= 1.")
+    targets = lora_lib.parse_targets(self.lora_targets)
+    if not targets or any(t not in lora_lib.TARGETS for t in targets):
       raise errors.ConfigError(
-        "model.scan_layers is not supported by arch progressive (blocks are "
-        "shared between layers); set --config.model.scan_layers=False."
+        f"model.lora_targets={self.lora_targets!r} must name one or more of "
+        f"{', '.join(lora_lib.TARGETS)} (comma-separated)."
       )
-    self.lora_config()  # Validates the adapter settings.
 
   @classmethod
   def from_config(cls, model_cfg) -> ProgressiveConfig:
@@ -65,12 +73,17 @@ class ProgressiveConfig(gpt.GPTConfig):
     return dataclasses.replace(
       cfg,
       stage_groups=tuple(int(g) for g in cfg.stage_groups),
-      lora_targets=lora_lib.parse_targets(cfg.lora_targets),
+      lora_targets=",".join(lora_lib.parse_targets(cfg.lora_targets)),
     )
 
   @property
+  def stage_built(self) -> int:
+    """The stage this config builds (1-based): `stage`, or the last when it is 0."""
+    return self.stage or len(self.stage_groups)
+
+  @property
   def n_groups(self) -> int:
-    return self.stage_groups[self.stage - 1]
+    return self.stage_groups[self.stage_built - 1]
 
   @property
   def repeats(self) -> int:
@@ -98,7 +111,7 @@ class ProgressiveGPT(gpt.GPT):
       rngs, (cfg.block_size, d), 0.01, cfg.param_dtype, (None, "embed")
     )
     block_cfg = cfg.block_config()
-    if cfg.stage == 1:
+    if cfg.stage_built == 1:
       blocks = [layers.Block(block_cfg, rngs=rngs) for _ in range(cfg.n_groups)]
     else:
       blocks = [
@@ -139,7 +152,7 @@ def to_gpt(model: ProgressiveGPT) -> gpt.GPT:
   """A plain `n_layer`-block GPT computing the same function (adapters merged)."""
   cfg = model.cfg
   gpt_cfg = gpt.GPTConfig(
-    **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(gpt.GPTConfig)}
+    **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(gpt.GPTBaseConfig)}
   )
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: gpt.GPT(gpt_cfg, rngs=nnx.Rngs(0))))
   params = nnx.to_pure_dict(nnx.state(model))

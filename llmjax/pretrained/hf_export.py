@@ -12,12 +12,22 @@ Tokenizer files: GPT-2's BPE (`gpt2`) becomes tokenizer.json + vocab.json + merg
 rebuilt from its ranks; the byte tokenizer (`char`) a byte-level tokenizer with no merges
 (id = byte value, 256 = `<|endoftext|>`); a `bpe:` tokenizer.json is copied; a notes
 model's note strings are added tokens after the base vocabulary, at their ids.
+
+Writing is all or nothing and touches nothing else: the files are built in a new temporary
+directory beside `out_dir` and renamed into place, so a crash leaves the old directory (or
+none) and never a mix, and no file is ever written through a symlink. An `out_dir` that
+is a file or a symlink is refused; a non-empty one only with `overwrite=True`, which
+replaces the directory as a whole and is refused when it holds anything the export would
+not write again (a user's own files are never deleted).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -28,7 +38,7 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from llmjax.models import gpt, progressive
 from llmjax.pretrained import weights
-from llmjax.util import assets, errors
+from llmjax.util import assets, errors, fileio
 
 EOT_TEXT = "<|endoftext|>"
 
@@ -210,8 +220,37 @@ def write_tokenizer(tokenizer, out: pathlib.Path, block_size: int) -> None:
   )
 
 
-def export(model: nnx.Module, tokenizer, out_dir: str | pathlib.Path) -> pathlib.Path:
-  """Writes `model` (and `tokenizer`'s files) as a Hugging Face GPT-2 directory."""
+def check_destination(out: pathlib.Path, overwrite: bool) -> bool:
+  """Whether `out` holds files to replace; refuses a file, a symlink or (without
+  `overwrite`) a non-empty directory."""
+  if out.is_symlink():
+    raise errors.ConfigError(
+      f"export destination {str(out)!r} is a symlink; give a real directory (export never "
+      "writes through symlinks)"
+    )
+  if out.exists() and not out.is_dir():
+    raise errors.ConfigError(
+      f"export destination {str(out)!r} is a file, not a directory; give a new or empty directory"
+    )
+  if not out.is_dir() or not any(out.iterdir()):
+    return False
+  if not overwrite:
+    raise errors.ConfigError(
+      f"export destination {str(out)!r} is not empty ({', '.join(sorted(os.listdir(out))[:5])}"
+      f"{', ...' if len(os.listdir(out)) > 5 else ''}); give a new or empty directory, or "
+      "--overwrite to replace a previous export there"
+    )
+  return True
+
+
+def export(
+  model: nnx.Module, tokenizer, out_dir: str | pathlib.Path, *, overwrite: bool = False
+) -> pathlib.Path:
+  """Writes `model` (and `tokenizer`'s files) as a Hugging Face GPT-2 directory.
+
+  `out_dir` must be new or empty; with `overwrite`, a previous export there is replaced
+  whole (refused if it holds other files). See the module docstring.
+  """
   model = as_gpt(model)
   cfg = model.cfg
   if tokenizer.vocab_size > cfg.vocab_size:
@@ -219,10 +258,42 @@ def export(model: nnx.Module, tokenizer, out_dir: str | pathlib.Path) -> pathlib
       f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids "
       f"but the model only {cfg.vocab_size}"
     )
-  out = pathlib.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  tensors = tensors_from_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), cfg)
-  safetensors_numpy.save_file(tensors, out / weights.SAFETENSORS, metadata={"format": "pt"})
-  (out / "config.json").write_text(json.dumps(hf_config(cfg, tokenizer.eot_id), indent=2) + "\n")
-  write_tokenizer(tokenizer, out, cfg.block_size)
+  out = pathlib.Path(out_dir).expanduser()
+  replace = check_destination(out, overwrite)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
+  old = None
+  try:
+    tensors = tensors_from_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), cfg)
+    safetensors_numpy.save_file(tensors, staging / weights.SAFETENSORS, metadata={"format": "pt"})
+    (staging / "config.json").write_text(
+      json.dumps(hf_config(cfg, tokenizer.eot_id), indent=2) + "\n"
+    )
+    write_tokenizer(tokenizer, staging, cfg.block_size)
+    staging.chmod(0o755)
+    for path in staging.iterdir():
+      path.chmod(0o644)
+      fileio.fsync_path(path)
+    fileio.fsync_path(staging)
+    if replace:
+      others = sorted(set(os.listdir(out)) - set(os.listdir(staging)))
+      if others:
+        raise errors.ConfigError(
+          f"export destination {str(out)!r} holds files an export does not write "
+          f"({', '.join(others[:5])}); --overwrite replaces only a previous export, so "
+          "move them or give another directory"
+        )
+      old = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+      os.rename(out, old / "previous")  # The symlinks of a cache snapshot move, unfollowed.
+    try:
+      os.rename(staging, out)  # Onto a missing or empty directory only.
+    except OSError:
+      if old is not None:
+        os.rename(old / "previous", out)
+      raise
+    fileio.fsync_path(out.parent)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)  # Removes links, never what they point to.
   return out

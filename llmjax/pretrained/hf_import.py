@@ -4,6 +4,12 @@
     model, cfg = from_hf("microsoft/deberta-v3-small")      # through huggingface_hub
     model, cfg = from_hf(path, dtype=jnp.bfloat16)          # EncoderConfig overrides
     model, cfg = from_hf("gpt2-xl", scan_layers=True)       # GPT-2: an llmjax GPT
+    model, cfg = from_hf("gpt2@607a30d783dfa663caf39e06633721c8d4cfcd7e")  # pinned revision
+
+A hub id may end in `@REVISION` (a commit hash, tag or branch; the same as `revision=`), so
+a config value such as `model.init_from` carries the pin and the run's saved config records
+it. Without a pin the hub's current main is downloaded; `hub_revision(model_dir)` names the
+commit a downloaded snapshot came from.
 
 Encoders (BERT, DistilBERT, RoBERTa, ELECTRA, ALBERT, DeBERTa v1/v2/v3) become
 `llmjax.models.encoder.Encoder`s; GPT-2 checkpoints become `llmjax.models.gpt.GPT`s
@@ -414,15 +420,50 @@ def load_encoder_weights(
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
+def split_revision(spec: str) -> tuple[str, str | None]:
+  """(`repo_id`, `revision`) of a hub spec `repo_id[@revision]` (revision None if absent)."""
+  repo_id, sep, revision = str(spec).partition("@")
+  if sep and (not repo_id or not revision):
+    raise errors.PretrainedNotFoundError(
+      f"{spec!r}: give a hub id as REPO or REPO@REVISION (a commit hash, tag or branch)"
+    )
+  return repo_id, (revision if sep else None)
+
+
+def hub_revision(model_dir: str | os.PathLike) -> str | None:
+  """The commit a hub snapshot directory (`.../snapshots/<commit>`) holds, else None."""
+  path = pathlib.Path(model_dir)
+  name = path.name
+  if (
+    path.parent.name == "snapshots"
+    and len(name) == 40
+    and all(c in "0123456789abcdef" for c in name)
+  ):
+    return name
+  return None
+
+
 def resolve_model_dir(
-  path_or_repo_id: str | os.PathLike, allow_patterns: list[str] | None = None
+  path_or_repo_id: str | os.PathLike,
+  allow_patterns: list[str] | None = None,
+  revision: str | None = None,
 ) -> pathlib.Path:
-  """A local checkpoint directory, downloading `path_or_repo_id` from the hub if needed."""
+  """A local checkpoint directory, downloading `path_or_repo_id` from the hub if needed.
+
+  A hub id is `REPO` or `REPO@REVISION`; `revision` (a commit hash, tag or branch) pins the
+  download the same way and must agree with an `@REVISION` in the id.
+  """
   path = pathlib.Path(path_or_repo_id).expanduser()
   if path.is_dir():
     return path
   text = str(path_or_repo_id)
-  looks_local = path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+  repo_id, pinned = split_revision(text) if not path.exists() else (text, None)
+  if pinned and revision and pinned != revision:
+    raise errors.PretrainedNotFoundError(
+      f"{text!r} pins revision {pinned!r} but revision={revision!r} was also given; give one"
+    )
+  revision = revision or pinned
+  looks_local = path.exists() or repo_id.startswith((".", "/", "~")) or repo_id.count("/") > 1
   if looks_local:
     raise errors.PretrainedNotFoundError(
       f"checkpoint directory {text!r} does not exist (or is not a directory); pass a "
@@ -430,8 +471,11 @@ def resolve_model_dir(
     )
   import huggingface_hub  # Imported here: huggingface_hub (only hub downloads need it).
 
+  kwargs = {"revision": revision} if revision else {}
   try:
-    return pathlib.Path(huggingface_hub.snapshot_download(text, allow_patterns=allow_patterns))
+    return pathlib.Path(
+      huggingface_hub.snapshot_download(repo_id, allow_patterns=allow_patterns, **kwargs)
+    )
   except Exception as e:  # the hub raises many types: offline, gated, missing repo
     raise errors.PretrainedNotFoundError(
       f"{text!r} is neither a local directory nor a downloadable hub repository ({e}); pass a"
@@ -467,12 +511,17 @@ def read_config(model_dir: pathlib.Path) -> dict[str, Any]:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
-def from_hf(path_or_repo_id: str | os.PathLike, **overrides) -> tuple[Any, Any]:
+def from_hf(
+  path_or_repo_id: str | os.PathLike, *, revision: str | None = None, **overrides
+) -> tuple[Any, Any]:
   """Loads a pretrained encoder or GPT-2.
 
   Args:
     path_or_repo_id: a directory with config.json and model.safetensors (or
-      pytorch_model.bin), or a Hugging Face hub repository id.
+      pytorch_model.bin), or a Hugging Face hub repository id (`REPO` or
+      `REPO@REVISION`).
+    revision: the hub commit hash, tag or branch to download (None: the id's `@REVISION`,
+      else main). The PyTorch fallback below is fetched from the same commit.
     **overrides: config fields to change: EncoderConfig fields for encoders (e.g.
       dtype=jnp.bfloat16, hidden_dropout=0.0), GPTConfig fields for GPT-2 (dtype,
       param_dtype, scan_layers, remat, dropout, attention, a smaller block_size).
@@ -480,7 +529,7 @@ def from_hf(path_or_repo_id: str | os.PathLike, **overrides) -> tuple[Any, Any]:
   Returns:
     (module, config): an Encoder and its EncoderConfig, or a GPT and its GPTConfig.
   """
-  model_dir = resolve_model_dir(path_or_repo_id, download_patterns())
+  model_dir = resolve_model_dir(path_or_repo_id, download_patterns(), revision)
   hf_config = read_config(model_dir)
   is_gpt2 = hf_config.get("model_type") == "gpt2"
   if is_gpt2:
@@ -492,8 +541,12 @@ def from_hf(path_or_repo_id: str | os.PathLike, **overrides) -> tuple[Any, Any]:
   except FileNotFoundError:
     if model_dir == pathlib.Path(path_or_repo_id).expanduser():
       raise
-    # The hub repository has no safetensors: fetch the PyTorch file instead.
-    model_dir = resolve_model_dir(path_or_repo_id, [CONFIG, weights.TORCH_BIN])
+    # The hub repository has no safetensors: fetch the PyTorch file (read with bounds
+    # checks, see `weights`) from the same commit as the config.
+    same_commit = hub_revision(model_dir) or revision
+    model_dir = resolve_model_dir(
+      split_revision(str(path_or_repo_id))[0], [CONFIG, weights.TORCH_BIN], same_commit
+    )
     files = weights.checkpoint_files(model_dir)
   tensors = weights.load_tensors(model_dir)
   if is_gpt2:

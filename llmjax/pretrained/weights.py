@@ -2,7 +2,10 @@
 
 The .bin reader understands PyTorch's zip format without importing torch: it unpickles
 `data.pkl` with a restricted unpickler that only rebuilds tensors from the archive's raw
-storages, so no code from the file is ever run.
+storages, so no code from the file is ever run. Every offset, size and stride in the file
+is checked against its storage before a view is made (non-negative integers, the last
+element inside the storage, no more elements than the storage holds), so a crafted file
+is a `PretrainedFormatError`, never a read outside the buffer.
 """
 
 from __future__ import annotations
@@ -74,12 +77,38 @@ class _StorageType:
     self.dtype = np.dtype(dtype)
 
 
+def _is_index(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _rebuild_tensor(storage, offset, size, stride, *unused_args):
-  if not size:
-    return storage[offset : offset + 1].reshape(()).copy()
-  strides = tuple(s * storage.itemsize for s in stride)
-  view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size), strides=strides)
+  """A copy of the tensor (`size`, `stride`, `offset` in elements) viewed in `storage`."""
+  what = f"tensor (offset {offset!r}, size {size!r}, stride {stride!r})"
+  if not isinstance(storage, np.ndarray):
+    raise _BadTensor(f"{what} has no storage")
+  if not isinstance(size, (tuple, list)) or not isinstance(stride, (tuple, list)):
+    raise _BadTensor(f"{what}: size and stride must be tuples")
+  size, stride = tuple(size), tuple(stride)
+  if len(size) != len(stride) or not all(map(_is_index, (offset, *size, *stride))):
+    raise _BadTensor(
+      f"{what}: offset, sizes and strides must be non-negative integers, one stride per size"
+    )
+  numel = int(np.prod(size, dtype=object)) if size else 1
+  if numel == 0:
+    return np.zeros(size, storage.dtype)
+  last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+  if last >= storage.size:
+    raise _BadTensor(f"{what} reaches element {last} of a storage of {storage.size} elements")
+  if numel > storage.size:
+    raise _BadTensor(f"{what} has {numel} elements, more than its storage's {storage.size}")
+  # Dimensions of one element take no step (their stride is never used).
+  strides = tuple(0 if n == 1 else s * storage.itemsize for n, s in zip(size, stride))
+  view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides)
   return np.array(view)
+
+
+class _BadTensor(pickle.UnpicklingError):
+  """A tensor or storage record of the file that does not fit its storage."""
 
 
 def _rebuild_parameter(data, *unused_args):
@@ -119,15 +148,32 @@ class _TorchUnpickler(pickle.Unpickler):
     )
 
   def persistent_load(self, pid):
+    if not isinstance(pid, tuple) or len(pid) != 5:
+      raise pickle.UnpicklingError(f"{self._source}: unsupported persistent id {pid!r}")
     kind, storage_type, key, unused_location, numel = pid
     if kind != "storage" or not isinstance(storage_type, _StorageType):
       raise pickle.UnpicklingError(f"{self._source}: unsupported persistent id {pid!r}")
+    if not isinstance(key, str) or not _is_index(numel):
+      raise _BadTensor(f"storage record {pid!r}: key must be a string, size a count")
     if key not in self._storages:
-      raw = self._archive.read(f"{self._prefix}data/{key}")
-      self._storages[key] = np.frombuffer(
-        raw, dtype=storage_type.dtype.newbyteorder("<"), count=numel
-      )
-    return self._storages[key]
+      name = f"{self._prefix}data/{key}"
+      try:
+        info = self._archive.getinfo(name)
+      except KeyError:
+        raise _BadTensor(f"storage {key!r} is not in the archive ({name})") from None
+      nbytes = numel * storage_type.dtype.itemsize
+      if info.file_size < nbytes:
+        raise _BadTensor(
+          f"storage {key!r} claims {numel} elements ({nbytes} bytes) but holds "
+          f"{info.file_size} bytes"
+        )
+      with self._archive.open(info) as f:
+        raw = f.read(nbytes)
+      self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype.newbyteorder("<"))
+    storage = self._storages[key]
+    if storage.size != numel:
+      raise _BadTensor(f"storage {key!r} is recorded with {numel} and {storage.size} elements")
+    return storage
 
 
 def load_torch_bin(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -147,8 +193,16 @@ def load_torch_bin(path: pathlib.Path) -> dict[str, np.ndarray]:
     byteorder = f"{prefix}byteorder"
     if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
       raise errors.PretrainedFormatError(f"{path}: big-endian checkpoints are not supported")
-    with archive.open(pickles[0]) as f:
-      state = _TorchUnpickler(f, archive, prefix, path).load()
+    try:
+      with archive.open(pickles[0]) as f:
+        state = _TorchUnpickler(f, archive, prefix, path).load()
+    except errors.LlmjaxError:
+      raise
+    except Exception as e:  # A crafted or damaged pickle can raise almost any type.
+      raise errors.PretrainedFormatError(
+        f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}); convert it "
+        "to safetensors or re-save it with torch.save"
+      ) from e
   if not isinstance(state, dict):
     raise errors.PretrainedFormatError(
       f"{path} holds a {type(state).__name__}, not a state dict of tensors"

@@ -28,11 +28,12 @@ import time
 import types
 from typing import Any
 
-from absl import logging as absl_logging
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
+from llmjax.parallel import mesh as mesh_lib
 from llmjax.util import errors
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,19 @@ log = logging.getLogger(__name__)
 _verbosity = absl_logging.get_verbosity()
 absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax warns about any override.
 ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=1 << 20),
-    override=True)
+  jax.Array,
+  ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=1 << 20),
+  override=True,
+)
 absl_logging.set_verbosity(_verbosity)
 
 CheckpointError = errors.CheckpointError
 
 
 def _manager(directory: pathlib.Path, keep: int, item_names, read_only=False):
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                         enable_async_checkpointing=False, read_only=read_only)
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep, create=not read_only, enable_async_checkpointing=False, read_only=read_only
+  )
   return ocp.CheckpointManager(directory, item_names=item_names, options=options)
 
 
@@ -72,10 +76,15 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_iterator, meta: dict) -> None:
     try:
-      self.manager.save(step, args=ocp.args.Composite(
+      self.manager.save(
+        step,
+        args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           data=grain.checkpoint.CheckpointSave(data_iterator),
-          meta=ocp.args.JsonSave(meta)), force=True)
+          meta=ocp.args.JsonSave(meta),
+        ),
+        force=True,
+      )
       self.manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - Orbax and TensorStore raise many types for I/O.
       raise self._save_error(self.dir, step, e) from e
@@ -84,9 +93,13 @@ class Checkpointer:
     try:
       if self._best is None:
         self._best = _manager(self.best_dir, 1, ("state", "meta"))
-      self._best.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave({"params": params}), meta=ocp.args.JsonSave(meta)),
-                      force=True)
+      self._best.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave({"params": params}), meta=ocp.args.JsonSave(meta)
+        ),
+        force=True,
+      )
       self._best.wait_until_finished()
     except Exception as e:  # noqa: BLE001
       raise self._save_error(self.best_dir, step, e) from e
@@ -97,10 +110,12 @@ class Checkpointer:
     text = " ".join(str(e).split()) or type(e).__name__
     full = "No space left" in text or getattr(e, "errno", None) == errno.ENOSPC
     return CheckpointError(
-        f"Saving checkpoint {root / str(step)} failed ({type(e).__name__}: {text[:300]}). "
-        + (f"The previous checkpoint (step {previous[-1]}) is intact. " if previous else "")
-        + ("Free disk space" if full else "Fix the cause") + " and re-run the same command "
-        "to resume.")
+      f"Saving checkpoint {root / str(step)} failed ({type(e).__name__}: {text[:300]}). "
+      + (f"The previous checkpoint (step {previous[-1]}) is intact. " if previous else "")
+      + ("Free disk space" if full else "Fix the cause")
+      + " and re-run the same command "
+      "to resume."
+    )
 
   def restore_latest(self, abstract_state: Any, data_iterator) -> tuple[int, Any, dict] | None:
     """Restores the newest readable checkpoint (data iterator in place), or None if none.
@@ -115,35 +130,59 @@ class Checkpointer:
       with _stderr_kept_unless_failed() as attempt:
         try:
           check_shapes(self.dir / str(step) / "state", target)
-          restored = self.manager.restore(step, args=ocp.args.Composite(
+          restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
               state=ocp.args.StandardRestore(target),
               data=grain.checkpoint.CheckpointRestore(data_iterator),
-              meta=ocp.args.JsonRestore()))
+              meta=ocp.args.JsonRestore(),
+            ),
+          )
         except CheckpointError:
           raise
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back.
           attempt.failed = True
           failed.append((step, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"))
+      if _unreadable_on_any_process(attempt.failed) and not attempt.failed:
+        attempt.failed = True
+        failed.append((step, "unreadable in another process of this job"))
       if attempt.failed:
-        log.warning("Checkpoint %s is unreadable (%s); trying an older one.",
-                    self.dir / str(step), failed[-1][1])
+        log.warning(
+          "Checkpoint %s is unreadable (%s); trying an older one.",
+          self.dir / str(step),
+          failed[-1][1],
+        )
         continue
-      for bad, _ in failed:  # Out of the way: the resumed run saves these steps anew.
-        shutil.rmtree(self.dir / f"{bad}.corrupt", ignore_errors=True)
-        (self.dir / str(bad)).rename(self.dir / f"{bad}.corrupt")
-        log.warning("Resuming from checkpoint %s; the unreadable %s is kept as %s.",
-                    self.dir / str(step), self.dir / str(bad), self.dir / f"{bad}.corrupt")
-      if failed:
-        self.manager.reload()
-      self._drop_best_after(step)
+      self._set_aside_after_restore(step, [bad for bad, _ in failed])
       return step, restored.state, restored.meta
     if steps:
       raise CheckpointError(
-          f"No readable checkpoint in {self.dir}: " + "; ".join(
-              f"step {step}: {why}" for step, why in failed) + ". Nothing was renamed or "
-          "deleted. If the code or config changed, restore them; to start over instead, move "
-          f"{self.dir} aside.")
+        f"No readable checkpoint in {self.dir}: "
+        + "; ".join(f"step {step}: {why}" for step, why in failed)
+        + ". Nothing was renamed or "
+        "deleted. If the code or config changed, restore them; to start over instead, move "
+        f"{self.dir} aside."
+      )
     return None
+
+  def _set_aside_after_restore(self, step: int, bad_steps: list[int]) -> None:
+    """After resuming from `step`: the unreadable newer checkpoints become `<step>.corrupt`
+    and newer best checkpoints are dropped, by process 0 alone (the workdir is shared);
+    the other processes wait for it, then all see the same checkpoints."""
+    if jax.process_index() == 0:
+      for bad in bad_steps:  # Out of the way: the resumed run saves these steps anew.
+        shutil.rmtree(self.dir / f"{bad}.corrupt", ignore_errors=True)
+        (self.dir / str(bad)).rename(self.dir / f"{bad}.corrupt")
+        log.warning(
+          "Resuming from checkpoint %s; the unreadable %s is kept as %s.",
+          self.dir / str(step),
+          self.dir / str(bad),
+          self.dir / f"{bad}.corrupt",
+        )
+      self._drop_best_after(step)
+    mesh_lib.barrier("llmjax_checkpoint_set_aside")
+    if bad_steps:
+      self.manager.reload()
 
   def _drop_best_after(self, step: int) -> None:
     """A best checkpoint newer than the resumed step belongs to the discarded future."""
@@ -155,6 +194,12 @@ class Checkpointer:
     self.manager.close()
     if self._best is not None:
       self._best.close()
+
+
+def _unreadable_on_any_process(failed_here: bool) -> bool:
+  """Every process restores its part of a checkpoint; if one cannot, none uses it (each
+  process calls this once per checkpoint tried)."""
+  return bool(mesh_lib.max_over_processes(int(failed_here)))
 
 
 @contextlib.contextmanager
@@ -192,24 +237,30 @@ def finished_steps(root: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
 
 
-def check_shapes(state_dir: pathlib.Path, abstract_state: Any) -> None:
+RESUME_FIX = "Use a new --workdir, or restore the model config of that run."
+
+
+def check_shapes(state_dir: pathlib.Path, abstract_state: Any, fix: str = RESUME_FIX) -> None:
   """Raises CheckpointError naming the first array of `abstract_state` (parameters first,
-  then in tree order) whose shape differs from the checkpoint's, or that it lacks."""
+  then in tree order) whose shape differs from the checkpoint's, or that it lacks; `fix`
+  ends the message."""
   saved = ocp.StandardCheckpointHandler().metadata(state_dir)
-  saved_shapes = {_path_key(path): tuple(leaf.shape) for path, leaf in
-                  jax.tree_util.tree_flatten_with_path(saved)[0] if hasattr(leaf, "shape")}
+  saved_shapes = {
+    _path_key(path): tuple(leaf.shape)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(saved)[0]
+    if hasattr(leaf, "shape")
+  }
   flat = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
   flat.sort(key=lambda item: _path_key(item[0])[:1] != ("params",))  # Parameters first.
   for path, want in flat:
     got = saved_shapes.get(_path_key(path), "missing")
     if got != tuple(want.shape):
       name = jax.tree_util.keystr(path)
-      what = (f"has no array {name}" if got == "missing" else
-              f"has {name} of shape {got}")
+      what = f"has no array {name}" if got == "missing" else f"has {name} of shape {got}"
       raise CheckpointError(
-          f"Checkpoint {state_dir.parent} {what} but the model expects shape "
-          f"{tuple(want.shape)}: the model changed since it was written. Use a new "
-          "--workdir, or restore the model config of that run.")
+        f"Checkpoint {state_dir.parent} {what} but the model expects shape "
+        f"{tuple(want.shape)}: the model changed since it was written. {fix}"
+      )
 
 
 def _path_key(path) -> tuple[str, ...]:
@@ -221,8 +272,10 @@ def checkpoint_dirs(workdir: str | pathlib.Path, which: str = "latest") -> tuple
   workdir = pathlib.Path(workdir).absolute()
   root = workdir / ("best" if which == "best" else "checkpoints")
   if not root.is_dir():
-    raise CheckpointError(f"No {which} checkpoint in {workdir} (looked for {root}). Train "
-                          f"first: python -m llmjax.main --config=... --workdir={workdir}")
+    raise CheckpointError(
+      f"No {which} checkpoint in {workdir} (looked for {root}). Train "
+      f"first: python -m llmjax.main --config=... --workdir={workdir}"
+    )
   steps = finished_steps(root)
   if not steps:
     raise CheckpointError(f"{root} holds no finished checkpoint.")
@@ -238,11 +291,14 @@ def restore_params(workdir: str | pathlib.Path, abstract_params: Any, which: str
   target = {"params": abstract_params}
   restore_args = ocp.checkpoint_utils.construct_restore_args(target)
   with ocp.PyTreeCheckpointer() as ckptr:
-    restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
-        target, restore_args=restore_args, partial_restore=True))
+    restored = ckptr.restore(
+      state_dir,
+      args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True),
+    )
   return restored["params"], step
 
 
 def abstract_like(tree, shardings):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      tree, shardings)
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+  )

@@ -95,15 +95,15 @@ def build_model(cc: ml_collections.ConfigDict, seed: int):
 
 def check_lengths(enc_cfg: EncoderConfig, tokenizer, ac) -> None:
   """Fails before encoding when the longest side cannot fit the encoder's positions."""
-  specials = tokenizer.num_special_tokens_to_add(True)
+  specials = tokenizer.num_special_tokens_to_add(ac.prompt_max_tokens > 0)
   longest = ac.prompt_max_tokens + ac.response_max_tokens + specials
-  if ac.get("max_length", 0):
+  if ac.max_length:
     longest = min(longest, ac.max_length)
   limit = enc_cfg.max_position_embeddings
   if enc_cfg.family == "roberta":
     limit -= enc_cfg.pad_token_id + 1
   if enc_cfg.absolute_positions and longest > limit:
-    if ac.get("max_length", 0):
+    if ac.max_length:
       raise errors.ConfigError(
         f"arena.max_length={ac.max_length} exceeds the encoder's {limit} positions; set "
         f"--config.arena.max_length={limit} or less."

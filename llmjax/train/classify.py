@@ -12,6 +12,7 @@ state and are carried over untouched, so they stay bit-for-bit equal to where th
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import grain
@@ -32,13 +33,25 @@ from llmjax.train import metrics as metrics_lib
 from llmjax.train import optimizer as optim_lib
 from llmjax.train import step as step_lib
 from llmjax.train.build_classifier import build_model, check_lengths
-from llmjax.util import errors, fileio
+from llmjax.train.shape import pair_shape
+from llmjax.train.task import RunResult, Task
+from llmjax.util import fileio
 
 SIDES = ("a", "b")
 REPORT_FILE = "eval_report.json"
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw) -> runner.RunResult:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassifyResult(RunResult):
+  """A classifier run's result: the run's figures plus the report of the best parameters."""
+
+  num_trainable: int  # Parameters the freezing mode lets train.
+  steps_per_epoch: int
+  report: dict | None  # classify_metrics.evaluate of the reported split (None: never evaluated).
+  report_split: str  # test, or validation when the config holds no test split.
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw) -> ClassifyResult:
   return runner.run(config, workdir, ClassifyTask, **kw)
 
 
@@ -108,10 +121,10 @@ def predict(eval_step, params, arrays, batch_size: int, sharding) -> np.ndarray:
   return np.concatenate(out)
 
 
-class ClassifyTask(runner.Task):
+class ClassifyTask(Task):
   """Pairs (prompt + answer A, prompt + answer B) -> A wins / B wins / tie."""
 
-  unit = "pairs"
+  result_type = ClassifyResult
   reference = "uniform log loss 1.0986"
 
   def setup(self):
@@ -135,22 +148,9 @@ class ClassifyTask(runner.Task):
       self.val_arrays = take(
         self.val_arrays, np.arange(min(n_val, tc.eval_batches * tc.batch_size))
       )
-    if ac.epochs > 0:  # The run is counted in epochs: steps and evaluations follow them.
-      steps, self.steps_per_epoch = arena.epoch_steps(n_train, tc.batch_size, ac.epochs)
-      self.config = config = ml_collections.ConfigDict(config.to_dict())
-      config.train.steps, config.train.eval_every = steps, self.steps_per_epoch
-      tc = config.train
-    else:
-      self.steps_per_epoch = max(n_train // tc.batch_size, 1)
-
     mesh = mesh_lib.make_mesh(config.mesh)
-    batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
-    micro = tc.batch_size // tc.grad_accum
-    if micro % batch_axes:
-      raise errors.ConfigError(
-        f"train.batch_size / train.grad_accum = {micro} pairs per micro-batch must be "
-        f"divisible by the {batch_axes} devices on the data x fsdp mesh axes."
-      )
+    # With arena.epochs the run's length and evaluations follow the epochs (shape.steps).
+    self.shape = shape = pair_shape(config, n_train, mesh.shape["data"] * mesh.shape["fsdp"])
     replicated = NamedSharding(mesh, P())
     self.batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
     self.step_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
@@ -160,8 +160,8 @@ class ClassifyTask(runner.Task):
     mask = pc.trainable_mask(
       self.params, cc.freeze, cc.frozen_layers, model.encoder.cfg.num_stored_layers
     )
-    schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
-    tx = optim_lib.make_optimizer(config.optim, tc.steps, mask)
+    schedule = optim_lib.learning_rate_schedule(config.optim, shape.steps)
+    tx = optim_lib.make_optimizer(config.optim, shape.steps, mask)
     self.abstract = jax.eval_shape(lambda p: step_lib.init_state(p, tx), self.params)
     self.state_shardings = jax.tree.map(lambda _: replicated, self.abstract)
     self.init_fn = jax.jit(lambda p: step_lib.init_state(p, tx), out_shardings=self.state_shardings)
@@ -169,7 +169,7 @@ class ClassifyTask(runner.Task):
       grain.MapDataset.range(n_train)
       .shuffle(seed=tc.seed)
       .repeat()
-      .batch(tc.batch_size, drop_remainder=True)
+      .batch(shape.batch, drop_remainder=True)
       .to_iter_dataset()
     )
     enc_cfg = model.encoder.cfg
@@ -186,8 +186,6 @@ class ClassifyTask(runner.Task):
       in_shardings=(self.state_shardings["params"], self.batch_sharding),
       out_shardings=replicated,
     )
-    self.eval_batch = max(tc.batch_size, batch_axes)
-    self.per_step = tc.batch_size
     self.num_trainable = int(
       sum(
         np.prod(p.shape) for p, t in zip(jax.tree.leaves(self.params), jax.tree.leaves(mask)) if t
@@ -200,7 +198,7 @@ class ClassifyTask(runner.Task):
       "n_train_pairs": n_train,
       "n_val_pairs": n_val,
       "n_test_pairs": len(splits.rows["test"]),
-      "steps_per_epoch": self.steps_per_epoch,
+      "steps_per_epoch": shape.steps_per_epoch,
     }
     self.mesh = mesh
     return self.facts
@@ -231,7 +229,7 @@ class ClassifyTask(runner.Task):
     if self.config.classifier.swap_augment:
       swap_B = np.random.default_rng([self.config.train.seed, step]).random(len(rows)) < 0.5
       batch = swap_sides(batch, swap_B)
-    accum = self.config.train.grad_accum
+    accum = self.shape.grad_accum
     batch = {k: v.reshape((accum, v.shape[0] // accum) + v.shape[1:]) for k, v in batch.items()}
     return to_global(batch, self.step_sharding, axis=1)
 
@@ -239,7 +237,7 @@ class ClassifyTask(runner.Task):
     return self.step
 
   def report(self, params, arrays) -> dict:
-    probs = predict(self.eval_step, params, arrays, self.eval_batch, self.batch_sharding)
+    probs = predict(self.eval_step, params, arrays, self.shape.eval_batch, self.batch_sharding)
     return classify_metrics.evaluate(
       probs, arrays["labels"], self.train_arrays["labels"], interval_seed=self.config.train.seed
     )
@@ -282,7 +280,7 @@ def train_for_set(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> d
   it and returns the figures its table reports (test split, best-on-validation weights)."""
   result = train(config, workdir)
   report = result.report or {}
-  steps_per_epoch = result.summary["steps_per_epoch"]
+  steps_per_epoch = result.steps_per_epoch
   rates = [
     r["pairs_per_s"]
     for r in metrics_lib.read_metrics(workdir)
@@ -291,7 +289,7 @@ def train_for_set(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> d
   rate = float(np.median(rates)) if rates else float("nan")
   return {
     "params": result.num_params,
-    "trainable_params": result.summary["num_trainable"],
+    "trainable_params": result.num_trainable,
     "accuracy": report.get("accuracy"),
     "accuracy_ci95": report.get("accuracy_ci95"),
     "log_loss": report.get("log_loss"),

@@ -29,7 +29,8 @@ from llmjax.pretrained import init_from
 from llmjax.runs import checkpoint as ckpt_lib
 from llmjax.train import metrics as metrics_lib
 from llmjax.train import optimizer as optim_lib
-from llmjax.train import recite_check, runner
+from llmjax.train import recite_check as recite_lib
+from llmjax.train import runner
 from llmjax.train import step as step_lib
 from llmjax.train.shape import RunShape, lm_shape
 from llmjax.train.task import RunResult, Task
@@ -152,7 +153,7 @@ def build_steps(
   state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
   batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
   eval_sharding = mesh_lib.batch_sharding(mesh)
-  loss_fn = step_lib.lm_loss(graphdef, float(mc.get("dropout", 0.0)))
+  loss_fn = step_lib.lm_loss(graphdef, float(mc.dropout))
   step_fn = step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed, trainable=trainable)
   train_step = jax.jit(
     mesh_lib.traced_under(mesh, step_fn),
@@ -205,6 +206,7 @@ class LMTask(Task):
   """Next-token (or `model.target_offset`-ahead) training on `data_splits(config)`."""
 
   result_type = LMResult
+  recite_check = None  # setup's RecitationCheck when the config has a recite section.
 
   def __init__(self, config, workdir, latest_step):
     # model.init_from fixes the architecture before anything is written or built.
@@ -252,10 +254,12 @@ class LMTask(Task):
     self.steps = build_steps(self.config, self.mesh)
     self.recite_check = None
     if "recite" in self.config:
-      self.recite_check = recite_check.RecitationCheck(
+      check = recite_lib.RecitationCheck(
         self.config.recite, self.steps.graphdef, self.tok, self.splits.train
       )
-      facts["recite_prompts"] = 2 * len(self.recite_check.pairs)
+      if check.usable():
+        self.recite_check = check
+        facts["recite_prompts"] = 2 * len(check.pairs)
     return facts
 
   def startup_line(self, num_params, start_step):

@@ -57,9 +57,9 @@ def fit_advice(config) -> str:
     f"raise train.grad_accum (now {tc.grad_accum}) or lower train.batch_size (now {tc.batch_size})"
   ]
   if mc is not None:
-    if mc.get("remat", "full") == "none":
+    if "remat" in mc and mc.remat == "none":  # Not every model.arch declares remat.
       hints.append("set model.remat=full")
-    if mc.get("dtype", "") == "float32":
+    if "dtype" in mc and mc.dtype == "float32":
       hints.append("set model.dtype=bfloat16")
   hints.append("or run a smaller variant (e.g. :cpu)")
   return ", ".join(hints)

@@ -22,6 +22,7 @@ refreshed at every switch, so it always holds the current stage's parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import re
 
@@ -35,10 +36,20 @@ from llmjax.models import lora as lora_lib
 from llmjax.models import progressive as progressive_lib
 from llmjax.runs import checkpoint as ckpt_lib
 from llmjax.train import lm, runner
+from llmjax.train.task import ModelSwitch
 from llmjax.util import errors
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw) -> runner.RunResult:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProgressiveResult(lm.LMResult):
+  """An LM result plus the step each stage began at."""
+
+  stage_steps: list[int]
+
+
+def train(
+  config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kw
+) -> ProgressiveResult:
   check_config(config)
   return runner.run(config, workdir, ProgressiveTask, **kw)
 
@@ -69,24 +80,24 @@ def stage_at(step: int, boundaries: list[int]) -> int:
 
 
 def model_section(config: ml_collections.ConfigDict, stage: int) -> ml_collections.ConfigDict:
-  """The `model` section plus what the progressive model reads: stage and adapters."""
+  """The `model` section (the progressive model's: stages and adapters) at `stage`."""
   section = ml_collections.ConfigDict(config.model.to_dict())
-  section.arch = "progressive"
   section.stage = stage
-  section.stage_groups = tuple(int(g) for g in config.progressive.stage_groups)
-  section.lora_rank = int(config.lora.rank)
-  section.lora_alpha = float(config.lora.alpha)
-  section.lora_targets = ",".join(lora_lib.parse_targets(config.lora.targets))
-  section.lora_fused = bool(config.lora.fused)
   return section
 
 
 def check_config(config) -> None:
-  groups = tuple(config.progressive.stage_groups)
+  if config.model.get("arch") != "progressive":
+    raise errors.ConfigError(
+      f"config.job='progressive' trains model.arch='progressive', got "
+      f"{config.model.get('arch')!r}; start the config from "
+      "schema.schema(('progressive',), arch='progressive') (see configs/progressive.py)."
+    )
+  groups = tuple(config.model.stage_groups)
   if len(groups) != len(tuple(config.progressive.stage_fractions)):
     raise errors.ConfigError(
       f"progressive.stage_fractions has {len(tuple(config.progressive.stage_fractions))} "
-      f"entries but progressive.stage_groups={groups} has {len(groups)}: one per stage."
+      f"entries but model.stage_groups={groups} has {len(groups)}: one per stage."
     )
   stage_boundaries(config.train.steps, config.progressive.stage_fractions)
   for stage in range(1, len(groups) + 1):
@@ -129,13 +140,16 @@ def carry_moments(old_opt_state, new_opt_state, ratio: int):
 
 
 class ProgressiveTask(lm.LMTask):
-  """The LM task whose model grows at each stage boundary."""
+  """The LM task whose model grows at each stage boundary (a `ModelSwitch` hook)."""
+
+  result_type = ProgressiveResult
 
   def __init__(self, config, workdir, latest_step):
     super().__init__(config, workdir, latest_step)
     self.boundaries = stage_boundaries(config.train.steps, config.progressive.stage_fractions)
     self.stage = stage_at(latest_step or 0, self.boundaries)
     self.stages = {}
+    self.hooks = (ModelSwitch(due=self.switch_due, apply=self.switch),)
 
   def run_config(self):
     out = ml_collections.ConfigDict(self.config.to_dict())

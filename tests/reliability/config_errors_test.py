@@ -75,12 +75,13 @@ def test_resume_with_changed_model_config_names_the_key(refused, reference):
 def test_resume_with_changed_parameter_shapes_names_the_first_parameter(
   base, corpus, reference, tmp_path, monkeypatch, overrides, first
 ):
-  # Without config.json (or with a model key the check does not know), the checkpoint's
-  # own shapes are compared before anything is restored.
+  # Without config.json and identity.json (or with a model key the checks do not know), the
+  # checkpoint's own shapes are compared before anything is restored.
   monkeypatch.setenv("LLMJAX_CACHE", str(base / "llmjax-cache"))
   workdir = tmp_path / "run"
   shutil.copytree(reference, workdir)
   (workdir / "config.json").unlink()
+  (workdir / "identity.json").unlink()
   with pytest.raises(errors.CheckpointError) as e:
     lm.train(tiny_config(corpus, **overrides), workdir)
   assert str(e.value) == (

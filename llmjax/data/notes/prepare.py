@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import tqdm
 
+from llmjax.config import schema as config_schema
 from llmjax.data import shards, sources
 from llmjax.data.notes.corpus import CORPUS_FORMAT, write_corpus, write_streamed_corpus
 from llmjax.data.notes.pipelines import load_pipeline, model_id
@@ -40,30 +41,30 @@ def prepare_notes(
     manifest's `notes` section holds the note vocabulary and counts, and its
     `vocab_size` is the model's vocabulary.
   """
+  data_cfg = config_schema.section("data", data_cfg)  # Keys they lack: their defaults.
+  notes_cfg = config_schema.section("notes", notes_cfg)
   variant, scheme = notes_cfg.variant, notes_cfg.scheme
   tag_scheme = tagging_scheme(variant, scheme)
-  val_fraction = shards.check_val_fraction(data_cfg.get("val_fraction", 0.1))
-  source = data_cfg.get("source", "shakespeare")
+  val_fraction = shards.check_val_fraction(data_cfg.val_fraction)
+  source = data_cfg.source
   if source not in sources.TEXT_READERS:
     raise errors.ConfigError(
       f"notes.variant={variant!r} makes a notes corpus from a text, but "
       f"data.source={source!r} is not a text source; use one of "
       f"{', '.join(sources.TEXT_READERS)}, or notes.variant='' for plain tokens."
     )
-  limit = int(notes_cfg.get("limit_chars", 0) or 0)
-  streamed = data_cfg.get("source") == "hf" and bool(data_cfg.get("hf_streaming", False))
+  limit = notes_cfg.limit_chars
+  streamed = source == "hf" and data_cfg.hf_streaming
   if streamed:
     src = None
-    ident = ["stream"] + [
-      str(data_cfg.get(k, "")) for k in ("path", "hf_config", "hf_split", "text_field")
-    ]
+    ident = ["stream"] + [str(data_cfg[k]) for k in ("path", "hf_config", "hf_split", "text_field")]
   else:
     src = sources.read_source(data_cfg)
     if limit and limit < len(src.text):  # Cut after a line end if there is one.
       cut = src.text.rfind("\n", limit // 2, limit) + 1 or limit
       src = dataclasses.replace(src, text=src.text[:cut])
     ident = [src.fingerprint]
-  tokenizer = get_tokenizer(data_cfg.get("tokenizer", "gpt2") or "gpt2")
+  tokenizer = get_tokenizer(data_cfg.tokenizer)
   nlp = load_pipeline(notes_cfg.spacy_model, tag_scheme)
   max_chars = min(notes_cfg.max_chars, nlp.max_length)
   key = hashlib.sha256(
@@ -110,8 +111,8 @@ def prepare_notes(
           limit_chars=limit,
           val_fraction=val_fraction,
           progress=WordRate(bar),
-          source=f"hf {data_cfg.path} config={data_cfg.get('hf_config')}"
-          f" split={data_cfg.get('hf_split')} (streamed)",
+          source=f"hf {data_cfg.path} config={data_cfg.hf_config}"
+          f" split={data_cfg.hf_split} (streamed)",
           **tag_kwargs,
         )
       else:
@@ -134,13 +135,8 @@ def _is_corpus(directory: pathlib.Path) -> bool:
 
 def _stream_docs(data_cfg) -> Iterator[str]:
   """The text column of a streamed HF dataset, row by row."""
-  field = data_cfg.get("text_field", "text") or "text"
-  ds = sources.load_hf_dataset(
-    data_cfg.path,
-    data_cfg.get("hf_config", ""),
-    data_cfg.get("hf_split", "train") or "train",
-    streaming=True,
-  )
+  field = data_cfg.text_field
+  ds = sources.load_hf_dataset(data_cfg.path, data_cfg.hf_config, data_cfg.hf_split, streaming=True)
   for row in ds:
     if field not in row:
       raise errors.DataError(

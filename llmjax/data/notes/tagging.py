@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import pathlib
 import re
 import time
+import zipfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +27,8 @@ from llmjax.data.notes.pipelines import (
   scheme_attrs,
 )
 from llmjax.util import assets, errors, fileio
+
+log = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 1
 
@@ -147,7 +151,8 @@ def _load(path: pathlib.Path, text: str) -> TaggedText | None:
         model=meta["model"],
         scheme=meta["scheme"],
       )
-  except (OSError, ValueError, KeyError):
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    log.warning("The tag cache entry %s is damaged; tagging the text again.", path)
     return None  # A damaged cache entry is re-tagged and overwritten.
 
 
