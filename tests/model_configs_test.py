@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from llmjax import models
-from llmjax.cli import main as cli_main
+from llmjax.cli import common as cli_common
 from llmjax.config import docs as config_docs
 from llmjax.config import load as config_load
 from llmjax.config import schema as config_schema
@@ -104,7 +104,7 @@ def fan_in_message(closest="attention"):
 def test_a_key_the_arch_does_not_declare_is_refused_naming_the_closest_key():
   config = config_load.load_config("configs/shakespeare.py:smoke")
   with pytest.raises(errors.ConfigError) as e:
-    cli_main.check_config_flags(
+    cli_common.check_config_flags(
       ["--config=configs/shakespeare.py:smoke", "--config.model.fan_in=4"]
     )
   assert str(e.value) == fan_in_message()

@@ -1,25 +1,9 @@
 """Tests for llmjax.recite: which lines are prompts, and what counts as recited."""
 
-import pytest
 
 from llmjax.cli import recite
-from llmjax.util import errors
 
 TEXT = "Title\n\nOne line\nTwo line\n  Three line\n\nFour\nFive\n"
-
-
-def test_tail_pairs_take_lines_starting_in_the_tail_followed_by_a_line():
-  assert recite.tail_pairs(TEXT, 1.0) == [
-    ("One line", "Two line"),
-    ("Two line", "  Three line"),
-    ("Four", "Five"),
-  ]
-  # "Four" starts 10 characters before the end; "Five" is followed by no line.
-  assert recite.tail_pairs(TEXT, 10 / len(TEXT)) == [("Four", "Five")]
-  assert recite.tail_pairs(TEXT, 9 / len(TEXT)) == []
-  assert recite.tail_pairs(TEXT + "Six, cut sh", 1.0)[-1] == ("Four", "Five")
-  with pytest.raises(errors.ConfigError, match=r"tail=0 must be in \(0, 1\]"):
-    recite.tail_pairs(TEXT, 0)
 
 
 class FakeSampler:
@@ -36,16 +20,28 @@ class FakeSampler:
     return self.answers[prompt]
 
 
-def test_recite_counts_exact_next_lines_only():
+def test_recite_asks_the_sampler_greedily_in_both_forms():
   sampler = FakeSampler(
-    {"One line": "\nTwo line\nmore", "Two line": "\nThree line", "Four": " Five\nFive"}
+    {
+      "One line": "\nTwo line\nmore",
+      "One line\n": "Two line\n",
+      "Two line": "\nThree line",
+      "Two line\n": "Three",
+      "Four": " Five\nFive",
+      "Four\n": "Five",
+    }
   )
   result = recite.recite(sampler, TEXT, 1.0)
-  assert [r["recited"] for r in result["rows"]] == [True, True, False]
-  assert result["rows"][2]["got"] == "Four Five"  # The prompt's own line went on.
-  assert (result["prompts"], result["recited"]) == (3, 2)
+  assert [r["recited"] for r in result["rows"]] == [True, True, True, False, False, True]
+  assert result["rows"][4]["got"] == "Four Five"  # The prompt's own line went on.
+  assert (result["lines"], result["prompts"], result["recited"]) == (3, 6, 4)
   assert sampler.calls[0] == ("One line", len("\nTwo line") + 4, 0.0, False)
-  assert "2 of 3 lines of the last 100% continued exactly." in recite.table(result)
+  assert sampler.calls[1][0] == "One line\n"
+  assert "4 of 6 prompts (3 lines of the last 100%, given as line and line+newline)" in (
+    recite.table(result)
+  )
+  alone = recite.recite(sampler, TEXT, 1.0, forms=["line"])
+  assert (alone["prompts"], alone["recited"]) == (3, 2)
 
 
 def test_importing_it_defines_no_flags():

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from llmjax.cli import report as report_cli
 from llmjax.runs import report
 
 
@@ -153,11 +154,11 @@ def test_write_report_files(two_runs, tmp_path):
 
 
 def test_cli(two_runs, tmp_path, capsys):
-  assert report.main([str(d) for d in two_runs] + [f"--out={tmp_path / 'cli'}"]) == 0
+  assert report_cli.main([str(d) for d in two_runs] + [f"--out={tmp_path / 'cli'}"]) == 0
   out = capsys.readouterr().out
   assert "| a | small |" in out and "report.md" in out
   assert (tmp_path / "cli" / "loss.png").is_file()
-  assert report.main([str(tmp_path / "nothing"), f"--out={tmp_path / 'x'}"]) == 2
+  assert report_cli.main([str(tmp_path / "nothing"), f"--out={tmp_path / 'x'}"]) == 2
   assert "no metrics.jsonl" in capsys.readouterr().err
 
 

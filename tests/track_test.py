@@ -7,6 +7,7 @@ import warnings
 import ml_collections
 import pytest
 
+from llmjax.cli import track as track_cli
 from llmjax.config import schema as config_base
 from llmjax.runs import track
 
@@ -174,7 +175,7 @@ def test_log_finished_run_sends_only_missing_steps(tmp_path, mlflow_client, caps
   records = [{"step": s, "train_loss": 4.0 - s} for s in (1, 2, 3)]
   records.append({"step": 3, "val_loss": 1.5})
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-  assert track.main([str(workdir), "--experiment=backfill"]) == 0
+  assert track_cli.main([str(workdir), "--experiment=backfill"]) == 0
   assert "MLflow run" in capsys.readouterr().out
   run_id = track.run_id_for(workdir)
   assert history(mlflow_client, run_id, "train_loss") == [(1, 3.0), (2, 2.0), (3, 1.0)]
@@ -183,7 +184,7 @@ def test_log_finished_run_sends_only_missing_steps(tmp_path, mlflow_client, caps
   assert track.log_finished_run(workdir, "backfill") == run_id
   assert history(mlflow_client, run_id, "train_loss") == [(1, 3.0), (2, 2.0), (3, 1.0), (4, 0.5)]
   assert mlflow_client.get_run(run_id).data.params["name"] == "old"
-  assert track.main([str(tmp_path / "missing")]) == 1
+  assert track_cli.main([str(tmp_path / "missing")]) == 1
   assert "no metrics.jsonl" in capsys.readouterr().err
 
 

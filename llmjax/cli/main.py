@@ -72,48 +72,13 @@ def main(argv):
 def parse_flags(argv):
   """absl parsing, with config errors (missing file, unknown key, wrong type) as one line."""
   try:
-    check_config_flags(argv[1:])
+    _OVERRIDDEN.extend(cli.check_config_flags(argv[1:]))
     return flags.FLAGS(argv)
   except errors.ConfigError as e:
     sys.exit(f"Config error: {e}")
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     message = " ".join(str(e).split())
     sys.exit(f"Flag error: {message} List every config key with --config_help.")
-
-
-def check_config_flags(args: list[str]) -> None:
-  """Loads --config and checks each --config.KEY=VALUE against it before absl does, so a
-  typo gets the closest valid key and a bad value the expected type."""
-  spec = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
-  if spec is None:
-    return
-  try:
-    config = config_load.load_config(spec)
-  except errors.ConfigError:
-    raise
-  except Exception as e:  # noqa: BLE001 - whatever get_config raised, say where.
-    raise errors.ConfigError(f"--config={spec}: {type(e).__name__}: {e}") from e
-  current = config_load.flatten(config)
-  for arg in args:
-    if not arg.startswith("--config."):
-      continue
-    name, _, text = arg[len("--config.") :].partition("=")
-    _OVERRIDDEN.append(name)
-    if name not in current:
-      raise config_load.unknown_key_error(name, list(current), current.get("model.arch"))
-    want = type(current[name])
-    value = config_load.parse_value(text)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    fits = {
-      bool: text.lower() in ("true", "false", "t", "f", "1", "0"),
-      int: number and isinstance(value, int),
-      float: number,
-    }.get(want, True)
-    if not fits:
-      kind = {bool: "true or false", int: "an integer", float: "a number"}[want]
-      raise errors.ConfigError(
-        f"--config.{name}={text}: {name} takes {kind} (it is {current[name]!r} now)."
-      )
 
 
 def run():

@@ -4,8 +4,9 @@
   python -m llmjax.recite --workdir=runs/book --text=book.txt --tail=1   # every line
 
 Every non-empty line in the last `--tail` of the text that is followed by another
-non-empty line is a prompt; the model continues it greedily and passes when it ends the
-prompt's line and writes the book's next line (leading and trailing spaces ignored). Prints a
+non-empty line is a prompt, given alone and with its line break (`--forms`); the model
+continues it greedily and passes when it writes the book's next line (leading and trailing
+spaces ignored; `llmjax.inference.recitation`, the check book training stops on). Prints a
 table of the prompts and the share recited, and writes it as JSON with `--out`.
 """
 
@@ -19,72 +20,35 @@ from absl import app, flags
 from llmjax import api
 from llmjax.cli import common as cli
 from llmjax.data import sources
+from llmjax.inference import recitation
 from llmjax.util import errors, fileio, markdown
 
 
-def tail_pairs(text: str, tail: float) -> list[tuple[str, str]]:
-  """(line, next line) for every non-empty line starting in the last `tail` of `text`
-  whose next line is non-empty and ends with a line break (a text cut mid-line has no
-  complete last line to recite)."""
-  if not 0 < tail <= 1:
-    raise errors.ConfigError(
-      f"tail={tail} must be in (0, 1]: the share of the text, from "
-      "its end, whose lines are prompts."
+def recite(sampler, text: str, tail: float = 0.05, forms=recitation.FORMS) -> dict:
+  """`llmjax.inference.recitation.recite` through a `Sampler`, greedy."""
+
+  def continue_fn(prompt: str, max_tokens: int) -> str:
+    return sampler.generate_text(
+      prompt, max_tokens=max_tokens, temperature=0.0, include_prompt=False
     )
-  start = len(text) - int(round(tail * len(text)))
-  pairs, offset = [], 0
-  lines = text.split("\n")
-  for line, following in zip(lines, lines[1:-1]):  # The last piece has no line end.
-    if offset >= start and line.strip() and following.strip():
-      pairs.append((line, following))
-    offset += len(line) + 1
-  return pairs
 
-
-def next_line(prompt: str, continuation: str) -> tuple[str, bool]:
-  """(the line the model wrote after the prompt, whether it ended the prompt's line first);
-  when it went on with the prompt's line, that whole line instead."""
-  same_line, _, rest = continuation.partition("\n")
-  if same_line.strip():
-    return prompt.strip() + same_line.rstrip(), False
-  return rest.split("\n", 1)[0], True
-
-
-def recite(sampler, text: str, tail: float = 0.05) -> dict:
-  """Greedy continuation of every line pair of `tail_pairs`; returns the rows and the share
-  whose next line is recited exactly."""
-  rows = []
-  for line, following in tail_pairs(text, tail):
-    budget = len(sampler.tokenizer.encode("\n" + following)) + 4
-    got, ended = next_line(
-      line, sampler.generate_text(line, max_tokens=budget, temperature=0.0, include_prompt=False)
-    )
-    rows.append(
-      {
-        "prompt": line.strip(),
-        "expected": following.strip(),
-        "got": got.strip(),
-        "recited": ended and got.strip() == following.strip(),
-      }
-    )
-  recited = sum(r["recited"] for r in rows)
-  return {
-    "tail": tail,
-    "prompts": len(rows),
-    "recited": recited,
-    "share": recited / len(rows) if rows else 0.0,
-    "rows": rows,
-  }
+  return recitation.recite(
+    continue_fn, lambda s: len(sampler.tokenizer.encode(s)), text, tail, tuple(forms)
+  )
 
 
 def table(result: dict) -> str:
   body = markdown.table(
-    ["prompt", "next line of the book", "recited"],
-    [[r["prompt"], r["expected"], "yes" if r["recited"] else r["got"]] for r in result["rows"]],
+    ["prompt", "given", "next line of the book", "recited"],
+    [
+      [r["prompt"], r["form"], r["expected"], "yes" if r["recited"] else r["got"]]
+      for r in result["rows"]
+    ],
   )
   return (
-    f"{body}\n\n{result['recited']} of {result['prompts']} lines of the last "
-    f"{result['tail']:.0%} continued exactly."
+    f"{body}\n\n{result['recited']} of {result['prompts']} prompts ({result['lines']} lines "
+    f"of the last {result['tail']:.0%}, given as {' and '.join(result['forms'])}) continued "
+    "exactly."
   )
 
 
@@ -95,6 +59,9 @@ def define_flags() -> None:
   flags.DEFINE_string("text", None, "The book it was trained on (a UTF-8 file).")
   flags.DEFINE_float("tail", 0.05, "Share of the text, from its end, whose lines are prompts.")
   flags.DEFINE_string("out", "", "Also write the result as JSON here.")
+  flags.DEFINE_list(
+    "forms", list(recitation.FORMS), "How each line is given: line (alone), line+newline."
+  )
   flags.mark_flags_as_required(["workdir", "text"])
 
 
@@ -131,7 +98,7 @@ def main(argv):
     out = check_out(args.out)
     # Read as training reads it: bytes that are not UTF-8 become U+FFFD, with a warning.
     text, _ = sources.decode_text(path.read_bytes(), f"--text={args.text}")
-    result = recite(api.Sampler(args.workdir, seed=0), text, args.tail)
+    result = recite(api.Sampler(args.workdir, seed=0), text, args.tail, args.forms)
     print(table(result))
     if out is not None:
       fileio.atomic_write_json(out, result, indent=1)
