@@ -1,6 +1,5 @@
 """Tests for llmjax.recite: which lines are prompts, and what counts as recited."""
 
-
 from llmjax.cli import recite
 
 TEXT = "Title\n\nOne line\nTwo line\n  Three line\n\nFour\nFive\n"
