@@ -32,6 +32,8 @@ import os
 import statistics
 import time
 
+from benchmarks import timing
+
 
 def _median(xs):
   return statistics.median(xs) if xs else None
@@ -166,12 +168,12 @@ def run(
   out = {}
   for name, rs in runs.items():
     out[name] = {
-      "tokens_per_s": round(n_new / _median([x["total_s"] for x in rs]), 1),
+      "tokens_per_s": timing.rate(n_new, _median([x["total_s"] for x in rs]), 1),
       "prefill_ms": round(1e3 * _median([x["prefill_s"] for x in rs]), 2),
       "per_token_ms": round(1e3 * _median([x["per_token_s"] for x in rs]), 3),
       "per_token_ms_each": [round(1e3 * x["per_token_s"], 3) for x in rs],
       "cpu_ms_per_token": round(1e3 * _median([x["cpu_per_token_s"] for x in rs]), 3),
-      "decode_tokens_per_s": round(1 / _median([x["per_token_s"] for x in rs]), 1),
+      "decode_tokens_per_s": timing.rate(1, _median([x["per_token_s"] for x in rs]), 1),
       "first_call_s": first_call_s[name],
     }
   for name, g in generators.items():
@@ -179,7 +181,7 @@ def run(
 
   def paired(num, den, key):
     """Per repeat: den's time / num's time (> 1: `num` is faster)."""
-    return [b[key] / a[key] for a, b in zip(runs[num], runs[den])]
+    return timing.ratios([b[key] for b in runs[den]], [a[key] for a in runs[num]])
 
   ratios, each = {}, {}
   pairs = {
@@ -202,12 +204,13 @@ def run(
   for key, (num, den, field) in pairs.items():
     if num in runs and den in runs:
       xs = paired(num, den, field)
-      ratios[key], each[key] = round(_median(xs), 3), [round(x, 3) for x in xs]
+      ratios[key] = round(_median(xs), 3) if xs else None  # None: too fast to time.
+      each[key] = [round(x, 3) for x in xs]
   ratios["each_repeat"] = each
   out["ratios"] = ratios
   out["goals"] = {
-    "generator_over_reference>=0.9": ratios["generator_over_reference"] >= 0.9,
-    "llmjax_over_torch>=2.5": ratios["llmjax_over_torch"] >= 2.5,
+    "generator_over_reference>=0.9": (ratios.get("generator_over_reference") or 0) >= 0.9,
+    "llmjax_over_torch>=2.5": (ratios.get("llmjax_over_torch") or 0) >= 2.5,
   }
   base = tokens["llmjax"]
   out["greedy_tokens"] = {
@@ -298,14 +301,14 @@ def run_batches(model, hf, prompt: list[int], n_new: int, batches, repeats: int)
         times[name].append(time.perf_counter() - t0)
     row = {
       name: {
-        "tokens_per_s": round(b * n_new / _median(ts), 1),
-        "tokens_per_s_each": [round(b * n_new / t, 1) for t in ts],
+        "tokens_per_s": timing.rate(b * n_new, _median(ts), 1),
+        "tokens_per_s_each": [timing.rate(b * n_new, t, 1) for t in ts],
       }
       for name, ts in times.items()
     }
-    row["llmjax_over_torch"] = round(_median(times["torch"]) / _median(times["llmjax"]), 3)
-    row["llmjax_int8_over_llmjax"] = round(
-      _median(times["llmjax"]) / _median(times["llmjax_int8"]), 3
+    row["llmjax_over_torch"] = timing.ratio(_median(times["torch"]), _median(times["llmjax"]), 3)
+    row["llmjax_int8_over_llmjax"] = timing.ratio(
+      _median(times["llmjax"]), _median(times["llmjax_int8"]), 3
     )
     out[f"batch_{b}"] = row
   out["new_tokens"] = n_new

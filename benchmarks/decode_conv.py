@@ -25,7 +25,7 @@ import time
 
 from absl import app, flags
 
-from benchmarks import machine
+from benchmarks import machine, timing
 
 _N_EMBD = flags.DEFINE_integer("n_embd", 128, "GPT width = conv-attention base width.")
 _N_HEAD = flags.DEFINE_integer("n_head", 4, "Heads in every block.")
@@ -85,7 +85,7 @@ def main(argv):
       per_token[name].append((full - one) / (n - 1))
 
   def paired(num, den):
-    return statistics.median(a / b for a, b in zip(per_token[num], per_token[den]))
+    return timing.median_ratio(per_token[num], per_token[den])
 
   params = {
     "gpt": sum(x.size for x in jax.tree.leaves(jax.device_get(gpt_gen.state))),

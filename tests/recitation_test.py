@@ -3,9 +3,11 @@
 import json
 
 import pytest
+from flax import nnx
 
-from llmjax import jobs
+from llmjax import jobs, models
 from llmjax.config import load as config_load
+from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.inference import recitation
 from llmjax.train import recite_check
 from llmjax.util import errors
@@ -69,13 +71,26 @@ def book_smoke(tmp_path, **overrides):
   return config
 
 
-def test_book_run_reports_the_share_recited_at_every_evaluation(tmp_path):
-  jobs.run(book_smoke(tmp_path), tmp_path / "run")
-  records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
-  evals = [r for r in records if "val_loss" in r]
-  assert [r["step"] for r in evals] == [4, 8, 12]
-  for r in evals:  # A 10-step model recites nothing, but every prompt was asked.
-    assert r["recited_share"] == 0.0 and r["recite_prompts"] > 0
+def test_recitation_check_asks_a_real_model_for_every_tail_prompt():
+  # An untrained model recites nothing, but every prompt of the tail is asked, both forms,
+  # through one compiled generator reused across checks.
+  config = config_load.load_config("configs/book.py:smoke")
+  config.unlock().model.vocab_size = 257
+  config.recite.tail = 0.2
+  model = models.build(config.model, 0)
+  graphdef, params = nnx.split(model)
+  tok = tokenizer_lib.get_tokenizer("char")
+  check = recite_check.RecitationCheck(config.recite, graphdef, tok, tok.encode(TEXT * 3))
+  assert check.usable() and check.pairs == [("Four", "Five")]  # The last 20%.
+  first = check(nnx.to_pure_dict(params))
+  assert first == {"recited_share": 0.0, "recited": 0, "recite_prompts": 2}
+  compiled = check.generator.compilations
+  assert check(nnx.to_pure_dict(params)) == first
+  assert check.generator.compilations == compiled
+  assert check.goal_reached(first) is None
+  assert "recited 2 of 2 prompts" in check.goal_reached(
+    {"recited_share": 1.0, "recited": 2, "recite_prompts": 2}
+  )
 
 
 def test_book_run_stops_once_the_goal_is_recited(tmp_path, monkeypatch, capsys):
@@ -90,3 +105,9 @@ def test_book_run_stops_once_the_goal_is_recited(tmp_path, monkeypatch, capsys):
   result = jobs.run(book_smoke(tmp_path, **{"recite.goal": 0.9}), tmp_path / "run")
   assert result.step == 8 and result.stopped_early
   assert "Goal reached at step 8: recited 10 of 10 prompts" in capsys.readouterr().out
+  records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+  evals = [r for r in records if "val_loss" in r]
+  assert [(r["step"], r["recited_share"], r["recite_prompts"]) for r in evals] == [
+    (4, 0.5, 10),
+    (8, 1.0, 10),
+  ]

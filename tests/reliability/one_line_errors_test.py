@@ -112,7 +112,11 @@ def test_recite_reads_a_book_that_is_not_utf8_as_training_did_and_prints_no_info
   # Quiet like llmjax.sample: no absl/Orbax INFO lines, only warnings.
   assert not [line for line in result.stderr.splitlines() if re.match(r"I\d{4} ", line)]
   assert "INFO" not in result.stderr, result.describe()
-  assert re.search(r"\n\d+ of \d+ lines of the last 10% continued exactly\.\n$", result.stdout)
+  assert re.search(
+    r"\n\d+ of \d+ prompts \(\d+ lines of the last 10%, given as line and line\+newline\) "
+    r"continued exactly\.\n$",
+    result.stdout,
+  )
 
 
 def test_recite_out_into_a_missing_directory_is_refused_before_the_work(runs):
