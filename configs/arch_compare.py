@@ -15,7 +15,10 @@ Variants:
       heads, width 192, context 256; convolution-attention with 6 heads, base width 48
       (doubling per compression up to 384), context 1024, trained and scored on the token
       64 ahead as it was, and again on the next token so its loss compares with the
-      baseline's; micro-batch 8; 80k batches (a GPU).
+      baseline's; micro-batch 8; 80k batches (a GPU). One difference stays: each
+      evaluation averages 200 test batches (1,600 windows of 256 tokens spread evenly over
+      the 20M-token test split) where the original averaged 25k batches once, at the end;
+      `--config.train.eval_batches=25000` gives that count, at every evaluation.
   `matched`: the three within 10% of each other in parameters, context 256, next token.
   `cpu`: the original's models and rows, 40 batches each (sized for under 30 minutes on
       2 idle CPU cores).
@@ -41,7 +44,7 @@ def get_config(arg=None):
   c.model.n_head = 6  # Heads in every attention block.
   c.model.n_embd = 192  # Width D (conv_attention widens to 2D, 4D, 8D when compressing).
   c.model.block_size = 256  # Context window (conv_attention: a multiple of fan_in**3 = 64).
-  c.data.source = "math"  # Maths-College then open-web-math, streamed.
+  c.data.source = "math"  # Maths-College and open-web-math, streamed, an equal share of data.max_tokens each (data.mix).
   c.data.path = ""  # "" = both default datasets; comma-separated ids or local data files.
   c.data.max_tokens = 1_000_000_000  # Tokens streamed into the token cache.
   c.data.val_fraction = 0.02  # Share of max_tokens held out as the test split.

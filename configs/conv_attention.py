@@ -21,7 +21,7 @@ def get_config(arg=None):
   c.model.block_size = 512  # Context; a multiple of fan_in**3.
   c.model.fan_in = 4  # Positions merged per compression.
   c.model.target_offset = 1  # 1 = next token; fan_in**3 = 64 is the original objective.
-  c.data.source = "math"  # Maths-College then open-web-math, streamed.
+  c.data.source = "math"  # Maths-College and open-web-math, streamed, an equal share of data.max_tokens each (data.mix).
   c.data.path = ""  # "" = both default datasets; comma-separated ids or local data files.
   c.data.max_tokens = 200_000_000  # Tokens streamed into the token cache.
   c.data.val_fraction = 0.02  # Share of max_tokens held out as the test split.

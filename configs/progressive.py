@@ -16,7 +16,7 @@ from llmjax.util import errors
 
 
 def math_data(c: ml_collections.ConfigDict, max_tokens: int, path: str = "") -> None:
-  c.data.source = "math"  # Maths-College then open-web-math, streamed (data.path overrides).
+  c.data.source = "math"  # Maths-College and open-web-math, streamed, an equal share of data.max_tokens each (data.path, data.mix override).
   c.data.path = path  # "" = math_text.DEFAULT_DATASETS; "generated" (offline); ids or files.
   c.data.max_tokens = max_tokens  # Tokens streamed into the token cache (val first, then train).
   c.data.val_fraction = 0.02  # Share of max_tokens held out as the test split.

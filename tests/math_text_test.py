@@ -38,7 +38,7 @@ def data_cfg(path, max_tokens, **kw):
   return cfg
 
 
-def test_streams_both_datasets_in_turn_val_first(tmp_path):
+def test_each_dataset_gives_its_share_to_both_splits(tmp_path):
   college, web = write_math_files(tmp_path)
   tok = get_tokenizer("char")
   docs = list(math_text.iter_documents([str(college), str(web)]))
@@ -46,18 +46,57 @@ def test_streams_both_datasets_in_turn_val_first(tmp_path):
   assert docs[0] == "Differentiate x^0.\n\nThe derivative is 0 x^-1."
   assert docs[30] == "Lemma 0. For all n, n + 0 > n."
 
-  splits = registry.prepare_tokens(data_cfg(f"{college},{web}", 10_000), tmp_path / "cache")
+  splits = registry.prepare_tokens(data_cfg(f"{college},{web}", 2000), tmp_path / "cache")
   assert splits.dir.name.startswith("math-")
+  eot = tok.decode([tok.eot_id])
+  per = splits.manifest["per_dataset"]
+  assert [p["dataset"] for p in per] == [str(college), str(web)]
+  assert [p["budget"] for p in per] == [1000, 1000]
+  assert [p["val"] for p in per] == [100, 100]  # val_fraction of each share, a document cut.
+  # The question set fills its share; the small text set runs out first (its rest unused).
+  assert per[0]["train"] == 900 and 0 < per[1]["train"] < 900
+  assert len(splits.val) == 201  # One eot joins the two datasets' parts.
+  assert len(splits.train) == 901 + per[1]["train"]
   text_val = tok.decode(np.asarray(splits.val))
   text_train = tok.decode(np.asarray(splits.train))
-  assert text_val.startswith(docs[0])
-  assert len(splits.val) == 1000  # val_fraction * max_tokens, the last document cut.
-  assert text_train.rstrip().endswith(docs[-1])  # Everything else fits under the cap.
+  assert text_val.startswith(docs[0]) and "Lemma 0." in text_val
+  assert "Differentiate" in text_train and "Lemma" in text_train
   assert splits.manifest["datasets"] == [str(college), str(web)]
   assert splits.manifest["n_train"] == len(splits.train)
   # Val documents never reappear in training.
-  first_train_doc = text_train.split(tok.decode([tok.eot_id]))[0]
-  assert first_train_doc in docs and first_train_doc not in text_val
+  train_docs = set(text_train.split(eot))
+  assert not any(doc in train_docs for doc in text_val.split(eot)[:-1])
+
+
+def test_default_datasets_are_both_read_under_the_default_budgets(tmp_path, monkeypatch):
+  # Stand-ins for the two hub datasets, each far larger than data.max_tokens: read in
+  # turn to the cap, the second would never be reached.
+  def endless(dataset_id, config, split, streaming):
+    assert streaming and dataset_id in math_text.DEFAULT_DATASETS
+    name = dataset_id.split("/")[1]
+    return ({"text": f"{name} document {i}."} for i in itertools.count())
+
+  monkeypatch.setattr(sources, "load_hf_dataset", endless)
+  cfg = data_cfg("", 30_000)
+  splits = registry.prepare_tokens(cfg, tmp_path / "cache")
+  per = {p["dataset"]: p for p in splits.manifest["per_dataset"]}
+  assert list(per) == list(math_text.DEFAULT_DATASETS)
+  for p in per.values():
+    assert p["budget"] == 15_000 and p["val"] == 1_500 and p["train"] == 13_500
+  text = get_tokenizer("char").decode(np.asarray(splits.train))
+  assert text.count("Maths-College document") > 400
+  assert text.count("open-web-math document") > 400
+
+  cfg.mix = "3,1"
+  shares = registry.prepare_tokens(cfg, tmp_path / "cache").manifest["per_dataset"]
+  assert [p["budget"] for p in shares] == [22_500, 7_500]
+
+
+@pytest.mark.parametrize("mix", ["1", "1,0", "a,b", "1,2,3"])
+def test_a_mix_that_does_not_fit_the_datasets_is_refused(tmp_path, mix):
+  college, web = write_math_files(tmp_path)
+  with pytest.raises(ValueError, match=rf"data.mix='{re.escape(mix)}'.*--config.data.mix=1,1"):
+    registry.prepare_tokens(data_cfg(f"{college},{web}", 2000, mix=mix), tmp_path / "cache")
 
 
 def test_cached_directory_is_reused_without_streaming(tmp_path, monkeypatch):
