@@ -16,8 +16,8 @@ parameters, Shakespeare, GPU), `large` (fineweb, GPU), `cpu` (byte tokens, three
 from llmjax.config import schema as config_base
 from llmjax.experiments import notes_config
 
-# Words per run of `cpu_bpe` (as many as `cpu`): 114 steps per notes run and 65 for none at
-# 2.34 and 1.34 tokens per word and 2,048 tokens per step; docs/notes.md has the measured
+# Words per run of `cpu_bpe` (as many as `cpu`): 115 steps per notes run and 66 for none at
+# 2.34 and 1.34 tokens per word and 2,048 tokens per step, rounded up; docs/notes.md has the measured
 # run of 25,000 words (17 minutes) this size was scaled from.
 CPU_BPE_BUDGET_WORDS = 100_000
 
