@@ -225,3 +225,11 @@ def test_worker_processes_give_the_same_batches(memmap_tokens):
     it.close()
   assert_same(first + rest, reference)
   assert_same(again, rest)
+
+
+def test_a_line_longer_than_max_gap_gets_a_window_every_max_gap_tokens():
+  # Lines start at 0, 3 and 20 (ids 9 end a line); the line at 3 is 17 tokens long.
+  tokens = np.asarray([1, 2, 9] + [5] * 16 + [9] + [6] * 4, np.uint16)
+  assert pipeline.line_starts(tokens, lambda i: i == 9).tolist() == [0, 3, 20]
+  starts = pipeline.line_starts(tokens, lambda i: i == 9, max_gap=4)
+  assert starts.tolist() == [0, 3, 7, 11, 15, 19, 20]

@@ -16,25 +16,33 @@ TEXT = "Title\n\nOne line\nTwo line\n  Three line\n\nFour\nFive\n"
 
 
 def test_tail_pairs_take_lines_starting_in_the_tail_followed_by_a_line():
+  # A blank line between two lines (a paragraph break) is part of what follows.
   assert recitation.tail_pairs(TEXT, 1.0) == [
+    ("Title", "\nOne line"),
     ("One line", "Two line"),
     ("Two line", "  Three line"),
+    ("  Three line", "\nFour"),
     ("Four", "Five"),
   ]
   # "Four" starts 10 characters before the end; "Five" is followed by no line.
   assert recitation.tail_pairs(TEXT, 10 / len(TEXT)) == [("Four", "Five")]
   assert recitation.tail_pairs(TEXT, 9 / len(TEXT)) == []
   assert recitation.tail_pairs(TEXT + "Six, cut sh", 1.0)[-1] == ("Four", "Five")
+  assert recitation.tail_pairs("A\n\n\n\nB\n", 1.0) == [("A", "\n\n\nB")]
   with pytest.raises(errors.ConfigError, match=r"tail=0 must be in \(0, 1\]"):
     recitation.tail_pairs(TEXT, 0)
 
 
 def test_both_prompt_forms_must_give_the_next_line():
   answers = {
+    "Title": "\n\nOne line",  # Ends its line, the blank line, the next line: recited.
+    "Title\n": "One line",  # Left out the blank line: not recited.
     "One line": "\nTwo line\nmore",  # Ends its line, then the next line: recited.
     "One line\n": "Two line\n",  # Given the line break: the next line at once.
     "Two line": "\nThree line",
     "Two line\n": "Three line and more",  # Went on past the book's line: not recited.
+    "  Three line": "\n\nFour\n",
+    "  Three line\n": "\nFour",
     "Four": " Five\nFive",  # Went on with the prompt's own line: not recited.
     "Four\n": "Five",
   }
@@ -46,19 +54,23 @@ def test_both_prompt_forms_must_give_the_next_line():
 
   result = recitation.recite(continue_fn, len, TEXT, 1.0)
   assert [(r["prompt"], r["form"], r["recited"]) for r in result["rows"]] == [
+    ("Title", "line", True),
+    ("Title", "line+newline", False),
     ("One line", "line", True),
     ("One line", "line+newline", True),
     ("Two line", "line", True),
     ("Two line", "line+newline", False),
+    ("Three line", "line", True),
+    ("Three line", "line+newline", True),
     ("Four", "line", False),
     ("Four", "line+newline", True),
   ]
-  assert result["rows"][4]["got"] == "Four Five"
-  assert (result["lines"], result["prompts"], result["recited"]) == (3, 6, 4)
-  assert result["share"] == pytest.approx(4 / 6)
-  assert calls[0] == ("One line", len("\nTwo line") + 4)
+  assert result["rows"][8]["got"] == "Four Five"
+  assert (result["lines"], result["prompts"], result["recited"]) == (5, 10, 7)
+  assert result["share"] == pytest.approx(7 / 10)
+  assert calls[0] == ("Title", len("\n\nOne line") + 4)
   only_alone = recitation.recite(continue_fn, len, TEXT, 1.0, forms=("line",))
-  assert (only_alone["prompts"], only_alone["recited"]) == (3, 2)
+  assert (only_alone["prompts"], only_alone["recited"]) == (5, 4)
   with pytest.raises(errors.ConfigError, match="forms="):
     recitation.recite(continue_fn, len, TEXT, 1.0, forms=("sentence",))
 
@@ -81,15 +93,16 @@ def test_recitation_check_asks_a_real_model_for_every_tail_prompt():
   graphdef, params = nnx.split(model)
   tok = tokenizer_lib.get_tokenizer("char")
   check = recite_check.RecitationCheck(config.recite, graphdef, tok, tok.encode(TEXT * 3))
-  assert check.usable() and check.pairs == [("Four", "Five")]  # The last 20%.
+  # The last 20%: the lines from "  Three line" on.
+  assert check.usable() and check.pairs == [("  Three line", "\nFour"), ("Four", "Five")]
   first = check(nnx.to_pure_dict(params))
-  assert first == {"recited_share": 0.0, "recited": 0, "recite_prompts": 2}
+  assert first == {"recited_share": 0.0, "recited": 0, "recite_prompts": 4}
   compiled = check.generator.compilations
   assert check(nnx.to_pure_dict(params)) == first
   assert check.generator.compilations == compiled
   assert check.goal_reached(first) is None
-  assert "recited 2 of 2 prompts" in check.goal_reached(
-    {"recited_share": 1.0, "recited": 2, "recite_prompts": 2}
+  assert "recited 4 of 4 prompts" in check.goal_reached(
+    {"recited_share": 1.0, "recited": 4, "recite_prompts": 4}
   )
 
 

@@ -22,25 +22,30 @@ class FakeSampler:
 def test_recite_asks_the_sampler_greedily_in_both_forms():
   sampler = FakeSampler(
     {
+      "Title": "\n\nOne line",  # The paragraph break, then the next line.
+      "Title\n": "\nOne line",
       "One line": "\nTwo line\nmore",
       "One line\n": "Two line\n",
       "Two line": "\nThree line",
       "Two line\n": "Three",
+      "  Three line": "\nFour",  # The blank line before "Four" is missing.
+      "  Three line\n": "\nFour",
       "Four": " Five\nFive",
       "Four\n": "Five",
     }
   )
   result = recite.recite(sampler, TEXT, 1.0)
-  assert [r["recited"] for r in result["rows"]] == [True, True, True, False, False, True]
-  assert result["rows"][4]["got"] == "Four Five"  # The prompt's own line went on.
-  assert (result["lines"], result["prompts"], result["recited"]) == (3, 6, 4)
-  assert sampler.calls[0] == ("One line", len("\nTwo line") + 4, 0.0, False)
-  assert sampler.calls[1][0] == "One line\n"
-  assert "4 of 6 prompts (3 lines of the last 100%, given as line and line+newline)" in (
+  recited = [r["recited"] for r in result["rows"]]
+  assert recited == [True, True, True, True, True, False, False, True, False, True]
+  assert result["rows"][8]["got"] == "Four Five"  # The prompt's own line went on.
+  assert (result["lines"], result["prompts"], result["recited"]) == (5, 10, 7)
+  assert sampler.calls[0] == ("Title", len("\n\nOne line") + 4, 0.0, False)
+  assert sampler.calls[1][0] == "Title\n"
+  assert "7 of 10 prompts (5 lines of the last 100%, given as line and line+newline)" in (
     recite.table(result)
   )
   alone = recite.recite(sampler, TEXT, 1.0, forms=["line"])
-  assert (alone["prompts"], alone["recited"]) == (3, 2)
+  assert (alone["prompts"], alone["recited"]) == (5, 3)
 
 
 def test_importing_it_defines_no_flags():

@@ -111,13 +111,24 @@ class WindowLoader:
     }
 
 
-def line_starts(tokens: np.ndarray, ends_line) -> np.ndarray:
+def line_starts(tokens: np.ndarray, ends_line, max_gap: int | None = None) -> np.ndarray:
   """Offsets of the tokens that begin a line: 0 and every token after one for which
-  `ends_line(id)` holds (its text ends with a line break); asked once per distinct id."""
+  `ends_line(id)` holds (its text ends with a line break); asked once per distinct id.
+
+  With `max_gap`, a line longer than that many tokens also starts a window every `max_gap`
+  tokens: a window of `block_size` reaches only its first `block_size` targets, so without
+  these the end of a long line would never be trained (use `block_size // 2`)."""
   tokens = np.asarray(tokens)
   breaking = np.asarray([i for i in np.unique(tokens) if ends_line(int(i))], tokens.dtype)
   after = np.flatnonzero(np.isin(tokens[:-1], breaking)) + 1
-  return np.unique(np.concatenate([[0], after])).astype(np.int64)
+  starts = np.unique(np.concatenate([[0], after])).astype(np.int64)
+  if max_gap is None:
+    return starts
+  if max_gap < 1:
+    raise ValueError(f"max_gap={max_gap} must be at least 1.")
+  ends = np.append(starts[1:], len(tokens) - 1)
+  filled = [np.arange(a, b, max_gap) for a, b in zip(starts, ends)]
+  return np.unique(np.concatenate([starts, *filled])).astype(np.int64)
 
 
 def n_train_windows(n_tokens: int, block_size: int) -> int:

@@ -2,10 +2,11 @@
 
 Every non-empty line in the last `tail` of the text that is followed by another non-empty
 line is a prompt, given twice: as the line alone, and as the line with its line break.
-The model continues it greedily; it recites the line when, after ending the prompt's line
-(the first form) or straight away (the second), it writes the book's next line (leading
-and trailing spaces ignored). `llmjax.recite` prints the table; book training stops once
-`recite.goal` of the prompts are recited.
+Blank lines between the two (a paragraph break) belong to what must be written. The model
+continues it greedily; it recites the line when, after ending the prompt's line (the first
+form) or straight away (the second), it writes the book's blank lines, if any, and then
+the book's next line (leading and trailing spaces ignored). `llmjax.recite` prints the
+table; book training stops once `recite.goal` of the prompts are recited.
 """
 
 from __future__ import annotations
@@ -20,34 +21,44 @@ FORMS = ("line", "line+newline")
 
 
 def tail_pairs(text: str, tail: float) -> list[tuple[str, str]]:
-  """(line, next line) for every non-empty line starting in the last `tail` of `text`
-  whose next line is non-empty and ends with a line break (a text cut mid-line has no
-  complete last line to recite)."""
+  """(line, what follows it) for every non-empty line starting in the last `tail` of
+  `text` followed by a non-empty line that ends with a line break (a text cut mid-line has
+  no complete last line to recite). What follows is that next line, after one "\n" for
+  each blank line between them."""
   if not 0 < tail <= 1:
     raise errors.ConfigError(
       f"tail={tail} must be in (0, 1]: the share of the text, from its end, whose lines are "
       "prompts."
     )
   start = len(text) - int(round(tail * len(text)))
-  pairs, offset = [], 0
-  lines = text.split("\n")
-  for line, following in zip(lines, lines[1:-1]):  # The last piece has no line end.
-    if offset >= start and line.strip() and following.strip():
-      pairs.append((line, following))
+  lines = text.split("\n")[:-1]  # The last piece has no line end.
+  offsets, offset = [], 0
+  for line in lines:
+    offsets.append(offset)
     offset += len(line) + 1
-  return pairs
+  filled = [i for i, line in enumerate(lines) if line.strip()]
+  return [
+    (lines[i], "\n" * (j - i - 1) + lines[j])
+    for i, j in zip(filled, filled[1:])
+    if offsets[i] >= start
+  ]
 
 
-def next_line(prompt: str, continuation: str) -> tuple[str, bool]:
-  """(the line the model wrote after the prompt, whether it ended the prompt's line first);
-  when it went on with the prompt's line, that whole line instead. A prompt that ends with
-  a line break has ended its line already."""
+def next_line(prompt: str, continuation: str, blank_lines: int = 0) -> tuple[str, bool]:
+  """(the line the model wrote after the prompt and `blank_lines` blank lines, whether it
+  ended the prompt's line and wrote those blank lines first); when it went on with the
+  prompt's line, that whole line instead. A prompt that ends with a line break has ended
+  its line already."""
   if prompt.endswith("\n"):
-    return continuation.split("\n", 1)[0], True
-  same_line, _, rest = continuation.partition("\n")
-  if same_line.strip():
-    return prompt.strip() + same_line.rstrip(), False
-  return rest.split("\n", 1)[0], True
+    rest = continuation
+  else:
+    same_line, _, rest = continuation.partition("\n")
+    if same_line.strip():
+      return prompt.strip() + same_line.rstrip(), False
+  written = rest.split("\n")
+  blanks = written[:blank_lines]
+  got = written[blank_lines] if len(written) > blank_lines else ""
+  return got, len(blanks) == blank_lines and not any(b.strip() for b in blanks)
 
 
 def recite(
@@ -65,9 +76,10 @@ def recite(
   rows = []
   for line, following in tail_pairs(text, tail):
     budget = count_tokens("\n" + following) + 4
+    blank_lines = len(following) - len(following.lstrip("\n"))
     for form in forms:
       prompt = line + "\n" if form == "line+newline" else line
-      got, ended = next_line(prompt, continue_fn(prompt, budget))
+      got, ended = next_line(prompt, continue_fn(prompt, budget), blank_lines)
       rows.append(
         {
           "prompt": line.strip(),

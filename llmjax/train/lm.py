@@ -221,7 +221,9 @@ class LMTask(Task):
     starts = None
     if config.data.windows == "lines":
       starts = pipeline.line_starts(
-        self.splits.train, lambda i: self.tok.decode([i]).endswith("\n")
+        self.splits.train,
+        lambda i: self.tok.decode([i]).endswith("\n"),
+        max_gap=max(1, mc.block_size // 2),
       )
     self.train_iter = pipeline.train_iterator(
       self.splits.train,
