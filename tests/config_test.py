@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from llmjax import models
+from llmjax import jobs, models
 from llmjax.config import docs as config_docs
 from llmjax.config import load as config_load
 from llmjax.config import schema as config_base
@@ -92,6 +92,17 @@ def test_wrong_type_and_impossible_values_name_the_key():
     config_validate.validate(config)
   with pytest.raises(errors.ConfigError, match="train.steps"):
     config_load.apply_overrides(config, {"train.steps": "many"})
+
+
+def test_a_restricted_softmax_is_refused_where_it_would_not_be_used():
+  config = config_base.base_config()
+  config.train.softmax_ids = "book"
+  with pytest.raises(errors.ConfigError, match="train.softmax_ids='book': use all"):
+    config_validate.validate(config)
+  for spec in ("configs/progressive.py:smoke", "configs/arena_classifier.py:smoke"):
+    with pytest.raises(errors.ConfigError, match="train.softmax_ids is set but config.job="):
+      jobs.check_overrides(config_load.load_config(spec), ["train.softmax_ids"])
+  jobs.check_overrides(config_load.load_config("configs/book.py:smoke"), ["train.softmax_ids"])
 
 
 def test_unknown_variant_is_an_error():

@@ -141,6 +141,40 @@ def test_model_loss_equals_cross_entropy_of_the_full_logits(scan):
   assert float(jnp.abs(g1["wte"][...]).max()) > 0.0
 
 
+def test_softmax_restricted_to_some_ids_is_the_cross_entropy_of_their_logits():
+  model = models.build(gpt.GPTConfig(**TINY), seed=0)
+  graphdef, params = nnx.split(model)
+  ids = np.asarray([3, 5, 8, 13, 21, 34, 55, 89])
+  tokens = jnp.asarray(ids[np.random.default_rng(0).integers(0, len(ids), (2, 17))])
+  inputs, targets = tokens[:, :-1], tokens[:, 1:].at[0, 0].set(-1)  # One ignored target.
+  restricted = loss_lib.SoftmaxIds(ids, 97)
+  position = {int(v): i for i, v in enumerate(ids)}
+  targets_among_ids = jnp.asarray(
+    [[position.get(int(v), -1) for v in row] for row in np.asarray(targets)]
+  )
+
+  def fused(params):
+    model = nnx.merge(graphdef, params)
+    return loss_lib.model_loss(model, inputs, targets, output_ids=restricted)[0]
+
+  def plain(params):  # The full logits, the other ids' columns dropped.
+    logits = nnx.merge(graphdef, params)(inputs)[..., ids]
+    return loss_lib.cross_entropy(logits, targets_among_ids)[0]
+
+  (l1, g1) = jax.jit(jax.value_and_grad(fused))(params)
+  (l2, g2) = jax.jit(jax.value_and_grad(plain))(params)
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  full = loss_lib.model_loss(nnx.merge(graphdef, params), inputs, targets)[0]
+  assert float(l1) < float(full)  # Fewer ids share the probability.
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Rows of ids outside the set get gradient only from the embedding lookup: none here.
+  others = np.setdiff1d(np.arange(97), ids)
+  assert float(jnp.abs(g1["wte"][...][others]).max()) == 0.0
+  with pytest.raises(ValueError, match=r"in \[0, 97\)"):
+    loss_lib.SoftmaxIds([5, 97], 97)
+
+
 def test_eval_step_uses_the_same_loss():
   model = models.build(gpt.GPTConfig(**TINY), seed=0)
   graphdef, params = nnx.split(model)

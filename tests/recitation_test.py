@@ -2,14 +2,17 @@
 
 import json
 
+import numpy as np
 import pytest
 from flax import nnx
 
+from llmjax import data as data_lib
 from llmjax import jobs, models
 from llmjax.config import load as config_load
 from llmjax.data import tokenizer as tokenizer_lib
 from llmjax.inference import recitation
-from llmjax.train import recite_check
+from llmjax.runs import load as load_lib
+from llmjax.train import lm, recite_check
 from llmjax.util import errors
 
 TEXT = "Title\n\nOne line\nTwo line\n  Three line\n\nFour\nFive\n"
@@ -36,13 +39,13 @@ def test_tail_pairs_take_lines_starting_in_the_tail_followed_by_a_line():
 def test_both_prompt_forms_must_give_the_next_line():
   answers = {
     "Title": "\n\nOne line",  # Ends its line, the blank line, the next line: recited.
-    "Title\n": "One line",  # Left out the blank line: not recited.
+    "Title\n\n": "\nOne line",  # Given the paragraph break, wrote one more: not recited.
     "One line": "\nTwo line\nmore",  # Ends its line, then the next line: recited.
     "One line\n": "Two line\n",  # Given the line break: the next line at once.
     "Two line": "\nThree line",
     "Two line\n": "Three line and more",  # Went on past the book's line: not recited.
     "  Three line": "\n\nFour\n",
-    "  Three line\n": "\nFour",
+    "  Three line\n\n": "Four",
     "Four": " Five\nFive",  # Went on with the prompt's own line: not recited.
     "Four\n": "Five",
   }
@@ -124,3 +127,24 @@ def test_book_run_stops_once_the_goal_is_recited(tmp_path, monkeypatch, capsys):
     (4, 0.5, 10),
     (8, 1.0, 10),
   ]
+
+
+def test_a_book_trained_on_its_own_ids_leaves_every_other_row_untouched(tmp_path):
+  # train.softmax_ids=train: the softmax runs over the book's ids only, so (no weight
+  # decay) the output rows of ids the book never uses keep their initial values,
+  # while the book's own rows train; evaluation still scores every id.
+  config = book_smoke(tmp_path, **{"train.softmax_ids": "train", "train.steps": 4})
+  result = jobs.run(config, tmp_path / "run")
+  assert result.step == 4 and result.final_val_loss > 0
+  trained, run_config, _ = load_lib.load_model(tmp_path / "run")
+  initial = models.build(run_config.model, run_config.train.seed)
+  tok = tokenizer_lib.get_tokenizer(run_config.data.tokenizer)
+  book = data_lib.data_splits(run_config, None)[0].train
+  used = lm.ids_present(book, run_config.model.vocab_size)
+  assert 50 < len(used) < 2000  # A few hundred GPT-2 pieces of 50,257.
+  assert tok.eot_id not in used
+  before, after = np.asarray(initial.wte[...]), np.asarray(trained.wte[...])
+  unused = np.setdiff1d(np.arange(len(before)), used)
+  # (The run's jitted init and this one agree to rounding.)
+  np.testing.assert_allclose(after[unused], before[unused], rtol=0, atol=1e-7)
+  assert np.abs(after[used] - before[used]).max(axis=1).min() > 1e-4

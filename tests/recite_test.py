@@ -23,13 +23,13 @@ def test_recite_asks_the_sampler_greedily_in_both_forms():
   sampler = FakeSampler(
     {
       "Title": "\n\nOne line",  # The paragraph break, then the next line.
-      "Title\n": "\nOne line",
+      "Title\n\n": "One line",  # The line+newline prompt holds the paragraph break.
       "One line": "\nTwo line\nmore",
       "One line\n": "Two line\n",
       "Two line": "\nThree line",
       "Two line\n": "Three",
       "  Three line": "\nFour",  # The blank line before "Four" is missing.
-      "  Three line\n": "\nFour",
+      "  Three line\n\n": "Four",
       "Four": " Five\nFive",
       "Four\n": "Five",
     }
@@ -40,7 +40,7 @@ def test_recite_asks_the_sampler_greedily_in_both_forms():
   assert result["rows"][8]["got"] == "Four Five"  # The prompt's own line went on.
   assert (result["lines"], result["prompts"], result["recited"]) == (5, 10, 7)
   assert sampler.calls[0] == ("Title", len("\n\nOne line") + 4, 0.0, False)
-  assert sampler.calls[1][0] == "Title\n"
+  assert sampler.calls[1][0] == "Title\n\n"
   assert "7 of 10 prompts (5 lines of the last 100%, given as line and line+newline)" in (
     recite.table(result)
   )

@@ -5,8 +5,9 @@
 
 Every non-empty line in the last `--tail` of the text that is followed by another
 non-empty line is a prompt, given alone and with its line break (`--forms`); the model
-continues it greedily and passes when it writes the book's next line (leading and trailing
-spaces ignored; `llmjax.inference.recitation`, the check book training stops on). Prints a
+continues it greedily and passes when it writes the book's next line, after the book's
+blank lines if a paragraph break comes between (leading and trailing spaces ignored;
+`llmjax.inference.recitation`, the check book training stops on). Prints a
 table of the prompts and the share recited, and writes it as JSON with `--out`.
 """
 

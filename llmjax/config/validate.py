@@ -113,6 +113,11 @@ def _check_values(c: ml_collections.ConfigDict) -> None:
   registry.check_data(c.data)
   require(c.data.windows in ("grid", "lines"), "data.windows", "use grid or lines.")
   require(
+    c.train.softmax_ids in ("all", "train"),
+    "train.softmax_ids",
+    "use all (every id) or train (the ids of the training split).",
+  )
+  require(
     c.notes.variant in ("", "pre", "post", "blank", "none"),
     "notes.variant",
     "use '' (plain text), pre, post, blank or none.",

@@ -1,11 +1,11 @@
 """Recitation: does a model continue a book's lines with the book's next lines?
 
 Every non-empty line in the last `tail` of the text that is followed by another non-empty
-line is a prompt, given twice: as the line alone, and as the line with its line break.
-Blank lines between the two (a paragraph break) belong to what must be written. The model
-continues it greedily; it recites the line when, after ending the prompt's line (the first
-form) or straight away (the second), it writes the book's blank lines, if any, and then
-the book's next line (leading and trailing spaces ignored). `llmjax.recite` prints the
+line is a prompt, given twice: as the line alone, and as the line with its line break (and
+the blank lines of a paragraph break, if one comes next). The model continues it greedily;
+it recites the line when, after ending the prompt's line and writing the book's blank
+lines (the first form) or straight away (the second), it writes the book's next line
+(leading and trailing spaces ignored). `llmjax.recite` prints the
 table; book training stops once `recite.goal` of the prompts are recited.
 """
 
@@ -48,9 +48,9 @@ def next_line(prompt: str, continuation: str, blank_lines: int = 0) -> tuple[str
   """(the line the model wrote after the prompt and `blank_lines` blank lines, whether it
   ended the prompt's line and wrote those blank lines first); when it went on with the
   prompt's line, that whole line instead. A prompt that ends with a line break has ended
-  its line already."""
+  its line, and given the blank lines, already."""
   if prompt.endswith("\n"):
-    rest = continuation
+    rest, blank_lines = continuation, 0
   else:
     same_line, _, rest = continuation.partition("\n")
     if same_line.strip():
@@ -78,7 +78,9 @@ def recite(
     budget = count_tokens("\n" + following) + 4
     blank_lines = len(following) - len(following.lstrip("\n"))
     for form in forms:
-      prompt = line + "\n" if form == "line+newline" else line
+      # With its line break come the blank lines after it: a tokenizer that writes "\n\n"
+      # as one piece never saw the line end in a lone "\n" there.
+      prompt = line + "\n" * (blank_lines + 1) if form == "line+newline" else line
       got, ended = next_line(prompt, continue_fn(prompt, budget), blank_lines)
       rows.append(
         {

@@ -39,7 +39,8 @@ def train_job(config, workdir):
 @job(
   "progressive",
   reads=LM_SECTIONS + ("progressive",),
-  ignores=lambda c: lm_unread(c) + ("model.stage",),  # The job sets the stage it trains.
+  # The job sets the stage it trains; its stages' softmax runs over every id.
+  ignores=lambda c: lm_unread(c) + ("model.stage", "train.softmax_ids"),
 )
 def progressive_job(config, workdir):
   mesh.maybe_initialize_distributed()
@@ -55,7 +56,13 @@ def progressive_job(config, workdir):
 @job(
   "arch_compare",
   reads=LM_SECTIONS + ("compare", "progressive"),
-  ignores=("model.stage", "data.hf_config", "data.hf_split", "data.hf_streaming"),
+  ignores=(
+    "model.stage",
+    "data.hf_config",
+    "data.hf_split",
+    "data.hf_streaming",
+    "train.softmax_ids",
+  ),
 )
 def arch_compare_job(config, workdir):
   return arch_compare.run(config, workdir, run)
@@ -64,7 +71,7 @@ def arch_compare_job(config, workdir):
 @job(
   "classify",
   reads=("classifier", "arena", "train", "optim", "mesh", "track"),
-  ignores=("train.sample_tokens", "train.sample_prompt"),
+  ignores=("train.sample_tokens", "train.sample_prompt", "train.softmax_ids"),
 )
 def classify_job(config, workdir):
   mesh.maybe_initialize_distributed()

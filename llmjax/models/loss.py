@@ -7,6 +7,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from llmjax.models import layers
 
@@ -147,18 +148,40 @@ def _linear_nll_sum_bwd(vocab, dtype, chunk, residuals, g):
 _linear_nll_sum.defvjp(_linear_nll_sum_fwd, _linear_nll_sum_bwd)
 
 
-def model_loss(model, inputs_BxT, targets_BxT, weights_BxT=None, dropout_key=None):
+def model_loss(model, inputs_BxT, targets_BxT, weights_BxT=None, dropout_key=None, output_ids=None):
   """Next-token loss of `model`; (mean, (sum, count)) as `cross_entropy`.
 
   A model with `hidden()` and `output_head()` (returning `(table_VxD, vocab_size, dtype)`
   such that `model.unembed(x)` is `x @ table[:vocab_size].T` computed in `dtype`) gets
   `linear_cross_entropy`; any other model is called for its full logits.
+
+  `output_ids` (a `SoftmaxIds`) restricts the softmax to those ids: only their rows of
+  the table are multiplied, and every target must be one of them.
   """
   if hasattr(model, "output_head") and hasattr(model, "hidden"):
     x_BxTxD, _ = model.hidden(inputs_BxT, dropout_key=dropout_key)
     table, vocab_size, dtype = model.output_head()
+    if output_ids is not None:
+      table, vocab_size = table[output_ids.ids_K], None
+      targets_BxT = jnp.where(targets_BxT >= 0, output_ids.index_V[targets_BxT], -1)
     return linear_cross_entropy(
       x_BxTxD, table, targets_BxT, weights_BxT, vocab_size=vocab_size, dtype=dtype
     )
+  if output_ids is not None:
+    raise ValueError(f"{type(model).__name__} has no output head to restrict the softmax of.")
   logits = model(inputs_BxT, dropout_key=dropout_key)
   return cross_entropy(logits, targets_BxT, weights_BxT)
+
+
+class SoftmaxIds:
+  """The ids a restricted softmax runs over: `ids_K` (sorted) and `index_V`, each id's
+  position among them (-1 for the others; an ignored target)."""
+
+  def __init__(self, ids, vocab_size: int):
+    ids = np.unique(np.asarray(ids, np.int64))
+    if ids.size == 0 or ids[0] < 0 or ids[-1] >= vocab_size:
+      raise ValueError(f"softmax ids must be non-empty and in [0, {vocab_size}).")
+    index = np.full(vocab_size, -1, np.int32)
+    index[ids] = np.arange(ids.size, dtype=np.int32)
+    self.ids_K = jnp.asarray(ids, jnp.int32)
+    self.index_V = jnp.asarray(index)

@@ -24,6 +24,7 @@ from llmjax import data as data_lib
 from llmjax import models
 from llmjax.data import pipeline, shards
 from llmjax.inference import generate
+from llmjax.models import loss as loss_lib
 from llmjax.parallel import mesh as mesh_lib
 from llmjax.pretrained import init_from
 from llmjax.runs import checkpoint as ckpt_lib
@@ -121,6 +122,14 @@ class Steps:
   tx: Any = None
 
 
+def ids_present(tokens, vocab_size: int, chunk: int = 1 << 24) -> np.ndarray:
+  """The distinct ids of `tokens` (a memmap is read in chunks), sorted."""
+  counts = np.zeros(vocab_size, np.int64)
+  for start in range(0, len(tokens), chunk):
+    counts += np.bincount(np.asarray(tokens[start : start + chunk]), minlength=vocab_size)
+  return np.flatnonzero(counts)
+
+
 def build_steps(
   config: ml_collections.ConfigDict,
   mesh: jax.sharding.Mesh,
@@ -129,12 +138,16 @@ def build_steps(
   seed: int | None = None,
   trainable=None,
   pretrained: bool = True,
+  train_ids=None,
 ) -> Steps:
   """The sharded init and the jitted train/eval steps of `model_cfg` (default
-  `config.model`) on `mesh`; `trainable` masks the optimizer (frozen leaves never move)."""
+  `config.model`) on `mesh`; `trainable` masks the optimizer (frozen leaves never move).
+  With `train.softmax_ids=train`, `train_ids` (the training split's ids) are the ones the
+  training loss's softmax runs over."""
   tc, mc = config.train, model_cfg or config.model
   seed = tc.seed if seed is None else seed
-  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: models.build(mc, seed)))
+  abstract_model = nnx.eval_shape(lambda: models.build(mc, seed))
+  graphdef, abstract_params = nnx.split(abstract_model)
   param_shardings = mesh_lib.param_shardings(abstract_params, mesh)
   schedule = optim_lib.learning_rate_schedule(config.optim, tc.steps)
   tx = optim_lib.make_optimizer(config.optim, tc.steps, trainable)
@@ -153,7 +166,20 @@ def build_steps(
   state_shardings = state_shardings_for(abstract_state, param_shardings, mesh)
   batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
   eval_sharding = mesh_lib.batch_sharding(mesh)
-  loss_fn = step_lib.lm_loss(graphdef, float(mc.dropout))
+  output_ids = None
+  if tc.get("softmax_ids", "all") == "train":
+    if train_ids is None:
+      raise errors.ConfigError(
+        "train.softmax_ids=train restricts the softmax to the training split's ids, "
+        "which this job does not give; use train.softmax_ids=all."
+      )
+    if not hasattr(abstract_model, "output_head"):
+      raise errors.ConfigError(
+        f"train.softmax_ids=train needs a model with a tied output table; model.arch="
+        f"{mc.arch!r} has none: use train.softmax_ids=all."
+      )
+    output_ids = loss_lib.SoftmaxIds(train_ids, mc.vocab_size)
+  loss_fn = step_lib.lm_loss(graphdef, float(mc.dropout), output_ids)
   step_fn = step_lib.make_train_step(loss_fn, tx, schedule, seed=tc.seed, trainable=trainable)
   train_step = jax.jit(
     mesh_lib.traced_under(mesh, step_fn),
@@ -253,7 +279,10 @@ class LMTask(Task):
 
   def setup(self):
     facts = self.load_data()
-    self.steps = build_steps(self.config, self.mesh)
+    train_ids = None
+    if self.config.train.softmax_ids == "train":
+      train_ids = ids_present(self.splits.train, self.config.model.vocab_size)
+    self.steps = build_steps(self.config, self.mesh, train_ids=train_ids)
     self.recite_check = None
     if "recite" in self.config:
       check = recite_lib.RecitationCheck(

@@ -41,8 +41,9 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
 
-def lm_loss(graphdef, dropout: float) -> Callable:
-  """Language-model loss(params, micro-batch, dropout key) -> (mean loss, no aux metrics)."""
+def lm_loss(graphdef, dropout: float, output_ids=None) -> Callable:
+  """Language-model loss(params, micro-batch, dropout key) -> (mean loss, no aux metrics);
+  `output_ids` (`loss.SoftmaxIds`) restricts its softmax to those ids."""
 
   def loss_fn(params, micro, key):
     model = nnx.merge(graphdef, params)
@@ -53,6 +54,7 @@ def lm_loss(graphdef, dropout: float) -> Callable:
       micro["targets"],
       micro.get("weights"),
       None if dropout == 0.0 else key,
+      output_ids,
     )
     return loss, {}
 
