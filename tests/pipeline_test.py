@@ -81,14 +81,20 @@ def test_line_starts_are_the_tokens_after_a_line_break():
 
 def test_line_windows_start_every_line_once_per_epoch():
   tokens = np.arange(200, dtype=np.uint16)
-  starts = np.asarray([0, 17, 40, 41, 90, 150, 195, 199])  # 195, 199 clamp to 200 - 9 = 191.
-  it = pipeline.train_iterator(tokens, block_size=8, batch_size=7, seed=0, starts=starts)
-  for _ in range(3):  # 7 distinct windows = one batch an epoch.
+  # A window of 9 ids from 195 runs past the end; 199 (no target after it) moves to 198.
+  starts = np.asarray([0, 17, 40, 41, 90, 150, 195, 199])
+  it = pipeline.train_iterator(tokens, block_size=8, batch_size=8, seed=0, starts=starts)
+  for _ in range(3):  # 8 distinct windows = one batch an epoch.
     batch = next(it)
-    assert sorted(batch["inputs"][:, 0].tolist()) == [0, 17, 40, 41, 90, 150, 191]
-    np.testing.assert_array_equal(batch["targets"], batch["inputs"] + 1)
-  a = take(pipeline.train_iterator(tokens, 8, 7, seed=0, starts=starts), 2)
-  b = take(pipeline.train_iterator(tokens, 8, 7, seed=1, starts=starts), 2)
+    first = batch["inputs"][:, 0]
+    assert sorted(first.tolist()) == [0, 17, 40, 41, 90, 150, 195, 198]
+    inside = first < 190
+    np.testing.assert_array_equal(batch["targets"][inside], batch["inputs"][inside] + 1)
+    by_start = dict(zip(first.tolist(), batch["targets"].tolist()))
+    assert by_start[195] == [196, 197, 198, 199, -1, -1, -1, -1]  # -1: ignored by the loss.
+    assert by_start[198] == [199] + [-1] * 7
+  a = take(pipeline.train_iterator(tokens, 8, 8, seed=0, starts=starts), 2)
+  b = take(pipeline.train_iterator(tokens, 8, 8, seed=1, starts=starts), 2)
   assert a[0]["inputs"][:, 0].tolist() != b[0]["inputs"][:, 0].tolist()  # Seeded order.
 
 

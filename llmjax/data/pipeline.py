@@ -5,9 +5,10 @@ by a seeded offset in [0, block_size) per epoch, so the text is cut at new place
 epoch; the grid's first and last windows are clamped to the text, so every id is a target
 at least once per epoch, the first and last ones included (a book's last page is learned
 too). With `starts` (e.g. `line_starts`: every token that begins a line) the epoch's
-windows are exactly those, clamped to the text, with no grid: a model that must continue
-a line prompt given alone sees every line at the start of a window, once per epoch.
-Each epoch visits its windows in a fresh seeded order, epochs repeat forever. Global batch `b` is the same set of windows for
+windows are exactly those, with no grid: a model that must continue a line prompt given
+alone sees every line at the start of a window, once per epoch, the last lines too (their
+windows run past the text, the targets there ignored). Each epoch visits its windows in a
+fresh seeded order, epochs repeat forever. Global batch `b` is the same set of windows for
 any number of processes; process `shard_index` of `shard_count` loads only its
 `batch_size // shard_count` rows of it: rows `r * shard_count + shard_index` of the
 global batch.
@@ -103,11 +104,18 @@ class WindowLoader:
     return self(np.asarray(index_B, np.int64) * self.block_size)
 
   def __call__(self, starts_B: np.ndarray) -> Batch:
-    windows_BxW = self.tokens[np.asarray(starts_B, np.int64)[:, None] + self.offsets]
-    windows_BxW = windows_BxW.astype(np.int32)
+    """A window that starts less than `block_size + 1` tokens before the end runs past it:
+    its targets there are -1 (ignored by the loss; causality keeps the inputs there from
+    reaching any target inside the text)."""
+    index_BxW = np.asarray(starts_B, np.int64)[:, None] + self.offsets
+    past_end = index_BxW >= self.n_tokens
+    windows_BxW = self.tokens[np.minimum(index_BxW, self.n_tokens - 1)].astype(np.int32)
+    targets_BxT = windows_BxW[:, 1:]
+    if past_end.any():
+      targets_BxT = np.where(past_end[:, 1:], -1, targets_BxT)
     return {
       "inputs": np.ascontiguousarray(windows_BxW[:, :-1]),
-      "targets": np.ascontiguousarray(windows_BxW[:, 1:]),
+      "targets": np.ascontiguousarray(targets_BxT),
     }
 
 
@@ -140,8 +148,8 @@ def n_train_windows(n_tokens: int, block_size: int) -> int:
 class TrainBatches:
   """Random access to this process's training batches (a Grain data source).
 
-  With `starts`, window k of every epoch starts at `starts[k]` clamped to
-  [0, n_tokens - T - 1] instead.
+  With `starts`, window k of every epoch starts at `starts[k]` (at most n_tokens - 2)
+  instead; one that ends past the text has its targets there ignored.
 
   Global element g (g = 0, 1, ...) is window `perm_e[g % W]` of epoch e = g // W, where
   `perm_e` is a seeded permutation of the W windows. Window k of epoch e starts at
@@ -170,7 +178,9 @@ class TrainBatches:
     self.last_start = len(tokens) - block_size - 1
     self.starts = None
     if starts is not None:
-      self.starts = np.unique(np.clip(np.asarray(starts, np.int64), 0, self.last_start))
+      # Near the end a window keeps its start and runs past the text (see WindowLoader):
+      # a line there is still trained on from its own first token.
+      self.starts = np.unique(np.clip(np.asarray(starts, np.int64), 0, len(tokens) - 2))
       if not len(self.starts):
         raise errors.DataError("starts is empty: give at least one window start")
     self.n_windows = (
