@@ -25,24 +25,6 @@ PARAGRAPH = (
 
 
 @pytest.fixture
-def compile_cache(tmp_path):
-  """The runs of an experiment share shapes: a persistent cache compiles each step once."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  keys = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-  )
-  before = {k: getattr(jax.config, k) for k in keys}
-  for key, value in zip(keys, (str(tmp_path / "jax_cache"), 0.0, 0)):
-    jax.config.update(key, value)
-  yield
-  for key, value in before.items():
-    jax.config.update(key, value)
-
-
-@pytest.fixture
 def cache(tmp_path, monkeypatch):
   monkeypatch.setattr(assets, "cache_dir", lambda: tmp_path / "cache")
   return tmp_path / "cache"
@@ -327,7 +309,7 @@ def test_experiment_user_errors_are_one_line(cache, text_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_notes_experiment_smoke_end_to_end(cache, compile_cache, text_file, tmp_path):
+def test_notes_experiment_smoke_end_to_end(cache, text_file, tmp_path):
   from llmjax import jobs  # pylint: disable=g-import-not-at-top
 
   config = load(
@@ -367,7 +349,7 @@ def test_notes_experiment_smoke_end_to_end(cache, compile_cache, text_file, tmp_
 
 
 @pytest.mark.slow
-def test_notes_richness_smoke_end_to_end(tmp_path, cache, compile_cache):
+def test_notes_richness_smoke_end_to_end(tmp_path, cache):
   from llmjax import jobs  # pylint: disable=g-import-not-at-top
 
   config = load("configs/notes_richness.py:smoke")
@@ -385,7 +367,7 @@ def test_notes_richness_smoke_end_to_end(tmp_path, cache, compile_cache):
 
 @pytest.mark.slow
 def test_interrupted_experiment_resumes_only_what_is_missing(
-  cache, compile_cache, text_file, tmp_path, monkeypatch
+  cache, text_file, tmp_path, monkeypatch
 ):
   from llmjax import jobs  # pylint: disable=g-import-not-at-top
   from llmjax.train import lm  # pylint: disable=g-import-not-at-top

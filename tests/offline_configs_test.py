@@ -38,24 +38,6 @@ def bundled_assets():
   pretrained_assets.minilm_dir()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-  """The notes configs share model shapes: a persistent cache compiles their steps once."""
-  import jax  # pylint: disable=import-outside-toplevel
-
-  keys = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-  )
-  before = {k: getattr(jax.config, k) for k in keys}
-  for key, value in zip(keys, (str(tmp_path_factory.mktemp("jax_cache")), 0.0, 0)):
-    jax.config.update(key, value)
-  yield
-  for key, value in before.items():
-    jax.config.update(key, value)
-
-
 @pytest.fixture
 def offline(monkeypatch):
   for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):

@@ -38,7 +38,7 @@ def base_config(arch: str = "gpt") -> ml_collections.ConfigDict:
   c.train.seed = 0  # Seed for initialisation, data order and dropout.
   c.train.log_every = 10  # Write train metrics every N steps.
   c.train.sample_tokens = 200  # Tokens sampled from the prompt below at the end of training.
-  c.train.softmax_ids = "all"  # Training's next-token softmax: over all ids, or train (only the ids the training split holds: a book's few thousand GPT-2 pieces, a far cheaper step; evaluation and sampling use all ids).
+  c.train.softmax_ids = "all"  # Training's next-token softmax: over all ids, or train (only the ids the training split holds: a 10 kB book's 600-900 GPT-2 pieces, a far cheaper step; evaluation and sampling use all ids).
   c.train.sample_prompt = ""  # Prompt for the end-of-training sample ("" = from <|endoftext|>).
   c.train.log_batch_hashes = False  # Debug: log a digest of every batch to batch_hashes.jsonl.
   c.train.debug_nan_step = 0  # Debug: make this step's loss NaN to test the stop (0 = off).
