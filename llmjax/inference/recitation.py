@@ -5,8 +5,8 @@ line is a prompt, given twice: as the line alone, and as the line with its line 
 the blank lines of a paragraph break, if one comes next). The model continues it greedily;
 it recites the line when, after ending the prompt's line and writing the book's blank
 lines (the first form) or straight away (the second), it writes the book's next line
-(leading and trailing spaces ignored). `llmjax.recite` prints the
-table; book training stops once `recite.goal` of the prompts are recited.
+(leading and trailing spaces ignored). `llmjax.recite` prints the table; book training
+stops once `recite.goal` of the prompts are recited.
 """
 
 from __future__ import annotations
