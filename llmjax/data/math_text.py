@@ -223,13 +223,16 @@ def _join_parts(tmp: Path, tokenizer, n_parts: int) -> dict:
     names = [f"{name}.{i}" for i in range(n_parts) if f"{name}.{i}" in parts]
     if not names:
       continue
-    with open(tmp / f"{name}.bin", "wb") as out:
-      for j, part in enumerate(names):
-        if j:
-          out.write(eot)
-        with open(tmp / parts[part]["file"], "rb") as f:
-          shutil.copyfileobj(f, out)
-        (tmp / parts[part]["file"]).unlink()
+    if len(names) == 1:  # One dataset: its part is the split, no copy.
+      (tmp / parts[names[0]]["file"]).rename(tmp / f"{name}.bin")
+    else:
+      with open(tmp / f"{name}.bin", "wb") as out:
+        for j, part in enumerate(names):
+          if j:
+            out.write(eot)
+          with open(tmp / parts[part]["file"], "rb") as f:
+            shutil.copyfileobj(f, out)
+          (tmp / parts[part]["file"]).unlink()
     entries = [parts.pop(part) for part in names]
     n_tokens = sum(e["n_tokens"] for e in entries) + len(entries) - 1
     parts[name] = {
