@@ -5,7 +5,9 @@
 
 Whole-book learning: `data.val_fraction=0` trains on every token of the text, the last
 page too, with one training window starting at every line (`data.windows=lines`: a line
-given alone as a prompt is how the book is asked for). Every evaluation also asks the
+given alone as a prompt is how the book is asked for) and, where a line and the next run
+past the context, every half context after it (where the sampler's context moves to when
+it writes that next line). Every evaluation also asks the
 model for the book: each line of its last 5% is a prompt, alone and with its line break,
 and training stops once 95% of them are continued with the book's next line
 (`recite.goal`, `recite.tail`: the criterion of `python -m llmjax.recite`), or when the

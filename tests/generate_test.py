@@ -66,9 +66,9 @@ def test_generation_beyond_the_context_continues(model):
 def test_long_prompt_is_cropped_from_the_left_with_a_warning(model):
   gen = generate.Generator(model, eot_id=100)
   prompt = list(range(100))
-  with pytest.warns(UserWarning, match="longer than the context"):
+  with pytest.warns(UserWarning, match="generating from its last 36 tokens"):
     out = gen.generate([prompt], 4, params=generate.SamplingParams(temperature=0.0))[0]
-  assert out == greedy_by_recomputation(model, prompt[-60:], 4)
+  assert out == greedy_by_recomputation(model, prompt[64:], 4)
 
 
 def test_empty_prompt_starts_from_end_of_text(model):
@@ -268,3 +268,13 @@ def test_greedy_token_is_argmax_with_its_ties_and_nans():
   np.testing.assert_array_equal(generate.greedy_token(logits), [1, 0, 1, 1])
   np.testing.assert_array_equal(generate.greedy_token(logits), jnp.argmax(logits, axis=-1))
   assert generate.greedy_token(logits).dtype == jnp.int32
+
+
+def test_contexts_hold_the_prompt_then_move_by_half_a_block():
+  # A 37-token line and 43 new tokens in a context of 64: the whole line, then from 32.
+  assert generate.context_windows(37, 43, 64) == [(0, 27), (32, 16)]
+  assert generate.context_windows(2, 150, 64) == [(0, 62), (32, 32), (64, 32), (96, 24)]
+  assert generate.context_windows(10, 5, 64) == [(0, 5)]
+  # A long prompt keeps its end from a multiple of half a block.
+  assert generate.context_windows(100, 4, 64) == [(64, 4)]
+  assert generate.context_windows(100, 40, 64) == [(64, 28), (96, 12)]

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from llmjax.data import pipeline, shards
+from llmjax.data import tokenizer as tokenizer_lib
+from llmjax.inference import generate, recitation
 
 
 def take(it, n):
@@ -233,9 +235,53 @@ def test_worker_processes_give_the_same_batches(memmap_tokens):
   assert_same(again, rest)
 
 
-def test_a_line_longer_than_max_gap_gets_a_window_every_max_gap_tokens():
+def test_a_line_running_past_the_context_starts_a_window_every_half_block():
   # Lines start at 0, 3 and 20 (ids 9 end a line); the line at 3 is 17 tokens long.
   tokens = np.asarray([1, 2, 9] + [5] * 16 + [9] + [6] * 4, np.uint16)
   assert pipeline.line_starts(tokens, lambda i: i == 9).tolist() == [0, 3, 20]
-  starts = pipeline.line_starts(tokens, lambda i: i == 9, max_gap=4)
-  assert starts.tolist() == [0, 3, 7, 11, 15, 19, 20]
+  starts = pipeline.line_starts(tokens, lambda i: i == 9, block_size=8, slack=4)
+  # Line 0 and its successor end at 20: windows at 4, 8, 12, 16; line 3 and its successor
+  # reach the end: 7, 11, 15, 19 (23, the last token, has no target).
+  assert starts.tolist() == [0, 3, 4, 7, 8, 11, 12, 15, 16, 19, 20]
+  # Lines that fit the context with their successor add nothing.
+  short = np.asarray([1, 2, 9] * 10, np.uint16)
+  assert pipeline.line_starts(short, lambda i: i == 9, block_size=16).tolist() == list(
+    range(0, 30, 3)
+  )
+
+
+def test_a_blank_line_is_passed_over_to_the_next_line():
+  # "aaaaa\n" "\n" "bbbbb\n" "ccc": the first line's successor is the b line.
+  tokens = np.asarray([1] * 5 + [9, 9] + [2] * 5 + [9] + [3] * 3, np.uint16)
+  newline = lambda i: i == 9  # noqa: E731
+  with_blank = pipeline.line_starts(tokens, newline, block_size=8, blank=newline, slack=4)
+  assert with_blank.tolist() == [0, 4, 6, 7, 8, 10, 11, 12, 13]
+  plain = pipeline.line_starts(tokens, newline, block_size=8, slack=4)
+  assert plain.tolist() == [0, 4, 6, 7, 10, 11, 13]
+
+
+def test_line_windows_hold_every_context_the_sampler_uses_to_recite():
+  text = "".join(
+    f"{'word ' * (3 + 7 * i % 23)}line {i}.\n" + ("\n" if i % 4 == 3 else "") for i in range(30)
+  )
+  tok = tokenizer_lib.get_tokenizer("char")
+  tokens = np.asarray(tok.encode(text), np.uint16)
+  block = 32
+  starts = set(
+    pipeline.line_starts(
+      tokens,
+      lambda i: tok.decode([i]).endswith("\n"),
+      block_size=block,
+      blank=lambda i: not tok.decode([i]).strip(),
+    ).tolist()
+  )
+  offset, slid = 0, 0
+  for line, following in recitation.tail_pairs(text, 1.0):
+    offset = text.index(line + "\n", offset)
+    budget = len(tok.encode("\n" + following)) + 4  # As `recitation.recite` asks.
+    blank_lines = len(following) - len(following.lstrip("\n"))
+    for prompt in (line, line + "\n" * (blank_lines + 1)):
+      for start, _ in generate.context_windows(len(tok.encode(prompt)), budget, block):
+        assert offset + start in starts, (line, start)
+        slid += start > 0
+  assert slid > 20  # Long lines do slide.

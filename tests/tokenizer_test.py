@@ -62,6 +62,19 @@ def test_gpt2_eot_is_explicit(gpt2):
   assert gpt2.decode([64, 50256, 65]) == text
 
 
+def test_prompt_ending_in_a_paragraph_break_is_encoded_as_in_running_text(gpt2):
+  # "\n\n" alone is one token (628); before a word it is two "\n" (198): the book's form.
+  assert gpt2.encode("line\n\n") == [1370, 628]
+  assert gpt2.encode_prompt("line\n\n") == [1370, 198, 198]
+  assert gpt2.encode("line\n\nThese")[:3] == gpt2.encode_prompt("line\n\n")
+  assert gpt2.encode_prompt("line\n\n\n") == gpt2.encode("line\n\n\nA")[:-1]
+  # A trailing space joins the next word: no cut decodes to the prompt, the plain ids stay.
+  assert gpt2.encode_prompt("The quick ") == gpt2.encode("The quick ")
+  assert gpt2.encode_prompt("Hello world") == [15496, 995]
+  assert gpt2.encode_prompt(f"a{EOT_TEXT}\n\n") == [64, 50256, 198, 198]
+  assert get_tokenizer("char").encode_prompt("a\n\n") == [97, 10, 10]
+
+
 def test_gpt2_is_cached(gpt2):
   assert get_tokenizer("gpt2") is gpt2
 

@@ -177,7 +177,7 @@ class Sampler:
           f"prompt={prompt!r}: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
           f"offset {e.start}); save the prompt file as UTF-8."
         ) from None
-    tokens = self.tokenizer.encode(prompt, allow_eot=True) if prompt else []
+    tokens = self.tokenizer.encode_prompt(prompt) if prompt else []
     out = self.generate_tokens(
       tokens,
       max_tokens,

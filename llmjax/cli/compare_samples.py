@@ -141,7 +141,7 @@ def compare(
     outs = []
     for prompt in prompts:
       new = gen.generate(
-        [tok.encode(prompt) if prompt else []], max_new_tokens, params=params, seed=seed
+        [tok.encode_prompt(prompt) if prompt else []], max_new_tokens, params=params, seed=seed
       )[0]
       outs.append(tok.decode(new))
     columns.append(outs)

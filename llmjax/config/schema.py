@@ -67,7 +67,7 @@ def base_config(arch: str = "gpt") -> ml_collections.ConfigDict:
   c.data.tokenizer = "gpt2"  # gpt2, char, or bpe:<tokenizer.json>.
   c.data.max_tokens = 0  # Cap on the tokens read from a streamed source such as math (0 = no cap).
   c.data.mix = ""  # math: each dataset's share of data.max_tokens, comma-separated weights in data.path's order ("" = equal shares).
-  c.data.windows = "grid"  # Training windows: grid (a new shifted grid every epoch) or lines (one window starting at every line).
+  c.data.windows = "grid"  # Training windows: grid (a new shifted grid every epoch) or lines (a window at every line, and every half context where a line and the next run past the context).
   c.data.hf_streaming = False  # Stream the HF dataset instead of downloading it (notes corpora need notes.limit_chars).
 
   c.notes = ml_collections.ConfigDict()

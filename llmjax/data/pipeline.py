@@ -119,24 +119,49 @@ class WindowLoader:
     }
 
 
-def line_starts(tokens: np.ndarray, ends_line, max_gap: int | None = None) -> np.ndarray:
+def line_starts(
+  tokens: np.ndarray,
+  ends_line,
+  block_size: int | None = None,
+  blank=None,
+  slack: int = 8,
+) -> np.ndarray:
   """Offsets of the tokens that begin a line: 0 and every token after one for which
   `ends_line(id)` holds (its text ends with a line break); asked once per distinct id.
 
-  With `max_gap`, a line longer than that many tokens also starts a window every `max_gap`
-  tokens: a window of `block_size` reaches only its first `block_size` targets, so without
-  these the end of a long line would never be trained (use `block_size // 2`)."""
+  With `block_size`, also the windows the sampler moves through when a line is the prompt
+  and the model writes the next one (`blank(id)`: a token of whitespace only, so a blank
+  line between them is passed over): a sequence longer than the context slides by half a
+  block at a time from the prompt's start (`llmjax.inference.generate`), so each line that
+  runs, with its successor and `slack` tokens more, past the context also starts a window
+  every `block_size // 2` tokens up to there. The end of a line longer than the context is
+  trained by these windows too."""
   tokens = np.asarray(tokens)
-  breaking = np.asarray([i for i in np.unique(tokens) if ends_line(int(i))], tokens.dtype)
+  breaking = _ids_where(tokens, ends_line)
   after = np.flatnonzero(np.isin(tokens[:-1], breaking)) + 1
   starts = np.unique(np.concatenate([[0], after])).astype(np.int64)
-  if max_gap is None:
+  if block_size is None:
     return starts
-  if max_gap < 1:
-    raise ValueError(f"max_gap={max_gap} must be at least 1.")
-  ends = np.append(starts[1:], len(tokens) - 1)
-  filled = [np.arange(a, b, max_gap) for a, b in zip(starts, ends)]
-  return np.unique(np.concatenate([starts, *filled])).astype(np.int64)
+  if block_size < 2:
+    raise ValueError(f"block_size={block_size} must be at least 2.")
+  half = block_size // 2
+  bounds = np.append(starts, len(tokens))
+  spaces = _ids_where(tokens, blank) if blank else np.zeros(0, tokens.dtype)
+  # A line is blank when all its tokens are; `reach[i]`: where line i's successor ends.
+  is_blank = [bool(np.isin(tokens[a:b], spaces).all()) for a, b in zip(bounds, bounds[1:])]
+  reach, following_end = np.empty(len(starts), np.int64), len(tokens)
+  for i in range(len(starts) - 1, -1, -1):
+    reach[i] = following_end
+    if not is_blank[i]:
+      following_end = bounds[i + 1]
+  last = len(tokens) - 1  # A window needs a target after its first token.
+  windows = [np.arange(s + half, min(e + slack - half, last), half) for s, e in zip(starts, reach)]
+  return np.unique(np.concatenate([starts, *windows])).astype(np.int64)
+
+
+def _ids_where(tokens: np.ndarray, predicate) -> np.ndarray:
+  """The distinct ids of `tokens` for which `predicate(id)` holds."""
+  return np.asarray([i for i in np.unique(tokens) if predicate(int(i))], tokens.dtype)
 
 
 def n_train_windows(n_tokens: int, block_size: int) -> int:

@@ -31,6 +31,8 @@ from llmjax.util import assets, errors
 EOT_TEXT = "<|endoftext|>"
 EOT_CANDIDATES = (EOT_TEXT, "</s>", "<|end_of_text|>", "<eos>", "[SEP]", "<|eot_id|>")
 _NUM_THREADS = max(1, min(8, os.cpu_count() or 1))
+# What follows a prompt when `encode_prompt` tokenizes it as running text.
+_PROBE_WORD = "The"
 
 
 class Tokenizer(abc.ABC):
@@ -59,6 +61,25 @@ class Tokenizer(abc.ABC):
   @abc.abstractmethod
   def decode(self, ids: Iterable[int]) -> str:
     """Text of `ids`; bytes that are not valid UTF-8 become U+FFFD."""
+
+  def encode_prompt(self, text: str) -> list[int]:
+    """Ids of a prompt as the model saw the same text in training, with more text after it.
+
+    A pre-tokenizer that groups whitespace (GPT-2's) writes the paragraph break of
+    "line\n\nNext" as two "\n" tokens, but a text ending in "\n\n" as one "\n\n"
+    token that a book without triple line breaks never contains. So a prompt ending in
+    whitespace is encoded with a word after it, then cut back to the prompt's own tokens;
+    when no such cut decodes to the prompt exactly (a space that joins the next word),
+    the plain encoding is kept.
+    """
+    ids = self.encode(text, allow_eot=True)
+    if not text or not text[-1].isspace():
+      return ids
+    probe = self.encode(text + _PROBE_WORD, allow_eot=True)
+    for cut in range(len(probe) - 1, max(0, len(probe) - 4), -1):
+      if self.decode(probe[:cut]) == text:
+        return probe[:cut]
+    return ids
 
   @property
   def dtype(self) -> np.dtype:

@@ -153,6 +153,25 @@ def bucket_length(n: int, limit: int) -> int:
   return min(limit, max(16, 1 << (max(n, 1) - 1).bit_length()))
 
 
+def context_windows(n_prompt: int, max_new_tokens: int, block_size: int) -> list[tuple[int, int]]:
+  """(offset of the context's first token, tokens it generates) for each prefill.
+
+  Contexts start at the prompt's start plus a multiple of `block_size // 2`, the first
+  such offset that leaves room for a new token: a prompt that fits is kept whole, a longer
+  one keeps its last tokens (at least half a block), and a full context moves on by half a
+  block. A book's line windows start at the same offsets (`data.windows=lines`), so a
+  model prompted with a line sees the contexts it was trained on."""
+  half = max(1, block_size // 2)
+  windows, start, length, remaining = [], 0, n_prompt, max_new_tokens
+  while remaining > 0:
+    while length - start >= block_size:
+      start += half
+    room = min(remaining, block_size - (length - start))
+    windows.append((start, room))
+    length, remaining = length + room, remaining - room
+  return windows
+
+
 class Generator:
   """Generates from a model that implements `decode(tokens, cache, pos)` and `init_cache`
   (and optionally `decode_last(tokens, cache, pos, index)`, used for the prefill).
@@ -223,20 +242,18 @@ class Generator:
       if self.eot_id is None:
         raise errors.SamplingError("Empty prompt and no end-of-text token to start from.")
       seqs = [[self.eot_id] for _ in seqs]
-    kept = self.block_size - self._room(len(seqs[0]), max_new_tokens)
-    if len(seqs[0]) > kept:
+    n_prompt = len(seqs[0])
+    windows = context_windows(n_prompt, max_new_tokens, self.block_size)
+    if windows[0][0]:
       warnings.warn(
-        f"Prompt of {len(seqs[0])} tokens plus {max_new_tokens} new ones is longer "
-        f"than the context ({self.block_size}); generating from its last {kept} "
-        "tokens.",
+        f"Prompt of {n_prompt} tokens is longer than the context ({self.block_size}); "
+        f"generating from its last {n_prompt - windows[0][0]} tokens.",
         stacklevel=2,
       )
     key = jax.random.key(seed)
     new = [[] for _ in seqs]
-    remaining = max_new_tokens
-    while remaining > 0:
-      room = self._room(len(seqs[0]), remaining)
-      context = [s[-(self.block_size - room) :] for s in seqs]
+    for start, room in windows:
+      context = [s[start:] for s in seqs]
       n = len(context[0])
       bucket = bucket_length(n, self.block_size)
       tokens = np.zeros((len(context), bucket), np.int32)
@@ -258,15 +275,7 @@ class Generator:
       for i, toks in enumerate(out):
         seqs[i].extend(toks)
         new[i].extend(toks)
-      remaining -= room
     return new
-
-  def _room(self, n_tokens: int, remaining: int) -> int:
-    """New tokens the next segment generates after keeping the last block_size - room."""
-    room = (
-      min(remaining, self.block_size // 2) if n_tokens + remaining > self.block_size else remaining
-    )
-    return max(1, min(room, self.block_size - 1))
 
 
 class WindowGreedy:

@@ -78,8 +78,8 @@ def recite(
     budget = count_tokens("\n" + following) + 4
     blank_lines = len(following) - len(following.lstrip("\n"))
     for form in forms:
-      # With its line break come the blank lines after it: a tokenizer that writes "\n\n"
-      # as one piece never saw the line end in a lone "\n" there.
+      # With its line break come the blank lines after it: the prompt ends where the next
+      # line begins (`Tokenizer.encode_prompt` encodes them as the book does).
       prompt = line + "\n" * (blank_lines + 1) if form == "line+newline" else line
       got, ended = next_line(prompt, continue_fn(prompt, budget), blank_lines)
       rows.append(

@@ -216,7 +216,7 @@ def sample_after_training(graphdef, params, tok, tc) -> list[str]:
   if not hasattr(model, "decode"):
     return []
   gen = generate.Generator(model, eot_id=tok.eot_id)
-  prompt = tok.encode(tc.sample_prompt) if tc.sample_prompt else []
+  prompt = tok.encode_prompt(tc.sample_prompt) if tc.sample_prompt else []
   out = gen.generate(
     [prompt],
     tc.sample_tokens,
@@ -249,7 +249,8 @@ class LMTask(Task):
       starts = pipeline.line_starts(
         self.splits.train,
         lambda i: self.tok.decode([i]).endswith("\n"),
-        max_gap=max(1, mc.block_size // 2),
+        block_size=mc.block_size,
+        blank=lambda i: not self.tok.decode([i]).strip(),
       )
     self.train_iter = pipeline.train_iterator(
       self.splits.train,

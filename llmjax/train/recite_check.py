@@ -53,7 +53,7 @@ class RecitationCheck:
     return bool(self.pairs)
 
   def _continue(self, prompt: str, max_tokens: int) -> str:
-    tokens = self.tok.encode(prompt, allow_eot=True)
+    tokens = self.tok.encode_prompt(prompt)
     with warnings.catch_warnings():  # A line longer than the context is cropped, as asked.
       warnings.simplefilter("ignore", UserWarning)
       out = self.generator.generate(
