@@ -36,6 +36,21 @@ def test_tail_pairs_take_lines_starting_in_the_tail_followed_by_a_line():
     recitation.tail_pairs(TEXT, 0)
 
 
+def test_a_line_that_recurs_before_different_lines_is_left_out():
+  play = "HAMLET.\nTo be.\nHORATIO.\nMy lord.\nHAMLET.\nNot to be.\nHORATIO.\nMy lord.\nEnd\n"
+  # "HAMLET." and "My lord." come before two different lines; "HORATIO." always before
+  # "My lord.".
+  assert recitation.tail_pairs(play, 1.0) == [
+    ("To be.", "HORATIO."),
+    ("HORATIO.", "My lord."),
+    ("Not to be.", "HORATIO."),
+    ("HORATIO.", "My lord."),
+  ]
+  assert recitation.ambiguous_lines(play, 1.0) == ["HAMLET.", "My lord."] * 2
+  result = recitation.recite(lambda prompt, n: "", len, play, 1.0)
+  assert (result["lines"], result["ambiguous"], result["prompts"]) == (4, 4, 8)
+
+
 def test_both_prompt_forms_must_give_the_next_line():
   answers = {
     "Title": "\n\nOne line",  # Ends its line, the blank line, the next line: recited.

@@ -46,6 +46,19 @@ def test_recite_asks_the_sampler_greedily_in_both_forms():
   )
   alone = recite.recite(sampler, TEXT, 1.0, forms=["line"])
   assert (alone["prompts"], alone["recited"]) == (5, 3)
+  assert "recur" not in recite.table(result)
+
+
+def test_the_table_counts_the_lines_left_out():
+  play = "A.\nYes.\nB.\nNo.\nA.\nWhy?\nEnd\n"
+  sampler = FakeSampler(
+    {"Yes.": "\nB.", "Yes.\n": "B.", "B.": "\nNo.", "B.\n": "x", "No.": "", "No.\n": ""}
+  )
+  sampler.answers |= {"Why?": "\nEnd", "Why?\n": "End"}
+  result = recite.recite(sampler, play, 1.0)
+  assert (result["lines"], result["ambiguous"], result["recited"]) == (4, 2, 5)
+  assert "5 of 8 prompts" in recite.table(result)
+  assert "2 more lines recur in the book before different lines" in recite.table(result)
 
 
 def test_importing_it_defines_no_flags():

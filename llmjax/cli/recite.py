@@ -46,10 +46,17 @@ def table(result: dict) -> str:
       for r in result["rows"]
     ],
   )
+  skipped = result.get("ambiguous", 0)
+  note = (
+    f" {skipped} more lines recur in the book before different lines, so they do not say "
+    "which one comes next: not asked."
+    if skipped
+    else ""
+  )
   return (
     f"{body}\n\n{result['recited']} of {result['prompts']} prompts ({result['lines']} lines "
     f"of the last {result['tail']:.0%}, given as {' and '.join(result['forms'])}) continued "
-    "exactly."
+    f"exactly.{note}"
   )
 
 

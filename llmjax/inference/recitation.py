@@ -5,12 +5,15 @@ line is a prompt, given twice: as the line alone, and as the line with its line 
 the blank lines of a paragraph break, if one comes next). The model continues it greedily;
 it recites the line when, after ending the prompt's line and writing the book's blank
 lines (the first form) or straight away (the second), it writes the book's next line
-(leading and trailing spaces ignored). `llmjax.recite` prints the table; book training
-stops once `recite.goal` of the prompts are recited.
+(leading and trailing spaces ignored). A line that recurs in the book before a different
+line (a speaker's name in a play) cannot ask for one of them: it is left out and counted
+(`ambiguous`). `llmjax.recite` prints the table; book training stops once `recite.goal`
+of the prompts are recited.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 
 from llmjax.util import errors
@@ -20,28 +23,51 @@ ContinueFn = Callable[[str, int], str]
 FORMS = ("line", "line+newline")
 
 
-def tail_pairs(text: str, tail: float) -> list[tuple[str, str]]:
-  """(line, what follows it) for every non-empty line starting in the last `tail` of
-  `text` followed by a non-empty line that ends with a line break (a text cut mid-line has
-  no complete last line to recite). What follows is that next line, after one "\n" for
-  each blank line between them."""
-  if not 0 < tail <= 1:
-    raise errors.ConfigError(
-      f"tail={tail} must be in (0, 1]: the share of the text, from its end, whose lines are "
-      "prompts."
-    )
-  start = len(text) - int(round(tail * len(text)))
+def _pairs(text: str) -> list[tuple[int, str, str]]:
+  """(offset, line, what follows it) for every non-empty line of `text` followed by a
+  non-empty line that ends with a line break."""
   lines = text.split("\n")[:-1]  # The last piece has no line end.
   offsets, offset = [], 0
   for line in lines:
     offsets.append(offset)
     offset += len(line) + 1
   filled = [i for i, line in enumerate(lines) if line.strip()]
-  return [
-    (lines[i], "\n" * (j - i - 1) + lines[j])
-    for i, j in zip(filled, filled[1:])
-    if offsets[i] >= start
-  ]
+  return [(offsets[i], lines[i], "\n" * (j - i - 1) + lines[j]) for i, j in zip(filled, filled[1:])]
+
+
+def _tail(text: str, tail: float) -> tuple[list[tuple[str, str]], list[str]]:
+  """(the tail's pairs, the tail's lines that recur in the text before other lines)."""
+  if not 0 < tail <= 1:
+    raise errors.ConfigError(
+      f"tail={tail} must be in (0, 1]: the share of the text, from its end, whose lines are "
+      "prompts."
+    )
+  start = len(text) - int(round(tail * len(text)))
+  pairs = _pairs(text)
+  following = collections.defaultdict(set)
+  for _, line, after in pairs:
+    following[line].add(after)
+  in_tail = [(line, after) for offset, line, after in pairs if offset >= start]
+  return (
+    [(line, after) for line, after in in_tail if len(following[line]) == 1],
+    [line for line, _ in in_tail if len(following[line]) > 1],
+  )
+
+
+def tail_pairs(text: str, tail: float) -> list[tuple[str, str]]:
+  """(line, what follows it) for every non-empty line starting in the last `tail` of
+  `text` followed by a non-empty line that ends with a line break (a text cut mid-line has
+  no complete last line to recite). What follows is that next line, after one "\n" for
+  each blank line between them. A line that recurs in the text before another line (a
+  speaker's name in a play) does not say which one comes next: it is left out
+  (`ambiguous_lines`)."""
+  return _tail(text, tail)[0]
+
+
+def ambiguous_lines(text: str, tail: float) -> list[str]:
+  """The tail's lines that `tail_pairs` leaves out: the same line is followed by a
+  different line elsewhere in the text, so the line alone cannot ask for one of them."""
+  return _tail(text, tail)[1]
 
 
 def next_line(prompt: str, continuation: str, blank_lines: int = 0) -> tuple[str, bool]:
@@ -96,6 +122,7 @@ def recite(
     "tail": tail,
     "forms": list(forms),
     "lines": len(rows) // len(forms),
+    "ambiguous": len(ambiguous_lines(text, tail)),
     "prompts": len(rows),
     "recited": recited,
     "share": recited / len(rows) if rows else 0.0,

@@ -38,17 +38,31 @@ class RecitationCheck:
     self.cfg, self.graphdef, self.tok = recite_cfg, graphdef, tokenizer
     self.text = tokenizer.decode(np.asarray(train_tokens).tolist())
     self.pairs = recitation.tail_pairs(self.text, recite_cfg.tail)
+    self.ambiguous = recitation.ambiguous_lines(self.text, recite_cfg.tail)
     self.generator = None
 
   def usable(self) -> bool:
     """Whether the tail holds a line to recite; when not, the run says so in one line and
     trains on without the goal (patience and train.steps still stop it)."""
+    left_out = (
+      f"; {len(self.ambiguous)} lines that recur before different lines are left out"
+      if self.ambiguous
+      else ""
+    )
     if not self.pairs:
       logging.warning(
-        "recite.tail=%s: the last %.0f%% of the text holds no line followed by another line, "
+        "recite.tail=%s: the last %.0f%% of the text holds no line followed by another line%s, "
         "so recitation is not checked (raise recite.tail, or drop the recite section).",
         self.cfg.tail,
         100 * self.cfg.tail,
+        left_out,
+      )
+    else:
+      logging.info(
+        "Recitation goal: %d lines of the last %.0f%% as prompts%s.",
+        len(self.pairs),
+        100 * self.cfg.tail,
+        left_out,
       )
     return bool(self.pairs)
 
