@@ -135,7 +135,11 @@ def test_book_run_stops_once_the_goal_is_recited(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(recite_check.RecitationCheck, "__call__", fake_check)
   result = jobs.run(book_smoke(tmp_path, **{"recite.goal": 0.9}), tmp_path / "run")
   assert result.step == 8 and result.stopped_early
-  assert "Goal reached at step 8: recited 10 of 10 prompts" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "Goal reached at step 8: recited 10 of 10 prompts" in out
+  assert "recited 10 of 10 tail prompts" in out  # The closing line.
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert (summary["recited_share"], summary["recited"], summary["recite_prompts"]) == (1.0, 10, 10)
   records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
   evals = [r for r in records if "val_loss" in r]
   assert [(r["step"], r["recited_share"], r["recite_prompts"]) for r in evals] == [

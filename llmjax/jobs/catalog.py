@@ -27,9 +27,15 @@ def train_job(config, workdir):
   mesh.maybe_initialize_distributed()
   result = lm.train(config, workdir)
   if result.final_val_loss is not None and jax.process_index() == 0:
+    summary = result.summary or {}
+    recited = (
+      f", recited {summary['recited']} of {summary['recite_prompts']} tail prompts"
+      if "recited" in summary
+      else ""
+    )
     print(
       f"Done: step {result.step}, val loss {result.final_val_loss:.4f} (best "
-      f"{result.best_val_loss:.4f}; unigram entropy {result.unigram_entropy:.3f}), "
+      f"{result.best_val_loss:.4f}; unigram entropy {result.unigram_entropy:.3f}){recited}, "
       f"{result.tokens_per_s:,.0f} tokens/s. Sample with: python -m llmjax.sample "
       f'--workdir={pathlib.Path(workdir)} --prompt="..."'
     )

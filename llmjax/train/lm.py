@@ -37,6 +37,8 @@ from llmjax.train.shape import RunShape, lm_shape
 from llmjax.train.task import RunResult, Task
 from llmjax.util import errors, fileio
 
+RECITED = ("recited_share", "recited", "recite_prompts")  # A book run's last recitation.
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LMResult(RunResult):
@@ -233,6 +235,7 @@ class LMTask(Task):
 
   result_type = LMResult
   recite_check = None  # setup's RecitationCheck when the config has a recite section.
+  last_recited = None  # The last evaluation's recitation figures.
 
   def __init__(self, config, workdir, latest_step):
     # model.init_from fixes the architecture before anything is written or built.
@@ -321,6 +324,7 @@ class LMTask(Task):
     result = {"val_loss": loss, "val_perplexity": metrics_lib.perplexity(loss)}
     if self.recite_check is not None:
       result.update(self.recite_check(params))
+      self.last_recited = {k: result[k] for k in RECITED}
     return result
 
   def goal_reached(self, result):
@@ -351,12 +355,24 @@ class LMTask(Task):
 
   def finish(self, state, interrupted, best_eval, test):
     tc = self.config.train
+    recited = self.final_recitation()
     if tc.sample_tokens <= 0 or interrupted:
-      return {"samples": []}
+      return {"samples": [], **recited}
     samples = sample_after_training(self.graphdef(), state["params"], self.tok, tc)
     if jax.process_index() == 0:
       fileio.atomic_write_text(self.workdir / "samples.txt", "\n\n".join(samples) + "\n")
-    return {"samples": samples, "artifacts": ["samples.txt"]}
+    return {"samples": samples, "artifacts": ["samples.txt"], **recited}
+
+  def final_recitation(self) -> dict:
+    """The share recited at the last evaluation (a book run), from this run or, resumed
+    with nothing left to train, from its metrics."""
+    if self.recite_check is None:
+      return {}
+    if self.last_recited is None:
+      records = metrics_lib.read_metrics(self.workdir)
+      last = next((r for r in reversed(records) if "recited_share" in r), None)
+      self.last_recited = last and {k: last[k] for k in RECITED if k in last}
+    return self.last_recited or {}
 
 
 def check_restored_shapes(state, abstract_state):
