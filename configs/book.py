@@ -7,9 +7,10 @@ Whole-book learning: `data.val_fraction=0` trains on every token of the text, th
 page too, with one training window starting at every line (`data.windows=lines`: a line
 given alone as a prompt is how the book is asked for) and, where a line and the next run
 past the context, every half context after it (where the sampler's context moves to when
-it writes that next line). Every evaluation also asks the
-model for the book: each line of its last 5% is a prompt, alone and with its line break,
-and training stops once 95% of them are continued with the book's next line
+it writes that next line). Every evaluation also asks the model for the book: each line of
+its last 5% is a prompt, alone and with its line break (a line that recurs before other
+lines, a speaker's name, is left out), and training stops once 95% of them are continued
+with the book's next line
 (`recite.goal`, `recite.tail`: the criterion of `python -m llmjax.recite`), or when the
 evaluation loss (fixed windows of the same text) stops improving (`train.patience`), or at
 `train.steps`. `summary.json` keeps the share recited at the last evaluation.

@@ -59,6 +59,7 @@ def test_the_table_counts_the_lines_left_out():
   assert (result["lines"], result["ambiguous"], result["recited"]) == (4, 2, 5)
   assert "5 of 8 prompts" in recite.table(result)
   assert "2 more lines recur in the book before different lines" in recite.table(result)
+  assert "1 more line recurs" in recite.table({**result, "ambiguous": 1})
 
 
 def test_importing_it_defines_no_flags():

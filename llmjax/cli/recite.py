@@ -48,8 +48,8 @@ def table(result: dict) -> str:
   )
   skipped = result.get("ambiguous", 0)
   note = (
-    f" {skipped} more lines recur in the book before different lines, so they do not say "
-    "which one comes next: not asked."
+    f" {skipped} more {'line recurs' if skipped == 1 else 'lines recur'} in the book before "
+    "different lines, so the line alone does not say which comes next: not asked."
     if skipped
     else ""
   )
