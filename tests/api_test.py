@@ -270,3 +270,15 @@ def test_unreachable_hub_is_one_line_on_the_command_line(tmp_path):
   assert out.returncode == 1 and out.stdout == ""
   assert out.stderr.startswith("Error: could not fetch 'gpt2' from the Hugging Face hub (")
   assert "Connect to the network" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_a_pinned_gpt2_revision_gets_its_size_defaults():
+  from llmjax.api import trainer  # pylint: disable=g-import-not-at-top
+
+  assert (
+    trainer._default_config({"init_from": "gpt2-medium"}) == "configs/book_finetune.py:gpt2-medium"
+  )
+  assert trainer._default_config({"init_from": "gpt2-medium@main"}) == (
+    "configs/book_finetune.py:gpt2-medium"
+  )
+  assert trainer._default_config({"init_from": "someone/model"}) == "configs/book_finetune.py"

@@ -138,6 +138,11 @@ def test_tokenizer_of_a_checkpoint(tmp_path):
   assert init_from.tokenizer_for("gpt2-xl") == "gpt2"
   assert init_from.tokenizer_for(str(GOLDEN_DIR)) == "char"
   assert init_from.tokenizer_for("someone/gpt2-variant") is None
+  # A pinned revision names the same checkpoint family.
+  assert init_from.tokenizer_for("gpt2-medium@607a30d783dfa663caf39e06633721c8d4cfcd7e") == "gpt2"
+  assert init_from.gpt2_hub_name("gpt2-large@main") == "gpt2-large"
+  assert init_from.gpt2_hub_name("gpt2-huge@main") is None
+  assert init_from.gpt2_hub_name(str(GOLDEN_DIR)) is None
 
 
 def test_load_pretrained_refuses_other_checkpoints(tmp_path):

@@ -42,7 +42,8 @@ def _default_config(kwargs: dict[str, Any]) -> str:
   """A book run for `dataset=`, a fine-tune for `init_from=<GPT-2>`, else Shakespeare."""
   start = str(kwargs.get("init_from", "scratch"))
   if start not in ("scratch", "resume"):
-    return f"{FINETUNE_CONFIG}:{start}" if start in init_from.GPT2_SIZES else FINETUNE_CONFIG
+    size = init_from.gpt2_hub_name(start)  # A pinned gpt2-medium@REV is still medium.
+    return f"{FINETUNE_CONFIG}:{size}" if size else FINETUNE_CONFIG
   if "dataset" in kwargs or "training_data_path" in kwargs:
     return BOOK_CONFIG
   return DEFAULT_CONFIG

@@ -33,6 +33,15 @@ GPT2_SIZES = {
 }
 
 
+def gpt2_hub_name(init_from: str) -> str | None:
+  """The GPT-2 hub id (`gpt2`, `gpt2-medium`, ...) that `init_from` names, with or without
+  an `@REVISION` pin; None for anything else (a local directory, another hub id)."""
+  if pathlib.Path(init_from).expanduser().exists():
+    return None
+  name = str(init_from).partition("@")[0]
+  return name if name in GPT2_SIZES else None
+
+
 def is_pretrained(model_cfg) -> bool:
   return str(model_cfg.get("init_from", SCRATCH) or SCRATCH) != SCRATCH
 
@@ -46,7 +55,7 @@ def checkpoint_dir(init_from: str) -> pathlib.Path:
       raise errors.AssetError(f"model {init_from!r}: {e}") from None
     cause = e.__cause__
     reason = (str(cause).strip().splitlines() or [""])[0].rstrip(".")
-    known = "" if init_from in GPT2_SIZES else f" (GPT-2 hub ids: {', '.join(GPT2_SIZES)})"
+    known = "" if gpt2_hub_name(init_from) else f" (GPT-2 hub ids: {', '.join(GPT2_SIZES)})"
     raise errors.DownloadError(
       f"could not fetch {init_from!r}{known} from the Hugging Face hub "
       f"({type(cause).__name__}: {reason}). Connect to the network (or set HF_ENDPOINT to "
@@ -127,8 +136,9 @@ def load_pretrained(spec: str, **overrides) -> tuple[gpt.GPT, gpt.GPTConfig, str
 
 def tokenizer_for(init_from: str) -> str | None:
   """The tokenizer of a checkpoint named by `init_from`, without downloading anything:
-  known for the four GPT-2 hub ids and for local directories; None otherwise."""
-  if init_from in GPT2_SIZES:
+  known for the four GPT-2 hub ids (pinned or not) and for local directories; None
+  otherwise."""
+  if gpt2_hub_name(init_from):
     return "gpt2"
   path = pathlib.Path(init_from).expanduser()
   if (path / hf_import.CONFIG).is_file():

@@ -43,8 +43,8 @@ def test_prompt_longer_than_the_context_keeps_its_end_with_a_warning(sampler):
   assert len(prompt) == 36
   with pytest.warns(
     UserWarning,
-    match=r"Prompt of 36 tokens plus 4 new ones is longer than "
-    r"the context \(16\); generating from its last 12 tokens\.",
+    match=r"Prompt of 36 tokens is longer than the context \(16\); generating from its last "
+    r"12 tokens\.",
   ):
     out = sampler.generate_tokens(prompt, 4, temperature=0.0)[0]
   assert out == sampler.generate_tokens(prompt[-12:], 4, temperature=0.0)[0]
