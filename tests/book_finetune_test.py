@@ -1,12 +1,13 @@
 """Fine-tuning from a pretrained GPT-2: model.init_from in the trainer, compare_samples."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from llmjax import api
+from llmjax import api, jobs
 from llmjax.cli import compare_samples
 from llmjax.config import load as config_load
 from llmjax.config import validate as config_validate
@@ -190,3 +191,37 @@ def test_trainer_picks_the_finetune_config_for_a_hub_checkpoint(text_file):
     "gpt2",
   )
   assert (c.data.source, c.data.path, c.train.patience) == ("file", str(text_file), 4)
+
+
+def test_a_hub_checkpoint_records_the_commit_it_came_from(tmp_path, text_file, monkeypatch):
+  import huggingface_hub  # pylint: disable=import-outside-toplevel
+
+  commit = "0123456789abcdef0123456789abcdef01234567"
+  snapshot = tmp_path / "hub" / "models--someone--tiny-gpt2" / "snapshots" / commit
+  shutil.copytree(GOLDEN, snapshot)
+  asked = []
+
+  def fake_download(repo_id, allow_patterns=None, **kwargs):
+    asked.append((repo_id, kwargs.get("revision")))
+    return str(snapshot)
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+  config = smoke_config(
+    text_file,
+    **{"model.init_from": "someone/tiny-gpt2", "data.tokenizer": "char", "train.steps": 1},
+  )
+  result = jobs.run(config, tmp_path / "run")
+  assert asked and all(a == ("someone/tiny-gpt2", None) for a in asked)  # Unpinned.
+  assert result.summary["init_from_commit"] == commit
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["init_from_commit"] == commit
+  assert init_from.checkpoint_commit(GOLDEN) is None  # A local directory has none.
+  # Resumed after the hub moved on: the start's commit stays.
+  newer = tmp_path / "hub" / "models--someone--tiny-gpt2" / "snapshots" / ("f" * 40)
+  shutil.copytree(GOLDEN, newer)
+  monkeypatch.setattr(
+    huggingface_hub, "snapshot_download", lambda repo_id, allow_patterns=None, **kw: str(newer)
+  )
+  config.unlock().train.steps = 2
+  resumed = jobs.run(config, tmp_path / "run")
+  assert resumed.step == 2 and resumed.summary["init_from_commit"] == commit

@@ -64,6 +64,14 @@ def checkpoint_dir(init_from: str) -> pathlib.Path:
     ) from None
 
 
+def checkpoint_commit(init_from: str) -> str | None:
+  """The hub commit the checkpoint `init_from` names was downloaded from (its snapshot
+  directory), pinned or not; None for a local directory."""
+  if pathlib.Path(init_from).expanduser().exists():
+    return None
+  return hf_import.hub_revision(checkpoint_dir(init_from))
+
+
 def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of `config` whose model section matches the `model.init_from` checkpoint."""
   if not is_pretrained(config.model):

@@ -9,6 +9,7 @@ Running it again on the same workdir resumes from the newest checkpoint, bit for
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from typing import Any
 
@@ -287,6 +288,8 @@ class LMTask(Task):
     if self.config.train.softmax_ids == "train":
       train_ids = ids_present(self.splits.train, self.config.model.vocab_size)
     self.steps = build_steps(self.config, self.mesh, train_ids=train_ids)
+    if init_from.is_pretrained(self.config.model):
+      facts.update(self.start_commit())
     self.recite_check = None
     if "recite" in self.config:
       check = recite_lib.RecitationCheck(
@@ -296,6 +299,17 @@ class LMTask(Task):
         self.recite_check = check
         facts["recite_prompts"] = 2 * len(check.pairs)
     return facts
+
+  def start_commit(self) -> dict:
+    """The hub commit the run's weights came from (what an unpinned hub id was on the day:
+    pin it with @commit to start again from the same weights). A resumed run keeps the one
+    its start recorded, not what the hub holds now."""
+    if self.latest_step is not None:
+      previous = self.workdir / "summary.json"
+      recorded = json.loads(previous.read_text()) if previous.is_file() else {}
+      return {k: v for k, v in recorded.items() if k == "init_from_commit"}
+    commit = init_from.checkpoint_commit(self.config.model.init_from)
+    return {"init_from_commit": commit} if commit else {}
 
   def startup_line(self, num_params, start_step):
     return (
