@@ -72,14 +72,12 @@ class Tokenizer(abc.ABC):
     when no such cut decodes to the prompt exactly (a space that joins the next word),
     the plain encoding is kept.
     """
-    ids = self.encode(text, allow_eot=True)
-    if not text or not text[-1].isspace():
-      return ids
-    probe = self.encode(text + _PROBE_WORD, allow_eot=True)
-    for cut in range(len(probe) - 1, max(0, len(probe) - 4), -1):
-      if self.decode(probe[:cut]) == text:
-        return probe[:cut]
-    return ids
+    if text and text[-1].isspace():
+      probe = self.encode(text + _PROBE_WORD, allow_eot=True)
+      for cut in range(len(probe) - 1, max(0, len(probe) - 4), -1):
+        if self.decode(probe[:cut]) == text:
+          return probe[:cut]
+    return self.encode(text, allow_eot=True)
 
   @property
   def dtype(self) -> np.dtype:

@@ -35,8 +35,8 @@ def _pairs(text: str) -> list[tuple[int, str, str]]:
   return [(offsets[i], lines[i], "\n" * (j - i - 1) + lines[j]) for i, j in zip(filled, filled[1:])]
 
 
-def _tail(text: str, tail: float) -> tuple[list[tuple[str, str]], list[str]]:
-  """(the tail's pairs, the tail's lines that recur in the text before other lines)."""
+def split_tail(text: str, tail: float) -> tuple[list[tuple[str, str]], list[str]]:
+  """(`tail_pairs`, `ambiguous_lines`) from one pass over the text."""
   if not 0 < tail <= 1:
     raise errors.ConfigError(
       f"tail={tail} must be in (0, 1]: the share of the text, from its end, whose lines are "
@@ -61,13 +61,13 @@ def tail_pairs(text: str, tail: float) -> list[tuple[str, str]]:
   each blank line between them. A line that recurs in the text before another line (a
   speaker's name in a play) does not say which one comes next: it is left out
   (`ambiguous_lines`)."""
-  return _tail(text, tail)[0]
+  return split_tail(text, tail)[0]
 
 
 def ambiguous_lines(text: str, tail: float) -> list[str]:
   """The tail's lines that `tail_pairs` leaves out: the same line is followed by a
   different line elsewhere in the text, so the line alone cannot ask for one of them."""
-  return _tail(text, tail)[1]
+  return split_tail(text, tail)[1]
 
 
 def next_line(prompt: str, continuation: str, blank_lines: int = 0) -> tuple[str, bool]:
@@ -100,7 +100,8 @@ def recite(
   if unknown or not forms:
     raise errors.ConfigError(f"forms={forms!r}: use one or both of {FORMS}.")
   rows = []
-  for line, following in tail_pairs(text, tail):
+  pairs, ambiguous = split_tail(text, tail)
+  for line, following in pairs:
     budget = count_tokens("\n" + following) + 4
     blank_lines = len(following) - len(following.lstrip("\n"))
     for form in forms:
@@ -122,7 +123,7 @@ def recite(
     "tail": tail,
     "forms": list(forms),
     "lines": len(rows) // len(forms),
-    "ambiguous": len(ambiguous_lines(text, tail)),
+    "ambiguous": len(ambiguous),
     "prompts": len(rows),
     "recited": recited,
     "share": recited / len(rows) if rows else 0.0,

@@ -38,7 +38,7 @@ def gpt2_hub_name(init_from: str) -> str | None:
   an `@REVISION` pin; None for anything else (a local directory, another hub id)."""
   if pathlib.Path(init_from).expanduser().exists():
     return None
-  name = str(init_from).partition("@")[0]
+  name = hf_import.split_revision(init_from)[0]
   return name if name in GPT2_SIZES else None
 
 

@@ -37,8 +37,7 @@ class RecitationCheck:
       )
     self.cfg, self.graphdef, self.tok = recite_cfg, graphdef, tokenizer
     self.text = tokenizer.decode(np.asarray(train_tokens).tolist())
-    self.pairs = recitation.tail_pairs(self.text, recite_cfg.tail)
-    self.ambiguous = recitation.ambiguous_lines(self.text, recite_cfg.tail)
+    self.pairs, self.ambiguous = recitation.split_tail(self.text, recite_cfg.tail)
     self.generator = None
 
   def usable(self) -> bool:
