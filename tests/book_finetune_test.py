@@ -1,6 +1,7 @@
 """Fine-tuning from a pretrained GPT-2: model.init_from in the trainer, compare_samples."""
 
 import json
+import logging
 import shutil
 
 import jax
@@ -193,7 +194,7 @@ def test_trainer_picks_the_finetune_config_for_a_hub_checkpoint(text_file):
   assert (c.data.source, c.data.path, c.train.patience) == ("file", str(text_file), 4)
 
 
-def test_a_hub_checkpoint_records_the_commit_it_came_from(tmp_path, text_file, monkeypatch):
+def test_a_hub_checkpoint_records_the_commit_it_came_from(tmp_path, text_file, monkeypatch, caplog):
   import huggingface_hub  # pylint: disable=import-outside-toplevel
 
   commit = "0123456789abcdef0123456789abcdef01234567"
@@ -225,3 +226,10 @@ def test_a_hub_checkpoint_records_the_commit_it_came_from(tmp_path, text_file, m
   config.unlock().train.steps = 2
   resumed = jobs.run(config, tmp_path / "run")
   assert resumed.step == 2 and resumed.summary["init_from_commit"] == commit
+  # A damaged summary.json does not stop a resume; the commit is then not carried over.
+  (tmp_path / "run" / "summary.json").write_text('{"init_from_comm')
+  config.train.steps = 3
+  with caplog.at_level(logging.WARNING):
+    again = jobs.run(config, tmp_path / "run")
+  assert again.step == 3 and "init_from_commit" not in again.summary
+  assert "summary.json is unreadable" in caplog.text

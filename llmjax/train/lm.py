@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 from typing import Any
 
@@ -38,6 +39,7 @@ from llmjax.train.shape import RunShape, lm_shape
 from llmjax.train.task import RunResult, Task
 from llmjax.util import errors, fileio
 
+log = logging.getLogger(__name__)
 RECITED = ("recited_share", "recited", "recite_prompts")  # A book run's last recitation.
 
 
@@ -306,8 +308,13 @@ class LMTask(Task):
     its start recorded, not what the hub holds now."""
     if self.latest_step is not None:
       previous = self.workdir / "summary.json"
-      recorded = json.loads(previous.read_text()) if previous.is_file() else {}
-      return {k: v for k, v in recorded.items() if k == "init_from_commit"}
+      try:
+        recorded = json.loads(previous.read_text()) if previous.is_file() else {}
+      except (OSError, ValueError) as e:  # Provenance only: the resume goes on without it.
+        log.warning("%s is unreadable (%s); init_from_commit is not carried over.", previous, e)
+        recorded = {}
+      commit = recorded.get("init_from_commit") if isinstance(recorded, dict) else None
+      return {"init_from_commit": commit} if commit else {}
     commit = init_from.checkpoint_commit(self.config.model.init_from)
     return {"init_from_commit": commit} if commit else {}
 
