@@ -218,8 +218,8 @@ def _stderr_kept_unless_failed():
     try:
       yield attempt
     finally:
-      if attempt.failed:
-        time.sleep(0.2)  # Let the stragglers finish while stderr is still held.
+      if attempt.failed:  # Let the stragglers finish while stderr is still held.
+        _wait_until_quiet(held.fileno())
       sys.stderr.flush()
       os.dup2(saved, 2)
       os.close(saved)
@@ -227,6 +227,19 @@ def _stderr_kept_unless_failed():
         held.seek(0)
         sys.stderr.write(held.read().decode(errors="replace"))
         sys.stderr.flush()
+
+
+def _wait_until_quiet(fd: int, quiet_s: float = 0.5, limit_s: float = 5.0) -> None:
+  """Waits until nothing has been written to `fd` for `quiet_s` (at most `limit_s`): on a
+  busy machine the stragglers' tracebacks come later than on an idle one, and a fixed
+  pause let some through."""
+  deadline = time.monotonic() + limit_s
+  size, still_since = os.fstat(fd).st_size, time.monotonic()
+  while time.monotonic() < deadline and time.monotonic() - still_since < quiet_s:
+    time.sleep(0.05)
+    now = os.fstat(fd).st_size
+    if now != size:
+      size, still_since = now, time.monotonic()
 
 
 def finished_steps(root: pathlib.Path) -> list[int]:
